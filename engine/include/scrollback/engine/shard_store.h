@@ -1,0 +1,176 @@
+// ShardStore: one shard replica's storage, on its own RocksDB instance.
+//
+// A shard owns a token range of the ring. It stores the conversations whose token lies in the
+// range (with their members, messages, secondary indexes and outbox) and the inbox rows of the
+// users whose token lies in the range. See docs/formats.md for the on-disk layout.
+//
+// Thread safety: every method may be called from many threads at once. Writes to one
+// conversation are serialized inside the store, so seqs are dense and unique; writes to
+// different conversations proceed in parallel (RocksDB groups their WAL writes).
+//
+// Durability: a method that returned OK has written the WAL. With sync_writes = false (default)
+// that survives the process being killed; with sync_writes = true every write group is also
+// fsync'ed, which survives power loss.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "scrollback/engine/clock.h"
+#include "scrollback/engine/status.h"
+#include "scrollback/engine/types.h"
+#include "scrollback/schema/token.h"
+
+namespace scrollback {
+
+// Process-wide storage resources shared by every shard of a node: one block cache and one
+// write-buffer budget, so memory stays bounded however many shards the node hosts.
+class StorageResources {
+ public:
+  struct Options {
+    // Default: 256 MiB. LRU cache of uncompressed data, index and filter blocks of all shards.
+    size_t block_cache_bytes = 256ull << 20;
+    // Default: 256 MiB. Total memtable memory across all shards; a shard over its share flushes.
+    size_t write_buffer_bytes = 256ull << 20;
+  };
+  static std::shared_ptr<StorageResources> Create(const Options& options);
+  static std::shared_ptr<StorageResources> Create() { return Create(Options{}); }
+  virtual ~StorageResources() = default;
+
+  // Block cache bytes in use now (for /metrics).
+  virtual size_t BlockCacheUsage() const = 0;
+};
+
+// Input bounds. Every request is checked against them before anything is read or written.
+struct ShardLimits {
+  // Default: 64 KiB. Chat messages are small; large media belongs in a blob store.
+  uint32_t max_body_bytes = 64 * 1024;
+  // Default: 256 bytes.
+  uint32_t max_title_bytes = 256;
+  // Default: 200. Bounds the work and the reply size of one history or inbox page.
+  uint32_t max_page_size = 200;
+  // Default: 100,000. Upper bound on a conversation's members.
+  uint32_t max_members = 100'000;
+  // Default: 1,000. Most user ids one add/remove-members call may name (bounds one WriteBatch).
+  uint32_t max_members_per_change = 1'000;
+  // Default: 256. Conversations with more members skip per-message inbox fan-out (DESIGN.md):
+  // a send to them writes no outbox record per member.
+  uint32_t fan_out_member_limit = 256;
+  // Default: 120 bytes. The inbox preview is the body's prefix, cut at a UTF-8 boundary.
+  uint32_t preview_bytes = 120;
+  // Default: 1,000. Most outbox records one ReadOutbox call returns.
+  uint32_t max_outbox_batch = 1'000;
+};
+
+struct ShardOptions {
+  // Default: 0. The shard's id in the shard map (persisted at creation; checked on reopen).
+  uint64_t shard_id = 0;
+  // Default: the whole ring. Keys outside the range are refused with not-owner.
+  TokenRange token_range = TokenRange::Full();
+  // Default: true. Create the shard if `path` holds none.
+  bool create_if_missing = true;
+  // Default: false (WAL written, not fsync'ed: survives a process kill, not a power loss).
+  // true: fsync every write group before acknowledging.
+  bool sync_writes = false;
+  // Default: a private set of default-sized resources. Share one across a node's shards.
+  std::shared_ptr<StorageResources> resources;
+  // Default: SystemClock(). Assigns sent_at_ms and the other server times.
+  std::shared_ptr<Clock> clock;
+  ShardLimits limits;
+  // Default: 64. Most conversations whose state (last seq, members) is cached per lock stripe;
+  // the cache holds stripes x this many (64 x 64 = 4096 by default).
+  uint32_t conversation_cache_per_stripe = 64;
+  // Default: 0 (RocksDB's own default). Background flush/compaction threads for this shard.
+  int background_jobs = 0;
+  // Default: 6 hours / 1 GiB. WAL archive kept for replica catch-up (DESIGN.md, Replication).
+  uint64_t wal_ttl_seconds = 6 * 3600;
+  uint64_t wal_size_limit_mb = 1024;
+};
+
+// Approximate on-disk and in-memory sizes (for status and /metrics).
+struct ShardStats {
+  uint64_t live_data_bytes = 0;   // Estimated live SST bytes.
+  uint64_t memtable_bytes = 0;
+  uint64_t estimated_keys = 0;
+  uint64_t latest_sequence = 0;   // RocksDB's last sequence number (the log position).
+};
+
+class ShardStore {
+ public:
+  // Opens (or creates) the shard at `path`. Fails with invalid-argument when the stored shard id
+  // differs from options.shard_id or the stored format version is unknown.
+  static Result<std::unique_ptr<ShardStore>> Open(const ShardOptions& options,
+                                                  const std::string& path);
+  virtual ~ShardStore() = default;
+
+  // ---- Conversations ------------------------------------------------------------------------
+
+  // Creates a conversation with the creator and member_ids as founding members, and queues a
+  // `joined` inbox update for each. alreadyExists if conv_id is taken.
+  virtual Result<Conversation> CreateConversation(const CreateConversationRequest& request) = 0;
+  virtual Result<Conversation> GetConversation(uint64_t conv_id) = 0;
+  // Member ids in ascending order, at most `limit`, greater than `after_user_id`.
+  virtual Result<std::vector<uint64_t>> ListMembers(uint64_t conv_id, uint64_t after_user_id,
+                                                    uint32_t limit) = 0;
+  // Adds users (ignoring those already members) and records a membersAdded system message;
+  // returns that message's seq, or the last seq when nobody was new. `actor_id` must be a member.
+  virtual Result<uint64_t> AddMembers(uint64_t conv_id, uint64_t actor_id,
+                                      const std::vector<uint64_t>& user_ids) = 0;
+  // Removes users (ignoring non-members) and records a membersRemoved system message. A member
+  // may remove themselves; otherwise `actor_id` must be a member.
+  virtual Result<uint64_t> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
+                                         const std::vector<uint64_t>& user_ids) = 0;
+
+  // ---- Messages -----------------------------------------------------------------------------
+
+  // Appends a message with the next seq. Idempotent on (conv_id, sender_id, client_msg_id): a
+  // retry returns the first send's seq with duplicate = true and writes nothing. The message,
+  // its index rows and one outbox record per member (unless the conversation is above the
+  // fan-out limit) are written in one atomic WriteBatch.
+  virtual Result<SendMessageResult> SendMessage(const SendMessageRequest& request) = 0;
+  virtual Result<Message> GetMessage(uint64_t conv_id, uint64_t seq) = 0;
+  virtual Result<HistoryPage> ReadHistory(const HistoryQuery& query) = 0;
+  // Seqs of `sender_id`'s messages in the conversation, newest first, below `before_seq`
+  // (0: from the newest).
+  virtual Result<std::vector<uint64_t>> ListSenderMessages(uint64_t conv_id, uint64_t sender_id,
+                                                           uint64_t before_seq,
+                                                           uint32_t limit) = 0;
+  // Replaces the body; only the sender may edit; a deleted message cannot be edited.
+  virtual Result<Message> EditMessage(uint64_t conv_id, uint64_t seq, uint64_t editor_id,
+                                      const std::string& new_body) = 0;
+  // Turns the message into a tombstone (body cleared, deleted = true); only the sender may
+  // delete. Deleting a tombstone again is OK and changes nothing.
+  virtual Result<Message> DeleteMessage(uint64_t conv_id, uint64_t seq, uint64_t actor_id) = 0;
+
+  // ---- Inbox (rows keyed by the user's token) ------------------------------------------------
+
+  // Applies one update to update.user_id's inbox. Idempotent: an update whose seq is not newer
+  // than the stored one changes nothing (returns OK).
+  virtual Status ApplyInboxUpdate(const InboxUpdate& update) = 0;
+  virtual Result<InboxPage> ListInbox(const InboxQuery& query) = 0;
+  virtual Result<InboxEntry> GetInboxEntry(uint64_t user_id, uint64_t conv_id) = 0;
+  // Advances the read cursor to `seq` (a lower seq changes nothing). notFound if the user has no
+  // inbox row for the conversation.
+  virtual Result<InboxEntry> MarkRead(uint64_t user_id, uint64_t conv_id, uint64_t seq) = 0;
+
+  // ---- Outbox (consumed by the fan-out worker) -----------------------------------------------
+
+  // Up to `limit` pending records in key order, starting after `after_position` (empty: from
+  // the start). At the end of the outbox next_position is empty, so a caller that loops starts
+  // over and sees records written meanwhile.
+  virtual Result<OutboxBatch> ReadOutbox(const std::string& after_position, uint32_t limit) = 0;
+  // Deletes delivered records by position. Unknown positions are ignored.
+  virtual Status DeleteOutbox(const std::vector<std::string>& positions) = 0;
+
+  // ---- Administration -----------------------------------------------------------------------
+
+  virtual uint64_t shard_id() const = 0;
+  virtual TokenRange token_range() const = 0;
+  virtual Result<ShardStats> GetStats() = 0;
+  // Flushes memtables to SST files (tests and shutdown).
+  virtual Status Flush() = 0;
+};
+
+}  // namespace scrollback

@@ -1,0 +1,118 @@
+// Status and Result<T>: how engine code reports errors. Nothing in the engine throws across its
+// public API; RocksDB statuses are translated in exactly one place (engine/rocksdb_status.cc).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+namespace scrollback {
+
+// Mirrors schema::ErrorCode (schema/types.capnp) one to one, with the same numbers, so the RPC
+// layer converts by value. Never renumber.
+enum class ErrorCode : uint16_t {
+  kOk = 0,
+  kNotFound = 1,
+  kInvalidArgument = 2,
+  kAlreadyExists = 3,
+  kPermissionDenied = 4,
+  kFailedPrecondition = 5,
+  kNotOwner = 6,
+  kNotPrimary = 7,
+  kStaleEpoch = 8,
+  kOverloaded = 9,
+  kUnavailable = 10,
+  kInternal = 11,
+  kCorruption = 12,
+};
+
+std::string_view ErrorCodeName(ErrorCode code);
+
+class [[nodiscard]] Status {
+ public:
+  Status() = default;  // OK.
+
+  static Status Ok() { return Status(); }
+  static Status NotFound(std::string message) {
+    return Status(ErrorCode::kNotFound, std::move(message));
+  }
+  // `field` names the offending input field, e.g. "body" or "limit".
+  static Status InvalidArgument(std::string field, std::string message) {
+    Status s(ErrorCode::kInvalidArgument, std::move(message));
+    s.field_ = std::move(field);
+    return s;
+  }
+  static Status AlreadyExists(std::string message) {
+    return Status(ErrorCode::kAlreadyExists, std::move(message));
+  }
+  static Status PermissionDenied(std::string message) {
+    return Status(ErrorCode::kPermissionDenied, std::move(message));
+  }
+  static Status FailedPrecondition(std::string message) {
+    return Status(ErrorCode::kFailedPrecondition, std::move(message));
+  }
+  static Status NotOwner(std::string message) {
+    return Status(ErrorCode::kNotOwner, std::move(message));
+  }
+  static Status Unavailable(std::string message) {
+    return Status(ErrorCode::kUnavailable, std::move(message));
+  }
+  static Status Internal(std::string message) {
+    return Status(ErrorCode::kInternal, std::move(message));
+  }
+  static Status Corruption(std::string message) {
+    return Status(ErrorCode::kCorruption, std::move(message));
+  }
+  static Status FromCode(ErrorCode code, std::string message) {
+    return Status(code, std::move(message));
+  }
+
+  bool ok() const { return code_ == ErrorCode::kOk; }
+  ErrorCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+  const std::string& field() const { return field_; }
+  // "invalid-argument (body): body is 70000 bytes, limit 65536".
+  std::string ToString() const;
+
+ private:
+  Status(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
+
+  ErrorCode code_ = ErrorCode::kOk;
+  std::string message_;
+  std::string field_;
+};
+
+// A value or the Status explaining why there is none. Never holds an OK status.
+template <typename T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design.
+  Result(Status status) : state_(std::move(status)) {}  // NOLINT: implicit by design.
+
+  bool ok() const { return state_.index() == 0; }
+  // REQUIRES: ok().
+  T& value() & { return std::get<0>(state_); }
+  const T& value() const& { return std::get<0>(state_); }
+  T&& value() && { return std::get<0>(std::move(state_)); }
+  T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
+  T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+
+  // OK when a value is held.
+  Status status() const { return ok() ? Status::Ok() : std::get<1>(state_); }
+
+ private:
+  std::variant<T, Status> state_;
+};
+
+}  // namespace scrollback
+
+// Returns early from a function returning Status or Result<T> when `expr` fails.
+#define SB_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::scrollback::Status sb_status_ = (expr); \
+    if (!sb_status_.ok()) return sb_status_; \
+  } while (0)

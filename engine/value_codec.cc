@@ -1,0 +1,269 @@
+#include "value_codec.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <cstring>
+#include <vector>
+
+#include "scrollback/schema/types.capnp.h"
+
+namespace scrollback::codec {
+namespace {
+
+namespace s = ::scrollback::schema;
+
+// Writes `builder` in the standard stream format: (segment count - 1) as u32, each segment's
+// size in words as u32, padding to 8 bytes, then the segments. Little-endian, as Cap'n Proto.
+std::string ToBytes(capnp::MessageBuilder& builder) {
+  auto segments = builder.getSegmentsForOutput();
+  size_t table_words = (segments.size() + 2) / 2;  // 4 bytes per entry + 4 for the count.
+  size_t total_words = table_words;
+  for (auto segment : segments) total_words += segment.size();
+  std::string out(total_words * sizeof(capnp::word), '\0');
+  char* p = out.data();
+  auto put32 = [&p](uint32_t v) {
+    for (int i = 0; i < 4; ++i) *p++ = static_cast<char>((v >> (8 * i)) & 0xff);
+  };
+  put32(static_cast<uint32_t>(segments.size() - 1));
+  for (auto segment : segments) put32(static_cast<uint32_t>(segment.size()));
+  p = out.data() + table_words * sizeof(capnp::word);
+  for (auto segment : segments) {
+    std::memcpy(p, segment.begin(), segment.size() * sizeof(capnp::word));
+    p += segment.size() * sizeof(capnp::word);
+  }
+  return out;
+}
+
+// Cap'n Proto reads words in place and requires 8-byte alignment; RocksDB hands out values at
+// any address, so misaligned values are copied into a reused aligned buffer first.
+class AlignedView {
+ public:
+  explicit AlignedView(std::string_view bytes) {
+    if (bytes.size() % sizeof(capnp::word) != 0) {
+      valid_ = false;
+      return;
+    }
+    size_t words = bytes.size() / sizeof(capnp::word);
+    if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) == 0) {
+      words_ = kj::arrayPtr(reinterpret_cast<const capnp::word*>(bytes.data()), words);
+    } else {
+      thread_local std::vector<capnp::word> scratch;
+      scratch.resize(words);
+      std::memcpy(scratch.data(), bytes.data(), bytes.size());
+      words_ = kj::arrayPtr(scratch.data(), words);
+    }
+  }
+  bool valid() const { return valid_; }
+  kj::ArrayPtr<const capnp::word> words() const { return words_; }
+
+ private:
+  bool valid_ = true;
+  kj::ArrayPtr<const capnp::word> words_;
+};
+
+// Parses `bytes` as a `T` and calls `read(reader)`; any Cap'n Proto validation failure (bad
+// pointers, truncated segments) becomes a corruption Status naming `what`.
+template <typename T, typename Fn>
+Status Parse(std::string_view bytes, const char* what, Fn&& read) {
+  AlignedView view(bytes);
+  if (!view.valid()) {
+    return Status::Corruption(std::string(what) + ": value size is not a multiple of 8");
+  }
+  try {
+    capnp::FlatArrayMessageReader message(view.words());
+    read(message.getRoot<T>());
+    return Status::Ok();
+  } catch (const kj::Exception& e) {
+    return Status::Corruption(std::string(what) + ": " + e.getDescription().cStr());
+  }
+}
+
+std::string_view View(capnp::Data::Reader data) {
+  return {reinterpret_cast<const char*>(data.begin()), data.size()};
+}
+capnp::Data::Reader AsData(const std::string& bytes) {
+  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size());
+}
+
+// Words a builder's first segment should have to hold `payload_bytes` of text / data plus a
+// small struct, so that a typical value is encoded with one allocation.
+uint32_t FirstSegmentWords(size_t payload_bytes) {
+  return static_cast<uint32_t>(32 + payload_bytes / sizeof(capnp::word));
+}
+
+}  // namespace
+
+std::string EncodeConversation(const Conversation& conv) {
+  capnp::MallocMessageBuilder builder(FirstSegmentWords(conv.title.size()));
+  auto root = builder.initRoot<s::Conversation>();
+  root.setConvId(conv.conv_id);
+  root.setTitle(conv.title);
+  root.setCreatorId(conv.creator_id);
+  root.setCreatedAtMs(conv.created_at_ms);
+  root.setMemberCount(conv.member_count);
+  return ToBytes(builder);
+}
+
+Status DecodeConversation(std::string_view bytes, Conversation* out) {
+  return Parse<s::Conversation>(bytes, "conversation", [out](s::Conversation::Reader r) {
+    out->conv_id = r.getConvId();
+    out->title = r.getTitle().cStr();
+    out->creator_id = r.getCreatorId();
+    out->created_at_ms = r.getCreatedAtMs();
+    out->member_count = r.getMemberCount();
+  });
+}
+
+std::string EncodeMember(const MemberRow& member) {
+  capnp::MallocMessageBuilder builder(FirstSegmentWords(0));
+  auto root = builder.initRoot<s::Member>();
+  root.setUserId(member.user_id);
+  root.setJoinedAtMs(member.joined_at_ms);
+  root.setJoinedSeq(member.joined_seq);
+  return ToBytes(builder);
+}
+
+std::string EncodeMessage(const Message& m) {
+  capnp::MallocMessageBuilder builder(
+      FirstSegmentWords(m.body.size() + m.client_msg_id.size() + 8 * m.member_ids.size()));
+  auto root = builder.initRoot<s::Message>();
+  root.setConvId(m.conv_id);
+  root.setSeq(m.seq);
+  root.setSenderId(m.sender_id);
+  root.setSentAtMs(m.sent_at_ms);
+  if (!m.client_msg_id.empty()) root.setClientMsgId(AsData(m.client_msg_id));
+  if (!m.body.empty()) root.setBody(AsData(m.body));
+  root.setKind(static_cast<s::MessageKind>(m.kind));
+  root.setEdited(m.edited);
+  root.setDeleted(m.deleted);
+  root.setEditedAtMs(m.edited_at_ms);
+  if (!m.member_ids.empty()) {
+    auto ids = root.initMemberIds(static_cast<unsigned>(m.member_ids.size()));
+    for (unsigned i = 0; i < m.member_ids.size(); ++i) ids.set(i, m.member_ids[i]);
+  }
+  return ToBytes(builder);
+}
+
+Status DecodeMessage(std::string_view bytes, Message* out) {
+  return Parse<s::Message>(bytes, "message", [out](s::Message::Reader r) {
+    out->conv_id = r.getConvId();
+    out->seq = r.getSeq();
+    out->sender_id = r.getSenderId();
+    out->sent_at_ms = r.getSentAtMs();
+    out->client_msg_id = View(r.getClientMsgId());
+    out->body = View(r.getBody());
+    out->kind = static_cast<MessageKind>(r.getKind());
+    out->edited = r.getEdited();
+    out->deleted = r.getDeleted();
+    out->edited_at_ms = r.getEditedAtMs();
+    out->member_ids.clear();
+    if (r.hasMemberIds()) {
+      for (uint64_t id : r.getMemberIds()) out->member_ids.push_back(id);
+    }
+  });
+}
+
+std::string EncodeInboxUpdate(const InboxUpdate& u) {
+  capnp::MallocMessageBuilder builder(FirstSegmentWords(u.preview.size() + u.title.size()));
+  auto root = builder.initRoot<s::InboxUpdate>();
+  root.setUserId(u.user_id);
+  root.setConvId(u.conv_id);
+  root.setSeq(u.seq);
+  root.setKind(static_cast<s::InboxUpdateKind>(u.kind));
+  root.setActivityMs(u.activity_ms);
+  root.setSenderId(u.sender_id);
+  if (!u.preview.empty()) root.setPreview(AsData(u.preview));
+  root.setMessageKind(static_cast<s::MessageKind>(u.message_kind));
+  root.setFanOut(u.fan_out);
+  if (!u.title.empty()) root.setTitle(u.title);
+  return ToBytes(builder);
+}
+
+Status DecodeInboxUpdate(std::string_view bytes, InboxUpdate* out) {
+  return Parse<s::InboxUpdate>(bytes, "inbox update", [out](s::InboxUpdate::Reader r) {
+    out->user_id = r.getUserId();
+    out->conv_id = r.getConvId();
+    out->seq = r.getSeq();
+    out->kind = static_cast<InboxUpdateKind>(r.getKind());
+    out->activity_ms = r.getActivityMs();
+    out->sender_id = r.getSenderId();
+    out->preview = View(r.getPreview());
+    out->message_kind = static_cast<MessageKind>(r.getMessageKind());
+    out->fan_out = r.getFanOut();
+    out->title = r.getTitle().cStr();
+  });
+}
+
+std::string EncodeInboxEntry(const InboxEntry& e) {
+  capnp::MallocMessageBuilder builder(FirstSegmentWords(e.preview.size() + e.title.size()));
+  auto root = builder.initRoot<s::InboxEntry>();
+  root.setUserId(e.user_id);
+  root.setConvId(e.conv_id);
+  root.setLastSeq(e.last_seq);
+  root.setLastActivityMs(e.last_activity_ms);
+  root.setLastSenderId(e.last_sender_id);
+  if (!e.preview.empty()) root.setPreview(AsData(e.preview));
+  root.setPreviewKind(static_cast<s::MessageKind>(e.preview_kind));
+  root.setReadSeq(e.read_seq);
+  root.setFanOut(e.fan_out);
+  if (!e.title.empty()) root.setTitle(e.title);
+  return ToBytes(builder);
+}
+
+Status DecodeInboxEntry(std::string_view bytes, InboxEntry* out) {
+  return Parse<s::InboxEntry>(bytes, "inbox entry", [out](s::InboxEntry::Reader r) {
+    out->user_id = r.getUserId();
+    out->conv_id = r.getConvId();
+    out->last_seq = r.getLastSeq();
+    out->last_activity_ms = r.getLastActivityMs();
+    out->last_sender_id = r.getLastSenderId();
+    out->preview = View(r.getPreview());
+    out->preview_kind = static_cast<MessageKind>(r.getPreviewKind());
+    out->read_seq = r.getReadSeq();
+    out->fan_out = r.getFanOut();
+    out->title = r.getTitle().cStr();
+    out->unread_count = out->last_seq > out->read_seq ? out->last_seq - out->read_seq : 0;
+  });
+}
+
+std::string EncodeInboxState(const InboxState& st) {
+  capnp::MallocMessageBuilder builder(FirstSegmentWords(0));
+  auto root = builder.initRoot<s::InboxState>();
+  root.setLastSeq(st.last_seq);
+  root.setLastActivityMs(st.last_activity_ms);
+  root.setReadSeq(st.read_seq);
+  root.setRemoved(st.removed);
+  return ToBytes(builder);
+}
+
+Status DecodeInboxState(std::string_view bytes, InboxState* out) {
+  return Parse<s::InboxState>(bytes, "inbox state", [out](s::InboxState::Reader r) {
+    out->last_seq = r.getLastSeq();
+    out->last_activity_ms = r.getLastActivityMs();
+    out->read_seq = r.getReadSeq();
+    out->removed = r.getRemoved();
+  });
+}
+
+std::string EncodeShardMeta(const ShardMetaRow& meta) {
+  capnp::MallocMessageBuilder builder(FirstSegmentWords(0));
+  auto root = builder.initRoot<s::ShardMeta>();
+  root.setFormatVersion(meta.format_version);
+  root.setShardId(meta.shard_id);
+  root.setTokenBegin(meta.token_first);
+  root.setTokenEnd(meta.token_last);
+  return ToBytes(builder);
+}
+
+Status DecodeShardMeta(std::string_view bytes, ShardMetaRow* out) {
+  return Parse<s::ShardMeta>(bytes, "shard meta", [out](s::ShardMeta::Reader r) {
+    out->format_version = r.getFormatVersion();
+    out->shard_id = r.getShardId();
+    out->token_first = r.getTokenBegin();
+    out->token_last = r.getTokenEnd();
+  });
+}
+
+}  // namespace scrollback::codec

@@ -1,0 +1,60 @@
+// Encodes the engine's value types as stored RocksDB values and decodes them back.
+//
+// Format: every value (except the client-msg-id index, which holds an 8-byte big-endian seq,
+// and the time / sender index rows, which are empty) is the standard unpacked Cap'n Proto
+// serialization of one struct of schema/types.capnp: a segment table, then the segments.
+// Decoding validates the bytes (Cap'n Proto bounds checks); bad bytes give a corruption Status.
+// Private to engine/.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "scrollback/engine/status.h"
+#include "scrollback/engine/types.h"
+
+namespace scrollback::codec {
+
+// Conversation row: title, creator, created_at, member_count. last_seq / last_activity_ms are
+// derived from the message rows and not stored.
+std::string EncodeConversation(const Conversation& conv);
+Status DecodeConversation(std::string_view bytes, Conversation* out);
+
+struct MemberRow {
+  uint64_t user_id = 0;
+  int64_t joined_at_ms = 0;
+  uint64_t joined_seq = 0;
+};
+std::string EncodeMember(const MemberRow& member);
+
+std::string EncodeMessage(const Message& message);
+Status DecodeMessage(std::string_view bytes, Message* out);
+
+// The outbox value leaves userId at 0: the target user is in the key, so one encoding serves
+// every member of a send.
+std::string EncodeInboxUpdate(const InboxUpdate& update);
+Status DecodeInboxUpdate(std::string_view bytes, InboxUpdate* out);
+
+std::string EncodeInboxEntry(const InboxEntry& entry);
+Status DecodeInboxEntry(std::string_view bytes, InboxEntry* out);
+
+struct InboxState {
+  uint64_t last_seq = 0;
+  int64_t last_activity_ms = 0;
+  uint64_t read_seq = 0;
+  bool removed = false;
+};
+std::string EncodeInboxState(const InboxState& state);
+Status DecodeInboxState(std::string_view bytes, InboxState* out);
+
+struct ShardMetaRow {
+  uint32_t format_version = 0;
+  uint64_t shard_id = 0;
+  uint64_t token_first = 0;
+  uint64_t token_last = 0;
+};
+std::string EncodeShardMeta(const ShardMetaRow& meta);
+Status DecodeShardMeta(std::string_view bytes, ShardMetaRow* out);
+
+}  // namespace scrollback::codec

@@ -1,0 +1,170 @@
+#include <catch2/catch.hpp>
+
+#include "test_util.h"
+
+namespace scrollback {
+namespace {
+
+using testing::StoreFixture;
+
+// Delivers every pending outbox record to the inbox (the whole ring is one shard here), as the
+// fan-out worker does, and returns how many were delivered.
+size_t Deliver(ShardStore& store) {
+  size_t delivered = 0;
+  for (;;) {
+    auto batch = store.ReadOutbox("", 100);
+    REQUIRE(batch.ok());
+    if (batch->records.empty()) return delivered;
+    std::vector<std::string> positions;
+    for (auto& record : batch->records) {
+      REQUIRE(store.ApplyInboxUpdate(record.update).ok());
+      positions.push_back(record.position);
+    }
+    REQUIRE(store.DeleteOutbox(positions).ok());
+    delivered += positions.size();
+  }
+}
+
+std::vector<uint64_t> InboxConvs(ShardStore& store, uint64_t user) {
+  auto page = store.ListInbox({user, "", 100});
+  REQUIRE(page.ok());
+  std::vector<uint64_t> convs;
+  for (auto& e : page->entries) convs.push_back(e.conv_id);
+  return convs;
+}
+
+TEST_CASE("the inbox lists conversations by last activity with preview and unread count") {
+  StoreFixture f;
+  f.Create(10, 1, {2}, "ten");
+  f.clock->Advance(1);
+  f.Create(20, 1, {2}, "twenty");
+  Deliver(*f.store);
+  CHECK(InboxConvs(*f.store, 2) == std::vector<uint64_t>{20, 10});
+
+  f.clock->Advance(1000);
+  f.Send(10, 1, "a", "hello from ten");
+  f.clock->Advance(1000);
+  f.Send(10, 1, "b", "again");
+  Deliver(*f.store);
+  auto page = f.store->ListInbox({2, "", 10});
+  REQUIRE(page.ok());
+  REQUIRE(page->entries.size() == 2);
+  const InboxEntry& top = page->entries[0];
+  CHECK(top.conv_id == 10);
+  CHECK(top.title == "ten");
+  CHECK(top.preview == "again");
+  CHECK(top.last_sender_id == 1);
+  CHECK(top.last_seq == 2);
+  CHECK(top.unread_count == 2);
+  CHECK(page->entries[1].conv_id == 20);
+  CHECK(page->entries[1].unread_count == 0);
+  // The sender has read their own messages.
+  auto sender_view = f.store->GetInboxEntry(1, 10);
+  REQUIRE(sender_view.ok());
+  CHECK(sender_view->unread_count == 0);
+}
+
+TEST_CASE("marking read lowers the unread count and never moves the cursor back") {
+  StoreFixture f;
+  f.Create(10, 1, {2});
+  for (int i = 0; i < 5; ++i) f.Send(10, 1, std::to_string(i), "x");
+  Deliver(*f.store);
+  CHECK(f.store->GetInboxEntry(2, 10)->unread_count == 5);
+  auto read = f.store->MarkRead(2, 10, 3);
+  REQUIRE(read.ok());
+  CHECK(read->unread_count == 2);
+  CHECK(f.store->MarkRead(2, 10, 1)->read_seq == 3);
+  auto listed = f.store->ListInbox({2, "", 10});
+  CHECK(listed->entries[0].unread_count == 2);
+  CHECK(f.store->MarkRead(2, 99, 1).status().code() == ErrorCode::kNotFound);
+}
+
+TEST_CASE("an inbox update not newer than the stored one is a no-op") {
+  StoreFixture f;
+  InboxUpdate update;
+  update.user_id = 2;
+  update.conv_id = 10;
+  update.seq = 5;
+  update.activity_ms = 5000;
+  update.sender_id = 1;
+  update.preview = "five";
+  REQUIRE(f.store->ApplyInboxUpdate(update).ok());
+  InboxUpdate stale = update;
+  stale.seq = 4;
+  stale.activity_ms = 9000;
+  stale.preview = "four";
+  REQUIRE(f.store->ApplyInboxUpdate(stale).ok());
+  REQUIRE(f.store->ApplyInboxUpdate(update).ok());  // A repeat is a no-op too.
+  auto page = f.store->ListInbox({2, "", 10});
+  REQUIRE(page->entries.size() == 1);  // No duplicate listing row.
+  CHECK(page->entries[0].preview == "five");
+  CHECK(page->entries[0].last_activity_ms == 5000);
+}
+
+TEST_CASE("a removed member loses the conversation and late updates do not bring it back") {
+  StoreFixture f;
+  f.Create(10, 1, {2, 3});
+  f.Send(10, 1, "a", "x");
+  auto removed_at = f.store->RemoveMembers(10, 1, {3});
+  REQUIRE(removed_at.ok());
+  Deliver(*f.store);
+  CHECK(InboxConvs(*f.store, 3).empty());
+  CHECK(f.store->GetInboxEntry(3, 10).status().code() == ErrorCode::kNotFound);
+  // A duplicate delivery of the older message update is ignored.
+  InboxUpdate late;
+  late.user_id = 3;
+  late.conv_id = 10;
+  late.seq = 1;
+  late.activity_ms = 1;
+  REQUIRE(f.store->ApplyInboxUpdate(late).ok());
+  CHECK(InboxConvs(*f.store, 3).empty());
+  // Re-adding brings it back; the others saw the system messages.
+  REQUIRE(f.store->AddMembers(10, 1, {3}).ok());
+  Deliver(*f.store);
+  CHECK(InboxConvs(*f.store, 3) == std::vector<uint64_t>{10});
+  CHECK(f.store->GetInboxEntry(2, 10)->last_seq == 3);
+}
+
+TEST_CASE("inbox pages continue from the cursor without gaps or repeats") {
+  StoreFixture f;
+  for (uint64_t conv = 1; conv <= 45; ++conv) {
+    f.clock->Advance(10);
+    f.Create(conv, 7);
+  }
+  Deliver(*f.store);
+  std::vector<uint64_t> convs;
+  std::string cursor;
+  for (int guard = 0; guard < 10; ++guard) {
+    auto page = f.store->ListInbox({7, cursor, 20});
+    REQUIRE(page.ok());
+    for (auto& e : page->entries) convs.push_back(e.conv_id);
+    if (!page->has_more) break;
+    cursor = page->next_cursor;
+  }
+  REQUIRE(convs.size() == 45);
+  for (size_t i = 0; i < convs.size(); ++i) CHECK(convs[i] == 45 - i);
+  CHECK(f.store->ListInbox({7, "bad", 20}).status().field() == "cursor");
+  CHECK(f.store->ListInbox({7, "", 0}).status().field() == "limit");
+}
+
+TEST_CASE("conversations crossing the fan-out limit tell every member") {
+  ShardLimits limits;
+  limits.fan_out_member_limit = 3;
+  StoreFixture f(limits);
+  f.Create(10, 1, {2});
+  Deliver(*f.store);
+  REQUIRE(f.store->AddMembers(10, 1, {3, 4}).ok());  // 4 members: above the limit.
+  Deliver(*f.store);
+  CHECK_FALSE(f.store->GetInboxEntry(2, 10)->fan_out);
+  CHECK_FALSE(f.store->GetInboxEntry(4, 10)->fan_out);
+  f.Send(10, 1, "a", "quiet");
+  CHECK(Deliver(*f.store) == 0);
+  REQUIRE(f.store->RemoveMembers(10, 1, {4}).ok());  // Back to 3: fan-out resumes.
+  Deliver(*f.store);
+  auto entry = f.store->GetInboxEntry(2, 10);
+  CHECK(entry->fan_out);
+  CHECK(entry->last_seq == 3);
+}
+
+}  // namespace
+}  // namespace scrollback

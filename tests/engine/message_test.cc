@@ -1,0 +1,192 @@
+#include <catch2/catch.hpp>
+
+#include "test_util.h"
+
+namespace scrollback {
+namespace {
+
+using testing::StoreFixture;
+
+TEST_CASE("sends get dense seqs starting at 1") {
+  StoreFixture f;
+  f.Create(10, 1, {2});
+  CHECK(f.Send(10, 1, "a", "one") == 1);
+  CHECK(f.Send(10, 2, "a", "two") == 2);  // Same client id, other sender: a new message.
+  CHECK(f.Send(10, 1, "b", "three") == 3);
+  auto message = f.store->GetMessage(10, 2);
+  REQUIRE(message.ok());
+  CHECK(message->body == "two");
+  CHECK(message->sender_id == 2);
+  CHECK(message->client_msg_id == "a");
+  CHECK(f.store->GetConversation(10)->last_seq == 3);
+}
+
+TEST_CASE("a retried send with the same client_msg_id returns the first seq and writes nothing") {
+  StoreFixture f;
+  f.Create(10, 1);
+  auto first = f.store->SendMessage({10, 1, "retry-me", "hello"});
+  REQUIRE(first.ok());
+  CHECK_FALSE(first->duplicate);
+  f.clock->Advance(1000);
+  auto stats_before = f.store->GetStats();
+  REQUIRE(stats_before.ok());
+  auto retry = f.store->SendMessage({10, 1, "retry-me", "hello again"});
+  REQUIRE(retry.ok());
+  CHECK(retry->duplicate);
+  CHECK(retry->seq == first->seq);
+  CHECK(retry->sent_at_ms == first->sent_at_ms);
+  CHECK(f.store->GetStats()->latest_sequence == stats_before->latest_sequence);
+  CHECK(f.store->GetConversation(10)->last_seq == 1);
+  CHECK(f.store->GetMessage(10, 1)->body == "hello");
+}
+
+TEST_CASE("send input is validated before anything is written") {
+  ShardLimits limits;
+  limits.max_body_bytes = 10;
+  StoreFixture f(limits);
+  f.Create(10, 1);
+  CHECK(f.store->SendMessage({10, 1, "c", std::string(11, 'x')}).status().field() == "body");
+  CHECK(f.store->SendMessage({10, 1, "c", ""}).status().field() == "body");
+  CHECK(f.store->SendMessage({10, 1, "", "x"}).status().field() == "client_msg_id");
+  CHECK(f.store->SendMessage({10, 1, std::string(65, 'c'), "x"}).status().field() ==
+        "client_msg_id");
+  CHECK(f.store->SendMessage({10, 0, "c", "x"}).status().field() == "sender_id");
+  CHECK(f.store->SendMessage({10, 2, "c", "x"}).status().code() == ErrorCode::kPermissionDenied);
+  CHECK(f.store->GetConversation(10)->last_seq == 0);
+  CHECK(f.Send(10, 1, std::string(64, 'c'), std::string(10, 'x')) == 1);
+}
+
+TEST_CASE("sent_at never goes backwards even when the clock does") {
+  StoreFixture f;
+  f.Create(10, 1);
+  const int64_t start = f.clock->NowMs();
+  f.clock->Set(start + 5000);
+  f.Send(10, 1, "a", "x");
+  f.clock->Set(start + 4000);
+  f.Send(10, 1, "b", "y");
+  CHECK(f.store->GetMessage(10, 2)->sent_at_ms == start + 5000);
+}
+
+TEST_CASE("only the sender edits, and an edit replaces the body and marks it edited") {
+  StoreFixture f;
+  f.Create(10, 1, {2});
+  f.Send(10, 1, "a", "typo");
+  CHECK(f.store->EditMessage(10, 1, 2, "hijack").status().code() ==
+        ErrorCode::kPermissionDenied);
+  f.clock->Advance(10);
+  auto edited = f.store->EditMessage(10, 1, 1, "fixed");
+  REQUIRE(edited.ok());
+  CHECK(edited->edited);
+  CHECK(edited->edited_at_ms == f.clock->NowMs());
+  auto read = f.store->GetMessage(10, 1);
+  CHECK(read->body == "fixed");
+  CHECK(read->edited);
+  CHECK(f.store->EditMessage(10, 1, 1, "").status().field() == "body");
+  CHECK(f.store->EditMessage(10, 9, 1, "x").status().code() == ErrorCode::kNotFound);
+}
+
+TEST_CASE("a delete leaves a tombstone that cannot be edited") {
+  StoreFixture f;
+  f.Create(10, 1, {2});
+  f.Send(10, 1, "a", "secret");
+  CHECK(f.store->DeleteMessage(10, 1, 2).status().code() == ErrorCode::kPermissionDenied);
+  auto deleted = f.store->DeleteMessage(10, 1, 1);
+  REQUIRE(deleted.ok());
+  CHECK(deleted->deleted);
+  CHECK(deleted->body.empty());
+  CHECK(f.store->DeleteMessage(10, 1, 1).ok());  // Deleting twice is fine.
+  CHECK(f.store->EditMessage(10, 1, 1, "x").status().code() == ErrorCode::kFailedPrecondition);
+  // The retry of the original send still finds its seq.
+  auto retry = f.store->SendMessage({10, 1, "a", "secret"});
+  REQUIRE(retry.ok());
+  CHECK(retry->duplicate);
+  CHECK(retry->seq == 1);
+}
+
+TEST_CASE("system messages cannot be edited or deleted") {
+  StoreFixture f;
+  f.Create(10, 1);
+  uint64_t seq = *f.store->AddMembers(10, 1, {2});
+  CHECK(f.store->DeleteMessage(10, seq, 1).status().code() == ErrorCode::kFailedPrecondition);
+}
+
+TEST_CASE("a send writes one outbox record per member in the same batch") {
+  StoreFixture f;
+  f.Create(10, 1, {2, 3});
+  auto creation = f.store->ReadOutbox("", 100);
+  REQUIRE(creation.ok());
+  CHECK(creation->records.size() == 3);  // Three `joined` records.
+  std::vector<std::string> positions;
+  for (auto& r : creation->records) {
+    CHECK(r.update.kind == InboxUpdateKind::kJoined);
+    positions.push_back(r.position);
+  }
+  REQUIRE(f.store->DeleteOutbox(positions).ok());
+
+  f.Send(10, 2, "a", std::string(500, 'z'));
+  auto batch = f.store->ReadOutbox("", 100);
+  REQUIRE(batch.ok());
+  REQUIRE(batch->records.size() == 3);
+  std::vector<uint64_t> targets;
+  for (auto& r : batch->records) {
+    targets.push_back(r.update.user_id);
+    CHECK(r.update.conv_id == 10);
+    CHECK(r.update.seq == 1);
+    CHECK(r.update.sender_id == 2);
+    CHECK(r.update.kind == InboxUpdateKind::kMessage);
+    CHECK(r.update.preview == std::string(120, 'z'));  // Cut at preview_bytes.
+  }
+  std::sort(targets.begin(), targets.end());
+  CHECK(targets == std::vector<uint64_t>{1, 2, 3});
+}
+
+TEST_CASE("conversations above the fan-out limit write no per-message outbox records") {
+  ShardLimits limits;
+  limits.fan_out_member_limit = 2;
+  StoreFixture f(limits);
+  f.Create(10, 1, {2, 3});
+  auto created = f.store->ReadOutbox("", 100);
+  REQUIRE(created->records.size() == 3);
+  for (auto& r : created->records) CHECK_FALSE(r.update.fan_out);
+  std::vector<std::string> positions;
+  for (auto& r : created->records) positions.push_back(r.position);
+  REQUIRE(f.store->DeleteOutbox(positions).ok());
+  f.Send(10, 1, "a", "x");
+  CHECK(f.store->ReadOutbox("", 100)->records.empty());
+}
+
+TEST_CASE("previews are cut at a UTF-8 character boundary") {
+  ShardLimits limits;
+  limits.preview_bytes = 4;
+  StoreFixture f(limits);
+  f.Create(10, 1);
+  f.Send(10, 1, "a", "ab\xc3\xa9\xc3\xa9");  // "abéé": é is 2 bytes.
+  auto batch = f.store->ReadOutbox("", 100);
+  REQUIRE(batch.ok());
+  CHECK(batch->records.back().update.preview == "ab\xc3\xa9");
+  f.Send(10, 1, "b", "abc\xc3\xa9");
+  batch = f.store->ReadOutbox("", 100);
+  CHECK(batch->records.back().update.preview == "abc");
+}
+
+TEST_CASE("outbox reads page through records in order and accept only valid positions") {
+  StoreFixture f;
+  f.Create(10, 1, {2, 3, 4});
+  for (int i = 0; i < 5; ++i) f.Send(10, 1, "m" + std::to_string(i), "x");
+  std::vector<std::string> all;
+  std::string position;
+  do {
+    auto batch = f.store->ReadOutbox(position, 3);
+    REQUIRE(batch.ok());
+    for (auto& r : batch->records) all.push_back(r.position);
+    position = batch->next_position;
+  } while (!position.empty());
+  CHECK(all.size() == 4 + 5 * 4);
+  CHECK(std::is_sorted(all.begin(), all.end()));
+  CHECK(f.store->ReadOutbox("junk", 3).status().field() == "after_position");
+  CHECK(f.store->ReadOutbox("", 0).status().field() == "limit");
+  CHECK(f.store->DeleteOutbox({"junk"}).field() == "positions");
+}
+
+}  // namespace
+}  // namespace scrollback

@@ -59,6 +59,11 @@ Key TagEnd(uint64_t shard_key, Tag tag) {
   return Key(shard_key, static_cast<Tag>(static_cast<uint8_t>(tag) + 1));
 }
 
+// The seq in a message key (its last 8 bytes).
+uint64_t SeqOfMessageKey(const rocksdb::Slice& key) {
+  return keys::GetBigEndian64(key.data() + key.size() - 8);
+}
+
 std::string EncodeSeqValue(uint64_t seq) {
   std::string out(8, '\0');
   keys::PutBigEndian64(out.data(), seq);
@@ -328,24 +333,34 @@ class ShardStoreImpl final : public ShardStore {
 
     BoundedIterator it(db_.get(), handles_[kMessagesCf], Key(query.conv_id, Tag::kMessage),
                        TagEnd(query.conv_id, Tag::kMessage));
-    if (newest_first) {
-      it->SeekForPrev(
-          ToSlice(keys::MessageKey(query.conv_id, cursor == 0 ? UINT64_MAX : cursor - 1)));
-    } else {
-      it->Seek(ToSlice(keys::MessageKey(query.conv_id, cursor + 1)));
-    }
     page.messages.reserve(query.limit);
-    while (it->Valid() && page.messages.size() < query.limit) {
-      Message& message = page.messages.emplace_back();
-      SB_RETURN_IF_ERROR(codec::DecodeMessage(ToView(it->value()), &message));
-      if (newest_first) {
-        it->Prev();
-      } else {
-        it->Next();
+    if (newest_first) {
+      if (cursor == 0) {  // From the newest: find it, then read up to it.
+        it->SeekForPrev(ToSlice(keys::MessageKey(query.conv_id, UINT64_MAX)));
+        SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read history"));
+        if (!it->Valid()) {
+          SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
+          return page;
+        }
+        cursor = SeqOfMessageKey(it->key()) + 1;
       }
+      // Seqs are dense, so the page below `cursor` is exactly [first, cursor - 1]. Reading it
+      // forward and reversing is much cheaper than walking back with Prev().
+      const uint64_t first = cursor > query.limit ? cursor - query.limit : 1;
+      for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, first)));
+           it->Valid() && SeqOfMessageKey(it->key()) < cursor; it->Next()) {
+        SB_RETURN_IF_ERROR(codec::DecodeMessage(ToView(it->value()), &page.messages.emplace_back()));
+      }
+      std::reverse(page.messages.begin(), page.messages.end());
+      page.has_more = first > 1 && !page.messages.empty();
+    } else {
+      for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, cursor + 1)));
+           it->Valid() && page.messages.size() < query.limit; it->Next()) {
+        SB_RETURN_IF_ERROR(codec::DecodeMessage(ToView(it->value()), &page.messages.emplace_back()));
+      }
+      page.has_more = it->Valid();
     }
     SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read history"));
-    page.has_more = it->Valid();
     if (page.has_more) page.next_cursor_seq = page.messages.back().seq;
     if (page.messages.empty()) SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
     return page;
@@ -594,6 +609,17 @@ class ShardStoreImpl final : public ShardStore {
     rocksdb::FlushOptions options;
     options.wait = true;
     return FromRocksDb(db_->Flush(options, handles_), "flush");
+  }
+
+  Status CompactAll() override {
+    SB_RETURN_IF_ERROR(Flush());
+    rocksdb::CompactRangeOptions options;
+    options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+    for (auto* handle : handles_) {
+      SB_RETURN_IF_ERROR(
+          FromRocksDb(db_->CompactRange(options, handle, nullptr, nullptr), "compact"));
+    }
+    return Status::Ok();
   }
 
  private:
@@ -988,8 +1014,11 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(Cf cf, const StorageResourcesImpl& re
   // extractor below, for seeks inside one conversation or user.
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   table.whole_key_filtering = true;
+  // Index and filter blocks are charged to the shared cache (so memory stays bounded however
+  // many shards a node hosts) but pinned by their table readers, so reads do not pay a cache
+  // lookup for them.
   table.cache_index_and_filter_blocks = true;
-  table.pin_l0_filter_and_index_blocks_in_cache = true;
+  table.metadata_cache_options.unpartitioned_pinning = rocksdb::PinningTier::kAll;
   table.format_version = 5;
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   // LZ4 where data is hot, ZSTD at the bottom level where most bytes live.

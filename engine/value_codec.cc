@@ -5,7 +5,6 @@
 #include <kj/exception.h>
 
 #include <cstring>
-#include <vector>
 
 #include "scrollback/schema/types.capnp.h"
 
@@ -37,7 +36,8 @@ std::string ToBytes(capnp::MessageBuilder& builder) {
 }
 
 // Cap'n Proto reads words in place and requires 8-byte alignment; RocksDB hands out values at
-// any address, so misaligned values are copied into a reused aligned buffer first.
+// any address, so misaligned values are copied first: into a stack buffer when small (the
+// common case: no allocation), else onto the heap.
 class AlignedView {
  public:
   explicit AlignedView(std::string_view bytes) {
@@ -46,20 +46,25 @@ class AlignedView {
       return;
     }
     size_t words = bytes.size() / sizeof(capnp::word);
-    if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) == 0) {
-      words_ = kj::arrayPtr(reinterpret_cast<const capnp::word*>(bytes.data()), words);
-    } else {
-      thread_local std::vector<capnp::word> scratch;
-      scratch.resize(words);
-      std::memcpy(scratch.data(), bytes.data(), bytes.size());
-      words_ = kj::arrayPtr(scratch.data(), words);
+    const void* data = bytes.data();
+    if (reinterpret_cast<uintptr_t>(data) % alignof(capnp::word) != 0) {
+      capnp::word* copy = words <= kStackWords ? stack_ : (heap_ = kj::heapArray<capnp::word>(words)).begin();
+      std::memcpy(copy, bytes.data(), bytes.size());
+      data = copy;
     }
+    words_ = kj::arrayPtr(static_cast<const capnp::word*>(data), words);
   }
+  AlignedView(const AlignedView&) = delete;
+  AlignedView& operator=(const AlignedView&) = delete;
+
   bool valid() const { return valid_; }
   kj::ArrayPtr<const capnp::word> words() const { return words_; }
 
  private:
+  static constexpr size_t kStackWords = 128;  // 1 KiB: a typical message or inbox row.
   bool valid_ = true;
+  capnp::word stack_[kStackWords];
+  kj::Array<capnp::word> heap_;
   kj::ArrayPtr<const capnp::word> words_;
 };
 

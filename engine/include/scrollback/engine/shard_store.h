@@ -171,6 +171,9 @@ class ShardStore {
   virtual Result<ShardStats> GetStats() = 0;
   // Flushes memtables to SST files (tests and shutdown).
   virtual Status Flush() = 0;
+  // Flushes, then compacts every column family down to its last level and waits. Heavy: for
+  // operators after bulk loads or deletes, and for benchmarks that need a settled store.
+  virtual Status CompactAll() = 0;
 };
 
 }  // namespace scrollback

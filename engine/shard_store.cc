@@ -102,9 +102,8 @@ class BoundedIterator {
     rocksdb::ReadOptions options;
     options.iterate_lower_bound = &lower_slice_;
     options.iterate_upper_bound = &upper_slice_;
-    // Bounds keep every iteration inside one entity prefix, which is what the prefix bloom
-    // filters cover.
-    options.prefix_same_as_start = true;
+    // Callers pass bounds inside one entity prefix, so an iteration never leaves the prefix
+    // that the prefix Bloom filters cover (no per-step prefix_same_as_start check needed).
     it_.reset(db->NewIterator(options, cf));
   }
   rocksdb::Iterator* operator->() { return it_.get(); }

@@ -124,3 +124,20 @@ TEST_CASE("a writer killed with SIGKILL loses no acknowledged message") {
 
 }  // namespace
 }  // namespace scrollback
+
+namespace scrollback {
+namespace {
+
+TEST_CASE("the fsync mode acknowledges writes that read back after reopen") {
+  testing::StoreFixture f;
+  f.options.sync_writes = true;
+  f.Reopen();
+  f.Create(10, 1);
+  for (int i = 0; i < 20; ++i) f.Send(10, 1, std::to_string(i), "synced");
+  f.Reopen();
+  CHECK(f.store->GetConversation(10)->last_seq == 20);
+  CHECK(f.store->GetMessage(10, 20)->body == "synced");
+}
+
+}  // namespace
+}  // namespace scrollback

@@ -5,7 +5,7 @@
 
 #include <string_view>
 
-#include "scrollback/engine/status.h"
+#include "scrollback/schema/status.h"
 
 namespace scrollback {
 

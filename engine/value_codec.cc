@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "scrollback/schema/types.capnp.h"
+#include "scrollback/schema/wire.h"
 
 namespace scrollback::codec {
 namespace {
@@ -85,13 +86,6 @@ Status Parse(std::string_view bytes, const char* what, Fn&& read) {
   }
 }
 
-std::string_view View(capnp::Data::Reader data) {
-  return {reinterpret_cast<const char*>(data.begin()), data.size()};
-}
-capnp::Data::Reader AsData(const std::string& bytes) {
-  return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size());
-}
-
 // Words a builder's first segment should have to hold `payload_bytes` of text / data plus a
 // small struct, so that a typical value is encoded with one allocation.
 uint32_t FirstSegmentWords(size_t payload_bytes) {
@@ -102,23 +96,16 @@ uint32_t FirstSegmentWords(size_t payload_bytes) {
 
 std::string EncodeConversation(const Conversation& conv) {
   capnp::MallocMessageBuilder builder(FirstSegmentWords(conv.title.size()));
-  auto root = builder.initRoot<s::Conversation>();
-  root.setConvId(conv.conv_id);
-  root.setTitle(conv.title);
-  root.setCreatorId(conv.creator_id);
-  root.setCreatedAtMs(conv.created_at_ms);
-  root.setMemberCount(conv.member_count);
+  Conversation stored = conv;  // last_seq / last_activity_ms are derived, not stored.
+  stored.last_seq = 0;
+  stored.last_activity_ms = 0;
+  wire::ToWire(stored, builder.initRoot<s::Conversation>());
   return ToBytes(builder);
 }
 
 Status DecodeConversation(std::string_view bytes, Conversation* out) {
-  return Parse<s::Conversation>(bytes, "conversation", [out](s::Conversation::Reader r) {
-    out->conv_id = r.getConvId();
-    out->title = r.getTitle().cStr();
-    out->creator_id = r.getCreatorId();
-    out->created_at_ms = r.getCreatedAtMs();
-    out->member_count = r.getMemberCount();
-  });
+  return Parse<s::Conversation>(bytes, "conversation",
+                                [out](s::Conversation::Reader r) { wire::FromWire(r, out); });
 }
 
 std::string EncodeMember(const MemberRow& member) {
@@ -133,104 +120,37 @@ std::string EncodeMember(const MemberRow& member) {
 std::string EncodeMessage(const Message& m) {
   capnp::MallocMessageBuilder builder(
       FirstSegmentWords(m.body.size() + m.client_msg_id.size() + 8 * m.member_ids.size()));
-  auto root = builder.initRoot<s::Message>();
-  root.setConvId(m.conv_id);
-  root.setSeq(m.seq);
-  root.setSenderId(m.sender_id);
-  root.setSentAtMs(m.sent_at_ms);
-  if (!m.client_msg_id.empty()) root.setClientMsgId(AsData(m.client_msg_id));
-  if (!m.body.empty()) root.setBody(AsData(m.body));
-  root.setKind(static_cast<s::MessageKind>(m.kind));
-  root.setEdited(m.edited);
-  root.setDeleted(m.deleted);
-  root.setEditedAtMs(m.edited_at_ms);
-  if (!m.member_ids.empty()) {
-    auto ids = root.initMemberIds(static_cast<unsigned>(m.member_ids.size()));
-    for (unsigned i = 0; i < m.member_ids.size(); ++i) ids.set(i, m.member_ids[i]);
-  }
+  wire::ToWire(m, builder.initRoot<s::Message>());
   return ToBytes(builder);
 }
 
 Status DecodeMessage(std::string_view bytes, Message* out) {
-  return Parse<s::Message>(bytes, "message", [out](s::Message::Reader r) {
-    out->conv_id = r.getConvId();
-    out->seq = r.getSeq();
-    out->sender_id = r.getSenderId();
-    out->sent_at_ms = r.getSentAtMs();
-    out->client_msg_id = View(r.getClientMsgId());
-    out->body = View(r.getBody());
-    out->kind = static_cast<MessageKind>(r.getKind());
-    out->edited = r.getEdited();
-    out->deleted = r.getDeleted();
-    out->edited_at_ms = r.getEditedAtMs();
-    out->member_ids.clear();
-    if (r.hasMemberIds()) {
-      for (uint64_t id : r.getMemberIds()) out->member_ids.push_back(id);
-    }
-  });
+  return Parse<s::Message>(bytes, "message",
+                           [out](s::Message::Reader r) { wire::FromWire(r, out); });
 }
 
 std::string EncodeInboxUpdate(const InboxUpdate& u) {
   capnp::MallocMessageBuilder builder(FirstSegmentWords(u.preview.size() + u.title.size()));
-  auto root = builder.initRoot<s::InboxUpdate>();
-  root.setUserId(u.user_id);
-  root.setConvId(u.conv_id);
-  root.setSeq(u.seq);
-  root.setKind(static_cast<s::InboxUpdateKind>(u.kind));
-  root.setActivityMs(u.activity_ms);
-  root.setSenderId(u.sender_id);
-  if (!u.preview.empty()) root.setPreview(AsData(u.preview));
-  root.setMessageKind(static_cast<s::MessageKind>(u.message_kind));
-  root.setFanOut(u.fan_out);
-  if (!u.title.empty()) root.setTitle(u.title);
+  wire::ToWire(u, builder.initRoot<s::InboxUpdate>());
   return ToBytes(builder);
 }
 
 Status DecodeInboxUpdate(std::string_view bytes, InboxUpdate* out) {
-  return Parse<s::InboxUpdate>(bytes, "inbox update", [out](s::InboxUpdate::Reader r) {
-    out->user_id = r.getUserId();
-    out->conv_id = r.getConvId();
-    out->seq = r.getSeq();
-    out->kind = static_cast<InboxUpdateKind>(r.getKind());
-    out->activity_ms = r.getActivityMs();
-    out->sender_id = r.getSenderId();
-    out->preview = View(r.getPreview());
-    out->message_kind = static_cast<MessageKind>(r.getMessageKind());
-    out->fan_out = r.getFanOut();
-    out->title = r.getTitle().cStr();
-  });
+  return Parse<s::InboxUpdate>(bytes, "inbox update",
+                               [out](s::InboxUpdate::Reader r) { wire::FromWire(r, out); });
 }
 
 std::string EncodeInboxEntry(const InboxEntry& e) {
   capnp::MallocMessageBuilder builder(FirstSegmentWords(e.preview.size() + e.title.size()));
-  auto root = builder.initRoot<s::InboxEntry>();
-  root.setUserId(e.user_id);
-  root.setConvId(e.conv_id);
-  root.setLastSeq(e.last_seq);
-  root.setLastActivityMs(e.last_activity_ms);
-  root.setLastSenderId(e.last_sender_id);
-  if (!e.preview.empty()) root.setPreview(AsData(e.preview));
-  root.setPreviewKind(static_cast<s::MessageKind>(e.preview_kind));
-  root.setReadSeq(e.read_seq);
-  root.setFanOut(e.fan_out);
-  if (!e.title.empty()) root.setTitle(e.title);
+  InboxEntry stored = e;  // unread_count is derived when read.
+  stored.unread_count = 0;
+  wire::ToWire(stored, builder.initRoot<s::InboxEntry>());
   return ToBytes(builder);
 }
 
 Status DecodeInboxEntry(std::string_view bytes, InboxEntry* out) {
-  return Parse<s::InboxEntry>(bytes, "inbox entry", [out](s::InboxEntry::Reader r) {
-    out->user_id = r.getUserId();
-    out->conv_id = r.getConvId();
-    out->last_seq = r.getLastSeq();
-    out->last_activity_ms = r.getLastActivityMs();
-    out->last_sender_id = r.getLastSenderId();
-    out->preview = View(r.getPreview());
-    out->preview_kind = static_cast<MessageKind>(r.getPreviewKind());
-    out->read_seq = r.getReadSeq();
-    out->fan_out = r.getFanOut();
-    out->title = r.getTitle().cStr();
-    out->unread_count = out->last_seq > out->read_seq ? out->last_seq - out->read_seq : 0;
-  });
+  return Parse<s::InboxEntry>(bytes, "inbox entry",
+                              [out](s::InboxEntry::Reader r) { wire::FromWire(r, out); });
 }
 
 std::string EncodeInboxState(const InboxState& st) {

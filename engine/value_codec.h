@@ -11,8 +11,8 @@
 #include <string>
 #include <string_view>
 
-#include "scrollback/engine/status.h"
-#include "scrollback/engine/types.h"
+#include "scrollback/schema/status.h"
+#include "scrollback/schema/types.h"
 
 namespace scrollback::codec {
 

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "scrollback/engine/clock.h"
-#include "scrollback/engine/status.h"
-#include "scrollback/engine/types.h"
+#include "scrollback/schema/status.h"
+#include "scrollback/schema/types.h"
 #include "scrollback/schema/token.h"
 
 namespace scrollback {

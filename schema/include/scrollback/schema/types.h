@@ -1,5 +1,6 @@
-// The engine's value types: plain C++ mirrors of the schema structs (schema/types.capnp), so
-// that callers need not touch generated Cap'n Proto code. Field meanings are documented there.
+// Scrollback's value types: plain C++ mirrors of the schema structs (schema/types.capnp), so
+// that callers need not touch generated Cap'n Proto code. Field meanings are documented there;
+// wire.h converts. Shared by the engine, the router and the clients.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-#include "scrollback/engine/status.h"
+#include "scrollback/schema/status.h"
 
 namespace scrollback {
 

@@ -1,5 +1,8 @@
-// Status and Result<T>: how engine code reports errors. Nothing in the engine throws across its
-// public API; RocksDB statuses are translated in exactly one place (engine/rocksdb_status.cc).
+// Status and Result<T>: how Scrollback code reports errors. Nothing throws across a public API.
+// The codes are the wire contract's ErrorCode (types.capnp), which is why this lives in schema/:
+// the engine, the router and the clients all speak it. RocksDB statuses are translated in
+// exactly one place (engine/rocksdb_status.cc); Cap'n Proto errors in router/ and engine/'s RPC
+// layer.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,118 @@
+# The network API: what chat services call (ChatStore), what nodes call on each other (Node),
+# and the shard map that routers and smart clients cache.
+#
+# Every reply that can fail has an `error` field: absent (or code `ok`) means success, and then
+# the other reply fields hold the answer. Errors are values, never RPC exceptions; an RPC
+# exception means the connection or the server failed (treat as `unavailable`).
+# Input bounds are enforced by the node (see ShardLimits in engine/shard_store.h) and answered
+# with `invalidArgument` naming the field.
+@0xc3f1a712a078d26a;
+
+using Types = import "types.capnp";
+$import "/capnp/c++.capnp".namespace("scrollback::schema");
+
+struct WriteToken {
+  # Returned by writes; a later read may pass it to ask for read-your-writes (used once
+  # replication lands: a replica serves the read only after applying this far).
+  shardId @0 :UInt64;
+  epoch @1 :UInt64;
+  lsn @2 :UInt64;      # The shard's RocksDB sequence number after the write.
+}
+
+struct SendRequest {
+  convId @0 :UInt64;
+  senderId @1 :UInt64;
+  clientMsgId @2 :Data;   # 1..64 bytes; retries reuse it.
+  body @3 :Data;
+}
+
+struct SendResult {
+  error @0 :Types.Error;
+  seq @1 :UInt64;
+  sentAtMs @2 :Int64;
+  duplicate @3 :Bool;     # A retry: nothing was written, seq is the first send's.
+  token @4 :WriteToken;
+}
+
+enum Direction {
+  newestFirst @0;
+  oldestFirst @1;
+}
+
+struct HistoryRequest {
+  convId @0 :UInt64;
+  direction @1 :Direction;
+  cursorSeq @2 :UInt64;     # Exclusive; 0 = from the end in `direction`.
+  fromTimeMs @3 :Int64;     # Used when `hasFromTime`; replaces cursorSeq.
+  hasFromTime @4 :Bool;
+  limit @5 :UInt32;         # 1..max page size (default node limit 200).
+}
+
+interface ChatStore {
+  createConversation @0 (convId :UInt64, creatorId :UInt64, memberIds :List(UInt64), title :Text)
+      -> (error :Types.Error, conversation :Types.Conversation, token :WriteToken);
+  getConversation @1 (convId :UInt64) -> (error :Types.Error, conversation :Types.Conversation);
+  addMembers @2 (convId :UInt64, actorId :UInt64, userIds :List(UInt64))
+      -> (error :Types.Error, seq :UInt64, token :WriteToken);
+  removeMembers @3 (convId :UInt64, actorId :UInt64, userIds :List(UInt64))
+      -> (error :Types.Error, seq :UInt64, token :WriteToken);
+  listMembers @4 (convId :UInt64, afterUserId :UInt64, limit :UInt32)
+      -> (error :Types.Error, userIds :List(UInt64));
+
+  sendMessage @5 (request :SendRequest) -> (result :SendResult);
+  sendBatch @6 (requests :List(SendRequest)) -> (results :List(SendResult));
+  # Up to 1,000 sends, to any conversations of this node; results in request order. Each send
+  # is independent (one may fail while others succeed).
+  getMessage @7 (convId :UInt64, seq :UInt64) -> (error :Types.Error, message :Types.Message);
+  readHistory @8 (request :HistoryRequest) -> (error :Types.Error, page :Types.HistoryPage);
+  editMessage @9 (convId :UInt64, seq :UInt64, editorId :UInt64, body :Data)
+      -> (error :Types.Error, message :Types.Message, token :WriteToken);
+  deleteMessage @10 (convId :UInt64, seq :UInt64, actorId :UInt64)
+      -> (error :Types.Error, message :Types.Message, token :WriteToken);
+
+  listInbox @11 (userId :UInt64, cursor :Data, limit :UInt32)
+      -> (error :Types.Error, entries :List(Types.InboxEntry), nextCursor :Data, hasMore :Bool);
+  markRead @12 (userId :UInt64, convId :UInt64, seq :UInt64)
+      -> (error :Types.Error, entry :Types.InboxEntry, token :WriteToken);
+}
+
+struct ShardInfo {
+  shardId @0 :UInt64;
+  tokenFirst @1 :UInt64;    # Inclusive range [tokenFirst, tokenLast] of the ring.
+  tokenLast @2 :UInt64;
+  primary @3 :Text;         # Node id of the primary.
+  replicas @4 :List(Text);  # Node ids of the other replicas (none before replication).
+  epoch @5 :UInt64;
+}
+
+struct NodeInfo {
+  nodeId @0 :Text;
+  address @1 :Text;         # host:port of the node's RPC listener.
+  httpAddress @2 :Text;     # host:port of /health and /metrics; empty if none.
+}
+
+struct ShardMap {
+  # Persisted in the metadata store under /scrollback/shardmap. Shards cover the ring exactly:
+  # sorted by tokenFirst, no gap, no overlap.
+  version @0 :UInt64;       # Increases with every change.
+  shards @1 :List(ShardInfo);
+  nodes @2 :List(NodeInfo);
+}
+
+struct ShardStats {
+  shardId @0 :UInt64;
+  liveDataBytes @1 :UInt64;
+  memtableBytes @2 :UInt64;
+  estimatedKeys @3 :UInt64;
+  latestSequence @4 :UInt64;
+  outboxPending @5 :UInt64; # Outbox records not yet delivered (estimate).
+}
+
+interface Node extends(ChatStore) {
+  # A storage node: the client API plus node-to-node and admin calls.
+  applyInboxUpdates @0 (updates :List(Types.InboxUpdate)) -> (errors :List(Types.Error));
+  # Fan-out delivery. errors[i] is the outcome of updates[i] (absent: applied or already
+  # applied). At most 1,000 updates per call.
+  health @1 () -> (nodeId :Text, mapVersion :UInt64, shards :UInt32, serving :Bool);
+  shardStats @2 () -> (stats :List(ShardStats));
+}

@@ -604,6 +604,8 @@ class ShardStoreImpl final : public ShardStore {
     return stats;
   }
 
+  uint64_t LatestSequence() const override { return db_->GetLatestSequenceNumber(); }
+
   Status Flush() override {
     rocksdb::FlushOptions options;
     options.wait = true;

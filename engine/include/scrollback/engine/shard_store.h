@@ -169,6 +169,8 @@ class ShardStore {
   virtual uint64_t shard_id() const = 0;
   virtual TokenRange token_range() const = 0;
   virtual Result<ShardStats> GetStats() = 0;
+  // RocksDB's last sequence number: the shard's log position (cheap; returned in write tokens).
+  virtual uint64_t LatestSequence() const = 0;
   // Flushes memtables to SST files (tests and shutdown).
   virtual Status Flush() = 0;
   // Flushes, then compacts every column family down to its last level and waits. Heavy: for

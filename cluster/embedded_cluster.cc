@@ -1,0 +1,168 @@
+#include "scrollback/cluster/embedded_cluster.h"
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+namespace scrollback {
+
+Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterOptions options) {
+  if (options.nodes < 1 || options.shards < 1) {
+    return Status::InvalidArgument("nodes", "a cluster needs at least one node and one shard");
+  }
+  std::unique_ptr<EmbeddedCluster> cluster(new EmbeddedCluster());
+  cluster->options_ = options;
+  cluster->data_dir_ = options.data_dir;
+  if (cluster->data_dir_.empty()) {
+    std::random_device rd;
+    cluster->data_dir_ = (std::filesystem::temp_directory_path() /
+                          ("scrollback-cluster-" + std::to_string(rd()) + std::to_string(rd())))
+                             .string();
+    cluster->owns_data_dir_ = true;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(cluster->data_dir_, ec);
+  if (ec) return Status::Internal("cannot create " + cluster->data_dir_ + ": " + ec.message());
+
+  cluster->metadata_ = NewInMemoryMetadataStore(SystemClock());
+  cluster->nodes_.resize(options.nodes);
+  std::vector<NodeInfo> infos;
+  for (int i = 0; i < options.nodes; ++i) {
+    cluster->nodes_[i].id = "node-" + std::to_string(i + 1);
+    infos.push_back({cluster->nodes_[i].id, "", ""});
+  }
+  // Nodes first (to learn their ports), then the map naming them, then followers and workers.
+  for (size_t i = 0; i < cluster->nodes_.size(); ++i) {
+    NodeOptions node_options = options.node;
+    node_options.node_id = cluster->nodes_[i].id;
+    node_options.data_dir = cluster->data_dir_;
+    node_options.listen_address = "127.0.0.1:0";
+    node_options.event_loops = options.event_loops_per_node;
+    auto node = StorageNode::Start(node_options);
+    if (!node.ok()) return node.status();
+    cluster->nodes_[i].node = std::move(node).value();
+    infos[i].address = cluster->nodes_[i].node->address();
+  }
+  ShardMap map = ShardMap::Uniform(1, options.shards, infos);
+  auto published = PublishShardMap(*cluster->metadata_, map, 0);
+  if (!published.ok()) return published.status();
+  auto source = MetadataShardMapSource::Create(cluster->metadata_);
+  if (!source.ok()) return source.status();
+  cluster->maps_ = *source;
+  for (size_t i = 0; i < cluster->nodes_.size(); ++i) {
+    Member& member = cluster->nodes_[i];
+    auto follower = ShardMapFollower::Start(cluster->metadata_, *member.node);
+    if (!follower.ok()) return follower.status();
+    member.follower = std::move(follower).value();
+    if (options.fan_out) {
+      member.worker =
+          std::make_unique<FanOutWorker>(*member.node, cluster->maps_, options.fan_out_options);
+    }
+  }
+  return cluster;
+}
+
+EmbeddedCluster::~EmbeddedCluster() {
+  for (size_t i = 0; i < nodes_.size(); ++i) StopNode(i);
+  maps_.reset();
+  metadata_.reset();
+  if (owns_data_dir_) {
+    std::error_code ec;
+    std::filesystem::remove_all(data_dir_, ec);
+  }
+}
+
+std::unique_ptr<ChatClient> EmbeddedCluster::NewClient(kj::AsyncIoProvider& io,
+                                                       ClientOptions options) {
+  return ChatClient::Create(io, maps_, options);
+}
+
+void EmbeddedCluster::StopNode(size_t i) {
+  Member& member = nodes_[i];
+  member.worker.reset();
+  member.follower.reset();
+  if (member.node) member.node->Stop(std::chrono::milliseconds(0));
+  member.node.reset();
+}
+
+Status EmbeddedCluster::StartNode(size_t i) {
+  Member& member = nodes_[i];
+  NodeOptions node_options = options_.node;
+  node_options.node_id = member.id;
+  node_options.data_dir = data_dir_;
+  node_options.listen_address = "127.0.0.1:0";
+  node_options.event_loops = options_.event_loops_per_node;
+  auto node = StorageNode::Start(node_options);
+  if (!node.ok()) return node.status();
+  member.node = std::move(node).value();
+  const std::string address = member.node->address();
+  // Publish the new address first: the follower then opens this node's shards.
+  SB_RETURN_IF_ERROR(UpdateMap([&](std::vector<ShardInfo>&, std::vector<NodeInfo>& nodes) {
+    for (NodeInfo& info : nodes) {
+      if (info.node_id == member.id) info.address = address;
+    }
+  }));
+  auto follower = ShardMapFollower::Start(metadata_, *member.node);
+  if (!follower.ok()) return follower.status();
+  member.follower = std::move(follower).value();
+  if (options_.fan_out) {
+    member.worker = std::make_unique<FanOutWorker>(*member.node, maps_, options_.fan_out_options);
+  }
+  return Status::Ok();
+}
+
+Status EmbeddedCluster::RestartNode(size_t i) {
+  StopNode(i);
+  return StartNode(i);
+}
+
+Status EmbeddedCluster::MoveShard(uint64_t shard_id, size_t to_node) {
+  if (to_node >= nodes_.size()) return Status::InvalidArgument("to_node", "no such node");
+  return UpdateMap([&](std::vector<ShardInfo>& shards, std::vector<NodeInfo>&) {
+    for (ShardInfo& shard : shards) {
+      if (shard.shard_id == shard_id) {
+        shard.primary = nodes_[to_node].id;
+        ++shard.epoch;
+      }
+    }
+  });
+}
+
+template <typename Change>
+Status EmbeddedCluster::UpdateMap(Change&& change) {
+  auto stored = metadata_->Get(kShardMapKey);
+  if (!stored.ok()) return stored.status();
+  if (!*stored) return Status::NotFound("no shard map");
+  auto map = ShardMap::Parse((*stored)->value);
+  if (!map.ok()) return map.status();
+  std::vector<ShardInfo> shards = map->shards();
+  std::vector<NodeInfo> nodes = map->nodes();
+  change(shards, nodes);
+  auto next = ShardMap::Make(map->version() + 1, std::move(shards), std::move(nodes));
+  if (!next.ok()) return next.status();
+  auto published = PublishShardMap(*metadata_, *next, (*stored)->version);
+  if (!published.ok()) return published.status();
+  // Followers apply on the watch. A node taking over a shard may find it still open on the old
+  // primary for a moment (calls in flight hold it); re-apply until every running node serves
+  // the new version.
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    bool all = true;
+    for (Member& member : nodes_) {
+      if (!member.node) continue;
+      if (member.node->map_version() < next->version()) {
+        all = false;
+        std::vector<ShardAssignment> mine;
+        for (const ShardInfo& shard : next->shards()) {
+          if (shard.primary == member.id) mine.push_back({shard.shard_id, shard.range, shard.epoch});
+        }
+        (void)member.node->AssignShards(next->version(), mine);
+      }
+    }
+    if (all) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return Status::Unavailable("nodes did not take shard map version " +
+                             std::to_string(next->version()));
+}
+
+}  // namespace scrollback

@@ -1,0 +1,109 @@
+// StorageNode: a process's storage server. Hosts many shard replicas (one ShardStore each) and
+// serves the ChatStore and Node Cap'n Proto APIs (schema/chatstore.capnp) for the token ranges
+// it owns. It knows nothing of routing or of the metadata store: whoever runs it (scrollbackd,
+// EmbeddedCluster) tells it which shards it hosts and the shard-map version.
+//
+// Threading: `event_loops` threads each run a Cap'n Proto event loop and accept connections from
+// one shared listening socket, so connections spread over the cores. Engine calls run on the
+// loop that received them; ShardStore is thread-safe.
+//
+// Bounded input: every connection reads messages with traversal / nesting limits and has a flow
+// limit (bytes of calls in flight) beyond which it stops reading (backpressure); the engine
+// checks every size against ShardLimits. A malformed message closes that connection only.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "scrollback/engine/shard_store.h"
+#include "scrollback/schema/status.h"
+#include "scrollback/schema/token.h"
+
+namespace scrollback {
+
+// One shard this node hosts.
+struct ShardAssignment {
+  uint64_t shard_id = 0;
+  TokenRange range;
+  uint64_t epoch = 1;
+};
+
+struct NodeOptions {
+  // Default: "node". Reported by health(); unique in a cluster.
+  std::string node_id = "node";
+  // Required. Shard replicas live in data_dir/shard-<id>.
+  std::string data_dir;
+  // Default: "127.0.0.1:0" (a free port). IPv4 host:port to listen on.
+  std::string listen_address = "127.0.0.1:0";
+  // Default: 2. Event-loop threads (one per core is right).
+  int event_loops = 2;
+  // Default: 64 MiB. Largest RPC message a connection may send (Cap'n Proto traversal limit).
+  uint64_t max_message_bytes = 64ull << 20;
+  // Default: 16 MiB. Bytes of calls in flight per connection before the node stops reading
+  // from it (the client sees backpressure, the node's memory stays bounded).
+  size_t flow_limit_bytes = 16ull << 20;
+  // Default: 1,000. Most entries in one sendBatch or applyInboxUpdates call.
+  uint32_t max_batch = 1000;
+  // Shard options applied to every hosted shard (shard_id and token_range are set per shard).
+  ShardOptions shard_options;
+};
+
+// Wakes the fan-out worker when a write produced outbox records.
+class OutboxSignal {
+ public:
+  void Notify() {
+    {
+      std::lock_guard lock(mu_);
+      ++generation_;
+    }
+    cv_.notify_all();
+  }
+  // Returns once Notify() was called after `*seen` (updating it), or after `timeout`.
+  void WaitFor(uint64_t* seen, std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return generation_ != *seen; });
+    *seen = generation_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t generation_ = 0;  // GUARDED_BY(mu_)
+};
+
+struct HostedShard {
+  ShardAssignment assignment;
+  std::shared_ptr<ShardStore> store;
+};
+
+class StorageNode {
+ public:
+  // Binds the listener and starts the event loops. Hosts no shard until AssignShards.
+  static Result<std::unique_ptr<StorageNode>> Start(const NodeOptions& options);
+  virtual ~StorageNode() = default;
+
+  // host:port the node actually listens on (the port is chosen when options say :0).
+  virtual std::string address() const = 0;
+  virtual const std::string& node_id() const = 0;
+
+  // Makes the node host exactly `shards` (opening new ones, closing dropped ones) and answer
+  // not-owner with `map_version` for every other key. Thread-safe; calls in flight finish on
+  // the shards they started on.
+  virtual Status AssignShards(uint64_t map_version, const std::vector<ShardAssignment>& shards) = 0;
+  virtual uint64_t map_version() const = 0;
+  // A snapshot of the hosted shards, sorted by range.
+  virtual std::vector<HostedShard> Shards() const = 0;
+  virtual OutboxSignal& outbox_signal() = 0;
+
+  // Graceful stop: stops accepting, lets calls in flight finish (up to `grace`), closes the
+  // connections and the shards. Idempotent; the destructor calls it.
+  virtual void Stop(std::chrono::milliseconds grace = std::chrono::seconds(2)) = 0;
+};
+
+}  // namespace scrollback

@@ -1,0 +1,474 @@
+#include "scrollback/router/chat_client.h"
+
+#include <capnp/rpc-twoparty.h>
+
+#include <map>
+
+#include "scrollback/schema/chatstore.capnp.h"
+#include "scrollback/schema/wire.h"
+
+namespace scrollback {
+
+StaticShardMapSource::StaticShardMapSource(ShardMap map)
+    : map_(std::make_shared<const ShardMap>(std::move(map))) {}
+
+std::shared_ptr<const ShardMap> StaticShardMapSource::Current() {
+  std::lock_guard lock(mu_);
+  return map_;
+}
+
+void StaticShardMapSource::Set(ShardMap map) {
+  std::lock_guard lock(mu_);
+  map_ = std::make_shared<const ShardMap>(std::move(map));
+}
+
+namespace {
+
+namespace s = ::scrollback::schema;
+using NodeClient = s::Node::Client;
+using Clock = std::chrono::steady_clock;
+
+// The error in a reply, or OK when the reply has none.
+template <typename Reader>
+Status ReplyError(const Reader& reply) {
+  return reply.hasError() ? wire::FromWire(reply.getError()) : Status::Ok();
+}
+
+void SetIds(capnp::List<uint64_t>::Builder out, const std::vector<uint64_t>& ids) {
+  for (unsigned i = 0; i < ids.size(); ++i) out.set(i, ids[i]);
+}
+
+void FillSend(s::SendRequest::Builder out, const SendMessageRequest& in) {
+  out.setConvId(in.conv_id);
+  out.setSenderId(in.sender_id);
+  out.setClientMsgId(wire::AsData(in.client_msg_id));
+  out.setBody(wire::AsData(in.body));
+}
+
+Result<SendMessageResult> ReadSend(s::SendResult::Reader in) {
+  Status error = ReplyError(in);
+  if (!error.ok()) return error;
+  return SendMessageResult{in.getSeq(), in.getSentAtMs(), in.getDuplicate()};
+}
+
+class ChatClientImpl final : public ChatClient {
+ public:
+  ChatClientImpl(kj::AsyncIoProvider& io, std::shared_ptr<ShardMapSource> maps,
+                 ClientOptions options)
+      : io_(io), maps_(std::move(maps)), options_(options) {}
+
+  kj::Promise<Result<Conversation>> CreateConversation(
+      CreateConversationRequest request) override {
+    return Routed<Conversation>(request.conv_id, [request](NodeClient& node) {
+      auto call = node.createConversationRequest();
+      call.setConvId(request.conv_id);
+      call.setCreatorId(request.creator_id);
+      SetIds(call.initMemberIds(static_cast<unsigned>(request.member_ids.size())),
+             request.member_ids);
+      call.setTitle(wire::AsText(request.title));
+      return call.send().then([](auto reply) -> Result<Conversation> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        Conversation conv;
+        wire::FromWire(reply.getConversation(), &conv);
+        return conv;
+      });
+    });
+  }
+
+  kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id) override {
+    return Routed<Conversation>(conv_id, [conv_id](NodeClient& node) {
+      auto call = node.getConversationRequest();
+      call.setConvId(conv_id);
+      return call.send().then([](auto reply) -> Result<Conversation> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        Conversation conv;
+        wire::FromWire(reply.getConversation(), &conv);
+        return conv;
+      });
+    });
+  }
+
+  kj::Promise<Result<uint64_t>> AddMembers(uint64_t conv_id, uint64_t actor_id,
+                                           std::vector<uint64_t> user_ids) override {
+    return Routed<uint64_t>(conv_id, [=](NodeClient& node) {
+      auto call = node.addMembersRequest();
+      call.setConvId(conv_id);
+      call.setActorId(actor_id);
+      SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
+      return call.send().then([](auto reply) -> Result<uint64_t> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        return reply.getSeq();
+      });
+    });
+  }
+
+  kj::Promise<Result<uint64_t>> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
+                                              std::vector<uint64_t> user_ids) override {
+    return Routed<uint64_t>(conv_id, [=](NodeClient& node) {
+      auto call = node.removeMembersRequest();
+      call.setConvId(conv_id);
+      call.setActorId(actor_id);
+      SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
+      return call.send().then([](auto reply) -> Result<uint64_t> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        return reply.getSeq();
+      });
+    });
+  }
+
+  kj::Promise<Result<std::vector<uint64_t>>> ListMembers(uint64_t conv_id, uint64_t after,
+                                                         uint32_t limit) override {
+    return Routed<std::vector<uint64_t>>(conv_id, [=](NodeClient& node) {
+      auto call = node.listMembersRequest();
+      call.setConvId(conv_id);
+      call.setAfterUserId(after);
+      call.setLimit(limit);
+      return call.send().then([](auto reply) -> Result<std::vector<uint64_t>> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        std::vector<uint64_t> ids;
+        for (uint64_t id : reply.getUserIds()) ids.push_back(id);
+        return ids;
+      });
+    });
+  }
+
+  kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request) override {
+    return Routed<SendMessageResult>(request.conv_id, [request](NodeClient& node) {
+      auto call = node.sendMessageRequest();
+      FillSend(call.initRequest(), request);
+      return call.send().then([](auto reply) { return ReadSend(reply.getResult()); });
+    });
+  }
+
+  kj::Promise<std::vector<Result<SendMessageResult>>> SendBatch(
+      std::vector<SendMessageRequest> requests) override {
+    // One sendBatch per owning node; each sub-batch goes through Routed so that not-owner
+    // answers refresh the map. Sends that a node refuses as not-owner are retried one by one.
+    auto groups = GroupByNode(requests.size(), [&](size_t i) { return requests[i].conv_id; });
+    auto results = kj::heap<std::vector<Result<SendMessageResult>>>(
+        requests.size(), Result<SendMessageResult>(Status::Internal("not sent")));
+    kj::Vector<kj::Promise<void>> calls;
+    for (auto& [first_key, indexes] : groups) {
+      std::vector<SendMessageRequest> part;
+      for (size_t i : indexes) part.push_back(requests[i]);
+      auto* out = results.get();
+      calls.add(Routed<std::vector<Result<SendMessageResult>>>(
+                    first_key,
+                    [part](NodeClient& node) {
+                      auto call = node.sendBatchRequest();
+                      auto list = call.initRequests(static_cast<unsigned>(part.size()));
+                      for (unsigned i = 0; i < part.size(); ++i) FillSend(list[i], part[i]);
+                      return call.send().then(
+                          [](auto reply) -> Result<std::vector<Result<SendMessageResult>>> {
+                            std::vector<Result<SendMessageResult>> out;
+                            for (auto r : reply.getResults()) out.push_back(ReadSend(r));
+                            return out;
+                          });
+                    })
+                    .then([this, out, indexes, part](
+                              Result<std::vector<Result<SendMessageResult>>> got)
+                              -> kj::Promise<void> {
+                      kj::Vector<kj::Promise<void>> retries;
+                      for (size_t k = 0; k < indexes.size(); ++k) {
+                        Result<SendMessageResult> r =
+                            !got.ok() ? Result<SendMessageResult>(got.status())
+                            : k < got->size() ? (*got)[k]
+                                              : Result<SendMessageResult>(
+                                                    Status::Internal("short batch reply"));
+                        if (!r.ok() && r.status().code() == ErrorCode::kNotOwner) {
+                          size_t index = indexes[k];
+                          retries.add(SendMessage(part[k]).then(
+                              [out, index](Result<SendMessageResult> retried) {
+                                (*out)[index] = std::move(retried);
+                              }));
+                        } else {
+                          (*out)[indexes[k]] = std::move(r);
+                        }
+                      }
+                      return kj::joinPromises(retries.releaseAsArray());
+                    }));
+    }
+    return kj::joinPromises(calls.releaseAsArray()).then([results = kj::mv(results)]() mutable {
+      return std::move(*results);
+    });
+  }
+
+  kj::Promise<Result<Message>> GetMessage(uint64_t conv_id, uint64_t seq) override {
+    return Routed<Message>(conv_id, [=](NodeClient& node) {
+      auto call = node.getMessageRequest();
+      call.setConvId(conv_id);
+      call.setSeq(seq);
+      return call.send().then([](auto reply) -> Result<Message> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        Message message;
+        wire::FromWire(reply.getMessage(), &message);
+        return message;
+      });
+    });
+  }
+
+  kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query) override {
+    return Routed<HistoryPage>(query.conv_id, [query](NodeClient& node) {
+      auto call = node.readHistoryRequest();
+      auto request = call.initRequest();
+      request.setConvId(query.conv_id);
+      request.setDirection(query.direction == Direction::kOldestFirst
+                               ? s::Direction::OLDEST_FIRST
+                               : s::Direction::NEWEST_FIRST);
+      request.setCursorSeq(query.cursor_seq);
+      if (query.from_time_ms) {
+        request.setHasFromTime(true);
+        request.setFromTimeMs(*query.from_time_ms);
+      }
+      request.setLimit(query.limit);
+      return call.send().then([](auto reply) -> Result<HistoryPage> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        HistoryPage page;
+        wire::FromWire(reply.getPage(), &page);
+        return page;
+      });
+    });
+  }
+
+  kj::Promise<Result<Message>> EditMessage(uint64_t conv_id, uint64_t seq, uint64_t editor_id,
+                                           std::string body) override {
+    return Routed<Message>(conv_id, [=](NodeClient& node) {
+      auto call = node.editMessageRequest();
+      call.setConvId(conv_id);
+      call.setSeq(seq);
+      call.setEditorId(editor_id);
+      call.setBody(wire::AsData(body));
+      return call.send().then([](auto reply) -> Result<Message> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        Message message;
+        wire::FromWire(reply.getMessage(), &message);
+        return message;
+      });
+    });
+  }
+
+  kj::Promise<Result<Message>> DeleteMessage(uint64_t conv_id, uint64_t seq,
+                                             uint64_t actor_id) override {
+    return Routed<Message>(conv_id, [=](NodeClient& node) {
+      auto call = node.deleteMessageRequest();
+      call.setConvId(conv_id);
+      call.setSeq(seq);
+      call.setActorId(actor_id);
+      return call.send().then([](auto reply) -> Result<Message> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        Message message;
+        wire::FromWire(reply.getMessage(), &message);
+        return message;
+      });
+    });
+  }
+
+  kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query) override {
+    return Routed<InboxPage>(query.user_id, [query](NodeClient& node) {
+      auto call = node.listInboxRequest();
+      call.setUserId(query.user_id);
+      call.setCursor(wire::AsData(query.cursor));
+      call.setLimit(query.limit);
+      return call.send().then([](auto reply) -> Result<InboxPage> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        InboxPage page;
+        for (auto entry : reply.getEntries()) wire::FromWire(entry, &page.entries.emplace_back());
+        page.next_cursor = wire::View(reply.getNextCursor());
+        page.has_more = reply.getHasMore();
+        return page;
+      });
+    });
+  }
+
+  kj::Promise<Result<InboxEntry>> MarkRead(uint64_t user_id, uint64_t conv_id,
+                                           uint64_t seq) override {
+    return Routed<InboxEntry>(user_id, [=](NodeClient& node) {
+      auto call = node.markReadRequest();
+      call.setUserId(user_id);
+      call.setConvId(conv_id);
+      call.setSeq(seq);
+      return call.send().then([](auto reply) -> Result<InboxEntry> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        InboxEntry entry;
+        wire::FromWire(reply.getEntry(), &entry);
+        return entry;
+      });
+    });
+  }
+
+  kj::Promise<std::vector<Status>> ApplyInboxUpdates(std::vector<InboxUpdate> updates) override {
+    auto groups = GroupByNode(updates.size(), [&](size_t i) { return updates[i].user_id; });
+    auto statuses = kj::heap<std::vector<Status>>(updates.size(), Status::Internal("not sent"));
+    kj::Vector<kj::Promise<void>> calls;
+    for (auto& [first_key, indexes] : groups) {
+      std::vector<InboxUpdate> part;
+      for (size_t i : indexes) part.push_back(updates[i]);
+      auto* out = statuses.get();
+      calls.add(Routed<std::vector<Status>>(
+                    first_key,
+                    [part](NodeClient& node) {
+                      auto call = node.applyInboxUpdatesRequest();
+                      auto list = call.initUpdates(static_cast<unsigned>(part.size()));
+                      for (unsigned i = 0; i < part.size(); ++i) wire::ToWire(part[i], list[i]);
+                      return call.send().then([n = part.size()](auto reply)
+                                                  -> Result<std::vector<Status>> {
+                        std::vector<Status> out;
+                        for (auto e : reply.getErrors()) out.push_back(wire::FromWire(e));
+                        out.resize(n, Status::Internal("short reply"));
+                        return out;
+                      });
+                    })
+                    .then([out, indexes](Result<std::vector<Status>> got) {
+                      for (size_t k = 0; k < indexes.size(); ++k) {
+                        (*out)[indexes[k]] = got.ok() ? (*got)[k] : got.status();
+                      }
+                    }));
+    }
+    return kj::joinPromises(calls.releaseAsArray()).then([statuses = kj::mv(statuses)]() mutable {
+      return std::move(*statuses);
+    });
+  }
+
+  bool IsDown(const std::string& node_id) override {
+    auto it = connections_.find(node_id);
+    return it != connections_.end() && it->second->down;
+  }
+
+  std::shared_ptr<const ShardMap> shard_map() override { return maps_->Current(); }
+
+ private:
+  // One pipelined connection to a node. Owned by connections_; replaced on reconnect.
+  struct Connection {
+    std::string address;
+    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<capnp::TwoPartyClient> rpc;
+    NodeClient node = nullptr;
+    bool down = false;
+    Clock::time_point down_since;
+    kj::Promise<void> watcher = nullptr;
+  };
+
+  // Keys grouped by the primary node of their shard in the current map: node id -> (a key of
+  // that group, for routing; the input indexes).
+  template <typename KeyOf>
+  std::map<std::string, std::pair<uint64_t, std::vector<size_t>>> GroupByNodeImpl(size_t n,
+                                                                                KeyOf key_of) {
+    auto map = maps_->Current();
+    std::map<std::string, std::pair<uint64_t, std::vector<size_t>>> groups;
+    for (size_t i = 0; i < n; ++i) {
+      uint64_t key = key_of(i);
+      auto& group = groups[map->ShardForKey(key).primary];
+      if (group.second.empty()) group.first = key;
+      group.second.push_back(i);
+    }
+    return groups;
+  }
+  template <typename KeyOf>
+  std::vector<std::pair<uint64_t, std::vector<size_t>>> GroupByNode(size_t n, KeyOf key_of) {
+    std::vector<std::pair<uint64_t, std::vector<size_t>>> out;
+    for (auto& [node, group] : GroupByNodeImpl(n, key_of)) out.push_back(std::move(group));
+    return out;
+  }
+
+  void MarkDown(const std::string& node_id) {
+    auto it = connections_.find(node_id);
+    if (it == connections_.end() || it->second->down) return;
+    it->second->down = true;
+    it->second->down_since = Clock::now();
+  }
+
+  // The connection to `node_id`, (re)connecting as needed; unavailable while it is down.
+  Result<Connection*> ConnectionTo(const ShardMap& map, const std::string& node_id) {
+    const NodeInfo* info = map.FindNode(node_id);
+    if (info == nullptr) return Status::Unavailable("node " + node_id + " is not in the shard map");
+    auto it = connections_.find(node_id);
+    if (it != connections_.end()) {
+      Connection& c = *it->second;
+      const bool same_address = c.address == info->address;
+      if (!c.down && same_address) return &c;
+      if (c.down && same_address && Clock::now() - c.down_since < options_.down_retry) {
+        return Status::Unavailable("node " + node_id + " at " + c.address + " is down");
+      }
+      connections_.erase(it);  // Down long enough, or moved: connect afresh.
+    }
+    auto owned = std::make_unique<Connection>();
+    Connection* c = owned.get();
+    c->address = info->address;
+    capnp::ReaderOptions reader;
+    reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
+    c->node = NodeClient(
+        io_.getNetwork()
+            .parseAddress(info->address)
+            .then([](kj::Own<kj::NetworkAddress> address) { return address->connect(); })
+            .then([this, c, node_id](kj::Own<kj::AsyncIoStream> stream) {
+              c->stream = kj::mv(stream);
+              c->rpc = kj::heap<capnp::TwoPartyClient>(*c->stream);
+              c->watcher = c->rpc->onDisconnect()
+                               .then([this, node_id] { MarkDown(node_id); },
+                                     [this, node_id](kj::Exception&&) { MarkDown(node_id); })
+                               .eagerlyEvaluate(nullptr);
+              return c->rpc->bootstrap().castAs<s::Node>();
+            }));
+    connections_[node_id] = std::move(owned);
+    return c;
+  }
+
+  // Sends `call` to the primary of the shard owning `shard_key`, with a timeout, marking the
+  // node down on failure and retrying (after a map refresh) on not-owner.
+  template <typename T, typename Call>
+  kj::Promise<Result<T>> Routed(uint64_t shard_key, Call call, int attempt = 0) {
+    auto map = maps_->Current();
+    const std::string node_id = map->ShardForKey(shard_key).primary;
+    auto connection = ConnectionTo(*map, node_id);
+    if (!connection.ok()) return Result<T>(connection.status());
+    kj::Promise<Result<T>> sent = nullptr;
+    try {
+      sent = call((*connection)->node);
+    } catch (kj::Exception& e) {
+      sent = kj::mv(e);
+    }
+    auto timeout = options_.call_timeout.count() * kj::MILLISECONDS;
+    return io_.getTimer()
+        .timeoutAfter(timeout, kj::mv(sent))
+        .then(
+            [this, shard_key, call, attempt](Result<T> result) -> kj::Promise<Result<T>> {
+              if (!result.ok() && result.status().code() == ErrorCode::kNotOwner &&
+                  attempt + 1 < options_.max_attempts) {
+                maps_->Refresh();
+                return Routed<T>(shard_key, call, attempt + 1);
+              }
+              return kj::mv(result);
+            },
+            [this, node_id](kj::Exception&& e) -> kj::Promise<Result<T>> {
+              MarkDown(node_id);
+              return Result<T>(Status::Unavailable("node " + node_id + ": " +
+                                                   e.getDescription().cStr()));
+            });
+  }
+
+  kj::AsyncIoProvider& io_;
+  std::shared_ptr<ShardMapSource> maps_;
+  const ClientOptions options_;
+  std::map<std::string, std::unique_ptr<Connection>> connections_;
+};
+
+}  // namespace
+
+std::unique_ptr<ChatClient> ChatClient::Create(kj::AsyncIoProvider& io,
+                                               std::shared_ptr<ShardMapSource> maps,
+                                               ClientOptions options) {
+  return std::make_unique<ChatClientImpl>(io, std::move(maps), options);
+}
+
+}  // namespace scrollback

@@ -1,0 +1,101 @@
+// ChatClient: the smart client. Caches the shard map, routes each call to the node that owns
+// its key (conversation calls by conv_id, inbox calls by user_id), refreshes the map and retries
+// when a node answers not-owner, and keeps one pipelined Cap'n Proto connection per node (many
+// calls in flight on each).
+//
+// Health: a node whose connection fails or whose call times out is marked down; calls routed to
+// it fail fast with `unavailable` until `down_retry` has passed, then the client reconnects.
+//
+// Threading: a ChatClient lives on one thread's KJ event loop (the `io` it was created with);
+// its promises resolve on that loop. Create one per thread. The same library serves the
+// embedded cluster, the router process and the fan-out worker.
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/async.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "scrollback/router/shard_map.h"
+#include "scrollback/schema/status.h"
+#include "scrollback/schema/types.h"
+
+namespace scrollback {
+
+// Where the client gets the shard map. Implementations must be thread-safe.
+class ShardMapSource {
+ public:
+  virtual ~ShardMapSource() = default;
+  // The newest map known; never null.
+  virtual std::shared_ptr<const ShardMap> Current() = 0;
+  // Re-reads the map from its authority (called after a not-owner answer) and returns it.
+  virtual std::shared_ptr<const ShardMap> Refresh() = 0;
+};
+
+// A source that holds whatever map it was last given (tests and static deployments).
+class StaticShardMapSource final : public ShardMapSource {
+ public:
+  explicit StaticShardMapSource(ShardMap map);
+  std::shared_ptr<const ShardMap> Current() override;
+  std::shared_ptr<const ShardMap> Refresh() override { return Current(); }
+  void Set(ShardMap map);
+
+ private:
+  std::mutex mu_;
+  std::shared_ptr<const ShardMap> map_;  // GUARDED_BY(mu_)
+};
+
+struct ClientOptions {
+  // Default: 5 s. A call without an answer by then fails with unavailable and marks its node
+  // down.
+  std::chrono::milliseconds call_timeout = std::chrono::seconds(5);
+  // Default: 3. Attempts per call when nodes answer not-owner (the map is refreshed between).
+  int max_attempts = 3;
+  // Default: 300 ms. How long a node stays marked down before the client tries it again.
+  std::chrono::milliseconds down_retry = std::chrono::milliseconds(300);
+  // Default: 64 MiB. Largest reply accepted (Cap'n Proto traversal limit).
+  uint64_t max_message_bytes = 64ull << 20;
+};
+
+class ChatClient {
+ public:
+  static std::unique_ptr<ChatClient> Create(kj::AsyncIoProvider& io,
+                                            std::shared_ptr<ShardMapSource> maps,
+                                            ClientOptions options = {});
+  virtual ~ChatClient() = default;
+
+  virtual kj::Promise<Result<Conversation>> CreateConversation(
+      CreateConversationRequest request) = 0;
+  virtual kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id) = 0;
+  virtual kj::Promise<Result<uint64_t>> AddMembers(uint64_t conv_id, uint64_t actor_id,
+                                                   std::vector<uint64_t> user_ids) = 0;
+  virtual kj::Promise<Result<uint64_t>> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
+                                                      std::vector<uint64_t> user_ids) = 0;
+  virtual kj::Promise<Result<std::vector<uint64_t>>> ListMembers(uint64_t conv_id,
+                                                                 uint64_t after_user_id,
+                                                                 uint32_t limit) = 0;
+  virtual kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request) = 0;
+  // Groups the sends by owning node (one call per node); results in request order.
+  virtual kj::Promise<std::vector<Result<SendMessageResult>>> SendBatch(
+      std::vector<SendMessageRequest> requests) = 0;
+  virtual kj::Promise<Result<Message>> GetMessage(uint64_t conv_id, uint64_t seq) = 0;
+  virtual kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query) = 0;
+  virtual kj::Promise<Result<Message>> EditMessage(uint64_t conv_id, uint64_t seq,
+                                                   uint64_t editor_id, std::string body) = 0;
+  virtual kj::Promise<Result<Message>> DeleteMessage(uint64_t conv_id, uint64_t seq,
+                                                     uint64_t actor_id) = 0;
+  virtual kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query) = 0;
+  virtual kj::Promise<Result<InboxEntry>> MarkRead(uint64_t user_id, uint64_t conv_id,
+                                                   uint64_t seq) = 0;
+  // Delivers inbox updates to the users' shards (grouped by node); statuses in input order.
+  virtual kj::Promise<std::vector<Status>> ApplyInboxUpdates(std::vector<InboxUpdate> updates) = 0;
+
+  // True while `node_id` is marked down.
+  virtual bool IsDown(const std::string& node_id) = 0;
+  virtual std::shared_ptr<const ShardMap> shard_map() = 0;
+};
+
+}  // namespace scrollback

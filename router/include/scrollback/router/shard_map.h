@@ -1,0 +1,64 @@
+// The shard map: which shard owns which token range of the ring, which node is each shard's
+// primary, and where the nodes listen. Immutable once built; a new version replaces it whole.
+//
+// Persisted in the metadata store as the Cap'n Proto struct schema::ShardMap (chatstore.capnp).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "scrollback/schema/status.h"
+#include "scrollback/schema/token.h"
+
+namespace scrollback {
+
+struct ShardInfo {
+  uint64_t shard_id = 0;
+  TokenRange range;
+  std::string primary;                // Node id.
+  std::vector<std::string> replicas;  // Node ids of the other replicas.
+  uint64_t epoch = 0;
+};
+
+struct NodeInfo {
+  std::string node_id;
+  std::string address;       // host:port of the RPC listener.
+  std::string http_address;  // host:port of /health and /metrics; may be empty.
+};
+
+class ShardMap {
+ public:
+  // Validates the invariants: shards sorted by range, covering [0, 2^64-1] with no gap and no
+  // overlap, unique shard ids, and every primary / replica naming a listed node.
+  static Result<ShardMap> Make(uint64_t version, std::vector<ShardInfo> shards,
+                               std::vector<NodeInfo> nodes);
+  // `shard_count` equal token ranges (ids 1..shard_count), primaries assigned round robin.
+  // REQUIRES: shard_count >= 1 and !nodes.empty().
+  static ShardMap Uniform(uint64_t version, uint32_t shard_count, std::vector<NodeInfo> nodes);
+
+  static Result<ShardMap> Parse(std::string_view bytes);
+  std::string Serialize() const;
+
+  uint64_t version() const { return version_; }
+  const std::vector<ShardInfo>& shards() const { return shards_; }
+  const std::vector<NodeInfo>& nodes() const { return nodes_; }
+
+  // The shard owning `token`: O(log shards), no allocation.
+  const ShardInfo& ShardForToken(uint64_t token) const;
+  const ShardInfo& ShardForKey(uint64_t shard_key) const { return ShardForToken(TokenOf(shard_key)); }
+  // nullptr when unknown.
+  const NodeInfo* FindNode(std::string_view node_id) const;
+  const ShardInfo* FindShard(uint64_t shard_id) const;
+
+ private:
+  ShardMap() = default;
+
+  uint64_t version_ = 0;
+  std::vector<ShardInfo> shards_;  // Sorted by range.first.
+  std::vector<NodeInfo> nodes_;
+};
+
+}  // namespace scrollback

@@ -1,0 +1,161 @@
+#include "scrollback/router/shard_map.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include "scrollback/schema/chatstore.capnp.h"
+#include "scrollback/schema/wire.h"
+
+namespace scrollback {
+
+Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
+                                std::vector<NodeInfo> nodes) {
+  if (shards.empty()) return Status::InvalidArgument("shards", "a shard map needs a shard");
+  std::sort(shards.begin(), shards.end(),
+            [](const ShardInfo& a, const ShardInfo& b) { return a.range.first < b.range.first; });
+  std::set<std::string, std::less<>> node_ids;
+  for (const NodeInfo& node : nodes) {
+    if (node.node_id.empty() || !node_ids.insert(node.node_id).second) {
+      return Status::InvalidArgument("nodes", "node ids must be unique and non-empty");
+    }
+  }
+  std::set<uint64_t> shard_ids;
+  uint64_t expected_first = 0;
+  for (size_t i = 0; i < shards.size(); ++i) {
+    const ShardInfo& shard = shards[i];
+    if (!shard_ids.insert(shard.shard_id).second) {
+      return Status::InvalidArgument("shards", "duplicate shard id " +
+                                                   std::to_string(shard.shard_id));
+    }
+    if (shard.range.first != expected_first || shard.range.last < shard.range.first) {
+      return Status::InvalidArgument("shards", "shard ranges must cover the ring with no gap "
+                                               "or overlap (at shard " +
+                                                   std::to_string(shard.shard_id) + ")");
+    }
+    if (!node_ids.count(shard.primary)) {
+      return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
+                                                   " names unknown primary " + shard.primary);
+    }
+    for (const std::string& replica : shard.replicas) {
+      if (!node_ids.count(replica)) {
+        return Status::InvalidArgument("shards", "unknown replica node " + replica);
+      }
+    }
+    bool last = i + 1 == shards.size();
+    if (last != (shard.range.last == UINT64_MAX)) {
+      return Status::InvalidArgument("shards", "shard ranges must end at the top of the ring");
+    }
+    if (!last) expected_first = shard.range.last + 1;
+  }
+  ShardMap map;
+  map.version_ = version;
+  map.shards_ = std::move(shards);
+  map.nodes_ = std::move(nodes);
+  return map;
+}
+
+ShardMap ShardMap::Uniform(uint64_t version, uint32_t shard_count, std::vector<NodeInfo> nodes) {
+  std::vector<ShardInfo> shards;
+  const uint64_t width = UINT64_MAX / shard_count;
+  for (uint32_t i = 0; i < shard_count; ++i) {
+    ShardInfo shard;
+    shard.shard_id = i + 1;
+    shard.range.first = width * i;
+    shard.range.last = i + 1 == shard_count ? UINT64_MAX : width * (i + 1) - 1;
+    shard.primary = nodes[i % nodes.size()].node_id;
+    shard.epoch = 1;
+    shards.push_back(std::move(shard));
+  }
+  ShardMap map;
+  map.version_ = version;
+  map.shards_ = std::move(shards);
+  map.nodes_ = std::move(nodes);
+  return map;
+}
+
+const ShardInfo& ShardMap::ShardForToken(uint64_t token) const {
+  // The last shard whose first token is <= token; shards cover the ring, so one exists.
+  auto it = std::upper_bound(shards_.begin(), shards_.end(), token,
+                             [](uint64_t t, const ShardInfo& s) { return t < s.range.first; });
+  return *(it - 1);
+}
+
+const NodeInfo* ShardMap::FindNode(std::string_view node_id) const {
+  for (const NodeInfo& node : nodes_) {
+    if (node.node_id == node_id) return &node;
+  }
+  return nullptr;
+}
+
+const ShardInfo* ShardMap::FindShard(uint64_t shard_id) const {
+  for (const ShardInfo& shard : shards_) {
+    if (shard.shard_id == shard_id) return &shard;
+  }
+  return nullptr;
+}
+
+std::string ShardMap::Serialize() const {
+  capnp::MallocMessageBuilder builder;
+  auto root = builder.initRoot<schema::ShardMap>();
+  root.setVersion(version_);
+  auto shards = root.initShards(static_cast<unsigned>(shards_.size()));
+  for (unsigned i = 0; i < shards_.size(); ++i) {
+    const ShardInfo& in = shards_[i];
+    auto out = shards[i];
+    out.setShardId(in.shard_id);
+    out.setTokenFirst(in.range.first);
+    out.setTokenLast(in.range.last);
+    out.setPrimary(wire::AsText(in.primary));
+    auto replicas = out.initReplicas(static_cast<unsigned>(in.replicas.size()));
+    for (unsigned r = 0; r < in.replicas.size(); ++r) replicas.set(r, wire::AsText(in.replicas[r]));
+    out.setEpoch(in.epoch);
+  }
+  auto nodes = root.initNodes(static_cast<unsigned>(nodes_.size()));
+  for (unsigned i = 0; i < nodes_.size(); ++i) {
+    nodes[i].setNodeId(wire::AsText(nodes_[i].node_id));
+    nodes[i].setAddress(wire::AsText(nodes_[i].address));
+    nodes[i].setHttpAddress(wire::AsText(nodes_[i].http_address));
+  }
+  auto words = capnp::messageToFlatArray(builder);
+  auto bytes = words.asBytes();
+  return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+}
+
+Result<ShardMap> ShardMap::Parse(std::string_view bytes) {
+  if (bytes.size() % sizeof(capnp::word) != 0) {
+    return Status::Corruption("shard map: size is not a multiple of 8");
+  }
+  auto words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+  std::memcpy(words.begin(), bytes.data(), bytes.size());
+  std::vector<ShardInfo> shards;
+  std::vector<NodeInfo> nodes;
+  uint64_t version = 0;
+  try {
+    capnp::FlatArrayMessageReader message(words);
+    auto root = message.getRoot<schema::ShardMap>();
+    version = root.getVersion();
+    for (auto in : root.getShards()) {
+      ShardInfo& shard = shards.emplace_back();
+      shard.shard_id = in.getShardId();
+      shard.range = TokenRange{in.getTokenFirst(), in.getTokenLast()};
+      shard.primary = wire::View(in.getPrimary());
+      for (auto replica : in.getReplicas()) shard.replicas.emplace_back(wire::View(replica));
+      shard.epoch = in.getEpoch();
+    }
+    for (auto in : root.getNodes()) {
+      nodes.push_back({std::string(wire::View(in.getNodeId())),
+                       std::string(wire::View(in.getAddress())),
+                       std::string(wire::View(in.getHttpAddress()))});
+    }
+  } catch (const kj::Exception& e) {
+    return Status::Corruption(std::string("shard map: ") + e.getDescription().cStr());
+  }
+  return Make(version, std::move(shards), std::move(nodes));
+}
+
+}  // namespace scrollback

@@ -1,0 +1,76 @@
+#include <atomic>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include "scrollback/cluster/metadata_store.h"
+
+namespace scrollback {
+namespace {
+
+TEST_CASE("metadata compare-and-swap succeeds only at the expected version") {
+  auto store = NewInMemoryMetadataStore(std::make_shared<ManualClock>());
+  auto v1 = store->CompareAndSwap("/k", 0, "a");
+  REQUIRE(v1.ok());
+  CHECK(store->CompareAndSwap("/k", 0, "b").status().code() == ErrorCode::kFailedPrecondition);
+  auto v2 = store->CompareAndSwap("/k", *v1, "c");
+  REQUIRE(v2.ok());
+  CHECK(*v2 > *v1);
+  CHECK((*store->Get("/k"))->value == "c");
+  CHECK(store->CompareAndSwap("/k", *v1, "d").status().code() == ErrorCode::kFailedPrecondition);
+  REQUIRE(store->Delete("/k").ok());
+  CHECK_FALSE(*store->Get("/k"));
+}
+
+TEST_CASE("metadata lists a prefix in key order") {
+  auto store = NewInMemoryMetadataStore(std::make_shared<ManualClock>());
+  REQUIRE(store->Put("/n/b", "2").ok());
+  REQUIRE(store->Put("/n/a", "1").ok());
+  REQUIRE(store->Put("/m", "x").ok());
+  auto listed = store->List("/n/");
+  REQUIRE(listed.ok());
+  REQUIRE(listed->size() == 2);
+  CHECK((*listed)[0].key == "/n/a");
+  CHECK((*listed)[1].value.value == "2");
+}
+
+TEST_CASE("keys under a lease vanish when it is not kept alive, and watchers hear it") {
+  auto clock = std::make_shared<ManualClock>();
+  auto store = NewInMemoryMetadataStore(clock);
+  std::atomic<int> deletions{0};
+  auto watch = store->Watch("/nodes/", [&](const std::string&, const auto& value) {
+    if (!value) ++deletions;
+  });
+  auto lease = store->GrantLease(std::chrono::seconds(5));
+  REQUIRE(lease.ok());
+  REQUIRE(store->Put("/nodes/a", "addr", *lease).ok());
+  clock->Advance(4000);
+  REQUIRE(store->KeepAlive(*lease).ok());
+  clock->Advance(4000);
+  CHECK(*store->Get("/nodes/a"));  // Kept alive 4 s ago: still there.
+  clock->Advance(2000);
+  CHECK_FALSE(*store->Get("/nodes/a"));
+  CHECK(store->KeepAlive(*lease).code() == ErrorCode::kNotFound);
+  for (int i = 0; i < 100 && deletions == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(deletions == 1);
+  CHECK(store->Put("/nodes/b", "x", *lease).status().code() == ErrorCode::kNotFound);
+}
+
+TEST_CASE("a watch sees every change under its prefix until its handle is dropped") {
+  auto store = NewInMemoryMetadataStore(std::make_shared<ManualClock>());
+  std::vector<std::string> seen;
+  auto watch = store->Watch("/a/", [&](const std::string& key, const auto& value) {
+    seen.push_back(key + "=" + (value ? value->value : "<deleted>"));
+  });
+  REQUIRE(store->Put("/a/1", "x").ok());
+  REQUIRE(store->Put("/b/1", "y").ok());
+  REQUIRE(store->Delete("/a/1").ok());
+  watch.reset();
+  REQUIRE(store->Put("/a/2", "z").ok());
+  CHECK(seen == std::vector<std::string>{"/a/1=x", "/a/1=<deleted>"});
+}
+
+}  // namespace
+}  // namespace scrollback

@@ -1,21 +1,11 @@
-// StorageNode: shard table, the Cap'n Proto service, and the event-loop threads.
+// StorageNode: the shard table and the Cap'n Proto service over it (served by RpcServer).
 #include "scrollback/engine/storage_node.h"
-
-#include <arpa/inet.h>
-#include <capnp/rpc-twoparty.h>
-#include <capnp/rpc.h>
-#include <kj/async-io.h>
-#include <kj/async.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <list>
-#include <thread>
 
 #include "scrollback/schema/chatstore.capnp.h"
+#include "scrollback/schema/rpc_server.h"
 #include "scrollback/schema/wire.h"
 
 namespace scrollback {
@@ -376,171 +366,28 @@ class ChatService final : public s::Node::Server {
   std::shared_ptr<NodeCore> core_;
 };
 
-// One event loop thread: accepts from the shared listening socket and serves its connections.
-class EventLoopThread {
- public:
-  EventLoopThread(std::shared_ptr<NodeCore> core, int listen_fd)
-      : core_(std::move(core)), listen_fd_(dup(listen_fd)) {
-    thread_ = std::thread([this] { Run(); });
-    std::unique_lock lock(mu_);
-    ready_cv_.wait(lock, [this] { return executor_ != nullptr || failed_; });
-  }
-  ~EventLoopThread() {
-    Stop(std::chrono::milliseconds(0));
-    if (thread_.joinable()) thread_.join();
-  }
-
-  // Stops accepting, waits up to `grace` for connections to go idle, then ends the loop.
-  void Stop(std::chrono::milliseconds grace) {
-    const kj::Executor* executor;
-    {
-      std::lock_guard lock(mu_);
-      executor = executor_;
-      executor_ = nullptr;
-    }
-    if (executor == nullptr) return;
-    executor->executeSync([this, grace] {
-      listening_ = nullptr;  // Stop accepting.
-      auto& fulfiller = *stop_fulfiller_;
-      fulfiller->fulfill(std::chrono::milliseconds(grace));
-    });
-    thread_.join();
-  }
-
- private:
-  struct Connection {
-    kj::Own<kj::AsyncIoStream> stream;
-    kj::Own<capnp::TwoPartyVatNetwork> network;
-    kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
-  };
-
-  void Run() {
-    try {
-      Serve();
-    } catch (const kj::Exception& e) {
-      // Only setup can throw here (e.g. the listening socket is unusable).
-      std::lock_guard lock(mu_);
-      failed_ = true;
-    }
-    ready_cv_.notify_all();
-  }
-
-  void Serve() {
-    auto io = kj::setupAsyncIo();
-    auto listener = io.lowLevelProvider->wrapListenSocketFd(
-        listen_fd_, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-    auto stop = kj::newPromiseAndFulfiller<std::chrono::milliseconds>();
-    // Declared before `tasks` so that the tasks watching connections die first.
-    std::list<Connection> connections;
-    kj::TaskSet tasks(error_handler_);
-    stop_fulfiller_ = &stop.fulfiller;
-    listening_ = AcceptLoop(*listener, tasks, connections).eagerlyEvaluate(nullptr);
-    {
-      std::lock_guard lock(mu_);
-      executor_ = &kj::getCurrentThreadExecutor();
-    }
-    ready_cv_.notify_all();
-
-    auto grace = stop.promise.wait(io.waitScope);
-    // Graceful: calls run to completion inside the loop, so what remains is replies still being
-    // written. Give connections up to `grace` to drain, then close them.
-    auto deadline = std::chrono::steady_clock::now() + grace;
-    while (std::chrono::steady_clock::now() < deadline) {
-      bool busy = false;
-      for (auto& c : connections) busy |= c.network->getCurrentQueueCount() > 0;
-      if (!busy) break;
-      io.provider->getTimer().afterDelay(5 * kj::MILLISECONDS).wait(io.waitScope);
-    }
-    listening_ = nullptr;
-  }
-
-  kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener, kj::TaskSet& tasks,
-                               std::list<Connection>& connections) {
-    return listener.accept().then([this, &listener, &tasks,
-                                   &connections](kj::Own<kj::AsyncIoStream>&& stream) {
-      capnp::ReaderOptions reader;
-      reader.traversalLimitInWords = core_->options.max_message_bytes / sizeof(capnp::word);
-      reader.nestingLimit = 16;
-      auto& c = connections.emplace_back();
-      c.stream = kj::mv(stream);
-      c.network = kj::heap<capnp::TwoPartyVatNetwork>(*c.stream, capnp::rpc::twoparty::Side::SERVER,
-                                                      reader);
-      c.rpc = kj::heap(capnp::makeRpcServer(*c.network, kj::heap<ChatService>(core_)));
-      c.rpc->setFlowLimit(core_->options.flow_limit_bytes);
-      auto it = std::prev(connections.end());
-      // A disconnect (or a malformed message, which aborts this connection only) drops it.
-      tasks.add(c.network->onDisconnect().then([&connections, it] {
-        // Not from inside the network's own callback: on the next turn of the loop.
-        return kj::evalLater([&connections, it] { connections.erase(it); });
-      }));
-      return AcceptLoop(listener, tasks, connections);
-    });
-  }
-
-  struct ErrorHandler final : kj::TaskSet::ErrorHandler {
-    void taskFailed(kj::Exception&& e) override { (void)e; }  // A connection failed: dropped.
-  };
-
-  std::shared_ptr<NodeCore> core_;
-  int listen_fd_;
-  std::thread thread_;
-  std::mutex mu_;
-  std::condition_variable ready_cv_;
-  const kj::Executor* executor_ = nullptr;  // GUARDED_BY(mu_)
-  bool failed_ = false;
-  // Owned by the loop thread:
-  kj::Own<kj::PromiseFulfiller<std::chrono::milliseconds>>* stop_fulfiller_ = nullptr;
-  kj::Promise<void> listening_ = nullptr;
-  ErrorHandler error_handler_;
-};
-
-Result<int> Listen(const std::string& address) {
-  auto colon = address.rfind(':');
-  if (colon == std::string::npos) {
-    return Status::InvalidArgument("listen_address", "expected host:port, got " + address);
-  }
-  std::string host = address.substr(0, colon);
-  int port = std::atoi(address.c_str() + colon + 1);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    return Status::InvalidArgument("listen_address", "not an IPv4 address: " + host);
-  }
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Status::Internal("socket: " + std::string(strerror(errno)));
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, 1024) != 0) {
-    std::string error = strerror(errno);
-    close(fd);
-    return Status::Unavailable("cannot listen on " + address + ": " + error);
-  }
-  return fd;
-}
-
-std::string LocalAddress(int fd) {
-  sockaddr_in addr{};
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  char host[INET_ADDRSTRLEN];
-  inet_ntop(AF_INET, &addr.sin_addr, host, sizeof(host));
-  return std::string(host) + ":" + std::to_string(ntohs(addr.sin_port));
-}
-
 class StorageNodeImpl final : public StorageNode {
  public:
-  StorageNodeImpl(const NodeOptions& options, int listen_fd)
-      : core_(std::make_shared<NodeCore>(options)),
-        listen_fd_(listen_fd),
-        address_(LocalAddress(listen_fd)) {
-    for (int i = 0; i < std::max(1, options.event_loops); ++i) {
-      loops_.push_back(std::make_unique<EventLoopThread>(core_, listen_fd_));
-    }
-  }
+  explicit StorageNodeImpl(std::shared_ptr<NodeCore> core) : core_(std::move(core)) {}
   ~StorageNodeImpl() override { Stop(std::chrono::milliseconds(0)); }
 
-  std::string address() const override { return address_; }
+  // REQUIRES: called once, before the node is shared.
+  Status Listen() {
+    RpcServerOptions rpc;
+    rpc.listen_address = core_->options.listen_address;
+    rpc.event_loops = core_->options.event_loops;
+    rpc.max_message_bytes = core_->options.max_message_bytes;
+    rpc.flow_limit_bytes = core_->options.flow_limit_bytes;
+    auto core = core_;
+    auto server = RpcServer::Start(rpc, [core](kj::AsyncIoProvider&) -> capnp::Capability::Client {
+      return kj::heap<ChatService>(core);
+    });
+    if (!server.ok()) return server.status();
+    server_ = std::move(server).value();
+    return Status::Ok();
+  }
+
+  std::string address() const override { return server_->address(); }
   const std::string& node_id() const override { return core_->options.node_id; }
   uint64_t map_version() const override { return core_->Table()->map_version; }
   OutboxSignal& outbox_signal() override { return core_->signal; }
@@ -588,32 +435,27 @@ class StorageNodeImpl final : public StorageNode {
     std::lock_guard lock(stop_mu_);
     if (stopped_) return;
     stopped_ = true;
-    // Stop accepting on every loop first, then drain each.
-    for (auto& loop : loops_) loop->Stop(grace);
-    loops_.clear();
-    close(listen_fd_);
+    if (server_) server_->Stop(grace);
     std::lock_guard table_lock(core_->mu);
     core_->table = std::make_shared<ShardTable>();  // Closes shards nobody else holds.
   }
 
  private:
   std::shared_ptr<NodeCore> core_;
-  int listen_fd_;
-  std::string address_;
+  std::unique_ptr<RpcServer> server_;
   std::shared_ptr<StorageResources> resources_ = StorageResources::Create();
   std::mutex assign_mu_;
   std::mutex stop_mu_;
   bool stopped_ = false;  // GUARDED_BY(stop_mu_)
-  std::vector<std::unique_ptr<EventLoopThread>> loops_;
 };
 
 }  // namespace
 
 Result<std::unique_ptr<StorageNode>> StorageNode::Start(const NodeOptions& options) {
   if (options.data_dir.empty()) return Status::InvalidArgument("data_dir", "data_dir is required");
-  auto fd = Listen(options.listen_address);
-  if (!fd.ok()) return fd.status();
-  return std::unique_ptr<StorageNode>(new StorageNodeImpl(options, *fd));
+  auto node = std::make_unique<StorageNodeImpl>(std::make_shared<NodeCore>(options));
+  SB_RETURN_IF_ERROR(node->Listen());
+  return std::unique_ptr<StorageNode>(std::move(node));
 }
 
 }  // namespace scrollback

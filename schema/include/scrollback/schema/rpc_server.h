@@ -1,0 +1,51 @@
+// RpcServer: the Cap'n Proto listener shared by every Scrollback process that serves the
+// contract (storage nodes, routers).
+//
+// `event_loops` threads each run a KJ event loop and accept from one shared listening socket,
+// so connections spread over the cores. Each connection reads messages under a traversal limit
+// (max_message_bytes) and a nesting limit, and has a flow limit: past `flow_limit_bytes` of
+// calls in flight the server stops reading from it (backpressure, bounded memory). A malformed
+// message aborts its own connection only.
+#pragma once
+
+#include <capnp/capability.h>
+#include <kj/async-io.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "scrollback/schema/status.h"
+
+namespace scrollback {
+
+struct RpcServerOptions {
+  // Default: "127.0.0.1:0" (a free port). IPv4 host:port.
+  std::string listen_address = "127.0.0.1:0";
+  // Default: 2. Event-loop threads.
+  int event_loops = 2;
+  // Default: 64 MiB. Largest message a connection may send.
+  uint64_t max_message_bytes = 64ull << 20;
+  // Default: 16 MiB. Bytes of calls in flight per connection before reading pauses.
+  size_t flow_limit_bytes = 16ull << 20;
+};
+
+class RpcServer {
+ public:
+  // Called once on each event-loop thread when it starts; the capability it returns is the
+  // bootstrap interface of every connection that loop accepts.
+  using BootstrapFactory = std::function<capnp::Capability::Client(kj::AsyncIoProvider& io)>;
+
+  static Result<std::unique_ptr<RpcServer>> Start(const RpcServerOptions& options,
+                                                  BootstrapFactory make_bootstrap);
+  virtual ~RpcServer() = default;
+
+  // host:port actually bound.
+  virtual std::string address() const = 0;
+  // Stops accepting, gives connections up to `grace` to finish writing replies (calls run to
+  // completion inside the loops), then closes them and ends the loops. Idempotent.
+  virtual void Stop(std::chrono::milliseconds grace) = 0;
+};
+
+}  // namespace scrollback

@@ -155,7 +155,7 @@ Status EmbeddedCluster::UpdateMap(Change&& change) {
         for (const ShardInfo& shard : next->shards()) {
           if (shard.primary == member.id) mine.push_back({shard.shard_id, shard.range, shard.epoch});
         }
-        (void)member.node->AssignShards(next->version(), mine);
+        (void)member.node->AssignShards(next->version(), mine, next->Serialize());
       }
     }
     if (all) return Status::Ok();

@@ -85,7 +85,7 @@ Status ShardMapFollower::Apply(const ShardMap& map) {
       mine.push_back(ShardAssignment{shard.shard_id, shard.range, shard.epoch});
     }
   }
-  return node_.AssignShards(map.version(), mine);
+  return node_.AssignShards(map.version(), mine, map.Serialize());
 }
 
 }  // namespace scrollback

@@ -16,6 +16,7 @@ namespace s = ::scrollback::schema;
 // Which shards the node hosts, at one shard-map version. Replaced whole, never mutated.
 struct ShardTable {
   uint64_t map_version = 0;
+  std::string shard_map;  // Serialized map, opaque here.
   std::vector<HostedShard> shards;  // Sorted by range.first; ranges do not overlap.
 
   const HostedShard* Find(uint64_t token) const {
@@ -262,6 +263,12 @@ class ChatService final : public s::Node::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> shardMap(ShardMapContext context) override {
+    auto table = core_->Table();
+    context.getResults().setMap(wire::AsData(table->shard_map));
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> shardStats(ShardStatsContext context) override {
     auto table = core_->Table();
     auto stats = context.getResults().initStats(static_cast<unsigned>(table->shards.size()));
@@ -394,11 +401,13 @@ class StorageNodeImpl final : public StorageNode {
 
   std::vector<HostedShard> Shards() const override { return core_->Table()->shards; }
 
-  Status AssignShards(uint64_t map_version, const std::vector<ShardAssignment>& shards) override {
+  Status AssignShards(uint64_t map_version, const std::vector<ShardAssignment>& shards,
+                      std::string shard_map) override {
     std::lock_guard assign(assign_mu_);
     auto current = core_->Table();
     auto next = std::make_shared<ShardTable>();
     next->map_version = map_version;
+    next->shard_map = std::move(shard_map);
     for (const ShardAssignment& assignment : shards) {
       HostedShard hosted{assignment, nullptr};
       for (const HostedShard& existing : current->shards) {

@@ -61,12 +61,15 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
 
 ShardMap ShardMap::Uniform(uint64_t version, uint32_t shard_count, std::vector<NodeInfo> nodes) {
   std::vector<ShardInfo> shards;
-  const uint64_t width = UINT64_MAX / shard_count;
+  // Shard i starts at floor(i * 2^64 / n): exact powers of two for power-of-two counts.
+  auto start = [shard_count](uint32_t i) {
+    return static_cast<uint64_t>((static_cast<unsigned __int128>(i) << 64) / shard_count);
+  };
   for (uint32_t i = 0; i < shard_count; ++i) {
     ShardInfo shard;
     shard.shard_id = i + 1;
-    shard.range.first = width * i;
-    shard.range.last = i + 1 == shard_count ? UINT64_MAX : width * (i + 1) - 1;
+    shard.range.first = start(i);
+    shard.range.last = i + 1 == shard_count ? UINT64_MAX : start(i + 1) - 1;
     shard.primary = nodes[i % nodes.size()].node_id;
     shard.epoch = 1;
     shards.push_back(std::move(shard));

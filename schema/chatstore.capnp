@@ -115,4 +115,7 @@ interface Node extends(ChatStore) {
   # applied). At most 1,000 updates per call.
   health @1 () -> (nodeId :Text, mapVersion :UInt64, shards :UInt32, serving :Bool);
   shardStats @2 () -> (stats :List(ShardStats));
+  shardMap @3 () -> (map :Data);
+  # The serialized ShardMap this node last applied (empty before the first): lets an operator
+  # tool that knows one node's address find the whole cluster.
 }

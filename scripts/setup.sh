@@ -19,6 +19,7 @@ packages=(
   libbenchmark-dev          # micro-benchmarks
   libcli11-dev              # command-line parsing
   libfmt-dev                # formatting
+  nlohmann-json3-dev        # JSON for the etcd gateway client
   etcd-server etcd-client   # coordination in multi-process mode and its tests
   gnuplot-nox               # scripts/plot-bench.sh
 )

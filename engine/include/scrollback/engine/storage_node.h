@@ -93,9 +93,11 @@ class StorageNode {
   virtual const std::string& node_id() const = 0;
 
   // Makes the node host exactly `shards` (opening new ones, closing dropped ones) and answer
-  // not-owner with `map_version` for every other key. Thread-safe; calls in flight finish on
-  // the shards they started on.
-  virtual Status AssignShards(uint64_t map_version, const std::vector<ShardAssignment>& shards) = 0;
+  // not-owner with `map_version` for every other key. `shard_map` is the serialized map these
+  // come from, opaque to the node and served back by Node.shardMap. Thread-safe; calls in
+  // flight finish on the shards they started on.
+  virtual Status AssignShards(uint64_t map_version, const std::vector<ShardAssignment>& shards,
+                              std::string shard_map) = 0;
   virtual uint64_t map_version() const = 0;
   // A snapshot of the hosted shards, sorted by range.
   virtual std::vector<HostedShard> Shards() const = 0;

@@ -1,0 +1,73 @@
+// scrollback-local: a whole Scrollback cluster in one process on the embedded default (3 nodes,
+// 16 shards, in-memory metadata, real RocksDB and real Cap'n Proto over loopback) plus a router
+// that speaks the ChatStore API on one address. Serves until SIGINT or SIGTERM.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <csignal>
+
+#include "scrollback/cluster/embedded_cluster.h"
+#include "scrollback/router/router_server.h"
+
+namespace scrollback {
+namespace {
+
+int Run(int argc, char** argv) {
+  CLI::App app{"Scrollback: a local cluster in one process."};
+  EmbeddedClusterOptions options;
+  std::string listen = "127.0.0.1:7600";
+  app.add_option("--nodes", options.nodes, "Storage nodes")->check(CLI::Range(1, 32));
+  app.add_option("--shards", options.shards, "Shards (equal token ranges)")
+      ->check(CLI::Range(1u, 4096u));
+  app.add_option("--data-dir", options.data_dir,
+                 "Where the shards live (default: a temporary directory, removed at exit)");
+  app.add_option("--listen", listen, "host:port of the router's ChatStore listener (port 0: any)");
+  CLI11_PARSE(app, argc, argv);
+
+  // Block the stop signals in every thread; the main thread waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto cluster = EmbeddedCluster::Start(options);
+  if (!cluster.ok()) {
+    fmt::print(stderr, "scrollback-local: {}\n", cluster.status().ToString());
+    return 1;
+  }
+  RouterOptions router_options;
+  router_options.rpc.listen_address = listen;
+  auto router = RouterServer::Start(router_options, (*cluster)->shard_maps());
+  if (!router.ok()) {
+    fmt::print(stderr, "scrollback-local: router: {}\n", router.status().ToString());
+    return 1;
+  }
+
+  auto map = (*cluster)->shard_maps()->Current();
+  fmt::print("Scrollback local cluster: {} nodes, {} shards, data in {}\n",
+             (*cluster)->node_count(), map->shards().size(), (*cluster)->data_dir());
+  for (size_t i = 0; i < (*cluster)->node_count(); ++i) {
+    fmt::print("  {}  {}  ({} shards)\n", (*cluster)->node_id(i), (*cluster)->node(i)->address(),
+               (*cluster)->node(i)->Shards().size());
+  }
+  fmt::print("\nChatStore API (schema/chatstore.capnp) on {} (router).\n", (*router)->address());
+  fmt::print("Smart clients may also connect to the nodes directly.\n");
+  fmt::print("Status:  build/cli/scrollbackctl status --node {}\n", (*cluster)->node(0)->address());
+  fmt::print("Stop with Ctrl-C.\n");
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  fmt::print("\nscrollback-local: {} received, stopping\n", strsignal(signal_number));
+  (*router)->Stop(std::chrono::seconds(2));
+  router->reset();
+  cluster->reset();
+  return 0;
+}
+
+}  // namespace
+}  // namespace scrollback
+
+int main(int argc, char** argv) { return scrollback::Run(argc, argv); }

@@ -1,0 +1,376 @@
+#include "scrollback/cluster/etcd_metadata_store.h"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace scrollback {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using nlohmann::json;
+
+// ---- Base64 (RFC 4648, with padding): the gateway's encoding of bytes fields ---------------
+
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+std::string Base64Encode(std::string_view in) {
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    for (int shift : {18, 12, 6, 0}) out += kAlphabet[(n >> shift) & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t n = uint8_t(in[i]) << 16;
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += kAlphabet[(n >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+Result<std::string> Base64Decode(std::string_view in) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  if (in.size() % 4 != 0) return Status::Corruption("base64 length is not a multiple of 4");
+  std::string out;
+  out.reserve(in.size() / 4 * 3);
+  for (size_t i = 0; i < in.size(); i += 4) {
+    int v[4];
+    int pad = 0;
+    for (int k = 0; k < 4; ++k) {
+      if (in[i + k] == '=' && i + 4 == in.size() && k >= 2) {
+        v[k] = 0;
+        ++pad;
+      } else if ((v[k] = value(in[i + k])) < 0 || pad > 0) {
+        return Status::Corruption("bad base64");
+      }
+    }
+    uint32_t n = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
+    out += static_cast<char>((n >> 16) & 0xff);
+    if (pad < 2) out += static_cast<char>((n >> 8) & 0xff);
+    if (pad < 1) out += static_cast<char>(n & 0xff);
+  }
+  return out;
+}
+
+// int64 fields arrive as strings (or, from some versions, numbers); absent means 0.
+int64_t Int(const json& object, const char* field) {
+  auto it = object.find(field);
+  if (it == object.end()) return 0;
+  if (it->is_string()) return std::stoll(it->get<std::string>());
+  if (it->is_number_integer()) return it->get<int64_t>();
+  return 0;
+}
+
+// The smallest key greater than every key with `prefix` (etcd's range_end); "\0" means "to the
+// end of the keyspace".
+std::string PrefixEnd(const std::string& prefix) {
+  std::string end = prefix;
+  while (!end.empty()) {
+    if (static_cast<uint8_t>(end.back()) != 0xff) {
+      end.back() = static_cast<char>(static_cast<uint8_t>(end.back()) + 1);
+      return end;
+    }
+    end.pop_back();
+  }
+  return std::string(1, '\0');
+}
+
+// A synchronous HTTP/1.1 client with one kept-alive connection. Thread-safe (serialized).
+class HttpClient {
+ public:
+  HttpClient(std::string host, std::string port, std::chrono::milliseconds timeout)
+      : host_(std::move(host)), port_(std::move(port)), timeout_(timeout), stream_(ioc_) {}
+
+  // POSTs `body` to `target`; returns the parsed JSON reply of a 200, else a Status.
+  Result<json> Post(const std::string& target, const json& body) {
+    std::lock_guard lock(mu_);
+    http::request<http::string_body> request{http::verb::post, target, 11};
+    request.set(http::field::host, host_ + ":" + port_);
+    request.set(http::field::content_type, "application/json");
+    request.keep_alive(true);
+    request.body() = body.dump();
+    request.prepare_payload();
+
+    beast::error_code ec;
+    // A kept-alive connection may have been closed by the server: reconnect and resend once.
+    // Only a failed *send* is retried, so a write is never applied twice.
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      if (!connected_) {
+        SB_RETURN_IF_ERROR(Connect());
+      }
+      stream_.expires_after(timeout_);
+      http::write(stream_, request, ec);
+      if (!ec) break;
+      Close();
+      if (attempt == 1) return Unavailable("send", ec);
+    }
+    beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    http::read(stream_, buffer, response, ec);
+    if (ec) {
+      Close();
+      return Unavailable("read", ec);
+    }
+    if (!response.keep_alive()) Close();
+    json reply = json::parse(response.body(), nullptr, /*allow_exceptions=*/false);
+    if (response.result() != http::status::ok) {
+      std::string message = reply.is_object() && reply.contains("error") && reply["error"].is_string()
+                                ? reply["error"].get<std::string>()
+                                : response.body();
+      const bool client_error = response.result_int() >= 400 && response.result_int() < 500;
+      return client_error ? Status::InvalidArgument("", "etcd " + target + ": " + message)
+                          : Status::Unavailable("etcd " + target + ": " + message);
+    }
+    if (reply.is_discarded()) return Status::Unavailable("etcd " + target + ": reply is not JSON");
+    return reply;
+  }
+
+ private:
+  Status Connect() {
+    beast::error_code ec;
+    tcp::resolver resolver(ioc_);
+    auto results = resolver.resolve(host_, port_, ec);
+    if (ec) return Unavailable("resolve", ec);
+    stream_.expires_after(timeout_);
+    stream_.connect(results, ec);
+    if (ec) return Unavailable("connect", ec);
+    connected_ = true;
+    return Status::Ok();
+  }
+  void Close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+    connected_ = false;
+  }
+  Status Unavailable(const char* what, const beast::error_code& ec) const {
+    return Status::Unavailable("etcd at " + host_ + ":" + port_ + ": " + what + ": " + ec.message());
+  }
+
+  const std::string host_;
+  const std::string port_;
+  const std::chrono::milliseconds timeout_;
+  std::mutex mu_;
+  net::io_context ioc_;
+  beast::tcp_stream stream_;  // GUARDED_BY(mu_)
+  bool connected_ = false;    // GUARDED_BY(mu_)
+};
+
+class EtcdMetadataStore final : public MetadataStore {
+ public:
+  EtcdMetadataStore(const EtcdOptions& options, std::string host, std::string port)
+      : options_(options), http_(std::move(host), std::move(port), options.request_timeout) {}
+
+  Result<std::optional<VersionedValue>> Get(const std::string& key) override {
+    auto reply = http_.Post("/v3/kv/range", {{"key", Base64Encode(key)}});
+    if (!reply.ok()) return reply.status();
+    auto kvs = Kvs(*reply);
+    if (!kvs.ok()) return kvs.status();
+    if (kvs->empty()) return std::optional<VersionedValue>();
+    return std::optional<VersionedValue>(std::move((*kvs)[0].value));
+  }
+
+  Result<std::vector<KeyValue>> List(const std::string& prefix) override {
+    auto reply = http_.Post("/v3/kv/range", {{"key", Base64Encode(prefix)},
+                                            {"range_end", Base64Encode(PrefixEnd(prefix))}});
+    if (!reply.ok()) return reply.status();
+    return Kvs(*reply);
+  }
+
+  Result<int64_t> Put(const std::string& key, const std::string& value,
+                      int64_t lease_id) override {
+    json body = {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}};
+    if (lease_id != 0) body["lease"] = std::to_string(lease_id);
+    auto reply = http_.Post("/v3/kv/put", body);
+    if (!reply.ok()) return LeaseAware(reply.status(), lease_id);
+    return Int((*reply)["header"], "revision");
+  }
+
+  Result<int64_t> CompareAndSwap(const std::string& key, int64_t expected_version,
+                                 const std::string& value, int64_t lease_id) override {
+    json compare = {{"key", Base64Encode(key)}, {"result", "EQUAL"}};
+    if (expected_version == 0) {
+      compare["target"] = "CREATE";  // create_revision 0: the key does not exist.
+      compare["create_revision"] = "0";
+    } else {
+      compare["target"] = "MOD";
+      compare["mod_revision"] = std::to_string(expected_version);
+    }
+    json put = {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}};
+    if (lease_id != 0) put["lease"] = std::to_string(lease_id);
+    json body = {{"compare", json::array({compare})},
+                 {"success", json::array({{{"request_put", put}}})}};
+    auto reply = http_.Post("/v3/kv/txn", body);
+    if (!reply.ok()) return LeaseAware(reply.status(), lease_id);
+    // A failed comparison omits "succeeded" (false is the default value).
+    if (!reply->value("succeeded", false)) {
+      return Status::FailedPrecondition("version of " + key + " is not " +
+                                        std::to_string(expected_version));
+    }
+    return Int((*reply)["header"], "revision");
+  }
+
+  Status Delete(const std::string& key) override {
+    return http_.Post("/v3/kv/deleterange", {{"key", Base64Encode(key)}}).status();
+  }
+
+  Result<int64_t> GrantLease(std::chrono::milliseconds ttl) override {
+    if (ttl.count() <= 0) return Status::InvalidArgument("ttl", "lease ttl must be positive");
+    // etcd leases have whole seconds; round up.
+    int64_t seconds = (ttl.count() + 999) / 1000;
+    auto reply = http_.Post("/v3/lease/grant", {{"TTL", std::to_string(seconds)}});
+    if (!reply.ok()) return reply.status();
+    int64_t id = Int(*reply, "ID");
+    if (id == 0) return Status::Unavailable("etcd granted no lease: " + reply->dump());
+    return id;
+  }
+
+  Status KeepAlive(int64_t lease_id) override {
+    auto reply = http_.Post("/v3/lease/keepalive", {{"ID", std::to_string(lease_id)}});
+    if (!reply.ok()) return reply.status();
+    const json& result = reply->contains("result") ? (*reply)["result"] : *reply;
+    if (Int(result, "TTL") <= 0) {
+      return Status::NotFound("lease " + std::to_string(lease_id) + " expired");
+    }
+    return Status::Ok();
+  }
+
+  Status RevokeLease(int64_t lease_id) override {
+    auto reply = http_.Post("/v3/lease/revoke", {{"ID", std::to_string(lease_id)}});
+    if (!reply.ok() && reply.status().code() == ErrorCode::kInvalidArgument) {
+      return Status::Ok();  // Already gone.
+    }
+    return reply.status();
+  }
+
+  std::unique_ptr<WatchHandle> Watch(const std::string& prefix, WatchCallback on_change) override {
+    return std::make_unique<PollingWatch>(this, prefix, std::move(on_change),
+                                          options_.watch_interval);
+  }
+
+ private:
+  // Polls `prefix` and reports changes against the previous poll.
+  class PollingWatch final : public WatchHandle {
+   public:
+    PollingWatch(EtcdMetadataStore* store, std::string prefix, WatchCallback callback,
+                 std::chrono::milliseconds interval)
+        : store_(store), prefix_(std::move(prefix)), callback_(std::move(callback)) {
+      auto initial = store_->List(prefix_);
+      if (initial.ok()) {
+        for (auto& kv : *initial) seen_[kv.key] = kv.value.version;
+      }
+      thread_ = std::thread([this, interval] {
+        std::unique_lock lock(mu_);
+        while (!stop_) {
+          cv_.wait_for(lock, interval, [this] { return stop_; });
+          if (stop_) break;
+          lock.unlock();
+          Poll();
+          lock.lock();
+        }
+      });
+    }
+    ~PollingWatch() override {
+      {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+      }
+      cv_.notify_all();
+      thread_.join();
+    }
+
+   private:
+    void Poll() {
+      auto listed = store_->List(prefix_);
+      if (!listed.ok()) return;  // etcd unreachable: try again next time.
+      std::map<std::string, int64_t> now;
+      for (auto& kv : *listed) {
+        now[kv.key] = kv.value.version;
+        auto it = seen_.find(kv.key);
+        if (it == seen_.end() || it->second != kv.value.version) callback_(kv.key, kv.value);
+      }
+      for (auto& [key, version] : seen_) {
+        if (!now.count(key)) callback_(key, std::nullopt);
+      }
+      seen_ = std::move(now);
+    }
+
+    EtcdMetadataStore* store_;
+    const std::string prefix_;
+    const WatchCallback callback_;
+    std::map<std::string, int64_t> seen_;  // Owned by the polling thread after construction.
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stop_ = false;  // GUARDED_BY(mu_)
+    std::thread thread_;
+  };
+
+  static Result<std::vector<KeyValue>> Kvs(const json& reply) {
+    std::vector<KeyValue> out;
+    auto it = reply.find("kvs");
+    if (it == reply.end()) return out;
+    for (const json& kv : *it) {
+      auto key = Base64Decode(kv.value("key", ""));
+      auto value = Base64Decode(kv.value("value", ""));
+      if (!key.ok()) return key.status();
+      if (!value.ok()) return value.status();
+      out.push_back({std::move(key).value(),
+                     VersionedValue{std::move(value).value(), Int(kv, "mod_revision")}});
+    }
+    return out;
+  }
+
+  // etcd answers a put under an unknown lease with an error; report it as not-found.
+  static Status LeaseAware(const Status& status, int64_t lease_id) {
+    if (lease_id != 0 && status.message().find("lease not found") != std::string::npos) {
+      return Status::NotFound("lease " + std::to_string(lease_id) + " does not exist");
+    }
+    return status;
+  }
+
+  const EtcdOptions options_;
+  HttpClient http_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<MetadataStore>> NewEtcdMetadataStore(const EtcdOptions& options) {
+  auto colon = options.endpoint.rfind(':');
+  if (colon == std::string::npos) {
+    return Status::InvalidArgument("endpoint", "expected host:port, got " + options.endpoint);
+  }
+  auto store = std::make_shared<EtcdMetadataStore>(options, options.endpoint.substr(0, colon),
+                                                   options.endpoint.substr(colon + 1));
+  auto probe = store->Get("/scrollback/");
+  if (!probe.ok()) return probe.status();
+  return std::shared_ptr<MetadataStore>(std::move(store));
+}
+
+}  // namespace scrollback

@@ -368,7 +368,12 @@ Result<std::shared_ptr<MetadataStore>> NewEtcdMetadataStore(const EtcdOptions& o
   }
   auto store = std::make_shared<EtcdMetadataStore>(options, options.endpoint.substr(0, colon),
                                                    options.endpoint.substr(colon + 1));
+  auto deadline = std::chrono::steady_clock::now() + options.wait_for_etcd;
   auto probe = store->Get("/scrollback/");
+  while (!probe.ok() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    probe = store->Get("/scrollback/");
+  }
   if (!probe.ok()) return probe.status();
   return std::shared_ptr<MetadataStore>(std::move(store));
 }

@@ -14,6 +14,46 @@ Result<int64_t> PublishShardMap(MetadataStore& metadata, const ShardMap& map,
   return metadata.CompareAndSwap(kShardMapKey, expected_store_version, map.Serialize());
 }
 
+Status BootstrapShardMap(MetadataStore& metadata, uint32_t shards,
+                         const std::vector<std::string>& node_ids) {
+  if (shards == 0 || node_ids.empty()) {
+    return Status::InvalidArgument("shards", "need at least one shard and one node");
+  }
+  std::vector<NodeInfo> nodes;
+  for (const std::string& id : node_ids) nodes.push_back({id, "", ""});
+  auto published = PublishShardMap(metadata, ShardMap::Uniform(1, shards, nodes), 0);
+  if (published.ok() || published.status().code() == ErrorCode::kFailedPrecondition) {
+    return Status::Ok();  // Ours, or someone else's first.
+  }
+  return published.status();
+}
+
+Status PublishNodeAddress(MetadataStore& metadata, const NodeInfo& node) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    auto stored = metadata.Get(kShardMapKey);
+    if (!stored.ok()) return stored.status();
+    if (!*stored) return Status::NotFound("no shard map published");
+    auto map = ShardMap::Parse((*stored)->value);
+    if (!map.ok()) return map.status();
+    std::vector<NodeInfo> nodes = map->nodes();
+    bool found = false, changed = false;
+    for (NodeInfo& info : nodes) {
+      if (info.node_id != node.node_id) continue;
+      found = true;
+      changed = info.address != node.address || info.http_address != node.http_address;
+      info = node;
+    }
+    if (!found) return Status::NotFound("the shard map has no node " + node.node_id);
+    if (!changed) return Status::Ok();
+    auto next = ShardMap::Make(map->version() + 1, map->shards(), std::move(nodes));
+    if (!next.ok()) return next.status();
+    auto published = PublishShardMap(metadata, *next, (*stored)->version);
+    if (published.ok()) return Status::Ok();
+    if (published.status().code() != ErrorCode::kFailedPrecondition) return published.status();
+  }
+  return Status::Unavailable("the shard map kept changing under us");
+}
+
 Result<std::shared_ptr<MetadataShardMapSource>> MetadataShardMapSource::Create(
     std::shared_ptr<MetadataStore> metadata) {
   auto map = ReadShardMap(*metadata);

@@ -2,6 +2,8 @@
 #include "scrollback/engine/storage_node.h"
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <filesystem>
 
 #include "scrollback/schema/chatstore.capnp.h"
@@ -30,6 +32,92 @@ struct ShardTable {
   }
 };
 
+// Request counters and latency histograms, per ChatStore / Node method. Lock-free.
+class NodeMetrics {
+ public:
+  enum Method : size_t {
+    kCreateConversation, kGetConversation, kAddMembers, kRemoveMembers, kListMembers,
+    kSendMessage, kSendBatch, kGetMessage, kReadHistory, kEditMessage, kDeleteMessage,
+    kListInbox, kMarkRead, kApplyInboxUpdates, kHealth, kShardStats, kShardMap, kNumMethods
+  };
+  static constexpr std::array<const char*, kNumMethods> kMethodNames = {
+      "createConversation", "getConversation", "addMembers", "removeMembers", "listMembers",
+      "sendMessage", "sendBatch", "getMessage", "readHistory", "editMessage", "deleteMessage",
+      "listInbox", "markRead", "applyInboxUpdates", "health", "shardStats", "shardMap"};
+  // Upper bounds of the latency buckets, in microseconds (+Inf is implicit).
+  static constexpr std::array<uint64_t, 10> kBucketsUs = {25,   50,   100,   250,   500,
+                                                           1000, 2500, 10000, 50000, 250000};
+  static constexpr size_t kNumCodes = static_cast<size_t>(ErrorCode::kCorruption) + 1;
+
+  void Record(Method method, std::chrono::nanoseconds took) {
+    auto& m = methods_[method];
+    m.count.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t us = static_cast<uint64_t>(took.count() / 1000);
+    m.sum_us.fetch_add(us, std::memory_order_relaxed);
+    size_t b = 0;
+    while (b < kBucketsUs.size() && us > kBucketsUs[b]) ++b;
+    m.buckets[b].fetch_add(1, std::memory_order_relaxed);
+  }
+  void RecordError(ErrorCode code) {
+    errors_[static_cast<size_t>(code)].fetch_add(1, std::memory_order_relaxed);
+  }
+
+  void Render(std::string* out) const {
+    *out += "# HELP scrollback_requests_total RPC calls served, by method.\n"
+            "# TYPE scrollback_requests_total counter\n";
+    for (size_t i = 0; i < kNumMethods; ++i) {
+      *out += "scrollback_requests_total{method=\"" + std::string(kMethodNames[i]) + "\"} " +
+              std::to_string(methods_[i].count.load()) + "\n";
+    }
+    *out += "# HELP scrollback_errors_total Errors answered (as values), by code.\n"
+            "# TYPE scrollback_errors_total counter\n";
+    for (size_t c = 1; c < kNumCodes; ++c) {
+      *out += "scrollback_errors_total{code=\"" +
+              std::string(ErrorCodeName(static_cast<ErrorCode>(c))) + "\"} " +
+              std::to_string(errors_[c].load()) + "\n";
+    }
+    *out += "# HELP scrollback_request_duration_seconds Time to serve a call, by method.\n"
+            "# TYPE scrollback_request_duration_seconds histogram\n";
+    for (size_t i = 0; i < kNumMethods; ++i) {
+      const auto& m = methods_[i];
+      const std::string label = "method=\"" + std::string(kMethodNames[i]) + "\"";
+      uint64_t cumulative = 0;
+      for (size_t b = 0; b <= kBucketsUs.size(); ++b) {
+        cumulative += m.buckets[b].load();
+        std::string le = b < kBucketsUs.size() ? std::to_string(kBucketsUs[b] / 1e6) : "+Inf";
+        *out += "scrollback_request_duration_seconds_bucket{" + label + ",le=\"" + le + "\"} " +
+                std::to_string(cumulative) + "\n";
+      }
+      *out += "scrollback_request_duration_seconds_sum{" + label + "} " +
+              std::to_string(m.sum_us.load() / 1e6) + "\n";
+      *out += "scrollback_request_duration_seconds_count{" + label + "} " +
+              std::to_string(m.count.load()) + "\n";
+    }
+  }
+
+ private:
+  struct PerMethod {
+    std::atomic<uint64_t> count{0};
+    std::atomic<uint64_t> sum_us{0};
+    std::array<std::atomic<uint64_t>, kBucketsUs.size() + 1> buckets{};
+  };
+  std::array<PerMethod, kNumMethods> methods_;
+  std::array<std::atomic<uint64_t>, kNumCodes> errors_{};
+};
+
+// Times one call into NodeMetrics (calls complete within the method: the engine is synchronous).
+class CallTimer {
+ public:
+  CallTimer(NodeMetrics& metrics, NodeMetrics::Method method)
+      : metrics_(metrics), method_(method), start_(std::chrono::steady_clock::now()) {}
+  ~CallTimer() { metrics_.Record(method_, std::chrono::steady_clock::now() - start_); }
+
+ private:
+  NodeMetrics& metrics_;
+  NodeMetrics::Method method_;
+  std::chrono::steady_clock::time_point start_;
+};
+
 // State shared by every event loop and connection of one node.
 class NodeCore {
  public:
@@ -42,6 +130,7 @@ class NodeCore {
 
   const NodeOptions options;
   OutboxSignal signal;
+  NodeMetrics metrics;
   mutable std::mutex mu;
   std::shared_ptr<const ShardTable> table = std::make_shared<ShardTable>();  // GUARDED_BY(mu)
 };
@@ -59,6 +148,7 @@ class ChatService final : public s::Node::Server {
   explicit ChatService(std::shared_ptr<NodeCore> core) : core_(std::move(core)) {}
 
   kj::Promise<void> createConversation(CreateConversationContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kCreateConversation);
     auto params = context.getParams();
     auto results = context.getResults();
     auto table = core_->Table();
@@ -79,6 +169,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> getConversation(GetConversationContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kGetConversation);
     auto results = context.getResults();
     auto table = core_->Table();
     uint64_t conv_id = context.getParams().getConvId();
@@ -91,13 +182,16 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> addMembers(AddMembersContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kAddMembers);
     return ChangeMembers(context, /*adding=*/true);
   }
   kj::Promise<void> removeMembers(RemoveMembersContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kRemoveMembers);
     return ChangeMembers(context, /*adding=*/false);
   }
 
   kj::Promise<void> listMembers(ListMembersContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kListMembers);
     auto params = context.getParams();
     auto results = context.getResults();
     auto table = core_->Table();
@@ -112,6 +206,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> sendMessage(SendMessageContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kSendMessage);
     auto table = core_->Table();
     Send(*table, context.getParams().getRequest(), context.getResults().initResult());
     core_->signal.Notify();
@@ -119,6 +214,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> sendBatch(SendBatchContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kSendBatch);
     auto requests = context.getParams().getRequests();
     auto table = core_->Table();
     if (requests.size() > core_->options.max_batch) {
@@ -136,6 +232,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> getMessage(GetMessageContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kGetMessage);
     auto params = context.getParams();
     auto results = context.getResults();
     auto table = core_->Table();
@@ -148,6 +245,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> readHistory(ReadHistoryContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kReadHistory);
     auto request = context.getParams().getRequest();
     auto results = context.getResults();
     auto table = core_->Table();
@@ -168,6 +266,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> editMessage(EditMessageContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kEditMessage);
     auto params = context.getParams();
     auto results = context.getResults();
     auto table = core_->Table();
@@ -183,6 +282,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> deleteMessage(DeleteMessageContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kDeleteMessage);
     auto params = context.getParams();
     auto results = context.getResults();
     auto table = core_->Table();
@@ -197,6 +297,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> listInbox(ListInboxContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kListInbox);
     auto params = context.getParams();
     auto results = context.getResults();
     auto table = core_->Table();
@@ -216,6 +317,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> markRead(MarkReadContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kMarkRead);
     auto params = context.getParams();
     auto results = context.getResults();
     auto table = core_->Table();
@@ -230,6 +332,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> applyInboxUpdates(ApplyInboxUpdatesContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kApplyInboxUpdates);
     auto updates = context.getParams().getUpdates();
     auto table = core_->Table();
     auto errors = context.getResults().initErrors(updates.size());
@@ -254,6 +357,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> health(HealthContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kHealth);
     auto table = core_->Table();
     auto results = context.getResults();
     results.setNodeId(wire::AsText(core_->options.node_id));
@@ -264,12 +368,14 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> shardMap(ShardMapContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kShardMap);
     auto table = core_->Table();
     context.getResults().setMap(wire::AsData(table->shard_map));
     return kj::READY_NOW;
   }
 
   kj::Promise<void> shardStats(ShardStatsContext context) override {
+    CallTimer timer(core_->metrics, NodeMetrics::kShardStats);
     auto table = core_->Table();
     auto stats = context.getResults().initStats(static_cast<unsigned>(table->shards.size()));
     for (unsigned i = 0; i < table->shards.size(); ++i) {
@@ -295,8 +401,8 @@ class ChatService final : public s::Node::Server {
                             " at shard-map version " + std::to_string(table.map_version));
   }
 
-  static kj::Promise<void> Fail(s::Error::Builder error, const Status& status,
-                                const ShardTable& table) {
+  kj::Promise<void> Fail(s::Error::Builder error, const Status& status, const ShardTable& table) {
+    core_->metrics.RecordError(status.code());
     wire::ToWire(status, error);
     if (status.code() == ErrorCode::kNotOwner) error.setMapVersion(table.map_version);
     return kj::READY_NOW;
@@ -395,6 +501,35 @@ class StorageNodeImpl final : public StorageNode {
   }
 
   std::string address() const override { return server_->address(); }
+
+  std::string RenderMetrics() override {
+    std::string out;
+    core_->metrics.Render(&out);
+    auto table = core_->Table();
+    out += "# HELP scrollback_map_version Shard-map version this node serves.\n"
+           "# TYPE scrollback_map_version gauge\n"
+           "scrollback_map_version " + std::to_string(table->map_version) + "\n";
+    out += "# HELP scrollback_shard_live_bytes Estimated live SST bytes per shard.\n"
+           "# TYPE scrollback_shard_live_bytes gauge\n";
+    std::string memtables = "# HELP scrollback_shard_memtable_bytes Memtable bytes per shard.\n"
+                            "# TYPE scrollback_shard_memtable_bytes gauge\n";
+    std::string keys = "# HELP scrollback_shard_keys Estimated keys per shard.\n"
+                       "# TYPE scrollback_shard_keys gauge\n";
+    for (const HostedShard& shard : table->shards) {
+      auto stats = shard.store->GetStats();
+      if (!stats.ok()) continue;
+      const std::string label = "{shard=\"" + std::to_string(shard.assignment.shard_id) + "\"} ";
+      out += "scrollback_shard_live_bytes" + label + std::to_string(stats->live_data_bytes) + "\n";
+      memtables += "scrollback_shard_memtable_bytes" + label +
+                   std::to_string(stats->memtable_bytes) + "\n";
+      keys += "scrollback_shard_keys" + label + std::to_string(stats->estimated_keys) + "\n";
+    }
+    out += memtables + keys;
+    out += "# HELP scrollback_block_cache_bytes Shared block cache in use.\n"
+           "# TYPE scrollback_block_cache_bytes gauge\n"
+           "scrollback_block_cache_bytes " + std::to_string(resources_->BlockCacheUsage()) + "\n";
+    return out;
+  }
   const std::string& node_id() const override { return core_->options.node_id; }
   uint64_t map_version() const override { return core_->Table()->map_version; }
   OutboxSignal& outbox_signal() override { return core_->signal; }

@@ -446,7 +446,13 @@ class ChatClientImpl final : public ChatClient {
               if (!result.ok() && result.status().code() == ErrorCode::kNotOwner &&
                   attempt + 1 < options_.max_attempts) {
                 maps_->Refresh();
-                return Routed<T>(shard_key, call, attempt + 1);
+                // The node may be the one behind (still applying the map): back off a little,
+                // more each attempt, before asking again.
+                auto backoff = options_.not_owner_backoff.count() * (1 << attempt);
+                return io_.getTimer().afterDelay(backoff * kj::MILLISECONDS).then(
+                    [this, shard_key, call, attempt] {
+                      return Routed<T>(shard_key, call, attempt + 1);
+                    });
               }
               return kj::mv(result);
             },

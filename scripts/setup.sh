@@ -22,6 +22,7 @@ packages=(
   nlohmann-json3-dev        # JSON for the etcd gateway client
   etcd-server etcd-client   # coordination in multi-process mode and its tests
   gnuplot-nox               # scripts/plot-bench.sh
+  python3                   # scripts (free ports, benchmark tables)
 )
 
 missing=()

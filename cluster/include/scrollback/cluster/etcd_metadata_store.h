@@ -24,9 +24,12 @@ struct EtcdOptions {
   std::chrono::milliseconds request_timeout = std::chrono::seconds(3);
   // Default: 100 ms. How often a watch polls its prefix.
   std::chrono::milliseconds watch_interval = std::chrono::milliseconds(100);
+  // Default: 0. How long NewEtcdMetadataStore keeps retrying while etcd is not answering yet
+  // (daemons started beside etcd set this; etcd accepts connections before it serves).
+  std::chrono::milliseconds wait_for_etcd = std::chrono::milliseconds(0);
 };
 
-// Checks that etcd answers (a range read) before returning the store.
+// Checks that etcd answers (a range read, retried for up to wait_for_etcd) before returning.
 Result<std::shared_ptr<MetadataStore>> NewEtcdMetadataStore(const EtcdOptions& options);
 
 }  // namespace scrollback

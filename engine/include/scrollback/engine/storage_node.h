@@ -103,6 +103,10 @@ class StorageNode {
   virtual std::vector<HostedShard> Shards() const = 0;
   virtual OutboxSignal& outbox_signal() = 0;
 
+  // Prometheus text exposition: requests, errors and latencies per method, errors per code,
+  // per-shard sizes, block-cache usage (for GET /metrics).
+  virtual std::string RenderMetrics() = 0;
+
   // Graceful stop: stops accepting, lets calls in flight finish (up to `grace`), closes the
   // connections and the shards. Idempotent; the destructor calls it.
   virtual void Stop(std::chrono::milliseconds grace = std::chrono::seconds(2)) = 0;

@@ -52,8 +52,11 @@ struct ClientOptions {
   // Default: 5 s. A call without an answer by then fails with unavailable and marks its node
   // down.
   std::chrono::milliseconds call_timeout = std::chrono::seconds(5);
-  // Default: 3. Attempts per call when nodes answer not-owner (the map is refreshed between).
-  int max_attempts = 3;
+  // Default: 4. Attempts per call when nodes answer not-owner (the map is refreshed between).
+  int max_attempts = 4;
+  // Default: 25 ms. Wait before the first retry after not-owner; doubles per attempt (a node
+  // that is still applying a new map catches up meanwhile).
+  std::chrono::milliseconds not_owner_backoff = std::chrono::milliseconds(25);
   // Default: 300 ms. How long a node stays marked down before the client tries it again.
   std::chrono::milliseconds down_retry = std::chrono::milliseconds(300);
   // Default: 64 MiB. Largest reply accepted (Cap'n Proto traversal limit).

@@ -1,0 +1,152 @@
+// scrollbackd: a storage node process. Hosts the shards the shard map (in etcd) gives it,
+// serves ChatStore / Node over Cap'n Proto, /health and /metrics over HTTP, and runs the inbox
+// fan-out worker. SIGTERM or SIGINT: stop accepting, finish calls in flight, flush, exit 0.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstring>
+#include <thread>
+
+#include "scrollback/cluster/etcd_metadata_store.h"
+#include "scrollback/cluster/fanout_worker.h"
+#include "scrollback/cluster/http_server.h"
+#include "scrollback/cluster/shard_map_store.h"
+
+namespace scrollback {
+namespace {
+
+int Fail(const std::string& what, const Status& status) {
+  fmt::print(stderr, "scrollbackd: {}: {}\n", what, status.ToString());
+  return 1;
+}
+
+std::vector<std::string> Split(const std::string& list) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    if (comma > start) out.push_back(list.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
+int Run(int argc, char** argv) {
+  CLI::App app{"scrollbackd: a Scrollback storage node."};
+  NodeOptions options;
+  std::string etcd = "127.0.0.1:2379";
+  std::string http_address = "127.0.0.1:0";
+  uint32_t bootstrap_shards = 16;
+  std::string bootstrap_nodes;
+  int lease_seconds = 5;
+  app.add_option("--node-id", options.node_id, "Unique node id (as named in the shard map)")
+      ->required();
+  app.add_option("--data-dir", options.data_dir, "Directory of this node's shards")->required();
+  app.add_option("--listen", options.listen_address, "host:port for Cap'n Proto (port 0: any)");
+  app.add_option("--http", http_address, "host:port for /health and /metrics (port 0: any)");
+  app.add_option("--etcd", etcd, "host:port of etcd's client URL");
+  app.add_option("--event-loops", options.event_loops, "RPC event-loop threads")
+      ->check(CLI::Range(1, 64));
+  app.add_flag("--sync", options.shard_options.sync_writes, "fsync every write group");
+  app.add_option("--bootstrap-shards", bootstrap_shards,
+                 "Shards of the first map, if none exists yet")
+      ->check(CLI::Range(1u, 4096u));
+  app.add_option("--bootstrap-nodes", bootstrap_nodes,
+                 "Comma-separated node ids of the first map, if none exists yet");
+  app.add_option("--lease-seconds", lease_seconds, "TTL of the node's registration")
+      ->check(CLI::Range(2, 600));
+  CLI11_PARSE(app, argc, argv);
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  EtcdOptions etcd_options;
+  etcd_options.endpoint = etcd;
+  etcd_options.wait_for_etcd = std::chrono::seconds(30);
+  auto metadata = NewEtcdMetadataStore(etcd_options);
+  if (!metadata.ok()) return Fail("etcd", metadata.status());
+
+  auto node = StorageNode::Start(options);
+  if (!node.ok()) return Fail("start", node.status());
+  std::atomic<bool> serving{true};
+  auto http = HttpServer::Start(
+      http_address, [&](const std::string& method, const std::string& target) -> HttpResponse {
+        if (method != "GET") return {405, "text/plain", "GET only\n"};
+        if (target == "/health") {
+          return serving ? HttpResponse{200, "text/plain", "ok\n"}
+                         : HttpResponse{503, "text/plain", "stopping\n"};
+        }
+        if (target == "/metrics") {
+          return {200, "text/plain; version=0.0.4", (*node)->RenderMetrics()};
+        }
+        return {404, "text/plain", "not found\n"};
+      });
+  if (!http.ok()) return Fail("http", http.status());
+
+  if (!bootstrap_nodes.empty()) {
+    Status boot = BootstrapShardMap(**metadata, bootstrap_shards, Split(bootstrap_nodes));
+    if (!boot.ok()) return Fail("bootstrap shard map", boot);
+  }
+  // Registration under a lease (liveness for operators), and our address in the shard map.
+  auto lease = (*metadata)->GrantLease(std::chrono::seconds(lease_seconds));
+  if (!lease.ok()) return Fail("lease", lease.status());
+  const NodeInfo self{options.node_id, (*node)->address(), (*http)->address()};
+  if (auto put = (*metadata)->Put(kNodesPrefix + options.node_id, self.address, *lease); !put.ok()) {
+    return Fail("register", put.status());
+  }
+  if (Status published = PublishNodeAddress(**metadata, self); !published.ok()) {
+    return Fail("publish address", published);
+  }
+  auto follower = ShardMapFollower::Start(*metadata, **node);
+  if (!follower.ok()) return Fail("follow shard map", follower.status());
+  auto maps = MetadataShardMapSource::Create(*metadata);
+  if (!maps.ok()) return Fail("shard map", maps.status());
+  auto worker = std::make_unique<FanOutWorker>(**node, *maps, FanOutOptions{});
+
+  std::atomic<bool> stopping{false};
+  std::thread keepalive([&] {
+    while (!stopping) {
+      for (int i = 0; i < 10 && !stopping; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(lease_seconds * 1000 / 30));
+      }
+      if (!stopping && !(*metadata)->KeepAlive(*lease).ok()) {
+        // The lease lapsed (etcd was unreachable too long): register afresh.
+        auto renewed = (*metadata)->GrantLease(std::chrono::seconds(lease_seconds));
+        if (renewed.ok()) {
+          *lease = *renewed;
+          (void)(*metadata)->Put(kNodesPrefix + options.node_id, self.address, *lease);
+        }
+      }
+    }
+  });
+
+  fmt::print("scrollbackd {}: ChatStore on {}, HTTP on {}, etcd {}\n", options.node_id,
+             self.address, self.http_address, etcd);
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  fmt::print("scrollbackd {}: {} received, stopping\n", options.node_id, strsignal(signal_number));
+  std::fflush(stdout);
+  serving = false;
+  stopping = true;
+  keepalive.join();
+  worker.reset();
+  follower->reset();
+  // Stop accepting, let calls in flight finish, close the shards (RocksDB flushes on close).
+  (*node)->Stop(std::chrono::seconds(5));
+  (*http)->Stop();
+  (void)(*metadata)->RevokeLease(*lease);
+  return 0;
+}
+
+}  // namespace
+}  // namespace scrollback
+
+int main(int argc, char** argv) { return scrollback::Run(argc, argv); }

@@ -1,0 +1,69 @@
+// scrollback-router: a stateless ChatStore proxy. Follows the shard map in etcd and forwards
+// each call to the node that owns its key. Run as many as needed behind any TCP load balancer.
+// SIGTERM or SIGINT: stop accepting, finish calls in flight, exit 0.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <signal.h>
+
+#include <cstring>
+#include <thread>
+
+#include "scrollback/cluster/etcd_metadata_store.h"
+#include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/router/router_server.h"
+
+namespace scrollback {
+namespace {
+
+int Run(int argc, char** argv) {
+  CLI::App app{"scrollback-router: a stateless ChatStore proxy."};
+  RouterOptions options;
+  std::string etcd = "127.0.0.1:2379";
+  app.add_option("--listen", options.rpc.listen_address, "host:port for ChatStore (port 0: any)");
+  app.add_option("--etcd", etcd, "host:port of etcd's client URL");
+  app.add_option("--event-loops", options.rpc.event_loops, "Event-loop threads")
+      ->check(CLI::Range(1, 64));
+  CLI11_PARSE(app, argc, argv);
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  EtcdOptions etcd_options;
+  etcd_options.endpoint = etcd;
+  etcd_options.wait_for_etcd = std::chrono::seconds(30);
+  auto metadata = NewEtcdMetadataStore(etcd_options);
+  if (!metadata.ok()) {
+    fmt::print(stderr, "scrollback-router: etcd: {}\n", metadata.status().ToString());
+    return 1;
+  }
+  // Wait for the nodes to publish the first map.
+  auto maps = MetadataShardMapSource::Create(*metadata);
+  for (int i = 0; i < 300 && !maps.ok(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    maps = MetadataShardMapSource::Create(*metadata);
+  }
+  if (!maps.ok()) {
+    fmt::print(stderr, "scrollback-router: shard map: {}\n", maps.status().ToString());
+    return 1;
+  }
+  auto server = RouterServer::Start(options, *maps);
+  if (!server.ok()) {
+    fmt::print(stderr, "scrollback-router: {}\n", server.status().ToString());
+    return 1;
+  }
+  fmt::print("scrollback-router: ChatStore on {}, etcd {}\n", (*server)->address(), etcd);
+  std::fflush(stdout);
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  fmt::print("scrollback-router: {} received, stopping\n", strsignal(signal_number));
+  (*server)->Stop(std::chrono::seconds(5));
+  return 0;
+}
+
+}  // namespace
+}  // namespace scrollback
+
+int main(int argc, char** argv) { return scrollback::Run(argc, argv); }

@@ -1,0 +1,196 @@
+// The whole system as separate processes: etcd, three scrollbackd and a scrollback-router on
+// free loopback ports. Every process is stopped by the fixtures, also when a check fails.
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <map>
+
+#include <catch2/catch.hpp>
+
+#include "process_util.h"
+#include "scrollback/cluster/etcd_metadata_store.h"
+#include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/schema/chatstore.capnp.h"
+#include "scrollback/schema/wire.h"
+
+namespace scrollback {
+namespace {
+
+using testing::ChildProcess;
+using testing::EtcdFixture;
+using testing::FreePort;
+
+struct Node {
+  std::string id;
+  int port = 0;
+  std::unique_ptr<ChildProcess> process;
+};
+
+class MultiProcessCluster {
+ public:
+  MultiProcessCluster() {
+    EtcdOptions options;
+    options.endpoint = etcd.endpoint();
+    options.wait_for_etcd = std::chrono::seconds(30);
+    options.watch_interval = std::chrono::milliseconds(50);
+    auto store = NewEtcdMetadataStore(options);
+    REQUIRE(store.ok());
+    metadata = *store;
+    for (int i = 1; i <= 3; ++i) nodes.push_back({"node-" + std::to_string(i), FreePort(), nullptr});
+    for (size_t i = 0; i < nodes.size(); ++i) StartNode(i);
+    router_port = FreePort();
+    router = std::make_unique<ChildProcess>(
+        std::vector<std::string>{SCROLLBACK_ROUTER, "--listen", Address(router_port), "--etcd",
+                                 etcd.endpoint()},
+        etcd.dir.Sub("router.log"));
+    REQUIRE(testing::WaitForPort(router_port, std::chrono::seconds(30)));
+    // Every node has published its address (map version 1 + 3 address updates).
+    for (int i = 0; i < 300; ++i) {
+      auto map = ReadShardMap(*metadata);
+      if (map.ok() && map->version() >= 4) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    auto source = MetadataShardMapSource::Create(metadata);
+    REQUIRE(source.ok());
+    maps = *source;
+    REQUIRE(maps->Current()->version() >= 4);
+    for (size_t i = 0; i < nodes.size(); ++i) WaitServing(i);
+  }
+
+  // Waits until node `i` serves the current shard map (it has opened its shards).
+  void WaitServing(size_t i) {
+    const uint64_t version = ReadShardMap(*metadata)->version();
+    for (int attempt = 0; attempt < 300; ++attempt) {
+      try {
+        auto addr = io.provider->getNetwork().parseAddress(Address(nodes[i].port)).wait(io.waitScope);
+        auto stream = addr->connect().wait(io.waitScope);
+        capnp::TwoPartyClient rpc(*stream);
+        auto node = rpc.bootstrap().castAs<schema::Node>();
+        if (node.healthRequest().send().wait(io.waitScope).getMapVersion() >= version) return;
+      } catch (const kj::Exception&) {
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    FAIL("node " << nodes[i].id << " never served shard map version " << version);
+  }
+
+  static std::string Address(int port) { return "127.0.0.1:" + std::to_string(port); }
+
+  void StartNode(size_t i) {
+    nodes[i].process = std::make_unique<ChildProcess>(
+        std::vector<std::string>{SCROLLBACKD, "--node-id", nodes[i].id, "--data-dir",
+                                 etcd.dir.Sub(nodes[i].id), "--listen", Address(nodes[i].port),
+                                 "--etcd", etcd.endpoint(), "--event-loops", "1",
+                                 "--bootstrap-shards", "8", "--bootstrap-nodes",
+                                 "node-1,node-2,node-3"},
+        etcd.dir.Sub(nodes[i].id + ".log"));
+    REQUIRE(testing::WaitForPort(nodes[i].port, std::chrono::seconds(30)));
+  }
+
+  kj::AsyncIoContext io = kj::setupAsyncIo();  // The test thread's event loop.
+  EtcdFixture etcd;  // Destroyed after every process that talks to it.
+  std::shared_ptr<MetadataStore> metadata;
+  std::vector<Node> nodes;
+  int router_port = 0;
+  std::unique_ptr<ChildProcess> router;
+  std::shared_ptr<MetadataShardMapSource> maps;
+};
+
+TEST_CASE("processes: a workload through the router and the smart client survives a SIGKILL") {
+  MultiProcessCluster cluster;
+  auto& io = cluster.io;
+  ClientOptions client_options;
+  client_options.call_timeout = std::chrono::seconds(3);
+  auto smart = ChatClient::Create(*io.provider, cluster.maps, client_options);
+
+  // A plain Cap'n Proto ChatStore client of the router (what a non-C++ service would do).
+  auto address = io.provider->getNetwork()
+                     .parseAddress(MultiProcessCluster::Address(cluster.router_port))
+                     .wait(io.waitScope);
+  auto stream = address->connect().wait(io.waitScope);
+  capnp::TwoPartyClient rpc(*stream);
+  auto router = rpc.bootstrap().castAs<schema::ChatStore>();
+
+  constexpr uint64_t kConvs = 40;
+  std::map<uint64_t, uint64_t> acked;  // conv -> last acknowledged seq.
+  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+    auto create = router.createConversationRequest();
+    create.setConvId(conv);
+    create.setCreatorId(1);
+    create.initMemberIds(1).set(0, 2);
+    create.setTitle("mp");
+    auto created = create.send().wait(io.waitScope);
+    INFO((created.hasError() ? std::string(created.getError().getMessage().cStr()) : ""));
+    REQUIRE_FALSE(created.hasError());
+    auto send = router.sendMessageRequest();
+    auto request = send.initRequest();
+    request.setConvId(conv);
+    request.setSenderId(1);
+    request.setClientMsgId(wire::AsData("r1"));
+    request.setBody(wire::AsData("via router"));
+    auto sent = send.send().wait(io.waitScope);
+    REQUIRE_FALSE(sent.getResult().hasError());
+    CHECK(sent.getResult().getSeq() == 1);
+    auto smart_sent = smart->SendMessage({conv, 2, "s1", "via smart client"}).wait(io.waitScope);
+    REQUIRE(smart_sent.ok());
+    acked[conv] = smart_sent->seq;
+  }
+
+  // Kill node-1 outright.
+  cluster.nodes[0].process->Stop(SIGKILL, std::chrono::milliseconds(0));
+  auto map = cluster.maps->Current();
+  int unavailable = 0, served = 0;
+  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+    auto start = std::chrono::steady_clock::now();
+    auto sent = smart->SendMessage({conv, 1, "s2", "after the kill"}).wait(io.waitScope);
+    auto took = std::chrono::steady_clock::now() - start;
+    if (map->ShardForKey(conv).primary == "node-1") {
+      CHECK(sent.status().code() == ErrorCode::kUnavailable);
+      CHECK(took < std::chrono::seconds(4));
+      ++unavailable;
+    } else {
+      REQUIRE(sent.ok());
+      acked[conv] = sent->seq;
+      ++served;
+    }
+  }
+  CHECK(unavailable > 0);
+  CHECK(served > 0);
+  // The router answers with a typed unavailable too, and keeps serving the rest.
+  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+    auto get = router.getConversationRequest();
+    get.setConvId(conv);
+    auto reply = get.send().wait(io.waitScope);
+    if (map->ShardForKey(conv).primary == "node-1") {
+      REQUIRE(reply.hasError());
+      CHECK(reply.getError().getCode() == schema::ErrorCode::UNAVAILABLE);
+    } else {
+      CHECK_FALSE(reply.hasError());
+    }
+  }
+
+  // Restart it on its data: every acknowledged message is there.
+  cluster.StartNode(0);
+  cluster.WaitServing(0);
+  for (auto [conv, last] : acked) {
+    bool back = false;
+    for (int i = 0; i < 200 && !back; ++i) {
+      back = smart->GetMessage(conv, last).wait(io.waitScope).ok();
+      if (!back) io.provider->getTimer().afterDelay(25 * kj::MILLISECONDS).wait(io.waitScope);
+    }
+    INFO("conv " << conv << " seq " << last);
+    REQUIRE(back);
+    auto page = smart->ReadHistory({conv, Direction::kOldestFirst, 0, std::nullopt, 10})
+                    .wait(io.waitScope);
+    REQUIRE(page.ok());
+    REQUIRE(page->messages.size() == last);
+    CHECK(page->messages[0].body == "via router");
+  }
+  // A graceful stop exits 0.
+  int status = cluster.nodes[1].process->Stop(SIGTERM, std::chrono::seconds(10));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
+}  // namespace
+}  // namespace scrollback

@@ -1,10 +1,17 @@
 // StorageNode: the shard table and the Cap'n Proto service over it (served by RpcServer).
 #include "scrollback/engine/storage_node.h"
 
+#include <capnp/message.h>
+#include <kj/async.h>
+#include <kj/function.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
+#include <thread>
 
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/rpc_server.h"
@@ -118,10 +125,64 @@ class CallTimer {
   std::chrono::steady_clock::time_point start_;
 };
 
+// A bounded pool of threads that run engine calls off the event loops, so that a slow call (an
+// fsync, a cold read) delays only its own caller. Tasks beyond `max_queued` are refused, and the
+// caller answers `overloaded` (backpressure instead of unbounded memory).
+class EnginePool {
+ public:
+  EnginePool(int threads, size_t max_queued) : max_queued_(max_queued) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Work(); });
+  }
+  ~EnginePool() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+  // False when the queue is full (the task is dropped unrun).
+  bool Submit(kj::Function<void()> task) {
+    {
+      std::lock_guard lock(mu_);
+      if (queue_.size() >= max_queued_ || stopping_) return false;
+      queue_.push_back(kj::mv(task));
+    }
+    cv_.notify_one();
+    return true;
+  }
+
+ private:
+  void Work() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // Stopping, and everything queued has run.
+      kj::Function<void()> task = kj::mv(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      task();
+      lock.lock();
+    }
+  }
+
+  const size_t max_queued_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<kj::Function<void()>> queue_;  // GUARDED_BY(mu_)
+  bool stopping_ = false;                   // GUARDED_BY(mu_)
+  std::vector<std::thread> threads_;
+};
+
 // State shared by every event loop and connection of one node.
 class NodeCore {
  public:
-  explicit NodeCore(const NodeOptions& options) : options(options) {}
+  explicit NodeCore(const NodeOptions& options)
+      : options(options),
+        pool(options.engine_threads > 0
+                 ? std::make_unique<EnginePool>(options.engine_threads, options.max_queued_calls)
+                 : nullptr) {}
 
   std::shared_ptr<const ShardTable> Table() const {
     std::lock_guard lock(mu);
@@ -131,126 +192,170 @@ class NodeCore {
   const NodeOptions options;
   OutboxSignal signal;
   NodeMetrics metrics;
+  std::unique_ptr<EnginePool> pool;  // Null: engine calls run on the event loops.
   mutable std::mutex mu;
   std::shared_ptr<const ShardTable> table = std::make_shared<ShardTable>();  // GUARDED_BY(mu)
 };
 
-// Returns early from a service method when `expr` failed (it has already filled the error).
-#define SB_RETURN_VOID_IF_ERROR(expr) \
-  do {                                 \
-    if (!(expr)) return kj::READY_NOW; \
-  } while (0)
+// Where a write landed: returned to clients for read-your-writes.
+struct WriteToken {
+  uint64_t shard_id = 0;
+  uint64_t epoch = 0;
+  uint64_t lsn = 0;
+};
 
-// The ChatStore + Node API over the node's shards. One instance per connection; all state is
-// in NodeCore. Every reply carries errors as values (types.capnp Error), never as exceptions.
+// A write's result with its token.
+template <typename T>
+struct Written {
+  T value;
+  WriteToken token;
+};
+
+// The ChatStore + Node API over the node's shards. One instance per event loop; all state is in
+// NodeCore. Each call is split in three: read the parameters (on the loop), do the engine work
+// (`Work`, on the engine pool or inline), write the results (on the loop). Every reply carries
+// errors as values (types.capnp Error), never as exceptions.
 class ChatService final : public s::Node::Server {
  public:
   explicit ChatService(std::shared_ptr<NodeCore> core) : core_(std::move(core)) {}
 
   kj::Promise<void> createConversation(CreateConversationContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kCreateConversation);
     auto params = context.getParams();
-    auto results = context.getResults();
-    auto table = core_->Table();
-    auto shard = Route(*table, params.getConvId(), "conv_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
     CreateConversationRequest request;
     request.conv_id = params.getConvId();
     request.creator_id = params.getCreatorId();
-    SB_RETURN_VOID_IF_ERROR(ReadIds(params.getMemberIds(), "member_ids", &request.member_ids,
-                                    results, *table));
     request.title = wire::View(params.getTitle());
-    auto conv = (*shard)->store->CreateConversation(request);
-    if (!conv.ok()) return Fail(results.initError(), conv.status(), *table);
-    wire::ToWire(*conv, results.initConversation());
-    SetToken(results.initToken(), **shard);
-    core_->signal.Notify();
-    return kj::READY_NOW;
+    Status ids = ReadIds(params.getMemberIds(), "member_ids", &request.member_ids);
+    return Serve<Written<Conversation>>(
+        NodeMetrics::kCreateConversation,
+        [this, ids, request](const ShardTable& table) -> Result<Written<Conversation>> {
+          SB_RETURN_IF_ERROR(ids);
+          return Write(table, request.conv_id, [&](ShardStore& store) {
+            return store.CreateConversation(request);
+          });
+        },
+        [context](const Written<Conversation>& done) mutable {
+          auto results = context.getResults();
+          wire::ToWire(done.value, results.initConversation());
+          SetToken(results.initToken(), done.token);
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
   }
 
   kj::Promise<void> getConversation(GetConversationContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kGetConversation);
-    auto results = context.getResults();
-    auto table = core_->Table();
-    uint64_t conv_id = context.getParams().getConvId();
-    auto shard = Route(*table, conv_id, "conv_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
-    auto conv = (*shard)->store->GetConversation(conv_id);
-    if (!conv.ok()) return Fail(results.initError(), conv.status(), *table);
-    wire::ToWire(*conv, results.initConversation());
-    return kj::READY_NOW;
+    const uint64_t conv_id = context.getParams().getConvId();
+    return Serve<Conversation>(
+        NodeMetrics::kGetConversation,
+        [this, conv_id](const ShardTable& table) -> Result<Conversation> {
+          auto shard = Route(table, conv_id, "conv_id");
+          if (!shard.ok()) return shard.status();
+          return (*shard)->store->GetConversation(conv_id);
+        },
+        [context](const Conversation& conv) mutable {
+          wire::ToWire(conv, context.getResults().initConversation());
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
   }
 
   kj::Promise<void> addMembers(AddMembersContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kAddMembers);
-    return ChangeMembers(context, /*adding=*/true);
+    return ChangeMembers(context, NodeMetrics::kAddMembers);
   }
   kj::Promise<void> removeMembers(RemoveMembersContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kRemoveMembers);
-    return ChangeMembers(context, /*adding=*/false);
+    return ChangeMembers(context, NodeMetrics::kRemoveMembers);
   }
 
   kj::Promise<void> listMembers(ListMembersContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kListMembers);
     auto params = context.getParams();
-    auto results = context.getResults();
-    auto table = core_->Table();
-    auto shard = Route(*table, params.getConvId(), "conv_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
-    auto members =
-        (*shard)->store->ListMembers(params.getConvId(), params.getAfterUserId(), params.getLimit());
-    if (!members.ok()) return Fail(results.initError(), members.status(), *table);
-    auto ids = results.initUserIds(static_cast<unsigned>(members->size()));
-    for (unsigned i = 0; i < members->size(); ++i) ids.set(i, (*members)[i]);
-    return kj::READY_NOW;
+    const uint64_t conv_id = params.getConvId(), after = params.getAfterUserId();
+    const uint32_t limit = params.getLimit();
+    return Serve<std::vector<uint64_t>>(
+        NodeMetrics::kListMembers,
+        [this, conv_id, after, limit](const ShardTable& table) -> Result<std::vector<uint64_t>> {
+          auto shard = Route(table, conv_id, "conv_id");
+          if (!shard.ok()) return shard.status();
+          return (*shard)->store->ListMembers(conv_id, after, limit);
+        },
+        [context](const std::vector<uint64_t>& members) mutable {
+          auto ids = context.getResults().initUserIds(static_cast<unsigned>(members.size()));
+          for (unsigned i = 0; i < members.size(); ++i) ids.set(i, members[i]);
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
   }
 
   kj::Promise<void> sendMessage(SendMessageContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kSendMessage);
-    auto table = core_->Table();
-    Send(*table, context.getParams().getRequest(), context.getResults().initResult());
-    core_->signal.Notify();
-    return kj::READY_NOW;
+    SendMessageRequest request = ReadSend(context.getParams().getRequest());
+    return Serve<Written<SendMessageResult>>(
+        NodeMetrics::kSendMessage,
+        [this, request](const ShardTable& table) {
+          auto sent = Send(table, request);
+          core_->signal.Notify();
+          return sent;
+        },
+        [context](const Written<SendMessageResult>& sent) mutable {
+          WriteSend(sent, context.getResults().initResult());
+        },
+        [context](const Status&) mutable { return context.getResults().initResult().initError(); });
   }
 
   kj::Promise<void> sendBatch(SendBatchContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kSendBatch);
     auto requests = context.getParams().getRequests();
-    auto table = core_->Table();
+    using Batch = std::vector<Result<Written<SendMessageResult>>>;
+    Status too_many;
+    std::vector<SendMessageRequest> sends;
     if (requests.size() > core_->options.max_batch) {
-      // The batch as a whole is refused: every slot carries the error.
-      auto results = context.getResults().initResults(requests.size());
-      Status too_many = Status::InvalidArgument(
+      too_many = Status::InvalidArgument(
           "requests", "at most " + std::to_string(core_->options.max_batch) + " sends per batch");
-      for (auto result : results) Fail(result.initError(), too_many, *table);
-      return kj::READY_NOW;
+    } else {
+      sends.reserve(requests.size());
+      for (auto request : requests) sends.push_back(ReadSend(request));
     }
-    auto results = context.getResults().initResults(requests.size());
-    for (unsigned i = 0; i < requests.size(); ++i) Send(*table, requests[i], results[i]);
-    core_->signal.Notify();
-    return kj::READY_NOW;
+    const unsigned n = requests.size();
+    return Serve<Batch>(
+        NodeMetrics::kSendBatch,
+        [this, too_many, sends = std::move(sends)](const ShardTable& table) -> Result<Batch> {
+          SB_RETURN_IF_ERROR(too_many);
+          Batch out;
+          out.reserve(sends.size());
+          for (const SendMessageRequest& send : sends) out.push_back(Send(table, send));
+          core_->signal.Notify();
+          return out;
+        },
+        [this, context](const Batch& batch) mutable {
+          auto results = context.getResults().initResults(static_cast<unsigned>(batch.size()));
+          for (unsigned i = 0; i < batch.size(); ++i) {
+            if (batch[i].ok()) {
+              WriteSend(*batch[i], results[i]);
+            } else {
+              WriteError(results[i].initError(), batch[i].status());
+            }
+          }
+        },
+        // The batch as a whole failed: every slot carries the error.
+        [this, context, n](const Status& error) mutable {
+          auto results = context.getResults().initResults(n);
+          for (unsigned i = 1; i < n; ++i) WriteError(results[i].initError(), error);
+          return n > 0 ? results[0].initError() : ScratchError();
+        });
   }
 
   kj::Promise<void> getMessage(GetMessageContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kGetMessage);
     auto params = context.getParams();
-    auto results = context.getResults();
-    auto table = core_->Table();
-    auto shard = Route(*table, params.getConvId(), "conv_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
-    auto message = (*shard)->store->GetMessage(params.getConvId(), params.getSeq());
-    if (!message.ok()) return Fail(results.initError(), message.status(), *table);
-    wire::ToWire(*message, results.initMessage());
-    return kj::READY_NOW;
+    const uint64_t conv_id = params.getConvId(), seq = params.getSeq();
+    return Serve<Message>(
+        NodeMetrics::kGetMessage,
+        [this, conv_id, seq](const ShardTable& table) -> Result<Message> {
+          auto shard = Route(table, conv_id, "conv_id");
+          if (!shard.ok()) return shard.status();
+          return (*shard)->store->GetMessage(conv_id, seq);
+        },
+        [context](const Message& message) mutable {
+          wire::ToWire(message, context.getResults().initMessage());
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
   }
 
   kj::Promise<void> readHistory(ReadHistoryContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kReadHistory);
     auto request = context.getParams().getRequest();
-    auto results = context.getResults();
-    auto table = core_->Table();
-    auto shard = Route(*table, request.getConvId(), "conv_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
     HistoryQuery query;
     query.conv_id = request.getConvId();
     query.direction = request.getDirection() == s::Direction::OLDEST_FIRST
@@ -259,101 +364,120 @@ class ChatService final : public s::Node::Server {
     query.cursor_seq = request.getCursorSeq();
     if (request.getHasFromTime()) query.from_time_ms = request.getFromTimeMs();
     query.limit = request.getLimit();
-    auto page = (*shard)->store->ReadHistory(query);
-    if (!page.ok()) return Fail(results.initError(), page.status(), *table);
-    wire::ToWire(*page, results.initPage());
-    return kj::READY_NOW;
+    return Serve<HistoryPage>(
+        NodeMetrics::kReadHistory,
+        [this, query](const ShardTable& table) -> Result<HistoryPage> {
+          auto shard = Route(table, query.conv_id, "conv_id");
+          if (!shard.ok()) return shard.status();
+          return (*shard)->store->ReadHistory(query);
+        },
+        [context](const HistoryPage& page) mutable {
+          wire::ToWire(page, context.getResults().initPage());
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
   }
 
   kj::Promise<void> editMessage(EditMessageContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kEditMessage);
     auto params = context.getParams();
-    auto results = context.getResults();
-    auto table = core_->Table();
-    auto shard = Route(*table, params.getConvId(), "conv_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
-    auto message = (*shard)->store->EditMessage(params.getConvId(), params.getSeq(),
-                                                params.getEditorId(),
-                                                std::string(wire::View(params.getBody())));
-    if (!message.ok()) return Fail(results.initError(), message.status(), *table);
-    wire::ToWire(*message, results.initMessage());
-    SetToken(results.initToken(), **shard);
-    return kj::READY_NOW;
+    const uint64_t conv_id = params.getConvId(), seq = params.getSeq();
+    const uint64_t editor = params.getEditorId();
+    std::string body(wire::View(params.getBody()));
+    return RewriteMessage(context, NodeMetrics::kEditMessage, conv_id,
+                          [conv_id, seq, editor, body](ShardStore& store) {
+                            return store.EditMessage(conv_id, seq, editor, body);
+                          });
   }
 
   kj::Promise<void> deleteMessage(DeleteMessageContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kDeleteMessage);
     auto params = context.getParams();
-    auto results = context.getResults();
-    auto table = core_->Table();
-    auto shard = Route(*table, params.getConvId(), "conv_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
-    auto message =
-        (*shard)->store->DeleteMessage(params.getConvId(), params.getSeq(), params.getActorId());
-    if (!message.ok()) return Fail(results.initError(), message.status(), *table);
-    wire::ToWire(*message, results.initMessage());
-    SetToken(results.initToken(), **shard);
-    return kj::READY_NOW;
+    const uint64_t conv_id = params.getConvId(), seq = params.getSeq();
+    const uint64_t actor = params.getActorId();
+    return RewriteMessage(context, NodeMetrics::kDeleteMessage, conv_id,
+                          [conv_id, seq, actor](ShardStore& store) {
+                            return store.DeleteMessage(conv_id, seq, actor);
+                          });
   }
 
   kj::Promise<void> listInbox(ListInboxContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kListInbox);
     auto params = context.getParams();
-    auto results = context.getResults();
-    auto table = core_->Table();
-    auto shard = Route(*table, params.getUserId(), "user_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
     InboxQuery query;
     query.user_id = params.getUserId();
     query.cursor = wire::View(params.getCursor());
     query.limit = params.getLimit();
-    auto page = (*shard)->store->ListInbox(query);
-    if (!page.ok()) return Fail(results.initError(), page.status(), *table);
-    auto entries = results.initEntries(static_cast<unsigned>(page->entries.size()));
-    for (unsigned i = 0; i < page->entries.size(); ++i) wire::ToWire(page->entries[i], entries[i]);
-    if (!page->next_cursor.empty()) results.setNextCursor(wire::AsData(page->next_cursor));
-    results.setHasMore(page->has_more);
-    return kj::READY_NOW;
+    return Serve<InboxPage>(
+        NodeMetrics::kListInbox,
+        [this, query](const ShardTable& table) -> Result<InboxPage> {
+          auto shard = Route(table, query.user_id, "user_id");
+          if (!shard.ok()) return shard.status();
+          return (*shard)->store->ListInbox(query);
+        },
+        [context](const InboxPage& page) mutable {
+          auto results = context.getResults();
+          auto entries = results.initEntries(static_cast<unsigned>(page.entries.size()));
+          for (unsigned i = 0; i < page.entries.size(); ++i) {
+            wire::ToWire(page.entries[i], entries[i]);
+          }
+          if (!page.next_cursor.empty()) results.setNextCursor(wire::AsData(page.next_cursor));
+          results.setHasMore(page.has_more);
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
   }
 
   kj::Promise<void> markRead(MarkReadContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kMarkRead);
     auto params = context.getParams();
-    auto results = context.getResults();
-    auto table = core_->Table();
-    auto shard = Route(*table, params.getUserId(), "user_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
-    auto entry =
-        (*shard)->store->MarkRead(params.getUserId(), params.getConvId(), params.getSeq());
-    if (!entry.ok()) return Fail(results.initError(), entry.status(), *table);
-    wire::ToWire(*entry, results.initEntry());
-    SetToken(results.initToken(), **shard);
-    return kj::READY_NOW;
+    const uint64_t user = params.getUserId(), conv_id = params.getConvId(), seq = params.getSeq();
+    return Serve<Written<InboxEntry>>(
+        NodeMetrics::kMarkRead,
+        [this, user, conv_id, seq](const ShardTable& table) -> Result<Written<InboxEntry>> {
+          return Write(table, user, [&](ShardStore& store) {
+            return store.MarkRead(user, conv_id, seq);
+          }, "user_id");
+        },
+        [context](const Written<InboxEntry>& done) mutable {
+          auto results = context.getResults();
+          wire::ToWire(done.value, results.initEntry());
+          SetToken(results.initToken(), done.token);
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
   }
 
   kj::Promise<void> applyInboxUpdates(ApplyInboxUpdatesContext context) override {
-    CallTimer timer(core_->metrics, NodeMetrics::kApplyInboxUpdates);
-    auto updates = context.getParams().getUpdates();
-    auto table = core_->Table();
-    auto errors = context.getResults().initErrors(updates.size());
+    auto list = context.getParams().getUpdates();
     Status too_many;
-    if (updates.size() > core_->options.max_batch) {
+    std::vector<InboxUpdate> updates;
+    if (list.size() > core_->options.max_batch) {
       too_many = Status::InvalidArgument("updates", "at most " +
                                                         std::to_string(core_->options.max_batch) +
                                                         " updates per call");
+    } else {
+      updates.resize(list.size());
+      for (unsigned i = 0; i < list.size(); ++i) wire::FromWire(list[i], &updates[i]);
     }
-    InboxUpdate update;
-    for (unsigned i = 0; i < updates.size(); ++i) {
-      if (!too_many.ok()) {
-        Fail(errors[i], too_many, *table);
-        continue;
-      }
-      wire::FromWire(updates[i], &update);
-      auto shard = Route(*table, update.user_id, "user_id");
-      Status applied = shard.ok() ? (*shard)->store->ApplyInboxUpdate(update) : shard.status();
-      if (!applied.ok()) Fail(errors[i], applied, *table);
-    }
-    return kj::READY_NOW;
+    const unsigned n = list.size();
+    return Serve<std::vector<Status>>(
+        NodeMetrics::kApplyInboxUpdates,
+        [this, too_many, updates = std::move(updates)](
+            const ShardTable& table) -> Result<std::vector<Status>> {
+          SB_RETURN_IF_ERROR(too_many);
+          std::vector<Status> out;
+          out.reserve(updates.size());
+          for (const InboxUpdate& update : updates) {
+            auto shard = Route(table, update.user_id, "user_id");
+            out.push_back(shard.ok() ? (*shard)->store->ApplyInboxUpdate(update) : shard.status());
+          }
+          return out;
+        },
+        [this, context](const std::vector<Status>& statuses) mutable {
+          auto errors = context.getResults().initErrors(static_cast<unsigned>(statuses.size()));
+          for (unsigned i = 0; i < statuses.size(); ++i) {
+            if (!statuses[i].ok()) WriteError(errors[i], statuses[i]);
+          }
+        },
+        [this, context, n](const Status& error) mutable {
+          auto errors = context.getResults().initErrors(n);
+          for (unsigned i = 1; i < n; ++i) WriteError(errors[i], error);
+          return n > 0 ? errors[0] : ScratchError();
+        });
   }
 
   kj::Promise<void> health(HealthContext context) override {
@@ -392,91 +516,155 @@ class ChatService final : public s::Node::Server {
   }
 
  private:
+  // Runs `work` (on the engine pool, or inline when there is none), then on the event loop
+  // either `fill(value)` or writes the error into the builder `error_slot(status)` returns.
+  // Records the call's latency (queueing included) and error code.
+  template <typename T, typename Work, typename Fill, typename ErrorSlot>
+  kj::Promise<void> Serve(NodeMetrics::Method method, Work&& work, Fill&& fill,
+                          ErrorSlot&& error_slot) {
+    auto start = std::chrono::steady_clock::now();
+    auto finish = [this, method, start, fill = std::forward<Fill>(fill),
+                   error_slot = std::forward<ErrorSlot>(error_slot)](Result<T> result) mutable {
+      if (result.ok()) {
+        fill(*result);
+      } else {
+        WriteError(error_slot(result.status()), result.status());
+      }
+      core_->metrics.Record(method, std::chrono::steady_clock::now() - start);
+    };
+    if (!core_->pool) {
+      finish(work(*core_->Table()));
+      return kj::READY_NOW;
+    }
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<Result<T>>();
+    bool queued = core_->pool->Submit(
+        [core = core_, work = std::forward<Work>(work),
+         fulfiller = kj::mv(paf.fulfiller)]() mutable { fulfiller->fulfill(work(*core->Table())); });
+    if (!queued) {
+      finish(Result<T>(Status::FromCode(ErrorCode::kOverloaded,
+                                        "node " + core_->options.node_id +
+                                            " has too many calls queued; retry later")));
+      return kj::READY_NOW;
+    }
+    return paf.promise.then(kj::mv(finish));
+  }
+
+  void WriteError(s::Error::Builder error, const Status& status) {
+    core_->metrics.RecordError(status.code());
+    wire::ToWire(status, error);
+    if (status.code() == ErrorCode::kNotOwner) error.setMapVersion(status_map_version_);
+  }
+
+  // An error builder for replies with no slot for one (an empty batch): written, then dropped.
+  s::Error::Builder ScratchError() { return scratch_.initRoot<s::Error>(); }
 
   Result<const HostedShard*> Route(const ShardTable& table, uint64_t key, const char* field) {
     const HostedShard* shard = table.Find(TokenOf(key));
     if (shard != nullptr) return shard;
+    status_map_version_ = table.map_version;
     return Status::NotOwner(std::string(field) + " " + std::to_string(key) +
                             " is not hosted by node " + core_->options.node_id +
                             " at shard-map version " + std::to_string(table.map_version));
   }
 
-  kj::Promise<void> Fail(s::Error::Builder error, const Status& status, const ShardTable& table) {
-    core_->metrics.RecordError(status.code());
-    wire::ToWire(status, error);
-    if (status.code() == ErrorCode::kNotOwner) error.setMapVersion(table.map_version);
-    return kj::READY_NOW;
+  // Routes `key`, runs the write `op` on its shard, and attaches the write token.
+  template <typename Op>
+  auto Write(const ShardTable& table, uint64_t key, Op&& op, const char* field = "conv_id")
+      -> Result<Written<typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type>> {
+    using T = typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type;
+    auto shard = Route(table, key, field);
+    if (!shard.ok()) return shard.status();
+    Result<T> done = op(*(*shard)->store);
+    if (!done.ok()) return done.status();
+    return Written<T>{std::move(done).value(), TokenAt(**shard)};
   }
 
-  static void SetToken(s::WriteToken::Builder token, const HostedShard& shard) {
-    token.setShardId(shard.assignment.shard_id);
-    token.setEpoch(shard.assignment.epoch);
-    token.setLsn(shard.store->LatestSequence());
+  static WriteToken TokenAt(const HostedShard& shard) {
+    return {shard.assignment.shard_id, shard.assignment.epoch, shard.store->LatestSequence()};
+  }
+  static void SetToken(s::WriteToken::Builder out, const WriteToken& token) {
+    out.setShardId(token.shard_id);
+    out.setEpoch(token.epoch);
+    out.setLsn(token.lsn);
   }
 
-  // Copies a list of ids, refusing lists longer than any call accepts. Returns false (with the
-  // error filled) when refused.
-  template <typename Results>
-  bool ReadIds(capnp::List<uint64_t>::Reader in, const char* field, std::vector<uint64_t>* out,
-               Results& results, const ShardTable& table) {
+  // Copies an id list, refusing lists longer than any call accepts.
+  Status ReadIds(capnp::List<uint64_t>::Reader in, const char* field, std::vector<uint64_t>* out) {
     const uint32_t max = core_->options.shard_options.limits.max_members_per_change;
     if (in.size() > max) {
-      Fail(results.initError(),
-           Status::InvalidArgument(field, std::string(field) + " lists more than " +
-                                              std::to_string(max) + " users"),
-           table);
-      return false;
+      return Status::InvalidArgument(field, std::string(field) + " lists more than " +
+                                                std::to_string(max) + " users");
     }
-    out->clear();
     out->reserve(in.size());
     for (uint64_t id : in) out->push_back(id);
-    return true;
+    return Status::Ok();
+  }
+
+  static SendMessageRequest ReadSend(s::SendRequest::Reader in) {
+    return {in.getConvId(), in.getSenderId(), std::string(wire::View(in.getClientMsgId())),
+            std::string(wire::View(in.getBody()))};
+  }
+  static void WriteSend(const Written<SendMessageResult>& sent, s::SendResult::Builder out) {
+    out.setSeq(sent.value.seq);
+    out.setSentAtMs(sent.value.sent_at_ms);
+    out.setDuplicate(sent.value.duplicate);
+    SetToken(out.initToken(), sent.token);
+  }
+
+  Result<Written<SendMessageResult>> Send(const ShardTable& table,
+                                          const SendMessageRequest& request) {
+    return Write(table, request.conv_id,
+                 [&](ShardStore& store) { return store.SendMessage(request); });
   }
 
   template <typename Context>
-  kj::Promise<void> ChangeMembers(Context& context, bool adding) {
+  kj::Promise<void> ChangeMembers(Context& context, NodeMetrics::Method method) {
     auto params = context.getParams();
-    auto results = context.getResults();
-    auto table = core_->Table();
-    auto shard = Route(*table, params.getConvId(), "conv_id");
-    if (!shard.ok()) return Fail(results.initError(), shard.status(), *table);
+    const bool adding = method == NodeMetrics::kAddMembers;
+    const uint64_t conv_id = params.getConvId(), actor = params.getActorId();
     std::vector<uint64_t> user_ids;
-    SB_RETURN_VOID_IF_ERROR(ReadIds(params.getUserIds(), "user_ids", &user_ids, results, *table));
-    auto seq = adding ? (*shard)->store->AddMembers(params.getConvId(), params.getActorId(), user_ids)
-                      : (*shard)->store->RemoveMembers(params.getConvId(), params.getActorId(),
-                                                       user_ids);
-    if (!seq.ok()) return Fail(results.initError(), seq.status(), *table);
-    results.setSeq(*seq);
-    SetToken(results.initToken(), **shard);
-    core_->signal.Notify();
-    return kj::READY_NOW;
+    Status ids = ReadIds(params.getUserIds(), "user_ids", &user_ids);
+    return Serve<Written<uint64_t>>(
+        method,
+        [this, ids, adding, conv_id, actor, user_ids](
+            const ShardTable& table) -> Result<Written<uint64_t>> {
+          SB_RETURN_IF_ERROR(ids);
+          auto done = Write(table, conv_id, [&](ShardStore& store) {
+            return adding ? store.AddMembers(conv_id, actor, user_ids)
+                          : store.RemoveMembers(conv_id, actor, user_ids);
+          });
+          core_->signal.Notify();
+          return done;
+        },
+        [context](const Written<uint64_t>& done) mutable {
+          auto results = context.getResults();
+          results.setSeq(done.value);
+          SetToken(results.initToken(), done.token);
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
   }
 
-  void Send(const ShardTable& table, s::SendRequest::Reader request,
-            s::SendResult::Builder result) {
-    auto shard = Route(table, request.getConvId(), "conv_id");
-    if (!shard.ok()) {
-      Fail(result.initError(), shard.status(), table);
-      return;
-    }
-    SendMessageRequest send;
-    send.conv_id = request.getConvId();
-    send.sender_id = request.getSenderId();
-    send.client_msg_id = wire::View(request.getClientMsgId());
-    send.body = wire::View(request.getBody());
-    auto sent = (*shard)->store->SendMessage(send);
-    if (!sent.ok()) {
-      Fail(result.initError(), sent.status(), table);
-      return;
-    }
-    result.setSeq(sent->seq);
-    result.setSentAtMs(sent->sent_at_ms);
-    result.setDuplicate(sent->duplicate);
-    SetToken(result.initToken(), **shard);
+  template <typename Context, typename Op>
+  kj::Promise<void> RewriteMessage(Context& context, NodeMetrics::Method method, uint64_t conv_id,
+                                   Op op) {
+    return Serve<Written<Message>>(
+        method,
+        [this, conv_id, op](const ShardTable& table) {
+          return Write(table, conv_id, [&](ShardStore& store) { return op(store); });
+        },
+        [context](const Written<Message>& done) mutable {
+          auto results = context.getResults();
+          wire::ToWire(done.value, results.initMessage());
+          SetToken(results.initToken(), done.token);
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
   }
-#undef SB_RETURN_VOID_IF_ERROR
 
   std::shared_ptr<NodeCore> core_;
+  capnp::MallocMessageBuilder scratch_{16};
+  // Set by Route on a not-owner answer; read by WriteError on the same call. Racy across pool
+  // threads only in which version a concurrent not-owner reports, which any version serves.
+  std::atomic<uint64_t> status_map_version_{0};
 };
 
 class StorageNodeImpl final : public StorageNode {

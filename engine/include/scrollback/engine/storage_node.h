@@ -4,8 +4,10 @@
 // EmbeddedCluster) tells it which shards it hosts and the shard-map version.
 //
 // Threading: `event_loops` threads each run a Cap'n Proto event loop and accept connections from
-// one shared listening socket, so connections spread over the cores. Engine calls run on the
-// loop that received them; ShardStore is thread-safe.
+// one shared listening socket, so connections spread over the cores. The loops decode requests
+// and encode replies; engine calls run on a bounded pool of `engine_threads` (ShardStore is
+// thread-safe), so slow RocksDB work never stalls a loop. A full pool queue answers
+// `overloaded`.
 //
 // Bounded input: every connection reads messages with traversal / nesting limits and has a flow
 // limit (bytes of calls in flight) beyond which it stops reading (backpressure); the engine
@@ -50,6 +52,12 @@ struct NodeOptions {
   size_t flow_limit_bytes = 16ull << 20;
   // Default: 1,000. Most entries in one sendBatch or applyInboxUpdates call.
   uint32_t max_batch = 1000;
+  // Default: 4. Threads that run engine calls off the event loops, so a slow call (an fsync,
+  // a cold read) delays only its caller. 0 runs engine calls on the event loops themselves
+  // (fewer thread hops, but a slow call stalls that loop's other connections).
+  int engine_threads = 4;
+  // Default: 10,000. Engine calls queued beyond this are answered `overloaded`.
+  size_t max_queued_calls = 10'000;
   // Shard options applied to every hosted shard (shard_id and token_range are set per shard).
   ShardOptions shard_options;
 };

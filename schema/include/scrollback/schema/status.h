@@ -91,6 +91,8 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
+  using value_type = T;
+
   Result(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design.
   Result(Status status) : state_(std::move(status)) {}  // NOLINT: implicit by design.
 

@@ -1,0 +1,159 @@
+// Cluster micro-benchmarks over real Cap'n Proto RPC on loopback, beside a bare Cap'n Proto
+// echo server (the RPC ceiling) in the same process and run:
+//
+//   BM_Echo/inflight           echo of a 250-byte payload, `inflight` calls pipelined
+//   BM_GetMessage/inflight     smart client -> EmbeddedCluster, one message (~250 bytes back)
+//   BM_SendMessage/inflight    smart client -> EmbeddedCluster, a 200-byte body
+//   BM_ReadHistory50/inflight  smart client -> EmbeddedCluster, a page of 50
+//
+// The cluster has 3 nodes and 16 shards; the echo server uses the same RpcServer (one event
+// loop). Client, servers, RocksDB and fan-out share the machine's cores, as they do in the
+// embedded deployment. items_per_second counts calls.
+#include <benchmark/benchmark.h>
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <kj/vector.h>
+
+#include <random>
+
+#include "scrollback/bench/echo.capnp.h"
+#include "scrollback/cluster/embedded_cluster.h"
+#include "scrollback/schema/rpc_server.h"
+
+namespace scrollback {
+namespace {
+
+constexpr uint64_t kConvs = 64;
+constexpr uint64_t kDepth = 200;
+
+class EchoImpl final : public bench::Echo::Server {
+ public:
+  kj::Promise<void> echo(EchoContext context) override {
+    context.getResults().setPayload(context.getParams().getPayload());
+    return kj::READY_NOW;
+  }
+};
+
+// Everything shared, built once: the event loop of the benchmark thread, the echo server, the
+// cluster (pre-filled) and the clients.
+struct Env {
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  std::unique_ptr<RpcServer> echo_server;
+  kj::Own<kj::AsyncIoStream> echo_stream;
+  kj::Own<capnp::TwoPartyClient> echo_rpc;
+  bench::Echo::Client echo = nullptr;
+  std::unique_ptr<EmbeddedCluster> cluster;
+  std::unique_ptr<ChatClient> client;
+  uint64_t next_id = 1;
+
+  Env() {
+    RpcServerOptions options;
+    options.event_loops = 1;
+    echo_server = std::move(RpcServer::Start(options, [](kj::AsyncIoProvider&) {
+                              return capnp::Capability::Client(kj::heap<EchoImpl>());
+                            }).value());
+    auto address =
+        io.provider->getNetwork().parseAddress(echo_server->address()).wait(io.waitScope);
+    echo_stream = address->connect().wait(io.waitScope);
+    echo_rpc = kj::heap<capnp::TwoPartyClient>(*echo_stream);
+    echo = echo_rpc->bootstrap().castAs<bench::Echo>();
+
+    EmbeddedClusterOptions cluster_options;
+    if (const char* threads = std::getenv("ENGINE_THREADS")) {
+      cluster_options.node.engine_threads = std::atoi(threads);
+    }
+    if (std::getenv("NO_FANOUT")) cluster_options.fan_out = false;
+    cluster = std::move(EmbeddedCluster::Start(cluster_options).value());
+    client = cluster->NewClient(*io.provider);
+    std::vector<SendMessageRequest> fill;
+    for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+      Check(Wait(client->CreateConversation({conv, 1, {2, 3, 4, 5}, "bench"})).status());
+      for (uint64_t i = 1; i <= kDepth; ++i) {
+        fill.push_back({conv, 1, "f" + std::to_string(i), std::string(200, 'x')});
+        if (fill.size() == 500) {
+          for (auto& r : Wait(client->SendBatch(std::move(fill)))) Check(r.status());
+          fill.clear();
+        }
+      }
+    }
+    for (auto& r : Wait(client->SendBatch(std::move(fill)))) Check(r.status());
+  }
+
+  template <typename T>
+  T Wait(kj::Promise<T>&& promise) {
+    return promise.wait(io.waitScope);
+  }
+  static void Check(const Status& status) {
+    if (!status.ok()) {
+      std::fprintf(stderr, "rpc_bench: %s\n", status.ToString().c_str());
+      std::exit(1);
+    }
+  }
+};
+
+Env& GetEnv() {
+  static Env env;
+  return env;
+}
+
+// Runs `make_call` `inflight` times per iteration, all pipelined, and waits for all.
+template <typename MakeCall>
+void RunPipelined(benchmark::State& state, MakeCall&& make_call) {
+  Env& env = GetEnv();
+  const int inflight = static_cast<int>(state.range(0));
+  size_t failures = 0;
+  for (auto _ : state) {
+    kj::Vector<kj::Promise<bool>> calls(inflight);
+    for (int i = 0; i < inflight; ++i) calls.add(make_call(env));
+    for (bool ok : env.Wait(kj::joinPromises(calls.releaseAsArray()))) failures += !ok;
+  }
+  if (failures > 0) state.SkipWithError("calls failed");
+  state.SetItemsProcessed(state.iterations() * inflight);
+}
+
+void BM_Echo(benchmark::State& state) {
+  const std::string payload(250, 'e');
+  RunPipelined(state, [&](Env& env) {
+    auto request = env.echo.echoRequest();
+    request.setPayload(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(payload.data()),
+                                           payload.size()));
+    return request.send().then([](auto reply) { return reply.getPayload().size() == 250; });
+  });
+}
+BENCHMARK(BM_Echo)->Arg(1)->Arg(32)->UseRealTime();
+
+void BM_GetMessage(benchmark::State& state) {
+  std::mt19937_64 rng(1);
+  RunPipelined(state, [&](Env& env) {
+    return env.client->GetMessage(1 + rng() % kConvs, 1 + rng() % kDepth)
+        .then([](Result<Message> m) { return m.ok(); });
+  });
+}
+BENCHMARK(BM_GetMessage)->Arg(1)->Arg(32)->UseRealTime();
+
+void BM_SendMessage(benchmark::State& state) {
+  std::mt19937_64 rng(2);
+  const std::string body(200, 's');
+  RunPipelined(state, [&](Env& env) {
+    uint64_t conv = 1 + rng() % kConvs;
+    return env.client->SendMessage({conv, 2, "b" + std::to_string(env.next_id++), body})
+        .then([](Result<SendMessageResult> r) { return r.ok(); });
+  });
+}
+BENCHMARK(BM_SendMessage)->Arg(1)->Arg(32)->UseRealTime();
+
+void BM_ReadHistory50(benchmark::State& state) {
+  std::mt19937_64 rng(3);
+  RunPipelined(state, [&](Env& env) {
+    HistoryQuery query{1 + rng() % kConvs, Direction::kNewestFirst, 51 + rng() % (kDepth - 50),
+                       std::nullopt, 50};
+    return env.client->ReadHistory(query).then(
+        [](Result<HistoryPage> page) { return page.ok() && page->messages.size() == 50; });
+  });
+}
+BENCHMARK(BM_ReadHistory50)->Arg(1)->Arg(32)->UseRealTime();
+
+}  // namespace
+}  // namespace scrollback
+
+BENCHMARK_MAIN();

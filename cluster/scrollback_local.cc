@@ -3,10 +3,9 @@
 // that speaks the ChatStore API on one address. Serves until SIGINT or SIGTERM.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <signal.h>
 
-#include <csignal>
 
+#include "scrollback/cluster/stop_signals.h"
 #include "scrollback/cluster/embedded_cluster.h"
 #include "scrollback/router/router_server.h"
 
@@ -25,12 +24,7 @@ int Run(int argc, char** argv) {
   app.add_option("--listen", listen, "host:port of the router's ChatStore listener (port 0: any)");
   CLI11_PARSE(app, argc, argv);
 
-  // Block the stop signals in every thread; the main thread waits for them below.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  StopSignals stop_signals;  // Before any thread starts.
 
   auto cluster = EmbeddedCluster::Start(options);
   if (!cluster.ok()) {
@@ -58,9 +52,8 @@ int Run(int argc, char** argv) {
   fmt::print("Stop with Ctrl-C.\n");
   std::fflush(stdout);
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  fmt::print("\nscrollback-local: {} received, stopping\n", strsignal(signal_number));
+  const std::string received = stop_signals.Wait();
+  fmt::print("\nscrollback-local: {} received, stopping\n", received);
   (*router)->Stop(std::chrono::seconds(2));
   router->reset();
   cluster->reset();

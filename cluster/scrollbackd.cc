@@ -3,12 +3,12 @@
 // fan-out worker. SIGTERM or SIGINT: stop accepting, finish calls in flight, flush, exit 0.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <signal.h>
 
 #include <atomic>
 #include <cstring>
 #include <thread>
 
+#include "scrollback/cluster/stop_signals.h"
 #include "scrollback/cluster/etcd_metadata_store.h"
 #include "scrollback/cluster/fanout_worker.h"
 #include "scrollback/cluster/http_server.h"
@@ -60,11 +60,7 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(2, 600));
   CLI11_PARSE(app, argc, argv);
 
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  StopSignals stop_signals;  // Before any thread starts.
 
   EtcdOptions etcd_options;
   etcd_options.endpoint = etcd;
@@ -130,9 +126,8 @@ int Run(int argc, char** argv) {
              self.address, self.http_address, etcd);
   std::fflush(stdout);
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  fmt::print("scrollbackd {}: {} received, stopping\n", options.node_id, strsignal(signal_number));
+  const std::string received = stop_signals.Wait();
+  fmt::print("scrollbackd {}: {} received, stopping\n", options.node_id, received);
   std::fflush(stdout);
   serving = false;
   stopping = true;

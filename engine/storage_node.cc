@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "scrollback/schema/chatstore.capnp.h"
+#include "scrollback/schema/chatstore_wire.h"
 #include "scrollback/schema/rpc_server.h"
 #include "scrollback/schema/wire.h"
 
@@ -283,7 +283,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> sendMessage(SendMessageContext context) override {
-    SendMessageRequest request = ReadSend(context.getParams().getRequest());
+    auto request = wire::ReadSend(context.getParams().getRequest());
     return Serve<Written<SendMessageResult>>(
         NodeMetrics::kSendMessage,
         [this, request](const ShardTable& table) {
@@ -307,7 +307,7 @@ class ChatService final : public s::Node::Server {
           "requests", "at most " + std::to_string(core_->options.max_batch) + " sends per batch");
     } else {
       sends.reserve(requests.size());
-      for (auto request : requests) sends.push_back(ReadSend(request));
+      for (auto request : requests) sends.push_back(wire::ReadSend(request));
     }
     const unsigned n = requests.size();
     return Serve<Batch>(
@@ -355,15 +355,7 @@ class ChatService final : public s::Node::Server {
   }
 
   kj::Promise<void> readHistory(ReadHistoryContext context) override {
-    auto request = context.getParams().getRequest();
-    HistoryQuery query;
-    query.conv_id = request.getConvId();
-    query.direction = request.getDirection() == s::Direction::OLDEST_FIRST
-                          ? Direction::kOldestFirst
-                          : Direction::kNewestFirst;
-    query.cursor_seq = request.getCursorSeq();
-    if (request.getHasFromTime()) query.from_time_ms = request.getFromTimeMs();
-    query.limit = request.getLimit();
+    auto query = wire::ReadHistory(context.getParams().getRequest());
     return Serve<HistoryPage>(
         NodeMetrics::kReadHistory,
         [this, query](const ShardTable& table) -> Result<HistoryPage> {
@@ -600,10 +592,6 @@ class ChatService final : public s::Node::Server {
     return Status::Ok();
   }
 
-  static SendMessageRequest ReadSend(s::SendRequest::Reader in) {
-    return {in.getConvId(), in.getSenderId(), std::string(wire::View(in.getClientMsgId())),
-            std::string(wire::View(in.getBody()))};
-  }
   static void WriteSend(const Written<SendMessageResult>& sent, s::SendResult::Builder out) {
     out.setSeq(sent.value.seq);
     out.setSentAtMs(sent.value.sent_at_ms);

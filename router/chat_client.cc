@@ -4,8 +4,7 @@
 
 #include <map>
 
-#include "scrollback/schema/chatstore.capnp.h"
-#include "scrollback/schema/wire.h"
+#include "scrollback/schema/chatstore_wire.h"
 
 namespace scrollback {
 
@@ -38,11 +37,12 @@ void SetIds(capnp::List<uint64_t>::Builder out, const std::vector<uint64_t>& ids
   for (unsigned i = 0; i < ids.size(); ++i) out.set(i, ids[i]);
 }
 
-void FillSend(s::SendRequest::Builder out, const SendMessageRequest& in) {
-  out.setConvId(in.conv_id);
-  out.setSenderId(in.sender_id);
-  out.setClientMsgId(wire::AsData(in.client_msg_id));
-  out.setBody(wire::AsData(in.body));
+// The reply's error, or what `read(reply)` makes of a successful reply.
+template <typename T, typename Reply, typename Read>
+Result<T> Answer(const Reply& reply, Read&& read) {
+  Status error = ReplyError(reply);
+  if (!error.ok()) return error;
+  return read(reply);
 }
 
 Result<SendMessageResult> ReadSend(s::SendResult::Reader in) {
@@ -66,12 +66,8 @@ class ChatClientImpl final : public ChatClient {
       SetIds(call.initMemberIds(static_cast<unsigned>(request.member_ids.size())),
              request.member_ids);
       call.setTitle(wire::AsText(request.title));
-      return call.send().then([](auto reply) -> Result<Conversation> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        Conversation conv;
-        wire::FromWire(reply.getConversation(), &conv);
-        return conv;
+      return call.send().then([](auto reply) {
+        return Answer<Conversation>(reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
       });
     });
   }
@@ -80,12 +76,8 @@ class ChatClientImpl final : public ChatClient {
     return Routed<Conversation>(conv_id, [conv_id](NodeClient& node) {
       auto call = node.getConversationRequest();
       call.setConvId(conv_id);
-      return call.send().then([](auto reply) -> Result<Conversation> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        Conversation conv;
-        wire::FromWire(reply.getConversation(), &conv);
-        return conv;
+      return call.send().then([](auto reply) {
+        return Answer<Conversation>(reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
       });
     });
   }
@@ -97,10 +89,8 @@ class ChatClientImpl final : public ChatClient {
       call.setConvId(conv_id);
       call.setActorId(actor_id);
       SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-      return call.send().then([](auto reply) -> Result<uint64_t> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        return reply.getSeq();
+      return call.send().then([](auto reply) {
+        return Answer<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
       });
     });
   }
@@ -112,10 +102,8 @@ class ChatClientImpl final : public ChatClient {
       call.setConvId(conv_id);
       call.setActorId(actor_id);
       SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-      return call.send().then([](auto reply) -> Result<uint64_t> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        return reply.getSeq();
+      return call.send().then([](auto reply) {
+        return Answer<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
       });
     });
   }
@@ -140,7 +128,7 @@ class ChatClientImpl final : public ChatClient {
   kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request) override {
     return Routed<SendMessageResult>(request.conv_id, [request](NodeClient& node) {
       auto call = node.sendMessageRequest();
-      FillSend(call.initRequest(), request);
+      wire::ToWire(request, call.initRequest());
       return call.send().then([](auto reply) { return ReadSend(reply.getResult()); });
     });
   }
@@ -162,7 +150,7 @@ class ChatClientImpl final : public ChatClient {
                     [part](NodeClient& node) {
                       auto call = node.sendBatchRequest();
                       auto list = call.initRequests(static_cast<unsigned>(part.size()));
-                      for (unsigned i = 0; i < part.size(); ++i) FillSend(list[i], part[i]);
+                      for (unsigned i = 0; i < part.size(); ++i) wire::ToWire(part[i], list[i]);
                       return call.send().then(
                           [](auto reply) -> Result<std::vector<Result<SendMessageResult>>> {
                             std::vector<Result<SendMessageResult>> out;
@@ -203,12 +191,8 @@ class ChatClientImpl final : public ChatClient {
       auto call = node.getMessageRequest();
       call.setConvId(conv_id);
       call.setSeq(seq);
-      return call.send().then([](auto reply) -> Result<Message> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        Message message;
-        wire::FromWire(reply.getMessage(), &message);
-        return message;
+      return call.send().then([](auto reply) {
+        return Answer<Message>(reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
       });
     });
   }
@@ -216,23 +200,9 @@ class ChatClientImpl final : public ChatClient {
   kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query) override {
     return Routed<HistoryPage>(query.conv_id, [query](NodeClient& node) {
       auto call = node.readHistoryRequest();
-      auto request = call.initRequest();
-      request.setConvId(query.conv_id);
-      request.setDirection(query.direction == Direction::kOldestFirst
-                               ? s::Direction::OLDEST_FIRST
-                               : s::Direction::NEWEST_FIRST);
-      request.setCursorSeq(query.cursor_seq);
-      if (query.from_time_ms) {
-        request.setHasFromTime(true);
-        request.setFromTimeMs(*query.from_time_ms);
-      }
-      request.setLimit(query.limit);
-      return call.send().then([](auto reply) -> Result<HistoryPage> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        HistoryPage page;
-        wire::FromWire(reply.getPage(), &page);
-        return page;
+      wire::ToWire(query, call.initRequest());
+      return call.send().then([](auto reply) {
+        return Answer<HistoryPage>(reply, [](auto& r) { return wire::Decode<HistoryPage>(r.getPage()); });
       });
     });
   }
@@ -245,12 +215,8 @@ class ChatClientImpl final : public ChatClient {
       call.setSeq(seq);
       call.setEditorId(editor_id);
       call.setBody(wire::AsData(body));
-      return call.send().then([](auto reply) -> Result<Message> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        Message message;
-        wire::FromWire(reply.getMessage(), &message);
-        return message;
+      return call.send().then([](auto reply) {
+        return Answer<Message>(reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
       });
     });
   }
@@ -262,12 +228,8 @@ class ChatClientImpl final : public ChatClient {
       call.setConvId(conv_id);
       call.setSeq(seq);
       call.setActorId(actor_id);
-      return call.send().then([](auto reply) -> Result<Message> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        Message message;
-        wire::FromWire(reply.getMessage(), &message);
-        return message;
+      return call.send().then([](auto reply) {
+        return Answer<Message>(reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
       });
     });
   }
@@ -297,12 +259,8 @@ class ChatClientImpl final : public ChatClient {
       call.setUserId(user_id);
       call.setConvId(conv_id);
       call.setSeq(seq);
-      return call.send().then([](auto reply) -> Result<InboxEntry> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        InboxEntry entry;
-        wire::FromWire(reply.getEntry(), &entry);
-        return entry;
+      return call.send().then([](auto reply) {
+        return Answer<InboxEntry>(reply, [](auto& r) { return wire::Decode<InboxEntry>(r.getEntry()); });
       });
     });
   }

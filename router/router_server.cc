@@ -1,7 +1,6 @@
 #include "scrollback/router/router_server.h"
 
-#include "scrollback/schema/chatstore.capnp.h"
-#include "scrollback/schema/wire.h"
+#include "scrollback/schema/chatstore_wire.h"
 
 namespace scrollback {
 namespace {
@@ -25,11 +24,6 @@ bool ReadIds(capnp::List<uint64_t>::Reader in, uint32_t max, const char* field,
   out->assign(in.size(), 0);
   for (unsigned i = 0; i < in.size(); ++i) (*out)[i] = in[i];
   return true;
-}
-
-SendMessageRequest ReadSend(s::SendRequest::Reader in) {
-  return {in.getConvId(), in.getSenderId(), std::string(wire::View(in.getClientMsgId())),
-          std::string(wire::View(in.getBody()))};
 }
 
 void WriteSend(const Result<SendMessageResult>& in, s::SendResult::Builder out) {
@@ -95,7 +89,7 @@ class RouterService final : public s::ChatStore::Server {
   }
 
   kj::Promise<void> sendMessage(SendMessageContext context) override {
-    return client_->SendMessage(ReadSend(context.getParams().getRequest()))
+    return client_->SendMessage(wire::ReadSend(context.getParams().getRequest()))
         .then([context](Result<SendMessageResult> sent) mutable {
           WriteSend(sent, context.getResults().initResult());
         });
@@ -112,7 +106,7 @@ class RouterService final : public s::ChatStore::Server {
     }
     std::vector<SendMessageRequest> sends;
     sends.reserve(requests.size());
-    for (auto request : requests) sends.push_back(ReadSend(request));
+    for (auto request : requests) sends.push_back(wire::ReadSend(request));
     return client_->SendBatch(std::move(sends))
         .then([context](std::vector<Result<SendMessageResult>> sent) mutable {
           auto results = context.getResults().initResults(static_cast<unsigned>(sent.size()));
@@ -129,15 +123,7 @@ class RouterService final : public s::ChatStore::Server {
   }
 
   kj::Promise<void> readHistory(ReadHistoryContext context) override {
-    auto request = context.getParams().getRequest();
-    HistoryQuery query;
-    query.conv_id = request.getConvId();
-    query.direction = request.getDirection() == s::Direction::OLDEST_FIRST
-                          ? Direction::kOldestFirst
-                          : Direction::kNewestFirst;
-    query.cursor_seq = request.getCursorSeq();
-    if (request.getHasFromTime()) query.from_time_ms = request.getFromTimeMs();
-    query.limit = request.getLimit();
+    auto query = wire::ReadHistory(context.getParams().getRequest());
     return client_->ReadHistory(query).then([context](Result<HistoryPage> page) mutable {
       auto results = context.getResults();
       if (!page.ok()) return SetError(results, page.status());

@@ -3,11 +3,11 @@
 // SIGTERM or SIGINT: stop accepting, finish calls in flight, exit 0.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <signal.h>
 
 #include <cstring>
 #include <thread>
 
+#include "scrollback/cluster/stop_signals.h"
 #include "scrollback/cluster/etcd_metadata_store.h"
 #include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/router/router_server.h"
@@ -25,11 +25,7 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
 
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  StopSignals stop_signals;  // Before any thread starts.
 
   EtcdOptions etcd_options;
   etcd_options.endpoint = etcd;
@@ -56,9 +52,8 @@ int Run(int argc, char** argv) {
   }
   fmt::print("scrollback-router: ChatStore on {}, etcd {}\n", (*server)->address(), etcd);
   std::fflush(stdout);
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  fmt::print("scrollback-router: {} received, stopping\n", strsignal(signal_number));
+  const std::string received = stop_signals.Wait();
+  fmt::print("scrollback-router: {} received, stopping\n", received);
   (*server)->Stop(std::chrono::seconds(5));
   return 0;
 }

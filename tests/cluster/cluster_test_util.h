@@ -15,13 +15,15 @@ namespace scrollback::testing {
 // A cluster plus an event loop and a smart client on the test's thread.
 struct ClusterFixture {
   explicit ClusterFixture(EmbeddedClusterOptions options = {}) {
-    options.fan_out_options.client.call_timeout = std::chrono::seconds(2);
+    // Generous: sanitizer builds under parallel ctest are slow, and no test depends on a call
+    // timing out (dead nodes refuse connections at once).
+    options.fan_out_options.client.call_timeout = std::chrono::seconds(10);
     auto started = EmbeddedCluster::Start(options);
     INFO(started.status().ToString());
     REQUIRE(started.ok());
     cluster = std::move(started).value();
     ClientOptions client_options;
-    client_options.call_timeout = std::chrono::seconds(2);
+    client_options.call_timeout = std::chrono::seconds(10);
     client = cluster->NewClient(*io.provider, client_options);
   }
 

@@ -40,6 +40,14 @@ void FromWire(schema::InboxEntry::Reader in, InboxEntry* out);
 void ToWire(const HistoryPage& in, schema::HistoryPage::Builder out);
 void FromWire(schema::HistoryPage::Reader in, HistoryPage* out);
 
+// A fresh `T` read from `in`: `Decode<Message>(reply.getMessage())`.
+template <typename T, typename Reader>
+T Decode(Reader in) {
+  T out;
+  FromWire(in, &out);
+  return out;
+}
+
 // An OK status writes nothing (callers leave the `error` field unset).
 void ToWire(const Status& in, schema::Error::Builder out);
 Status FromWire(schema::Error::Reader in);

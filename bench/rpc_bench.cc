@@ -5,6 +5,7 @@
 //   BM_GetMessage/inflight     smart client -> EmbeddedCluster, one message (~250 bytes back)
 //   BM_SendMessage/inflight    smart client -> EmbeddedCluster, a 200-byte body
 //   BM_ReadHistory50/inflight  smart client -> EmbeddedCluster, a page of 50
+//   BM_FanOutDelay             send reply -> message visible in another member's inbox
 //
 // The cluster has 3 nodes and 16 shards; the echo server uses the same RpcServer (one event
 // loop). Client, servers, RocksDB and fan-out share the machine's cores, as they do in the
@@ -77,6 +78,23 @@ struct Env {
       }
     }
     for (auto& r : Wait(client->SendBatch(std::move(fill)))) Check(r.status());
+    WaitForFanOut();
+  }
+
+  // Waits until every node's outboxes are empty, so that measurements start from a quiet
+  // cluster.
+  void WaitForFanOut() {
+    for (int attempt = 0; attempt < 6000; ++attempt) {
+      bool empty = true;
+      for (size_t i = 0; i < cluster->node_count() && empty; ++i) {
+        for (const HostedShard& shard : cluster->node(i)->Shards()) {
+          auto pending = shard.store->ReadOutbox("", 1);
+          if (!pending.ok() || !pending->records.empty()) empty = false;
+        }
+      }
+      if (empty) return;
+      io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
+    }
   }
 
   template <typename T>
@@ -110,6 +128,39 @@ void RunPipelined(benchmark::State& state, MakeCall&& make_call) {
   if (failures > 0) state.SkipWithError("calls failed");
   state.SetItemsProcessed(state.iterations() * inflight);
 }
+
+// Fan-out delay: from a send's reply to the message showing in another member's inbox (on
+// another shard), polled every millisecond. Reported as the iteration time.
+void BM_FanOutDelay(benchmark::State& state) {
+  Env& env = GetEnv();
+  const uint64_t conv = 1;  // Members 2..5; user 5's inbox row lives on some shard of its own.
+  const uint64_t reader = 5;
+  for (auto _ : state) {
+    auto sent = env.Wait(env.client->SendMessage({conv, 2, "d" + std::to_string(env.next_id++),
+                                                  "fan-out probe"}));
+    if (!sent.ok()) {
+      state.SkipWithError("send failed");
+      break;
+    }
+    auto start = std::chrono::steady_clock::now();
+    for (;;) {
+      auto entry = env.Wait(env.client->ListInbox({reader, "", 200}));
+      bool seen = false;
+      if (entry.ok()) {
+        for (auto& e : entry->entries) seen |= e.conv_id == conv && e.last_seq >= sent->seq;
+      }
+      if (seen) break;
+      if (std::chrono::steady_clock::now() - start > std::chrono::seconds(10)) {
+        state.SkipWithError("fan-out did not arrive within 10 s");
+        return;
+      }
+      env.io.provider->getTimer().afterDelay(1 * kj::MILLISECONDS).wait(env.io.waitScope);
+    }
+    state.SetIterationTime(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+}
+BENCHMARK(BM_FanOutDelay)->UseManualTime()->Unit(benchmark::kMillisecond);
 
 void BM_Echo(benchmark::State& state) {
   const std::string payload(250, 'e');
@@ -152,6 +203,7 @@ void BM_ReadHistory50(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_ReadHistory50)->Arg(1)->Arg(32)->UseRealTime();
+
 
 }  // namespace
 }  // namespace scrollback

@@ -23,6 +23,7 @@ using testing::FreePort;
 struct Node {
   std::string id;
   int port = 0;
+  int http_port = 0;
   std::unique_ptr<ChildProcess> process;
 };
 
@@ -36,7 +37,9 @@ class MultiProcessCluster {
     auto store = NewEtcdMetadataStore(options);
     REQUIRE(store.ok());
     metadata = *store;
-    for (int i = 1; i <= 3; ++i) nodes.push_back({"node-" + std::to_string(i), FreePort(), nullptr});
+    for (int i = 1; i <= 3; ++i) {
+      nodes.push_back({"node-" + std::to_string(i), FreePort(), FreePort(), nullptr});
+    }
     for (size_t i = 0; i < nodes.size(); ++i) StartNode(i);
     router_port = FreePort();
     router = std::make_unique<ChildProcess>(
@@ -80,7 +83,8 @@ class MultiProcessCluster {
     nodes[i].process = std::make_unique<ChildProcess>(
         std::vector<std::string>{SCROLLBACKD, "--node-id", nodes[i].id, "--data-dir",
                                  etcd.dir.Sub(nodes[i].id), "--listen", Address(nodes[i].port),
-                                 "--etcd", etcd.endpoint(), "--event-loops", "1",
+                                 "--etcd", etcd.endpoint(), "--event-loops", "1", "--http",
+                                 Address(nodes[i].http_port),
                                  "--bootstrap-shards", "8", "--bootstrap-nodes",
                                  "node-1,node-2,node-3"},
         etcd.dir.Sub(nodes[i].id + ".log"));
@@ -95,6 +99,31 @@ class MultiProcessCluster {
   std::unique_ptr<ChildProcess> router;
   std::shared_ptr<MetadataShardMapSource> maps;
 };
+
+// A plain HTTP/1.0 GET on loopback; returns the whole response (status line included).
+std::string HttpGet(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    close(fd);
+    return "";
+  }
+  std::string request = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  if (write(fd, request.data(), request.size()) < 0) {
+    close(fd);
+    return "";
+  }
+  std::string response;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) response.append(buf, n);
+  close(fd);
+  return response;
+}
 
 TEST_CASE("processes: a workload through the router and the smart client survives a SIGKILL") {
   MultiProcessCluster cluster;
@@ -184,6 +213,14 @@ TEST_CASE("processes: a workload through the router and the smart client survive
     REQUIRE(page->messages.size() == last);
     CHECK(page->messages[0].body == "via router");
   }
+  // Operational endpoints of a live node.
+  std::string health = HttpGet(cluster.nodes[1].http_port, "/health");
+  CHECK(health.find("200 OK") != std::string::npos);
+  std::string metrics = HttpGet(cluster.nodes[1].http_port, "/metrics");
+  CHECK(metrics.find("scrollback_requests_total{method=\"sendMessage\"}") != std::string::npos);
+  CHECK(metrics.find("scrollback_shard_live_bytes{shard=") != std::string::npos);
+  CHECK(HttpGet(cluster.nodes[1].http_port, "/nope").find("404") != std::string::npos);
+
   // A graceful stop exits 0.
   int status = cluster.nodes[1].process->Stop(SIGTERM, std::chrono::seconds(10));
   CHECK(WIFEXITED(status));

@@ -275,8 +275,7 @@ void BM_RawWriteBatch(benchmark::State& state) {
     message.seq = seq;
     batch.Clear();
     env.Check(batch.Put(keys::MessageKey(conv, seq).str(), codec::EncodeMessage(message)));
-    env.Check(batch.Put(keys::ClientMsgIdKey(conv, 1, "s" + std::to_string(seq)).str(),
-                        seq_value));
+    env.Check(batch.Put(keys::ClientMsgIdKey(conv, 1, "s" + std::to_string(seq)).str(), seq_value));
     env.Check(batch.Put(keys::TimeIndexKey(conv, message.sent_at_ms, seq).str(), ""));
     env.Check(batch.Put(keys::SenderIndexKey(conv, 1, seq).str(), ""));
     for (uint64_t m = 0; m < kMembers; ++m) {

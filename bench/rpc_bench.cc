@@ -136,8 +136,8 @@ void BM_FanOutDelay(benchmark::State& state) {
   const uint64_t conv = 1;  // Members 2..5; user 5's inbox row lives on some shard of its own.
   const uint64_t reader = 5;
   for (auto _ : state) {
-    auto sent = env.Wait(env.client->SendMessage({conv, 2, "d" + std::to_string(env.next_id++),
-                                                  "fan-out probe"}));
+    auto sent = env.Wait(
+        env.client->SendMessage({conv, 2, "d" + std::to_string(env.next_id++), "fan-out probe"}));
     if (!sent.ok()) {
       state.SkipWithError("send failed");
       break;
@@ -166,8 +166,8 @@ void BM_Echo(benchmark::State& state) {
   const std::string payload(250, 'e');
   RunPipelined(state, [&](Env& env) {
     auto request = env.echo.echoRequest();
-    request.setPayload(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(payload.data()),
-                                           payload.size()));
+    request.setPayload(
+        capnp::Data::Reader(reinterpret_cast<const kj::byte*>(payload.data()), payload.size()));
     return request.send().then([](auto reply) { return reply.getPayload().size() == 250; });
   });
 }
@@ -203,7 +203,6 @@ void BM_ReadHistory50(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_ReadHistory50)->Arg(1)->Arg(32)->UseRealTime();
-
 
 }  // namespace
 }  // namespace scrollback

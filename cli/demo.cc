@@ -1,9 +1,9 @@
 // scrollback-demo: the engine in one process. Opens one shard (a fresh temporary directory
 // unless --data-dir is given), creates a group conversation, sends messages, delivers the inbox
 // fan-out as the cluster's worker will, and prints what a chat client would see.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -48,8 +48,8 @@ void PrintInbox(ShardStore& store, uint64_t user) {
   InboxPage page = Must(store.ListInbox({user, "", 10}), "list inbox");
   fmt::print("inbox of user {}:\n", user);
   for (const InboxEntry& e : page.entries) {
-    fmt::print("  conversation {} \"{}\"  unread {}  last seq {} from user {}: \"{}\"\n",
-               e.conv_id, e.title, e.unread_count, e.last_seq, e.last_sender_id, e.preview);
+    fmt::print("  conversation {} \"{}\"  unread {}  last seq {} from user {}: \"{}\"\n", e.conv_id,
+               e.title, e.unread_count, e.last_seq, e.last_sender_id, e.preview);
   }
 }
 
@@ -63,17 +63,16 @@ int Run(int argc, char** argv) {
                  "Shard directory to use and keep (default: a temporary one, removed at exit)");
   app.add_option("--members", members, "Members of the demo conversation")
       ->check(CLI::Range(2u, 1000u));
-  app.add_option("--messages", messages, "Messages to send and show")
-      ->check(CLI::Range(1u, 1000u));
+  app.add_option("--messages", messages, "Messages to send and show")->check(CLI::Range(1u, 1000u));
   app.add_option("--load", load, "Messages to send afterwards to measure send throughput (0: skip)")
       ->check(CLI::Range(0u, 10'000'000u));
   CLI11_PARSE(app, argc, argv);
 
   const bool temporary = data_dir.empty();
   if (temporary) {
-    data_dir = (std::filesystem::temp_directory_path() /
-                ("scrollback-demo-" + std::to_string(::getpid())))
-                   .string();
+    data_dir =
+        (std::filesystem::temp_directory_path() / ("scrollback-demo-" + std::to_string(::getpid())))
+            .string();
   }
   ShardOptions options;
   auto store = Must(ShardStore::Open(options, data_dir), "open shard");
@@ -91,16 +90,16 @@ int Run(int argc, char** argv) {
 
   for (uint32_t i = 1; i <= messages; ++i) {
     uint64_t sender = 1 + (i - 1) % members;
-    SendMessageResult sent = Must(
-        store->SendMessage({conv_id, sender, fmt::format("demo-{}", i),
-                            fmt::format("message {} from user {}", i, sender)}),
-        "send");
+    SendMessageResult sent =
+        Must(store->SendMessage({conv_id, sender, fmt::format("demo-{}", i),
+                                 fmt::format("message {} from user {}", i, sender)}),
+             "send");
     fmt::print("user {} sent seq {}\n", sender, sent.seq);
   }
   SendMessageResult retry =
       Must(store->SendMessage({conv_id, 1, "demo-1", "message 1 from user 1"}), "retry");
-  fmt::print("a retried send of client_msg_id demo-1 returned seq {} (duplicate: {})\n",
-             retry.seq, retry.duplicate);
+  fmt::print("a retried send of client_msg_id demo-1 returned seq {} (duplicate: {})\n", retry.seq,
+             retry.duplicate);
   Must(store->EditMessage(conv_id, 1, 1, "message 1 from user 1 (edited)"), "edit");
   Must(store->DeleteMessage(conv_id, 2, 2 <= members ? 2 : 1), "delete");
   fmt::print("edited seq 1, deleted seq 2\n");

@@ -2,11 +2,11 @@
 //
 //   scrollbackctl status --node HOST:PORT   nodes, shards, owners and sizes of the cluster that
 //                                            node belongs to
-#include <CLI/CLI.hpp>
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
 
+#include <CLI/CLI.hpp>
 #include <map>
 
 #include "scrollback/router/shard_map.h"

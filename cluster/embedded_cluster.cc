@@ -153,7 +153,8 @@ Status EmbeddedCluster::UpdateMap(Change&& change) {
         all = false;
         std::vector<ShardAssignment> mine;
         for (const ShardInfo& shard : next->shards()) {
-          if (shard.primary == member.id) mine.push_back({shard.shard_id, shard.range, shard.epoch});
+          if (shard.primary == member.id)
+            mine.push_back({shard.shard_id, shard.range, shard.epoch});
         }
         (void)member.node->AssignShards(next->version(), mine, next->Serialize());
       }

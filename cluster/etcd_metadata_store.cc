@@ -1,15 +1,14 @@
 #include "scrollback/cluster/etcd_metadata_store.h"
 
+#include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <nlohmann/json.hpp>
-
-#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 namespace scrollback {
@@ -141,9 +140,10 @@ class HttpClient {
     if (!response.keep_alive()) Close();
     json reply = json::parse(response.body(), nullptr, /*allow_exceptions=*/false);
     if (response.result() != http::status::ok) {
-      std::string message = reply.is_object() && reply.contains("error") && reply["error"].is_string()
-                                ? reply["error"].get<std::string>()
-                                : response.body();
+      std::string message =
+          reply.is_object() && reply.contains("error") && reply["error"].is_string()
+              ? reply["error"].get<std::string>()
+              : response.body();
       const bool client_error = response.result_int() >= 400 && response.result_int() < 500;
       return client_error ? Status::InvalidArgument("", "etcd " + target + ": " + message)
                           : Status::Unavailable("etcd " + target + ": " + message);
@@ -171,7 +171,8 @@ class HttpClient {
     connected_ = false;
   }
   Status Unavailable(const char* what, const beast::error_code& ec) const {
-    return Status::Unavailable("etcd at " + host_ + ":" + port_ + ": " + what + ": " + ec.message());
+    return Status::Unavailable("etcd at " + host_ + ":" + port_ + ": " + what + ": " +
+                               ec.message());
   }
 
   const std::string host_;
@@ -199,13 +200,12 @@ class EtcdMetadataStore final : public MetadataStore {
 
   Result<std::vector<KeyValue>> List(const std::string& prefix) override {
     auto reply = http_.Post("/v3/kv/range", {{"key", Base64Encode(prefix)},
-                                            {"range_end", Base64Encode(PrefixEnd(prefix))}});
+                                             {"range_end", Base64Encode(PrefixEnd(prefix))}});
     if (!reply.ok()) return reply.status();
     return Kvs(*reply);
   }
 
-  Result<int64_t> Put(const std::string& key, const std::string& value,
-                      int64_t lease_id) override {
+  Result<int64_t> Put(const std::string& key, const std::string& value, int64_t lease_id) override {
     json body = {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}};
     if (lease_id != 0) body["lease"] = std::to_string(lease_id);
     auto reply = http_.Post("/v3/kv/put", body);

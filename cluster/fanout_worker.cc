@@ -41,7 +41,8 @@ void FanOutWorker::Run() {
       std::vector<InboxUpdate> updates;
       updates.reserve(batch->records.size());
       for (const OutboxRecord& record : batch->records) updates.push_back(record.update);
-      std::vector<Status> statuses = client->ApplyInboxUpdates(std::move(updates)).wait(io.waitScope);
+      std::vector<Status> statuses =
+          client->ApplyInboxUpdates(std::move(updates)).wait(io.waitScope);
 
       std::vector<std::string> done;
       bool stale_map = false;

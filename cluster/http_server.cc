@@ -3,7 +3,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-
 #include <thread>
 
 namespace scrollback {
@@ -34,8 +33,8 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   void Respond() {
     const auto& request = parser_.get();
-    HttpResponse answer = handler_(std::string(request.method_string()),
-                                   std::string(request.target()));
+    HttpResponse answer =
+        handler_(std::string(request.method_string()), std::string(request.target()));
     response_.version(request.version());
     response_.result(answer.status);
     response_.set(http::field::content_type, answer.content_type);
@@ -107,8 +106,7 @@ class HttpServerImpl final : public HttpServer {
 
 }  // namespace
 
-Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& address,
-                                                      Handler handler) {
+Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& address, Handler handler) {
   auto server = std::make_unique<HttpServerImpl>(std::move(handler));
   SB_RETURN_IF_ERROR(server->Listen(address));
   return std::unique_ptr<HttpServer>(std::move(server));

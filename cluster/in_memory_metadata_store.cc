@@ -44,8 +44,7 @@ class InMemoryMetadataStore final : public MetadataStore,
     return out;
   }
 
-  Result<int64_t> Put(const std::string& key, const std::string& value,
-                      int64_t lease_id) override {
+  Result<int64_t> Put(const std::string& key, const std::string& value, int64_t lease_id) override {
     return Write(key, std::nullopt, value, lease_id);
   }
 
@@ -122,7 +121,7 @@ class InMemoryMetadataStore final : public MetadataStore,
     Watcher(std::string p, WatchCallback cb) : prefix(std::move(p)), callback(std::move(cb)) {}
     std::string prefix;
     WatchCallback callback;
-    std::mutex call_mu;    // One callback at a time; held while calling.
+    std::mutex call_mu;      // One callback at a time; held while calling.
     bool cancelled = false;  // GUARDED_BY(call_mu)
   };
   class Handle final : public WatchHandle {
@@ -161,9 +160,8 @@ class InMemoryMetadataStore final : public MetadataStore,
         int64_t current = it == data_.end() ? 0 : it->second.value.version;
         if (current != *expected_version) {
           Dispatch(notes);
-          return Status::FailedPrecondition("version of " + key + " is " +
-                                            std::to_string(current) + ", expected " +
-                                            std::to_string(*expected_version));
+          return Status::FailedPrecondition("version of " + key + " is " + std::to_string(current) +
+                                            ", expected " + std::to_string(*expected_version));
         }
       }
       version = ++revision_;
@@ -235,13 +233,13 @@ class InMemoryMetadataStore final : public MetadataStore,
 
   const std::shared_ptr<Clock> clock_;
   std::mutex mu_;
-  std::map<std::string, Entry> data_;            // GUARDED_BY(mu_)
-  std::map<int64_t, Lease> leases_;              // GUARDED_BY(mu_)
+  std::map<std::string, Entry> data_;               // GUARDED_BY(mu_)
+  std::map<int64_t, Lease> leases_;                 // GUARDED_BY(mu_)
   std::vector<std::shared_ptr<Watcher>> watchers_;  // GUARDED_BY(mu_)
-  Notifications pending_;                        // GUARDED_BY(mu_)
-  int64_t revision_ = 0;                         // GUARDED_BY(mu_)
-  int64_t next_lease_ = 1;                       // GUARDED_BY(mu_)
-  bool stopping_ = false;                        // GUARDED_BY(mu_)
+  Notifications pending_;                           // GUARDED_BY(mu_)
+  int64_t revision_ = 0;                            // GUARDED_BY(mu_)
+  int64_t next_lease_ = 1;                          // GUARDED_BY(mu_)
+  bool stopping_ = false;                           // GUARDED_BY(mu_)
   std::condition_variable stop_cv_;
   std::thread expirer_;
 };

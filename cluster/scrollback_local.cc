@@ -1,12 +1,12 @@
 // scrollback-local: a whole Scrollback cluster in one process on the embedded default (3 nodes,
 // 16 shards, in-memory metadata, real RocksDB and real Cap'n Proto over loopback) plus a router
 // that speaks the ChatStore API on one address. Serves until SIGINT or SIGTERM.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 
-#include "scrollback/cluster/stop_signals.h"
 #include "scrollback/cluster/embedded_cluster.h"
+#include "scrollback/cluster/stop_signals.h"
 #include "scrollback/router/router_server.h"
 
 namespace scrollback {

@@ -1,18 +1,18 @@
 // scrollbackd: a storage node process. Hosts the shards the shard map (in etcd) gives it,
 // serves ChatStore / Node over Cap'n Proto, /health and /metrics over HTTP, and runs the inbox
 // fan-out worker. SIGTERM or SIGINT: stop accepting, finish calls in flight, flush, exit 0.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstring>
 #include <thread>
 
-#include "scrollback/cluster/stop_signals.h"
 #include "scrollback/cluster/etcd_metadata_store.h"
 #include "scrollback/cluster/fanout_worker.h"
 #include "scrollback/cluster/http_server.h"
 #include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/cluster/stop_signals.h"
 
 namespace scrollback {
 namespace {
@@ -93,7 +93,8 @@ int Run(int argc, char** argv) {
   auto lease = (*metadata)->GrantLease(std::chrono::seconds(lease_seconds));
   if (!lease.ok()) return Fail("lease", lease.status());
   const NodeInfo self{options.node_id, (*node)->address(), (*http)->address()};
-  if (auto put = (*metadata)->Put(kNodesPrefix + options.node_id, self.address, *lease); !put.ok()) {
+  if (auto put = (*metadata)->Put(kNodesPrefix + options.node_id, self.address, *lease);
+      !put.ok()) {
     return Fail("register", put.status());
   }
   if (Status published = PublishNodeAddress(**metadata, self); !published.ok()) {

@@ -31,19 +31,25 @@ using keys::Tag;
 constexpr uint32_t kFormatVersion = 1;
 
 // Column families, in the order they are opened. Persisted by name: never rename.
-enum Cf : size_t { kMetaCf = 0, kConversationsCf, kMessagesCf, kIndexesCf, kInboxCf, kOutboxCf,
-                   kNumCfs };
+enum Cf : size_t {
+  kMetaCf = 0,
+  kConversationsCf,
+  kMessagesCf,
+  kIndexesCf,
+  kInboxCf,
+  kOutboxCf,
+  kNumCfs
+};
 // "default" must stay first: RocksDB requires it. It holds the shard meta row.
-constexpr std::array<const char*, kNumCfs> kCfNames = {
-    "default", "conversations", "messages", "indexes", "inbox",
-    "outbox"};
+constexpr std::array<const char*, kNumCfs> kCfNames = {"default", "conversations", "messages",
+                                                       "indexes", "inbox",         "outbox"};
 
 class StorageResourcesImpl final : public StorageResources {
  public:
   explicit StorageResourcesImpl(const Options& options)
       : cache(rocksdb::NewLRUCache(options.block_cache_bytes)),
-        write_buffers(std::make_shared<rocksdb::WriteBufferManager>(options.write_buffer_bytes,
-                                                                    cache)) {}
+        write_buffers(
+            std::make_shared<rocksdb::WriteBufferManager>(options.write_buffer_bytes, cache)) {}
   size_t BlockCacheUsage() const override { return cache->GetUsage(); }
 
   std::shared_ptr<rocksdb::Cache> cache;
@@ -120,8 +126,7 @@ class BoundedIterator {
 class ShardStoreImpl final : public ShardStore {
  public:
   ShardStoreImpl(const ShardOptions& options, std::shared_ptr<StorageResources> resources,
-                 std::unique_ptr<rocksdb::DB> db,
-                 std::vector<rocksdb::ColumnFamilyHandle*> handles)
+                 std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
       : options_(options),
         limits_(options.limits),
         clock_(options.clock ? options.clock : SystemClock()),
@@ -151,10 +156,10 @@ class ShardStoreImpl final : public ShardStore {
                                                   std::to_string(limits_.max_title_bytes));
     }
     if (request.member_ids.size() > limits_.max_members_per_change) {
-      return Status::InvalidArgument(
-          "member_ids", "at most " + std::to_string(limits_.max_members_per_change) +
-                            " founding members per call, got " +
-                            std::to_string(request.member_ids.size()));
+      return Status::InvalidArgument("member_ids",
+                                     "at most " + std::to_string(limits_.max_members_per_change) +
+                                         " founding members per call, got " +
+                                         std::to_string(request.member_ids.size()));
     }
     std::vector<uint64_t> members = request.member_ids;
     members.push_back(request.creator_id);
@@ -169,8 +174,8 @@ class ShardStoreImpl final : public ShardStore {
     std::lock_guard lock(stripe.mu);
     Key conv_key = keys::ConversationKey(request.conv_id);
     std::string existing;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kConversationsCf],
-                                 ToSlice(conv_key), &existing);
+    rocksdb::Status s =
+        db_->Get(rocksdb::ReadOptions(), handles_[kConversationsCf], ToSlice(conv_key), &existing);
     if (s.ok()) {
       return Status::AlreadyExists("conversation " + std::to_string(request.conv_id) +
                                    " already exists");
@@ -245,9 +250,9 @@ class ShardStoreImpl final : public ShardStore {
     SB_RETURN_IF_ERROR(CheckOwned(request.conv_id, "conv_id"));
     if (request.client_msg_id.empty() ||
         request.client_msg_id.size() > keys::kMaxClientMsgIdBytes) {
-      return Status::InvalidArgument("client_msg_id", "client_msg_id must be 1.." +
-                                                          std::to_string(keys::kMaxClientMsgIdBytes) +
-                                                          " bytes");
+      return Status::InvalidArgument(
+          "client_msg_id",
+          "client_msg_id must be 1.." + std::to_string(keys::kMaxClientMsgIdBytes) + " bytes");
     }
     SB_RETURN_IF_ERROR(CheckBody(request.body));
 
@@ -265,8 +270,7 @@ class ShardStoreImpl final : public ShardStore {
     }
 
     // Idempotency: a retry finds the index row of its first attempt.
-    Key dedup_key =
-        keys::ClientMsgIdKey(request.conv_id, request.sender_id, request.client_msg_id);
+    Key dedup_key = keys::ClientMsgIdKey(request.conv_id, request.sender_id, request.client_msg_id);
     std::string seq_value;
     rocksdb::Status s =
         db_->Get(rocksdb::ReadOptions(), handles_[kIndexesCf], ToSlice(dedup_key), &seq_value);
@@ -348,14 +352,16 @@ class ShardStoreImpl final : public ShardStore {
       const uint64_t first = cursor > query.limit ? cursor - query.limit : 1;
       for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, first)));
            it->Valid() && SeqOfMessageKey(it->key()) < cursor; it->Next()) {
-        SB_RETURN_IF_ERROR(codec::DecodeMessage(ToView(it->value()), &page.messages.emplace_back()));
+        SB_RETURN_IF_ERROR(
+            codec::DecodeMessage(ToView(it->value()), &page.messages.emplace_back()));
       }
       std::reverse(page.messages.begin(), page.messages.end());
       page.has_more = first > 1 && !page.messages.empty();
     } else {
       for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, cursor + 1)));
            it->Valid() && page.messages.size() < query.limit; it->Next()) {
-        SB_RETURN_IF_ERROR(codec::DecodeMessage(ToView(it->value()), &page.messages.emplace_back()));
+        SB_RETURN_IF_ERROR(
+            codec::DecodeMessage(ToView(it->value()), &page.messages.emplace_back()));
       }
       page.has_more = it->Valid();
     }
@@ -437,9 +443,9 @@ class ShardStoreImpl final : public ShardStore {
 
     rocksdb::WriteBatch batch;
     if (state && !state->removed) {
-      SB_RETURN_IF_ERROR(Delete(batch, kInboxCf,
-                                keys::InboxByActivityKey(update.user_id, state->last_activity_ms,
-                                                         update.conv_id)));
+      SB_RETURN_IF_ERROR(Delete(
+          batch, kInboxCf,
+          keys::InboxByActivityKey(update.user_id, state->last_activity_ms, update.conv_id)));
     }
     if (update.kind == InboxUpdateKind::kRemoved) {
       next.removed = true;
@@ -456,10 +462,10 @@ class ShardStoreImpl final : public ShardStore {
       entry.read_seq = next.read_seq;
       entry.fan_out = update.fan_out;
       entry.title = update.title;
-      SB_RETURN_IF_ERROR(Put(batch, kInboxCf,
-                             keys::InboxByActivityKey(update.user_id, update.activity_ms,
-                                                      update.conv_id),
-                             codec::EncodeInboxEntry(entry)));
+      SB_RETURN_IF_ERROR(
+          Put(batch, kInboxCf,
+              keys::InboxByActivityKey(update.user_id, update.activity_ms, update.conv_id),
+              codec::EncodeInboxEntry(entry)));
     }
     SB_RETURN_IF_ERROR(Put(batch, kInboxCf, keys::InboxStateKey(update.user_id, update.conv_id),
                            codec::EncodeInboxState(next)));
@@ -527,9 +533,9 @@ class ShardStoreImpl final : public ShardStore {
     rocksdb::WriteBatch batch;
     SB_RETURN_IF_ERROR(Put(batch, kInboxCf, keys::InboxStateKey(user_id, conv_id),
                            codec::EncodeInboxState(*state)));
-    SB_RETURN_IF_ERROR(
-        Put(batch, kInboxCf, keys::InboxByActivityKey(user_id, state->last_activity_ms, conv_id),
-            codec::EncodeInboxEntry(*entry)));
+    SB_RETURN_IF_ERROR(Put(batch, kInboxCf,
+                           keys::InboxByActivityKey(user_id, state->last_activity_ms, conv_id),
+                           codec::EncodeInboxEntry(*entry)));
     SB_RETURN_IF_ERROR(Write(batch, "mark read"));
     return entry;
   }
@@ -665,9 +671,9 @@ class ShardStoreImpl final : public ShardStore {
 
   Status CheckBody(const std::string& body) const {
     if (body.empty() || body.size() > limits_.max_body_bytes) {
-      return Status::InvalidArgument(
-          "body", "body is " + std::to_string(body.size()) + " bytes, must be 1.." +
-                      std::to_string(limits_.max_body_bytes));
+      return Status::InvalidArgument("body", "body is " + std::to_string(body.size()) +
+                                                 " bytes, must be 1.." +
+                                                 std::to_string(limits_.max_body_bytes));
     }
     return Status::Ok();
   }
@@ -701,9 +707,9 @@ class ShardStoreImpl final : public ShardStore {
   Status PutMessageRows(rocksdb::WriteBatch& batch, const Message& message) {
     SB_RETURN_IF_ERROR(Put(batch, kMessagesCf, keys::MessageKey(message.conv_id, message.seq),
                            codec::EncodeMessage(message)));
-    SB_RETURN_IF_ERROR(
-        Put(batch, kIndexesCf,
-            keys::TimeIndexKey(message.conv_id, message.sent_at_ms, message.seq), std::string()));
+    SB_RETURN_IF_ERROR(Put(batch, kIndexesCf,
+                           keys::TimeIndexKey(message.conv_id, message.sent_at_ms, message.seq),
+                           std::string()));
     return Put(batch, kIndexesCf,
                keys::SenderIndexKey(message.conv_id, message.sender_id, message.seq),
                std::string());
@@ -848,16 +854,15 @@ class ShardStoreImpl final : public ShardStore {
       return Status::FailedPrecondition("system messages cannot be changed");
     }
     if (message->sender_id != actor_id) {
-      return Status::PermissionDenied("only the sender may change message " +
-                                      std::to_string(seq));
+      return Status::PermissionDenied("only the sender may change message " + std::to_string(seq));
     }
     Result<bool> changed = change(*message);
     if (!changed.ok()) return changed.status();
     if (!*changed) return message;
     message->edited_at_ms = clock_->NowMs();
     rocksdb::WriteBatch batch;
-    SB_RETURN_IF_ERROR(Put(batch, kMessagesCf, keys::MessageKey(conv_id, seq),
-                           codec::EncodeMessage(*message)));
+    SB_RETURN_IF_ERROR(
+        Put(batch, kMessagesCf, keys::MessageKey(conv_id, seq), codec::EncodeMessage(*message)));
     SB_RETURN_IF_ERROR(Write(batch, "rewrite message"));
     return message;
   }
@@ -869,9 +874,9 @@ class ShardStoreImpl final : public ShardStore {
     SB_RETURN_IF_ERROR(CheckId(actor_id, "actor_id"));
     SB_RETURN_IF_ERROR(CheckOwned(conv_id, "conv_id"));
     if (user_ids.empty() || user_ids.size() > limits_.max_members_per_change) {
-      return Status::InvalidArgument("user_ids", "user_ids must name 1.." +
-                                                     std::to_string(limits_.max_members_per_change) +
-                                                     " users");
+      return Status::InvalidArgument(
+          "user_ids",
+          "user_ids must name 1.." + std::to_string(limits_.max_members_per_change) + " users");
     }
     for (uint64_t id : user_ids) SB_RETURN_IF_ERROR(CheckId(id, "user_ids"));
 
@@ -903,7 +908,8 @@ class ShardStoreImpl final : public ShardStore {
     if (changed.empty()) return state.last_seq;
 
     const uint32_t before = state.conv.member_count;
-    const uint64_t after_wide = adding ? uint64_t{before} + changed.size() : before - changed.size();
+    const uint64_t after_wide =
+        adding ? uint64_t{before} + changed.size() : before - changed.size();
     if (after_wide > limits_.max_members) {
       return Status::InvalidArgument("user_ids", "conversation would exceed max_members (" +
                                                      std::to_string(limits_.max_members) + ")");
@@ -949,8 +955,8 @@ class ShardStoreImpl final : public ShardStore {
       if (state.members_cached) {
         others = state.members;
       } else {
-        SB_RETURN_IF_ERROR(ScanMembers(conv_id, 0, limit + limits_.max_members_per_change,
-                                       &others));
+        SB_RETURN_IF_ERROR(
+            ScanMembers(conv_id, 0, limit + limits_.max_members_per_change, &others));
       }
       std::vector<uint64_t> remaining;  // Members before the change, minus the changed users.
       std::set_difference(others.begin(), others.end(), changed.begin(), changed.end(),
@@ -962,8 +968,7 @@ class ShardStoreImpl final : public ShardStore {
     return message.seq;
   }
 
-  Status ReadInboxState(uint64_t user_id, uint64_t conv_id,
-                        std::optional<codec::InboxState>* out) {
+  Status ReadInboxState(uint64_t user_id, uint64_t conv_id, std::optional<codec::InboxState>* out) {
     rocksdb::PinnableSlice value;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kInboxCf],
                                  ToSlice(keys::InboxStateKey(user_id, conv_id)), &value);
@@ -1072,8 +1077,9 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
   }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
-  SB_RETURN_IF_ERROR(FromRocksDb(rocksdb::DB::Open(db_options, path, descriptors, &handles, &raw_db),
-                                 "open shard at " + path));
+  SB_RETURN_IF_ERROR(
+      FromRocksDb(rocksdb::DB::Open(db_options, path, descriptors, &handles, &raw_db),
+                  "open shard at " + path));
   std::unique_ptr<rocksdb::DB> db(raw_db);
 
   // First open writes the shard's identity; later opens check it.
@@ -1082,9 +1088,9 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
     return status;
   };
   std::string meta_value;
-  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), handles[kMetaCf],
-                              rocksdb::Slice(keys::kShardMetaKey.data(), keys::kShardMetaKey.size()),
-                              &meta_value);
+  rocksdb::Status s =
+      db->Get(rocksdb::ReadOptions(), handles[kMetaCf],
+              rocksdb::Slice(keys::kShardMetaKey.data(), keys::kShardMetaKey.size()), &meta_value);
   if (s.IsNotFound()) {
     codec::ShardMetaRow meta{kFormatVersion, options.shard_id, options.token_range.first,
                              options.token_range.last};
@@ -1101,15 +1107,14 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
     Status decoded = codec::DecodeShardMeta(meta_value, &meta);
     if (!decoded.ok()) return fail(decoded);
     if (meta.format_version != kFormatVersion) {
-      return fail(Status::FailedPrecondition("shard at " + path + " has format version " +
-                                             std::to_string(meta.format_version) +
-                                             ", this build reads " +
-                                             std::to_string(kFormatVersion)));
+      return fail(Status::FailedPrecondition(
+          "shard at " + path + " has format version " + std::to_string(meta.format_version) +
+          ", this build reads " + std::to_string(kFormatVersion)));
     }
     if (meta.shard_id != options.shard_id) {
-      return fail(Status::InvalidArgument(
-          "shard_id", "shard at " + path + " is shard " + std::to_string(meta.shard_id) +
-                          ", not " + std::to_string(options.shard_id)));
+      return fail(Status::InvalidArgument("shard_id", "shard at " + path + " is shard " +
+                                                          std::to_string(meta.shard_id) + ", not " +
+                                                          std::to_string(options.shard_id)));
     }
     if (meta.token_first != options.token_range.first ||
         meta.token_last != options.token_range.last) {

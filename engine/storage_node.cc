@@ -25,14 +25,13 @@ namespace s = ::scrollback::schema;
 // Which shards the node hosts, at one shard-map version. Replaced whole, never mutated.
 struct ShardTable {
   uint64_t map_version = 0;
-  std::string shard_map;  // Serialized map, opaque here.
+  std::string shard_map;            // Serialized map, opaque here.
   std::vector<HostedShard> shards;  // Sorted by range.first; ranges do not overlap.
 
   const HostedShard* Find(uint64_t token) const {
-    auto it = std::upper_bound(shards.begin(), shards.end(), token,
-                               [](uint64_t t, const HostedShard& h) {
-                                 return t < h.assignment.range.first;
-                               });
+    auto it = std::upper_bound(
+        shards.begin(), shards.end(), token,
+        [](uint64_t t, const HostedShard& h) { return t < h.assignment.range.first; });
     if (it == shards.begin()) return nullptr;
     --it;
     return it->assignment.range.Contains(token) ? &*it : nullptr;
@@ -43,17 +42,33 @@ struct ShardTable {
 class NodeMetrics {
  public:
   enum Method : size_t {
-    kCreateConversation, kGetConversation, kAddMembers, kRemoveMembers, kListMembers,
-    kSendMessage, kSendBatch, kGetMessage, kReadHistory, kEditMessage, kDeleteMessage,
-    kListInbox, kMarkRead, kApplyInboxUpdates, kHealth, kShardStats, kShardMap, kNumMethods
+    kCreateConversation,
+    kGetConversation,
+    kAddMembers,
+    kRemoveMembers,
+    kListMembers,
+    kSendMessage,
+    kSendBatch,
+    kGetMessage,
+    kReadHistory,
+    kEditMessage,
+    kDeleteMessage,
+    kListInbox,
+    kMarkRead,
+    kApplyInboxUpdates,
+    kHealth,
+    kShardStats,
+    kShardMap,
+    kNumMethods
   };
   static constexpr std::array<const char*, kNumMethods> kMethodNames = {
-      "createConversation", "getConversation", "addMembers", "removeMembers", "listMembers",
-      "sendMessage", "sendBatch", "getMessage", "readHistory", "editMessage", "deleteMessage",
-      "listInbox", "markRead", "applyInboxUpdates", "health", "shardStats", "shardMap"};
+      "createConversation", "getConversation", "addMembers", "removeMembers",     "listMembers",
+      "sendMessage",        "sendBatch",       "getMessage", "readHistory",       "editMessage",
+      "deleteMessage",      "listInbox",       "markRead",   "applyInboxUpdates", "health",
+      "shardStats",         "shardMap"};
   // Upper bounds of the latency buckets, in microseconds (+Inf is implicit).
   static constexpr std::array<uint64_t, 10> kBucketsUs = {25,   50,   100,   250,   500,
-                                                           1000, 2500, 10000, 50000, 250000};
+                                                          1000, 2500, 10000, 50000, 250000};
   static constexpr size_t kNumCodes = static_cast<size_t>(ErrorCode::kCorruption) + 1;
 
   void Record(Method method, std::chrono::nanoseconds took) {
@@ -70,21 +85,24 @@ class NodeMetrics {
   }
 
   void Render(std::string* out) const {
-    *out += "# HELP scrollback_requests_total RPC calls served, by method.\n"
-            "# TYPE scrollback_requests_total counter\n";
+    *out +=
+        "# HELP scrollback_requests_total RPC calls served, by method.\n"
+        "# TYPE scrollback_requests_total counter\n";
     for (size_t i = 0; i < kNumMethods; ++i) {
       *out += "scrollback_requests_total{method=\"" + std::string(kMethodNames[i]) + "\"} " +
               std::to_string(methods_[i].count.load()) + "\n";
     }
-    *out += "# HELP scrollback_errors_total Errors answered (as values), by code.\n"
-            "# TYPE scrollback_errors_total counter\n";
+    *out +=
+        "# HELP scrollback_errors_total Errors answered (as values), by code.\n"
+        "# TYPE scrollback_errors_total counter\n";
     for (size_t c = 1; c < kNumCodes; ++c) {
       *out += "scrollback_errors_total{code=\"" +
               std::string(ErrorCodeName(static_cast<ErrorCode>(c))) + "\"} " +
               std::to_string(errors_[c].load()) + "\n";
     }
-    *out += "# HELP scrollback_request_duration_seconds Time to serve a call, by method.\n"
-            "# TYPE scrollback_request_duration_seconds histogram\n";
+    *out +=
+        "# HELP scrollback_request_duration_seconds Time to serve a call, by method.\n"
+        "# TYPE scrollback_request_duration_seconds histogram\n";
     for (size_t i = 0; i < kNumMethods; ++i) {
       const auto& m = methods_[i];
       const std::string label = "method=\"" + std::string(kMethodNames[i]) + "\"";
@@ -230,9 +248,8 @@ class ChatService final : public s::Node::Server {
         NodeMetrics::kCreateConversation,
         [this, ids, request](const ShardTable& table) -> Result<Written<Conversation>> {
           SB_RETURN_IF_ERROR(ids);
-          return Write(table, request.conv_id, [&](ShardStore& store) {
-            return store.CreateConversation(request);
-          });
+          return Write(table, request.conv_id,
+                       [&](ShardStore& store) { return store.CreateConversation(request); });
         },
         [context](const Written<Conversation>& done) mutable {
           auto results = context.getResults();
@@ -421,9 +438,9 @@ class ChatService final : public s::Node::Server {
     return Serve<Written<InboxEntry>>(
         NodeMetrics::kMarkRead,
         [this, user, conv_id, seq](const ShardTable& table) -> Result<Written<InboxEntry>> {
-          return Write(table, user, [&](ShardStore& store) {
-            return store.MarkRead(user, conv_id, seq);
-          }, "user_id");
+          return Write(
+              table, user, [&](ShardStore& store) { return store.MarkRead(user, conv_id, seq); },
+              "user_id");
         },
         [context](const Written<InboxEntry>& done) mutable {
           auto results = context.getResults();
@@ -438,9 +455,8 @@ class ChatService final : public s::Node::Server {
     Status too_many;
     std::vector<InboxUpdate> updates;
     if (list.size() > core_->options.max_batch) {
-      too_many = Status::InvalidArgument("updates", "at most " +
-                                                        std::to_string(core_->options.max_batch) +
-                                                        " updates per call");
+      too_many = Status::InvalidArgument(
+          "updates", "at most " + std::to_string(core_->options.max_batch) + " updates per call");
     } else {
       updates.resize(list.size());
       for (unsigned i = 0; i < list.size(); ++i) wire::FromWire(list[i], &updates[i]);
@@ -448,8 +464,8 @@ class ChatService final : public s::Node::Server {
     const unsigned n = list.size();
     return Serve<std::vector<Status>>(
         NodeMetrics::kApplyInboxUpdates,
-        [this, too_many, updates = std::move(updates)](
-            const ShardTable& table) -> Result<std::vector<Status>> {
+        [this, too_many,
+         updates = std::move(updates)](const ShardTable& table) -> Result<std::vector<Status>> {
           SB_RETURN_IF_ERROR(too_many);
           std::vector<Status> out;
           out.reserve(updates.size());
@@ -529,13 +545,14 @@ class ChatService final : public s::Node::Server {
       return kj::READY_NOW;
     }
     auto paf = kj::newPromiseAndCrossThreadFulfiller<Result<T>>();
-    bool queued = core_->pool->Submit(
-        [core = core_, work = std::forward<Work>(work),
-         fulfiller = kj::mv(paf.fulfiller)]() mutable { fulfiller->fulfill(work(*core->Table())); });
+    bool queued = core_->pool->Submit([core = core_, work = std::forward<Work>(work),
+                                       fulfiller = kj::mv(paf.fulfiller)]() mutable {
+      fulfiller->fulfill(work(*core->Table()));
+    });
     if (!queued) {
-      finish(Result<T>(Status::FromCode(ErrorCode::kOverloaded,
-                                        "node " + core_->options.node_id +
-                                            " has too many calls queued; retry later")));
+      finish(Result<T>(Status::FromCode(
+          ErrorCode::kOverloaded,
+          "node " + core_->options.node_id + " has too many calls queued; retry later")));
       return kj::READY_NOW;
     }
     return paf.promise.then(kj::mv(finish));
@@ -562,7 +579,8 @@ class ChatService final : public s::Node::Server {
   // Routes `key`, runs the write `op` on its shard, and attaches the write token.
   template <typename Op>
   auto Write(const ShardTable& table, uint64_t key, Op&& op, const char* field = "conv_id")
-      -> Result<Written<typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type>> {
+      -> Result<
+          Written<typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type>> {
     using T = typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type;
     auto shard = Route(table, key, field);
     if (!shard.ok()) return shard.status();
@@ -584,8 +602,8 @@ class ChatService final : public s::Node::Server {
   Status ReadIds(capnp::List<uint64_t>::Reader in, const char* field, std::vector<uint64_t>* out) {
     const uint32_t max = core_->options.shard_options.limits.max_members_per_change;
     if (in.size() > max) {
-      return Status::InvalidArgument(field, std::string(field) + " lists more than " +
-                                                std::to_string(max) + " users");
+      return Status::InvalidArgument(
+          field, std::string(field) + " lists more than " + std::to_string(max) + " users");
     }
     out->reserve(in.size());
     for (uint64_t id : in) out->push_back(id);
@@ -614,8 +632,8 @@ class ChatService final : public s::Node::Server {
     Status ids = ReadIds(params.getUserIds(), "user_ids", &user_ids);
     return Serve<Written<uint64_t>>(
         method,
-        [this, ids, adding, conv_id, actor, user_ids](
-            const ShardTable& table) -> Result<Written<uint64_t>> {
+        [this, ids, adding, conv_id, actor,
+         user_ids](const ShardTable& table) -> Result<Written<uint64_t>> {
           SB_RETURN_IF_ERROR(ids);
           auto done = Write(table, conv_id, [&](ShardStore& store) {
             return adding ? store.AddMembers(conv_id, actor, user_ids)
@@ -682,28 +700,35 @@ class StorageNodeImpl final : public StorageNode {
     std::string out;
     core_->metrics.Render(&out);
     auto table = core_->Table();
-    out += "# HELP scrollback_map_version Shard-map version this node serves.\n"
-           "# TYPE scrollback_map_version gauge\n"
-           "scrollback_map_version " + std::to_string(table->map_version) + "\n";
-    out += "# HELP scrollback_shard_live_bytes Estimated live SST bytes per shard.\n"
-           "# TYPE scrollback_shard_live_bytes gauge\n";
-    std::string memtables = "# HELP scrollback_shard_memtable_bytes Memtable bytes per shard.\n"
-                            "# TYPE scrollback_shard_memtable_bytes gauge\n";
-    std::string keys = "# HELP scrollback_shard_keys Estimated keys per shard.\n"
-                       "# TYPE scrollback_shard_keys gauge\n";
+    out +=
+        "# HELP scrollback_map_version Shard-map version this node serves.\n"
+        "# TYPE scrollback_map_version gauge\n"
+        "scrollback_map_version " +
+        std::to_string(table->map_version) + "\n";
+    out +=
+        "# HELP scrollback_shard_live_bytes Estimated live SST bytes per shard.\n"
+        "# TYPE scrollback_shard_live_bytes gauge\n";
+    std::string memtables =
+        "# HELP scrollback_shard_memtable_bytes Memtable bytes per shard.\n"
+        "# TYPE scrollback_shard_memtable_bytes gauge\n";
+    std::string keys =
+        "# HELP scrollback_shard_keys Estimated keys per shard.\n"
+        "# TYPE scrollback_shard_keys gauge\n";
     for (const HostedShard& shard : table->shards) {
       auto stats = shard.store->GetStats();
       if (!stats.ok()) continue;
       const std::string label = "{shard=\"" + std::to_string(shard.assignment.shard_id) + "\"} ";
       out += "scrollback_shard_live_bytes" + label + std::to_string(stats->live_data_bytes) + "\n";
-      memtables += "scrollback_shard_memtable_bytes" + label +
-                   std::to_string(stats->memtable_bytes) + "\n";
+      memtables +=
+          "scrollback_shard_memtable_bytes" + label + std::to_string(stats->memtable_bytes) + "\n";
       keys += "scrollback_shard_keys" + label + std::to_string(stats->estimated_keys) + "\n";
     }
     out += memtables + keys;
-    out += "# HELP scrollback_block_cache_bytes Shared block cache in use.\n"
-           "# TYPE scrollback_block_cache_bytes gauge\n"
-           "scrollback_block_cache_bytes " + std::to_string(resources_->BlockCacheUsage()) + "\n";
+    out +=
+        "# HELP scrollback_block_cache_bytes Shared block cache in use.\n"
+        "# TYPE scrollback_block_cache_bytes gauge\n"
+        "scrollback_block_cache_bytes " +
+        std::to_string(resources_->BlockCacheUsage()) + "\n";
     return out;
   }
   const std::string& node_id() const override { return core_->options.node_id; }

@@ -49,7 +49,8 @@ class AlignedView {
     size_t words = bytes.size() / sizeof(capnp::word);
     const void* data = bytes.data();
     if (reinterpret_cast<uintptr_t>(data) % alignof(capnp::word) != 0) {
-      capnp::word* copy = words <= kStackWords ? stack_ : (heap_ = kj::heapArray<capnp::word>(words)).begin();
+      capnp::word* copy =
+          words <= kStackWords ? stack_ : (heap_ = kj::heapArray<capnp::word>(words)).begin();
       std::memcpy(copy, bytes.data(), bytes.size());
       data = copy;
     }

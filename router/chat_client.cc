@@ -57,8 +57,7 @@ class ChatClientImpl final : public ChatClient {
                  ClientOptions options)
       : io_(io), maps_(std::move(maps)), options_(options) {}
 
-  kj::Promise<Result<Conversation>> CreateConversation(
-      CreateConversationRequest request) override {
+  kj::Promise<Result<Conversation>> CreateConversation(CreateConversationRequest request) override {
     return Routed<Conversation>(request.conv_id, [request](NodeClient& node) {
       auto call = node.createConversationRequest();
       call.setConvId(request.conv_id);
@@ -67,7 +66,8 @@ class ChatClientImpl final : public ChatClient {
              request.member_ids);
       call.setTitle(wire::AsText(request.title));
       return call.send().then([](auto reply) {
-        return Answer<Conversation>(reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
+        return Answer<Conversation>(
+            reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
       });
     });
   }
@@ -77,7 +77,8 @@ class ChatClientImpl final : public ChatClient {
       auto call = node.getConversationRequest();
       call.setConvId(conv_id);
       return call.send().then([](auto reply) {
-        return Answer<Conversation>(reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
+        return Answer<Conversation>(
+            reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
       });
     });
   }
@@ -89,9 +90,8 @@ class ChatClientImpl final : public ChatClient {
       call.setConvId(conv_id);
       call.setActorId(actor_id);
       SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-      return call.send().then([](auto reply) {
-        return Answer<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
-      });
+      return call.send().then(
+          [](auto reply) { return Answer<uint64_t>(reply, [](auto& r) { return r.getSeq(); }); });
     });
   }
 
@@ -102,9 +102,8 @@ class ChatClientImpl final : public ChatClient {
       call.setConvId(conv_id);
       call.setActorId(actor_id);
       SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-      return call.send().then([](auto reply) {
-        return Answer<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
-      });
+      return call.send().then(
+          [](auto reply) { return Answer<uint64_t>(reply, [](auto& r) { return r.getSeq(); }); });
     });
   }
 
@@ -145,41 +144,41 @@ class ChatClientImpl final : public ChatClient {
       std::vector<SendMessageRequest> part;
       for (size_t i : indexes) part.push_back(requests[i]);
       auto* out = results.get();
-      calls.add(Routed<std::vector<Result<SendMessageResult>>>(
-                    first_key,
-                    [part](NodeClient& node) {
-                      auto call = node.sendBatchRequest();
-                      auto list = call.initRequests(static_cast<unsigned>(part.size()));
-                      for (unsigned i = 0; i < part.size(); ++i) wire::ToWire(part[i], list[i]);
-                      return call.send().then(
-                          [](auto reply) -> Result<std::vector<Result<SendMessageResult>>> {
-                            std::vector<Result<SendMessageResult>> out;
-                            for (auto r : reply.getResults()) out.push_back(ReadSend(r));
-                            return out;
-                          });
-                    })
-                    .then([this, out, indexes, part](
-                              Result<std::vector<Result<SendMessageResult>>> got)
-                              -> kj::Promise<void> {
-                      kj::Vector<kj::Promise<void>> retries;
-                      for (size_t k = 0; k < indexes.size(); ++k) {
-                        Result<SendMessageResult> r =
-                            !got.ok() ? Result<SendMessageResult>(got.status())
-                            : k < got->size() ? (*got)[k]
-                                              : Result<SendMessageResult>(
-                                                    Status::Internal("short batch reply"));
-                        if (!r.ok() && r.status().code() == ErrorCode::kNotOwner) {
-                          size_t index = indexes[k];
-                          retries.add(SendMessage(part[k]).then(
-                              [out, index](Result<SendMessageResult> retried) {
-                                (*out)[index] = std::move(retried);
-                              }));
-                        } else {
-                          (*out)[indexes[k]] = std::move(r);
-                        }
-                      }
-                      return kj::joinPromises(retries.releaseAsArray());
-                    }));
+      calls.add(
+          Routed<std::vector<Result<SendMessageResult>>>(
+              first_key,
+              [part](NodeClient& node) {
+                auto call = node.sendBatchRequest();
+                auto list = call.initRequests(static_cast<unsigned>(part.size()));
+                for (unsigned i = 0; i < part.size(); ++i) wire::ToWire(part[i], list[i]);
+                return call.send().then(
+                    [](auto reply) -> Result<std::vector<Result<SendMessageResult>>> {
+                      std::vector<Result<SendMessageResult>> out;
+                      for (auto r : reply.getResults()) out.push_back(ReadSend(r));
+                      return out;
+                    });
+              })
+              .then([this, out, indexes, part](
+                        Result<std::vector<Result<SendMessageResult>>> got) -> kj::Promise<void> {
+                kj::Vector<kj::Promise<void>> retries;
+                for (size_t k = 0; k < indexes.size(); ++k) {
+                  Result<SendMessageResult> r =
+                      !got.ok() ? Result<SendMessageResult>(got.status())
+                      : k < got->size()
+                          ? (*got)[k]
+                          : Result<SendMessageResult>(Status::Internal("short batch reply"));
+                  if (!r.ok() && r.status().code() == ErrorCode::kNotOwner) {
+                    size_t index = indexes[k];
+                    retries.add(
+                        SendMessage(part[k]).then([out, index](Result<SendMessageResult> retried) {
+                          (*out)[index] = std::move(retried);
+                        }));
+                  } else {
+                    (*out)[indexes[k]] = std::move(r);
+                  }
+                }
+                return kj::joinPromises(retries.releaseAsArray());
+              }));
     }
     return kj::joinPromises(calls.releaseAsArray()).then([results = kj::mv(results)]() mutable {
       return std::move(*results);
@@ -192,7 +191,8 @@ class ChatClientImpl final : public ChatClient {
       call.setConvId(conv_id);
       call.setSeq(seq);
       return call.send().then([](auto reply) {
-        return Answer<Message>(reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
+        return Answer<Message>(reply,
+                               [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
       });
     });
   }
@@ -202,7 +202,8 @@ class ChatClientImpl final : public ChatClient {
       auto call = node.readHistoryRequest();
       wire::ToWire(query, call.initRequest());
       return call.send().then([](auto reply) {
-        return Answer<HistoryPage>(reply, [](auto& r) { return wire::Decode<HistoryPage>(r.getPage()); });
+        return Answer<HistoryPage>(reply,
+                                   [](auto& r) { return wire::Decode<HistoryPage>(r.getPage()); });
       });
     });
   }
@@ -216,7 +217,8 @@ class ChatClientImpl final : public ChatClient {
       call.setEditorId(editor_id);
       call.setBody(wire::AsData(body));
       return call.send().then([](auto reply) {
-        return Answer<Message>(reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
+        return Answer<Message>(reply,
+                               [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
       });
     });
   }
@@ -229,40 +231,55 @@ class ChatClientImpl final : public ChatClient {
       call.setSeq(seq);
       call.setActorId(actor_id);
       return call.send().then([](auto reply) {
-        return Answer<Message>(reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
+        return Answer<Message>(reply,
+                               [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
       });
     });
   }
 
   kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query) override {
-    return Routed<InboxPage>(query.user_id, [query](NodeClient& node) {
-      auto call = node.listInboxRequest();
-      call.setUserId(query.user_id);
-      call.setCursor(wire::AsData(query.cursor));
-      call.setLimit(query.limit);
-      return call.send().then([](auto reply) -> Result<InboxPage> {
-        Status error = ReplyError(reply);
-        if (!error.ok()) return error;
-        InboxPage page;
-        for (auto entry : reply.getEntries()) wire::FromWire(entry, &page.entries.emplace_back());
-        page.next_cursor = wire::View(reply.getNextCursor());
-        page.has_more = reply.getHasMore();
-        return page;
-      });
-    });
+    return Routed<InboxPage>(query.user_id,
+                             [query](NodeClient& node) {
+                               auto call = node.listInboxRequest();
+                               call.setUserId(query.user_id);
+                               call.setCursor(wire::AsData(query.cursor));
+                               call.setLimit(query.limit);
+                               return call.send().then([](auto reply) -> Result<InboxPage> {
+                                 Status error = ReplyError(reply);
+                                 if (!error.ok()) return error;
+                                 InboxPage page;
+                                 for (auto entry : reply.getEntries())
+                                   wire::FromWire(entry, &page.entries.emplace_back());
+                                 page.next_cursor = wire::View(reply.getNextCursor());
+                                 page.has_more = reply.getHasMore();
+                                 return page;
+                               });
+                             })
+        .then([this](Result<InboxPage> page) { return CompleteLargeConversations(kj::mv(page)); });
   }
 
   kj::Promise<Result<InboxEntry>> MarkRead(uint64_t user_id, uint64_t conv_id,
                                            uint64_t seq) override {
-    return Routed<InboxEntry>(user_id, [=](NodeClient& node) {
-      auto call = node.markReadRequest();
-      call.setUserId(user_id);
-      call.setConvId(conv_id);
-      call.setSeq(seq);
-      return call.send().then([](auto reply) {
-        return Answer<InboxEntry>(reply, [](auto& r) { return wire::Decode<InboxEntry>(r.getEntry()); });
-      });
-    });
+    return Routed<InboxEntry>(user_id,
+                              [=](NodeClient& node) {
+                                auto call = node.markReadRequest();
+                                call.setUserId(user_id);
+                                call.setConvId(conv_id);
+                                call.setSeq(seq);
+                                return call.send().then([](auto reply) {
+                                  return Answer<InboxEntry>(reply, [](auto& r) {
+                                    return wire::Decode<InboxEntry>(r.getEntry());
+                                  });
+                                });
+                              })
+        .then([this](Result<InboxEntry> entry) -> kj::Promise<Result<InboxEntry>> {
+          if (!entry.ok()) return kj::mv(entry);
+          auto shared = kj::heap<InboxEntry>(std::move(entry).value());
+          auto* row = shared.get();
+          return CompleteRow(row).then([shared = kj::mv(shared)]() mutable {
+            return Result<InboxEntry>(std::move(*shared));
+          });
+        });
   }
 
   kj::Promise<std::vector<Status>> ApplyInboxUpdates(std::vector<InboxUpdate> updates) override {
@@ -273,28 +290,49 @@ class ChatClientImpl final : public ChatClient {
       std::vector<InboxUpdate> part;
       for (size_t i : indexes) part.push_back(updates[i]);
       auto* out = statuses.get();
-      calls.add(Routed<std::vector<Status>>(
-                    first_key,
-                    [part](NodeClient& node) {
-                      auto call = node.applyInboxUpdatesRequest();
-                      auto list = call.initUpdates(static_cast<unsigned>(part.size()));
-                      for (unsigned i = 0; i < part.size(); ++i) wire::ToWire(part[i], list[i]);
-                      return call.send().then([n = part.size()](auto reply)
-                                                  -> Result<std::vector<Status>> {
+      calls.add(Routed<std::vector<Status>>(first_key, [part](NodeClient& node) {
+                  auto call = node.applyInboxUpdatesRequest();
+                  auto list = call.initUpdates(static_cast<unsigned>(part.size()));
+                  for (unsigned i = 0; i < part.size(); ++i) wire::ToWire(part[i], list[i]);
+                  return call.send().then(
+                      [n = part.size()](auto reply) -> Result<std::vector<Status>> {
                         std::vector<Status> out;
                         for (auto e : reply.getErrors()) out.push_back(wire::FromWire(e));
                         out.resize(n, Status::Internal("short reply"));
                         return out;
                       });
-                    })
-                    .then([out, indexes](Result<std::vector<Status>> got) {
-                      for (size_t k = 0; k < indexes.size(); ++k) {
-                        (*out)[indexes[k]] = got.ok() ? (*got)[k] : got.status();
-                      }
-                    }));
+                }).then([out, indexes](Result<std::vector<Status>> got) {
+        for (size_t k = 0; k < indexes.size(); ++k) {
+          (*out)[indexes[k]] = got.ok() ? (*got)[k] : got.status();
+        }
+      }));
     }
     return kj::joinPromises(calls.releaseAsArray()).then([statuses = kj::mv(statuses)]() mutable {
       return std::move(*statuses);
+    });
+  }
+
+  // Rows of conversations above the fan-out limit are not updated per message (DESIGN.md):
+  // their last seq, activity and unread count come from the conversation's own shard. A row
+  // whose conversation cannot be read keeps what the inbox stored.
+  kj::Promise<void> CompleteRow(InboxEntry* row) {
+    if (row->fan_out) return kj::READY_NOW;
+    return GetConversation(row->conv_id).then([row](Result<Conversation> conv) {
+      if (!conv.ok() || conv->last_seq <= row->last_seq) return;
+      row->last_seq = conv->last_seq;
+      row->last_activity_ms = std::max(row->last_activity_ms, conv->last_activity_ms);
+      row->unread_count = conv->last_seq > row->read_seq ? conv->last_seq - row->read_seq : 0;
+    });
+  }
+
+  // CompleteRow for every row of a page, in parallel.
+  kj::Promise<Result<InboxPage>> CompleteLargeConversations(Result<InboxPage> page) {
+    if (!page.ok()) return kj::mv(page);
+    auto shared = kj::heap<InboxPage>(std::move(page).value());
+    kj::Vector<kj::Promise<void>> lookups;
+    for (InboxEntry& entry : shared->entries) lookups.add(CompleteRow(&entry));
+    return kj::joinPromises(lookups.releaseAsArray()).then([shared = kj::mv(shared)]() mutable {
+      return Result<InboxPage>(std::move(*shared));
     });
   }
 
@@ -321,7 +359,7 @@ class ChatClientImpl final : public ChatClient {
   // that group, for routing; the input indexes).
   template <typename KeyOf>
   std::map<std::string, std::pair<uint64_t, std::vector<size_t>>> GroupByNodeImpl(size_t n,
-                                                                                KeyOf key_of) {
+                                                                                  KeyOf key_of) {
     auto map = maps_->Current();
     std::map<std::string, std::pair<uint64_t, std::vector<size_t>>> groups;
     for (size_t i = 0; i < n; ++i) {
@@ -365,19 +403,20 @@ class ChatClientImpl final : public ChatClient {
     c->address = info->address;
     capnp::ReaderOptions reader;
     reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
-    c->node = NodeClient(
-        io_.getNetwork()
-            .parseAddress(info->address)
-            .then([](kj::Own<kj::NetworkAddress> address) { return address->connect(); })
-            .then([this, c, node_id](kj::Own<kj::AsyncIoStream> stream) {
-              c->stream = kj::mv(stream);
-              c->rpc = kj::heap<capnp::TwoPartyClient>(*c->stream);
-              c->watcher = c->rpc->onDisconnect()
-                               .then([this, node_id] { MarkDown(node_id); },
-                                     [this, node_id](kj::Exception&&) { MarkDown(node_id); })
-                               .eagerlyEvaluate(nullptr);
-              return c->rpc->bootstrap().castAs<s::Node>();
-            }));
+    c->node =
+        NodeClient(io_.getNetwork()
+                       .parseAddress(info->address)
+                       .then([](kj::Own<kj::NetworkAddress> address) { return address->connect(); })
+                       .then([this, c, node_id](kj::Own<kj::AsyncIoStream> stream) {
+                         c->stream = kj::mv(stream);
+                         c->rpc = kj::heap<capnp::TwoPartyClient>(*c->stream);
+                         c->watcher =
+                             c->rpc->onDisconnect()
+                                 .then([this, node_id] { MarkDown(node_id); },
+                                       [this, node_id](kj::Exception&&) { MarkDown(node_id); })
+                                 .eagerlyEvaluate(nullptr);
+                         return c->rpc->bootstrap().castAs<s::Node>();
+                       }));
     connections_[node_id] = std::move(owned);
     return c;
   }
@@ -407,8 +446,9 @@ class ChatClientImpl final : public ChatClient {
                 // The node may be the one behind (still applying the map): back off a little,
                 // more each attempt, before asking again.
                 auto backoff = options_.not_owner_backoff.count() * (1 << attempt);
-                return io_.getTimer().afterDelay(backoff * kj::MILLISECONDS).then(
-                    [this, shard_key, call, attempt] {
+                return io_.getTimer()
+                    .afterDelay(backoff * kj::MILLISECONDS)
+                    .then([this, shard_key, call, attempt] {
                       return Routed<T>(shard_key, call, attempt + 1);
                     });
               }
@@ -416,8 +456,8 @@ class ChatClientImpl final : public ChatClient {
             },
             [this, node_id](kj::Exception&& e) -> kj::Promise<Result<T>> {
               MarkDown(node_id);
-              return Result<T>(Status::Unavailable("node " + node_id + ": " +
-                                                   e.getDescription().cStr()));
+              return Result<T>(
+                  Status::Unavailable("node " + node_id + ": " + e.getDescription().cStr()));
             });
   }
 

@@ -159,7 +159,8 @@ class RouterService final : public s::ChatStore::Server {
       auto results = context.getResults();
       if (!page.ok()) return SetError(results, page.status());
       auto entries = results.initEntries(static_cast<unsigned>(page->entries.size()));
-      for (unsigned i = 0; i < page->entries.size(); ++i) wire::ToWire(page->entries[i], entries[i]);
+      for (unsigned i = 0; i < page->entries.size(); ++i)
+        wire::ToWire(page->entries[i], entries[i]);
       if (!page->next_cursor.empty()) results.setNextCursor(wire::AsData(page->next_cursor));
       results.setHasMore(page->has_more);
     });
@@ -206,7 +207,7 @@ class RouterService final : public s::ChatStore::Server {
 }  // namespace
 
 Result<std::unique_ptr<RouterServer>> RouterServer::Start(const RouterOptions& options,
-                                                         std::shared_ptr<ShardMapSource> maps) {
+                                                          std::shared_ptr<ShardMapSource> maps) {
   auto server = RpcServer::Start(
       options.rpc, [options, maps](kj::AsyncIoProvider& io) -> capnp::Capability::Client {
         return kj::heap<RouterService>(ChatClient::Create(io, maps, options.client), options);

@@ -1,15 +1,15 @@
 // scrollback-router: a stateless ChatStore proxy. Follows the shard map in etcd and forwards
 // each call to the node that owns its key. Run as many as needed behind any TCP load balancer.
 // SIGTERM or SIGINT: stop accepting, finish calls in flight, exit 0.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <cstring>
 #include <thread>
 
-#include "scrollback/cluster/stop_signals.h"
 #include "scrollback/cluster/etcd_metadata_store.h"
 #include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/cluster/stop_signals.h"
 #include "scrollback/router/router_server.h"
 
 namespace scrollback {

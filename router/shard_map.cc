@@ -29,13 +29,14 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
   for (size_t i = 0; i < shards.size(); ++i) {
     const ShardInfo& shard = shards[i];
     if (!shard_ids.insert(shard.shard_id).second) {
-      return Status::InvalidArgument("shards", "duplicate shard id " +
-                                                   std::to_string(shard.shard_id));
+      return Status::InvalidArgument("shards",
+                                     "duplicate shard id " + std::to_string(shard.shard_id));
     }
     if (shard.range.first != expected_first || shard.range.last < shard.range.first) {
-      return Status::InvalidArgument("shards", "shard ranges must cover the ring with no gap "
-                                               "or overlap (at shard " +
-                                                   std::to_string(shard.shard_id) + ")");
+      return Status::InvalidArgument("shards",
+                                     "shard ranges must cover the ring with no gap "
+                                     "or overlap (at shard " +
+                                         std::to_string(shard.shard_id) + ")");
     }
     if (!node_ids.count(shard.primary)) {
       return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +

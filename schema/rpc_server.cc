@@ -137,8 +137,8 @@ class EventLoopThread {
   kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener,
                                capnp::Capability::Client bootstrap, kj::TaskSet& tasks,
                                std::list<Connection>& connections) {
-    return listener.accept().then([this, &listener, bootstrap, &tasks, &connections](
-                                      kj::Own<kj::AsyncIoStream>&& stream) mutable {
+    return listener.accept().then([this, &listener, bootstrap, &tasks,
+                                   &connections](kj::Own<kj::AsyncIoStream>&& stream) mutable {
       capnp::ReaderOptions reader;
       reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
       reader.nestingLimit = 16;

@@ -3,19 +3,18 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
-#include <fcntl.h>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <catch2/catch.hpp>
 
 #include "test_util.h"
 
@@ -112,11 +111,10 @@ struct EtcdFixture {
     const std::string client = "http://127.0.0.1:" + std::to_string(client_port);
     const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port);
     process = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"/usr/bin/etcd", "--name", "test", "--data-dir",
-                                 dir.Sub("etcd"), "--listen-client-urls", client,
-                                 "--advertise-client-urls", client, "--listen-peer-urls", peer,
-                                 "--initial-advertise-peer-urls", peer, "--initial-cluster",
-                                 "test=" + peer, "--log-level", "error"},
+        std::vector<std::string>{"/usr/bin/etcd", "--name", "test", "--data-dir", dir.Sub("etcd"),
+                                 "--listen-client-urls", client, "--advertise-client-urls", client,
+                                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                                 "--initial-cluster", "test=" + peer, "--log-level", "error"},
         dir.Sub("etcd.log"));
     REQUIRE(WaitForPort(client_port, std::chrono::seconds(20)));
   }

@@ -1,12 +1,11 @@
 // Helpers shared by tests: temporary directories and store fixtures.
 #pragma once
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <memory>
 #include <random>
 #include <string>
-
-#include <catch2/catch.hpp>
 
 #include "scrollback/engine/shard_store.h"
 

@@ -3,10 +3,9 @@
 
 #include <kj/async-io.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <thread>
-
-#include <catch2/catch.hpp>
 
 #include "scrollback/cluster/embedded_cluster.h"
 

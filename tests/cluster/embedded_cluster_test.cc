@@ -1,13 +1,11 @@
 #include <arpa/inet.h>
+#include <kj/vector.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <kj/vector.h>
-
-#include <set>
-
 #include <catch2/catch.hpp>
+#include <set>
 
 #include "cluster_test_util.h"
 
@@ -57,8 +55,8 @@ TEST_CASE("every ChatStore call works over real RPC") {
   CHECK(retry->duplicate);
   CHECK(retry->seq == 1);
 
-  auto batch = f.Wait(c.SendBatch({{1001, 2, "b1", "one"}, {1001, 3, "b2", "two"},
-                                   {1001, 9, "b3", "not a member"}}));
+  auto batch = f.Wait(c.SendBatch(
+      {{1001, 2, "b1", "one"}, {1001, 3, "b2", "two"}, {1001, 9, "b3", "not a member"}}));
   REQUIRE(batch.size() == 3);
   CHECK(batch[0]->seq == 2);
   CHECK(batch[1]->seq == 3);
@@ -94,8 +92,7 @@ TEST_CASE("every ChatStore call works over real RPC") {
   CHECK(all->messages[1].deleted);
   HistoryQuery by_time = oldest;
   by_time.from_time_ms = all->messages[2].sent_at_ms;
-  CHECK(f.Wait(c.ReadHistory(by_time))->messages.front().sent_at_ms ==
-        all->messages[2].sent_at_ms);
+  CHECK(f.Wait(c.ReadHistory(by_time))->messages.front().sent_at_ms == all->messages[2].sent_at_ms);
 
   // The fan-out worker brings the conversation into every member's inbox.
   REQUIRE(f.Eventually([&] { return InboxSeq(f, 2, 1001) == 5; }));
@@ -148,8 +145,8 @@ TEST_CASE("inbox fan-out reaches members on other shards") {
   }
   REQUIRE(f.Wait(f.client->CreateConversation({conv, members[0], members, "fan"})).ok());
   for (int i = 1; i <= 10; ++i) {
-    REQUIRE(f.Wait(f.client->SendMessage({conv, members[i % 6], "m" + std::to_string(i), "x"}))
-                .ok());
+    REQUIRE(
+        f.Wait(f.client->SendMessage({conv, members[i % 6], "m" + std::to_string(i), "x"})).ok());
   }
   for (uint64_t user : members) {
     INFO("user " << user);
@@ -326,9 +323,12 @@ TEST_CASE("a node with a full engine queue answers overloaded and recovers") {
   auto results = f.Wait(kj::joinPromises(calls.releaseAsArray()));
   int ok = 0, overloaded = 0;
   for (auto& r : results) {
-    if (r.ok()) ++ok;
-    else if (r.status().code() == ErrorCode::kOverloaded) ++overloaded;
-    else FAIL(r.status().ToString());
+    if (r.ok())
+      ++ok;
+    else if (r.status().code() == ErrorCode::kOverloaded)
+      ++overloaded;
+    else
+      FAIL(r.status().ToString());
   }
   CHECK(ok > 0);
   CHECK(overloaded > 0);
@@ -336,6 +336,39 @@ TEST_CASE("a node with a full engine queue answers overloaded and recovers") {
   CHECK(f.Wait(f.client->GetConversation(9))->last_seq == static_cast<uint64_t>(ok));
   // Once the queue drains, calls succeed again.
   CHECK(f.Wait(f.client->SendMessage({9, 1, "later", "x"})).ok());
+}
+
+}  // namespace
+}  // namespace scrollback
+
+namespace scrollback {
+namespace {
+
+TEST_CASE("inbox rows of conversations above the fan-out limit show the conversation's last seq") {
+  EmbeddedClusterOptions options;
+  options.node.shard_options.limits.fan_out_member_limit = 3;
+  testing::ClusterFixture f(options);
+  REQUIRE(f.Wait(f.client->CreateConversation({31, 1, {2, 3, 4, 5}, "big"})).ok());
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(f.Wait(f.client->SendMessage({31, 1, "b" + std::to_string(i), "hi all"})).ok());
+  }
+  // The `joined` row arrives by fan-out; messages do not (5 members > 3).
+  InboxEntry entry;
+  REQUIRE(f.Eventually([&] {
+    auto page = f.Wait(f.client->ListInbox({4, "", 10}));
+    if (!page.ok() || page->entries.empty()) return false;
+    entry = page->entries[0];
+    return true;
+  }));
+  CHECK_FALSE(entry.fan_out);
+  CHECK(entry.last_seq == 3);  // Completed from the conversation's shard.
+  CHECK(entry.unread_count == 3);
+  auto read = f.Wait(f.client->MarkRead(4, 31, 2));
+  REQUIRE(read.ok());
+  CHECK(read->unread_count == 1);
+  auto after = f.Wait(f.client->ListInbox({4, "", 10}));
+  REQUIRE(after.ok());
+  CHECK(after->entries[0].unread_count == 1);
 }
 
 }  // namespace

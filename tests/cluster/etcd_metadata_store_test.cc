@@ -1,11 +1,11 @@
+#include "scrollback/cluster/etcd_metadata_store.h"
+
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <mutex>
 #include <thread>
 
-#include <catch2/catch.hpp>
-
 #include "process_util.h"
-#include "scrollback/cluster/etcd_metadata_store.h"
 
 namespace scrollback {
 namespace {
@@ -20,8 +20,10 @@ std::shared_ptr<MetadataStore> Connect(EtcdFixture& etcd) {
   // etcd accepts connections a moment before it serves.
   for (int i = 0; i < 100 && !store; ++i) {
     auto connected = NewEtcdMetadataStore(options);
-    if (connected.ok()) store = *connected;
-    else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (connected.ok())
+      store = *connected;
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   REQUIRE(store);
   return store;

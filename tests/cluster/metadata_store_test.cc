@@ -1,9 +1,8 @@
-#include <atomic>
-#include <thread>
-
-#include <catch2/catch.hpp>
-
 #include "scrollback/cluster/metadata_store.h"
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <thread>
 
 namespace scrollback {
 namespace {

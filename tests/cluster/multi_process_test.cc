@@ -3,9 +3,8 @@
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
-#include <map>
-
 #include <catch2/catch.hpp>
+#include <map>
 
 #include "process_util.h"
 #include "scrollback/cluster/etcd_metadata_store.h"
@@ -65,7 +64,8 @@ class MultiProcessCluster {
     const uint64_t version = ReadShardMap(*metadata)->version();
     for (int attempt = 0; attempt < 300; ++attempt) {
       try {
-        auto addr = io.provider->getNetwork().parseAddress(Address(nodes[i].port)).wait(io.waitScope);
+        auto addr =
+            io.provider->getNetwork().parseAddress(Address(nodes[i].port)).wait(io.waitScope);
         auto stream = addr->connect().wait(io.waitScope);
         capnp::TwoPartyClient rpc(*stream);
         auto node = rpc.bootstrap().castAs<schema::Node>();
@@ -84,15 +84,14 @@ class MultiProcessCluster {
         std::vector<std::string>{SCROLLBACKD, "--node-id", nodes[i].id, "--data-dir",
                                  etcd.dir.Sub(nodes[i].id), "--listen", Address(nodes[i].port),
                                  "--etcd", etcd.endpoint(), "--event-loops", "1", "--http",
-                                 Address(nodes[i].http_port),
-                                 "--bootstrap-shards", "8", "--bootstrap-nodes",
-                                 "node-1,node-2,node-3"},
+                                 Address(nodes[i].http_port), "--bootstrap-shards", "8",
+                                 "--bootstrap-nodes", "node-1,node-2,node-3"},
         etcd.dir.Sub(nodes[i].id + ".log"));
     REQUIRE(testing::WaitForPort(nodes[i].port, std::chrono::seconds(30)));
   }
 
   kj::AsyncIoContext io = kj::setupAsyncIo();  // The test thread's event loop.
-  EtcdFixture etcd;  // Destroyed after every process that talks to it.
+  EtcdFixture etcd;                            // Destroyed after every process that talks to it.
   std::shared_ptr<MetadataStore> metadata;
   std::vector<Node> nodes;
   int router_port = 0;
@@ -207,8 +206,8 @@ TEST_CASE("processes: a workload through the router and the smart client survive
     }
     INFO("conv " << conv << " seq " << last);
     REQUIRE(back);
-    auto page = smart->ReadHistory({conv, Direction::kOldestFirst, 0, std::nullopt, 10})
-                    .wait(io.waitScope);
+    auto page =
+        smart->ReadHistory({conv, Direction::kOldestFirst, 0, std::nullopt, 10}).wait(io.waitScope);
     REQUIRE(page.ok());
     REQUIRE(page->messages.size() == last);
     CHECK(page->messages[0].body == "via router");

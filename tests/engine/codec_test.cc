@@ -1,9 +1,8 @@
-#include "value_codec.h"
-
+#include <catch2/catch.hpp>
 #include <random>
 #include <string>
 
-#include <catch2/catch.hpp>
+#include "value_codec.h"
 
 namespace scrollback::codec {
 namespace {

@@ -1,8 +1,7 @@
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <set>
 #include <thread>
-
-#include <catch2/catch.hpp>
 
 #include "test_util.h"
 
@@ -85,8 +84,8 @@ TEST_CASE("concurrent writers to many conversations keep each conversation dense
     threads.emplace_back([&, w] {
       for (int i = 0; i < 400; ++i) {
         uint64_t conv = 1 + (i * 7 + w) % kConvs;
-        REQUIRE(f.store->SendMessage({conv, 1, std::to_string(w) + "-" + std::to_string(i), "x"})
-                    .ok());
+        REQUIRE(
+            f.store->SendMessage({conv, 1, std::to_string(w) + "-" + std::to_string(i), "x"}).ok());
       }
     });
   }
@@ -95,8 +94,8 @@ TEST_CASE("concurrent writers to many conversations keep each conversation dense
   for (int c = 1; c <= kConvs; ++c) {
     uint64_t last = f.store->GetConversation(c)->last_seq;
     total += last;
-    auto page = f.store->ReadHistory({static_cast<uint64_t>(c), Direction::kOldestFirst, 0,
-                                      std::nullopt, 200});
+    auto page = f.store->ReadHistory(
+        {static_cast<uint64_t>(c), Direction::kOldestFirst, 0, std::nullopt, 200});
     REQUIRE(page->messages.size() == last);
     for (size_t i = 0; i < page->messages.size(); ++i) CHECK(page->messages[i].seq == i + 1);
   }

@@ -44,8 +44,7 @@ TEST_CASE("bad conversation input is rejected with invalid-argument naming the f
   CHECK(zero.status().field() == "conv_id");
   CHECK(f.store->CreateConversation({1, 0, {}, ""}).status().field() == "creator_id");
   CHECK(f.store->CreateConversation({1, 1, {}, "123456789"}).status().field() == "title");
-  CHECK(f.store->CreateConversation({1, 1, {2, 3, 4, 5, 6}, ""}).status().field() ==
-        "member_ids");
+  CHECK(f.store->CreateConversation({1, 1, {2, 3, 4, 5, 6}, ""}).status().field() == "member_ids");
   CHECK(f.store->CreateConversation({1, 1, {0}, ""}).status().field() == "member_ids");
   CHECK(f.store->GetConversation(1).status().code() == ErrorCode::kNotFound);
 }

@@ -37,8 +37,8 @@ int main(int argc, char** argv) {
     workers.emplace_back([&store, t] {
       for (uint64_t i = 1;; ++i) {
         std::string body = "conv " + std::to_string(t) + " message " + std::to_string(i);
-        auto sent = (*store)->SendMessage({static_cast<uint64_t>(t), 1, "c" + std::to_string(i),
-                                           body});
+        auto sent =
+            (*store)->SendMessage({static_cast<uint64_t>(t), 1, "c" + std::to_string(i), body});
         if (!sent.ok()) {
           std::fprintf(stderr, "send: %s\n", sent.status().ToString().c_str());
           std::_Exit(1);

@@ -2,11 +2,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <map>
 #include <sstream>
-
-#include <catch2/catch.hpp>
 
 #include "test_util.h"
 
@@ -104,8 +103,8 @@ TEST_CASE("a writer killed with SIGKILL loses no acknowledged message") {
       uint64_t cursor = 0;
       uint64_t seen = 0;
       for (;;) {
-        auto page = (*store)->ReadHistory({conv, Direction::kOldestFirst, cursor, std::nullopt,
-                                           200});
+        auto page =
+            (*store)->ReadHistory({conv, Direction::kOldestFirst, cursor, std::nullopt, 200});
         REQUIRE(page.ok());
         for (auto& m : page->messages) {
           ++seen;

@@ -93,8 +93,8 @@ TEST_CASE("history from a point in time starts at the right message in both dire
   REQUIRE(backward->messages.size() == 5);
   CHECK(backward->messages.front().seq == 10);  // Last sent at or before the time.
   CHECK(backward->messages.back().seq == 6);
-  CHECK(f.store->ReadHistory({10, Direction::kOldestFirst, 0, start + 99'000, 5})
-            ->messages.empty());
+  CHECK(
+      f.store->ReadHistory({10, Direction::kOldestFirst, 0, start + 99'000, 5})->messages.empty());
   CHECK(f.store->ReadHistory({10, Direction::kNewestFirst, 0, start, 5})->messages.empty());
 }
 
@@ -103,15 +103,15 @@ TEST_CASE("page limits are enforced") {
   f.Create(10, 1);
   CHECK(f.store->ReadHistory({10, Direction::kNewestFirst, 0, std::nullopt, 0}).status().field() ==
         "limit");
-  CHECK(f.store->ReadHistory({10, Direction::kNewestFirst, 0, std::nullopt, 201})
-            .status()
-            .field() == "limit");
+  CHECK(
+      f.store->ReadHistory({10, Direction::kNewestFirst, 0, std::nullopt, 201}).status().field() ==
+      "limit");
   auto empty = f.store->ReadHistory({10, Direction::kNewestFirst, 0, std::nullopt, 200});
   REQUIRE(empty.ok());
   CHECK(empty->messages.empty());
-  CHECK(f.store->ReadHistory({10, static_cast<Direction>(9), 0, std::nullopt, 5})
-            .status()
-            .field() == "direction");
+  CHECK(
+      f.store->ReadHistory({10, static_cast<Direction>(9), 0, std::nullopt, 5}).status().field() ==
+      "direction");
 }
 
 TEST_CASE("conversations do not see each other's messages") {

@@ -1,11 +1,10 @@
 #include "scrollback/engine/keys.h"
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <catch2/catch.hpp>
 
 namespace scrollback::keys {
 namespace {

@@ -71,8 +71,7 @@ TEST_CASE("only the sender edits, and an edit replaces the body and marks it edi
   StoreFixture f;
   f.Create(10, 1, {2});
   f.Send(10, 1, "a", "typo");
-  CHECK(f.store->EditMessage(10, 1, 2, "hijack").status().code() ==
-        ErrorCode::kPermissionDenied);
+  CHECK(f.store->EditMessage(10, 1, 2, "hijack").status().code() == ErrorCode::kPermissionDenied);
   f.clock->Advance(10);
   auto edited = f.store->EditMessage(10, 1, 1, "fixed");
   REQUIRE(edited.ok());

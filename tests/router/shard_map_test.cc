@@ -1,8 +1,7 @@
-#include <random>
+#include "scrollback/router/shard_map.h"
 
 #include <catch2/catch.hpp>
-
-#include "scrollback/router/shard_map.h"
+#include <random>
 
 namespace scrollback {
 namespace {

@@ -24,15 +24,16 @@ namespace scrollback::keys {
 
 // Row tags. Persisted in every key: never renumber or reuse.
 enum class Tag : uint8_t {
-  kConversation = 0x01,      // cf conversations: prefix(conv) | tag
-  kMember = 0x02,            // cf conversations: prefix(conv) | tag | user_id
-  kMessage = 0x10,           // cf messages:      prefix(conv) | tag | seq
-  kClientMsgId = 0x20,       // cf indexes:       prefix(conv) | tag | sender_id | client_msg_id
-  kTimeIndex = 0x21,         // cf indexes:       prefix(conv) | tag | ordered(sent_at_ms) | seq
-  kSenderIndex = 0x22,       // cf indexes:       prefix(conv) | tag | sender_id | seq
-  kInboxState = 0x30,        // cf inbox:         prefix(user) | tag | conv_id
-  kInboxByActivity = 0x31,   // cf inbox:         prefix(user) | tag | ~ordered(activity_ms) | conv_id
-  kOutbox = 0x40,            // cf outbox:        prefix(conv) | tag | seq | target user_id
+  kConversation = 0x01,  // cf conversations: prefix(conv) | tag
+  kMember = 0x02,        // cf conversations: prefix(conv) | tag | user_id
+  kMessage = 0x10,       // cf messages:      prefix(conv) | tag | seq
+  kClientMsgId = 0x20,   // cf indexes:       prefix(conv) | tag | sender_id | client_msg_id
+  kTimeIndex = 0x21,     // cf indexes:       prefix(conv) | tag | ordered(sent_at_ms) | seq
+  kSenderIndex = 0x22,   // cf indexes:       prefix(conv) | tag | sender_id | seq
+  kInboxState = 0x30,    // cf inbox:         prefix(user) | tag | conv_id
+  kInboxByActivity =
+      0x31,        // cf inbox:         prefix(user) | tag | ~ordered(activity_ms) | conv_id
+  kOutbox = 0x40,  // cf outbox:        prefix(conv) | tag | seq | target user_id
 };
 
 inline constexpr size_t kPrefixSize = 16;
@@ -61,7 +62,9 @@ inline uint64_t GetBigEndian64(const char* in) {
 inline uint64_t OrderedFromSigned(int64_t v) {
   return static_cast<uint64_t>(v) ^ (uint64_t{1} << 63);
 }
-inline int64_t SignedFromOrdered(uint64_t v) { return static_cast<int64_t>(v ^ (uint64_t{1} << 63)); }
+inline int64_t SignedFromOrdered(uint64_t v) {
+  return static_cast<int64_t>(v ^ (uint64_t{1} << 63));
+}
 
 // A key built in place, without heap allocation (keys are short and on every hot path).
 class Key {

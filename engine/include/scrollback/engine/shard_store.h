@@ -20,8 +20,8 @@
 
 #include "scrollback/engine/clock.h"
 #include "scrollback/schema/status.h"
-#include "scrollback/schema/types.h"
 #include "scrollback/schema/token.h"
+#include "scrollback/schema/types.h"
 
 namespace scrollback {
 
@@ -91,10 +91,10 @@ struct ShardOptions {
 
 // Approximate on-disk and in-memory sizes (for status and /metrics).
 struct ShardStats {
-  uint64_t live_data_bytes = 0;   // Estimated live SST bytes.
+  uint64_t live_data_bytes = 0;  // Estimated live SST bytes.
   uint64_t memtable_bytes = 0;
   uint64_t estimated_keys = 0;
-  uint64_t latest_sequence = 0;   // RocksDB's last sequence number (the log position).
+  uint64_t latest_sequence = 0;  // RocksDB's last sequence number (the log position).
 };
 
 class ShardStore {
@@ -135,8 +135,7 @@ class ShardStore {
   // Seqs of `sender_id`'s messages in the conversation, newest first, below `before_seq`
   // (0: from the newest).
   virtual Result<std::vector<uint64_t>> ListSenderMessages(uint64_t conv_id, uint64_t sender_id,
-                                                           uint64_t before_seq,
-                                                           uint32_t limit) = 0;
+                                                           uint64_t before_seq, uint32_t limit) = 0;
   // Replaces the body; only the sender may edit; a deleted message cannot be edited.
   virtual Result<Message> EditMessage(uint64_t conv_id, uint64_t seq, uint64_t editor_id,
                                       const std::string& new_body) = 0;

@@ -90,7 +90,10 @@ class ChatClient {
                                                    uint64_t editor_id, std::string body) = 0;
   virtual kj::Promise<Result<Message>> DeleteMessage(uint64_t conv_id, uint64_t seq,
                                                      uint64_t actor_id) = 0;
+  // For conversations above the fan-out member limit, completes each row's last seq and unread
+  // count from the conversation's shard (those rows are not updated per message).
   virtual kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query) = 0;
+  // Completed like ListInbox rows for conversations above the fan-out limit.
   virtual kj::Promise<Result<InboxEntry>> MarkRead(uint64_t user_id, uint64_t conv_id,
                                                    uint64_t seq) = 0;
   // Delivers inbox updates to the users' shards (grouped by node); statuses in input order.

@@ -13,8 +13,8 @@
 namespace scrollback {
 
 struct RouterOptions {
-  RpcServerOptions rpc;   // Where and how the router listens.
-  ClientOptions client;   // How it talks to the nodes.
+  RpcServerOptions rpc;  // Where and how the router listens.
+  ClientOptions client;  // How it talks to the nodes.
   // Default: 1,000. Most sends in one sendBatch.
   uint32_t max_batch = 1000;
   // Default: 1,000. Most user ids in one member list (the nodes enforce their own limits too).

@@ -48,7 +48,9 @@ class ShardMap {
 
   // The shard owning `token`: O(log shards), no allocation.
   const ShardInfo& ShardForToken(uint64_t token) const;
-  const ShardInfo& ShardForKey(uint64_t shard_key) const { return ShardForToken(TokenOf(shard_key)); }
+  const ShardInfo& ShardForKey(uint64_t shard_key) const {
+    return ShardForToken(TokenOf(shard_key));
+  }
   // nullptr when unknown.
   const NodeInfo* FindNode(std::string_view node_id) const;
   const ShardInfo* FindShard(uint64_t shard_id) const;

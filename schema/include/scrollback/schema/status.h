@@ -93,7 +93,7 @@ class [[nodiscard]] Result {
  public:
   using value_type = T;
 
-  Result(T value) : state_(std::move(value)) {}  // NOLINT: implicit by design.
+  Result(T value) : state_(std::move(value)) {}         // NOLINT: implicit by design.
   Result(Status status) : state_(std::move(status)) {}  // NOLINT: implicit by design.
 
   bool ok() const { return state_.index() == 0; }
@@ -116,8 +116,8 @@ class [[nodiscard]] Result {
 }  // namespace scrollback
 
 // Returns early from a function returning Status or Result<T> when `expr` fails.
-#define SB_RETURN_IF_ERROR(expr)             \
-  do {                                       \
+#define SB_RETURN_IF_ERROR(expr)              \
+  do {                                        \
     ::scrollback::Status sb_status_ = (expr); \
-    if (!sb_status_.ok()) return sb_status_; \
+    if (!sb_status_.ok()) return sb_status_;  \
   } while (0)

@@ -19,8 +19,8 @@ struct Conversation {
   uint64_t creator_id = 0;
   int64_t created_at_ms = 0;
   uint32_t member_count = 0;
-  uint64_t last_seq = 0;          // 0: no message yet.
-  int64_t last_activity_ms = 0;   // sent_at_ms of the newest message, or created_at_ms.
+  uint64_t last_seq = 0;         // 0: no message yet.
+  int64_t last_activity_ms = 0;  // sent_at_ms of the newest message, or created_at_ms.
 };
 
 struct Message {
@@ -67,17 +67,17 @@ struct InboxEntry {
 // ---- Requests and replies -------------------------------------------------------------------
 
 struct CreateConversationRequest {
-  uint64_t conv_id = 0;               // Non-zero, chosen by the caller.
-  uint64_t creator_id = 0;            // Non-zero; becomes a member.
-  std::vector<uint64_t> member_ids;   // Other founding members (duplicates are merged).
+  uint64_t conv_id = 0;              // Non-zero, chosen by the caller.
+  uint64_t creator_id = 0;           // Non-zero; becomes a member.
+  std::vector<uint64_t> member_ids;  // Other founding members (duplicates are merged).
   std::string title;
 };
 
 struct SendMessageRequest {
   uint64_t conv_id = 0;
-  uint64_t sender_id = 0;             // Must be a member.
-  std::string client_msg_id;          // 1..64 bytes, unique per (conversation, sender).
-  std::string body;                   // 1..max_body_bytes bytes.
+  uint64_t sender_id = 0;     // Must be a member.
+  std::string client_msg_id;  // 1..64 bytes, unique per (conversation, sender).
+  std::string body;           // 1..max_body_bytes bytes.
 };
 
 struct SendMessageResult {

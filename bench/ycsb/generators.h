@@ -75,11 +75,12 @@ class ZipfianGenerator {
 class ScrambledZipfianGenerator {
  public:
   static constexpr uint64_t kItemCount = 10'000'000'000ull;  // YCSB's ITEM_COUNT.
-  static constexpr double kZetan = 26.46902820178302;         // zeta(10^10, 0.99).
+  static constexpr double kZetan = 26.46902820178302;        // zeta(10^10, 0.99).
 
   ScrambledZipfianGenerator(uint64_t lo, uint64_t hi)
-      : lo_(lo), items_(hi - lo + 1), zipfian_(0, kItemCount, ZipfianGenerator::kDefaultTheta,
-                                               kZetan) {}
+      : lo_(lo),
+        items_(hi - lo + 1),
+        zipfian_(0, kItemCount, ZipfianGenerator::kDefaultTheta, kZetan) {}
   uint64_t Next(Rng& rng) { return lo_ + FnvHash64(zipfian_.Next(rng)) % items_; }
 
  private:

@@ -4,24 +4,36 @@ namespace scrollback::ycsb {
 
 std::string_view OpName(Op op) {
   switch (op) {
-    case Op::kRead: return "READ";
-    case Op::kUpdate: return "UPDATE";
-    case Op::kInsert: return "INSERT";
-    case Op::kScan: return "SCAN";
-    case Op::kReadModifyWrite: return "READ-MODIFY-WRITE";
-    case Op::kHistoryPage: return "HISTORY-PAGE";
-    case Op::kSend: return "SEND";
-    case Op::kInboxList: return "INBOX-LIST";
-    case Op::kMarkRead: return "MARK-READ";
+    case Op::kRead:
+      return "READ";
+    case Op::kUpdate:
+      return "UPDATE";
+    case Op::kInsert:
+      return "INSERT";
+    case Op::kScan:
+      return "SCAN";
+    case Op::kReadModifyWrite:
+      return "READ-MODIFY-WRITE";
+    case Op::kHistoryPage:
+      return "HISTORY-PAGE";
+    case Op::kSend:
+      return "SEND";
+    case Op::kInboxList:
+      return "INBOX-LIST";
+    case Op::kMarkRead:
+      return "MARK-READ";
   }
   return "UNKNOWN";
 }
 
 std::string_view DistributionName(Distribution d) {
   switch (d) {
-    case Distribution::kUniform: return "uniform";
-    case Distribution::kZipfian: return "zipfian";
-    case Distribution::kLatest: return "latest";
+    case Distribution::kUniform:
+      return "uniform";
+    case Distribution::kZipfian:
+      return "zipfian";
+    case Distribution::kLatest:
+      return "latest";
   }
   return "unknown";
 }
@@ -52,8 +64,8 @@ std::optional<Workload> Workload::Named(std::string_view name) {
     w.description =
         "chat: 70% history page of 50, 15% send, 10% inbox list, 5% mark read, zipfian over "
         "conversations";
-    w.mix = {{Op::kHistoryPage, 0.70}, {Op::kSend, 0.15}, {Op::kInboxList, 0.10},
-             {Op::kMarkRead, 0.05}};
+    w.mix = {
+        {Op::kHistoryPage, 0.70}, {Op::kSend, 0.15}, {Op::kInboxList, 0.10}, {Op::kMarkRead, 0.05}};
   } else {
     return std::nullopt;
   }

@@ -30,11 +30,11 @@ enum class Distribution { kUniform, kZipfian, kLatest };
 std::string_view DistributionName(Distribution d);
 
 struct Workload {
-  std::string name;                         // "a".."f", "chat"
+  std::string name;  // "a".."f", "chat"
   std::string description;
-  std::vector<std::pair<Op, double>> mix;   // Proportions, summing to 1.
+  std::vector<std::pair<Op, double>> mix;  // Proportions, summing to 1.
   Distribution distribution = Distribution::kZipfian;
-  uint32_t max_scan_length = 100;           // Scan lengths are uniform in [1, max].
+  uint32_t max_scan_length = 100;  // Scan lengths are uniform in [1, max].
 
   // "a".."f" (YCSB core workloads) or "chat"; nullopt for unknown names.
   static std::optional<Workload> Named(std::string_view name);

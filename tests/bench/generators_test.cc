@@ -1,9 +1,9 @@
+#include "ycsb/generators.h"
+
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <map>
 
-#include <catch2/catch.hpp>
-
-#include "ycsb/generators.h"
 #include "ycsb/workload.h"
 
 namespace scrollback::ycsb {
@@ -108,6 +108,39 @@ TEST_CASE("a zipfian key chooser never returns a record that is not inserted yet
   uint64_t max_seen = 0;
   for (int i = 0; i < 10'000; ++i) max_seen = std::max(max_seen, keys.Next(rng));
   CHECK(max_seen < 50);
+}
+
+}  // namespace
+}  // namespace scrollback::ycsb
+
+#include "ycsb/histogram.h"
+
+namespace scrollback::ycsb {
+namespace {
+
+TEST_CASE("latency percentiles are within 2 percent of the exact ones") {
+  LatencyHistogram h;
+  Rng rng(1);
+  std::vector<uint64_t> values;
+  for (int i = 0; i < 100'000; ++i) {
+    uint64_t v = 1000 + rng() % 5'000'000;  // 1 us .. 5 ms in ns.
+    values.push_back(v);
+    h.Record(v);
+  }
+  std::sort(values.begin(), values.end());
+  for (double p : {0.5, 0.95, 0.99, 0.999}) {
+    uint64_t exact = values[static_cast<size_t>(p * values.size()) - 1];
+    INFO("p" << p);
+    CHECK(static_cast<double>(h.Percentile(p)) == Approx(exact).epsilon(0.02));
+  }
+  CHECK(h.count() == 100'000);
+  CHECK(h.min() == values.front());
+  CHECK(h.max() == values.back());
+  LatencyHistogram other;
+  other.Record(10);
+  h.Merge(other);
+  CHECK(h.min() == 10);
+  CHECK(h.count() == 100'001);
 }
 
 }  // namespace

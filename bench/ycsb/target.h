@@ -1,0 +1,53 @@
+// What scrollback-bench measures: a Target hands out one Session per client thread; a Session
+// performs chat operations and completes them as KJ promises, so RPC targets can keep many
+// calls in flight on the thread's event loop while in-process targets complete at once.
+#pragma once
+
+#include <kj/async-io.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "scrollback/schema/status.h"
+#include "scrollback/schema/types.h"
+
+namespace scrollback::ycsb {
+
+class Session {
+ public:
+  virtual ~Session() = default;
+  virtual kj::Promise<Status> CreateConversation(uint64_t conv_id, uint64_t creator,
+                                                 std::vector<uint64_t> members) = 0;
+  // The new message's seq.
+  virtual kj::Promise<Result<uint64_t>> Send(uint64_t conv_id, uint64_t sender,
+                                             std::string client_msg_id, std::string body) = 0;
+  virtual kj::Promise<Status> GetMessage(uint64_t conv_id, uint64_t seq) = 0;
+  virtual kj::Promise<Status> Edit(uint64_t conv_id, uint64_t seq, uint64_t editor,
+                                   std::string body) = 0;
+  virtual kj::Promise<Status> History(HistoryQuery query) = 0;
+  virtual kj::Promise<Status> InboxList(uint64_t user_id, uint32_t limit) = 0;
+  virtual kj::Promise<Status> MarkRead(uint64_t user_id, uint64_t conv_id, uint64_t seq) = 0;
+};
+
+class Target {
+ public:
+  virtual ~Target() = default;
+  virtual std::string name() const = 0;
+  // Called on each client thread, with that thread's event loop.
+  virtual std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) = 0;
+  // False for targets whose calls complete synchronously (in-flight depth 1 per thread).
+  virtual bool pipelined() const = 0;
+};
+
+struct TargetOptions {
+  std::string data_dir;       // Where in-process targets keep their RocksDB data.
+  uint32_t body_bytes = 200;  // Message body size (for sizing raw values).
+};
+
+// `raw`: RocksDB directly, with the engine's message keys and values of the same size.
+Result<std::unique_ptr<Target>> NewRawTarget(const TargetOptions& options);
+// `engine`: one ShardStore, no RPC.
+Result<std::unique_ptr<Target>> NewEngineTarget(const TargetOptions& options);
+
+}  // namespace scrollback::ycsb

@@ -1,0 +1,43 @@
+#include <fstream>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "process_util.h"
+
+namespace scrollback {
+namespace {
+
+TEST_CASE("a short scrollback-bench run reports every operation of every workload") {
+  testing::TempDir dir;
+  const std::string report = dir.Sub("report.json");
+  {
+    testing::ChildProcess bench(
+        {SCROLLBACK_BENCH, "--workload", "a,d,e,chat", "--target", "raw,engine", "--records",
+         "2000", "--operations", "5000", "--threads", "2", "--json", report, "--data-dir",
+         dir.Sub("data")},
+        dir.Sub("bench.log"));
+    int status = bench.Stop(0, std::chrono::seconds(120));  // Signal 0: just wait.
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+  }
+  std::ifstream in(report);
+  auto json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  REQUIRE(json.is_array());
+  REQUIRE(json.size() == 8);  // 4 workloads x 2 targets.
+  for (const auto& run : json) {
+    INFO(run["target"] << " " << run["workload"]);
+    uint64_t ops = 0;
+    for (auto& [name, op] : run["ops"].items()) {
+      ops += op["count"].get<uint64_t>();
+      CHECK(op["errors"].get<uint64_t>() == 0);
+      CHECK(op["p99_us"].get<double>() >= op["p50_us"].get<double>());
+    }
+    CHECK(ops == 5000);
+    CHECK(run["operations"].get<uint64_t>() == 5000);
+    CHECK(run["throughput_ops_per_sec"].get<double>() > 0);
+  }
+}
+
+}  // namespace
+}  // namespace scrollback

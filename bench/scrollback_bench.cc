@@ -21,6 +21,7 @@
 
 #include "ycsb/generators.h"
 #include "ycsb/histogram.h"
+#include "ycsb/rpc_targets.h"
 #include "ycsb/target.h"
 #include "ycsb/workload.h"
 
@@ -396,7 +397,11 @@ nlohmann::json ToJson(const std::string& target, const Workload& workload, const
 Result<std::unique_ptr<Target>> MakeTarget(const std::string& name, const TargetOptions& options) {
   if (name == "raw") return NewRawTarget(options);
   if (name == "engine") return NewEngineTarget(options);
-  return Status::InvalidArgument("target", "unknown target " + name + " (raw, engine)");
+  if (name == "embedded") return NewEmbeddedTarget(options);
+  if (name == "echo") return NewEchoTarget(options);
+  if (name.rfind("cluster=", 0) == 0) return NewClusterTarget(name.substr(8));
+  return Status::InvalidArgument(
+      "target", "unknown target " + name + " (raw, engine, embedded, echo, cluster=HOST:PORT)");
 }
 
 int Main(int argc, char** argv) {
@@ -407,7 +412,8 @@ int Main(int argc, char** argv) {
   std::string json_path;
   std::string data_dir;
   app.add_option("--workload,-w", workloads, "a b c d e f chat")->delimiter(',');
-  app.add_option("--target,-t", targets, "raw engine")->delimiter(',');
+  app.add_option("--target,-t", targets, "raw engine embedded echo cluster=HOST:PORT")
+      ->delimiter(',');
   app.add_option("--records", o.records)->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}));
   app.add_option("--operations", o.operations)
       ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000}));
@@ -443,7 +449,9 @@ int Main(int argc, char** argv) {
     for (const std::string& target_name : targets) {
       TargetOptions target_options;
       target_options.data_dir =
-          (std::filesystem::path(data_dir) / (target_name + "-" + workload_name)).string();
+          (std::filesystem::path(data_dir) /
+           (target_name.substr(0, target_name.find('=')) + "-" + workload_name))
+              .string();
       std::filesystem::create_directories(target_options.data_dir);
       target_options.body_bytes = o.body_bytes;
       auto target = MakeTarget(target_name, target_options);

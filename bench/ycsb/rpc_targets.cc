@@ -1,0 +1,209 @@
+// RPC targets: `embedded` (an EmbeddedCluster started here, called through the smart client),
+// `cluster` (a running cluster: the smart client with the shard map fetched from one node), and
+// `echo` (a bare Cap'n Proto echo server: the RPC ceiling).
+#include "rpc_targets.h"
+
+#include <capnp/rpc-twoparty.h>
+
+#include "scrollback/bench/echo.capnp.h"
+#include "scrollback/cluster/embedded_cluster.h"
+#include "scrollback/schema/chatstore.capnp.h"
+#include "scrollback/schema/rpc_server.h"
+#include "scrollback/schema/wire.h"
+
+namespace scrollback::ycsb {
+namespace {
+
+// Chat operations through the smart client.
+class ClientSession final : public Session {
+ public:
+  explicit ClientSession(std::unique_ptr<ChatClient> client) : client_(std::move(client)) {}
+
+  kj::Promise<Status> CreateConversation(uint64_t conv_id, uint64_t creator,
+                                         std::vector<uint64_t> members) override {
+    return client_->CreateConversation({conv_id, creator, std::move(members), "bench"})
+        .then([](Result<Conversation> r) { return r.status(); });
+  }
+  kj::Promise<Result<uint64_t>> Send(uint64_t conv_id, uint64_t sender, std::string client_id,
+                                     std::string body) override {
+    return client_->SendMessage({conv_id, sender, std::move(client_id), std::move(body)})
+        .then([](Result<SendMessageResult> r) -> Result<uint64_t> {
+          if (!r.ok()) return r.status();
+          return r->seq;
+        });
+  }
+  kj::Promise<Status> GetMessage(uint64_t conv_id, uint64_t seq) override {
+    return client_->GetMessage(conv_id, seq).then([](Result<Message> r) { return r.status(); });
+  }
+  kj::Promise<Status> Edit(uint64_t conv_id, uint64_t seq, uint64_t editor,
+                           std::string body) override {
+    return client_->EditMessage(conv_id, seq, editor, std::move(body)).then([](Result<Message> r) {
+      return r.status();
+    });
+  }
+  kj::Promise<Status> History(HistoryQuery query) override {
+    return client_->ReadHistory(query).then([](Result<HistoryPage> r) { return r.status(); });
+  }
+  kj::Promise<Status> InboxList(uint64_t user_id, uint32_t limit) override {
+    InboxQuery query;
+    query.user_id = user_id;
+    query.limit = limit;
+    return client_->ListInbox(query).then([](Result<InboxPage> r) { return r.status(); });
+  }
+  kj::Promise<Status> MarkRead(uint64_t user_id, uint64_t conv_id, uint64_t seq) override {
+    return client_->MarkRead(user_id, conv_id, seq).then([](Result<InboxEntry> r) {
+      // The reader's inbox row may not exist yet (fan-out in flight): not a failure of the store.
+      return r.status().code() == ErrorCode::kNotFound ? Status::Ok() : r.status();
+    });
+  }
+
+ private:
+  std::unique_ptr<ChatClient> client_;
+};
+
+class EmbeddedTarget final : public Target {
+ public:
+  explicit EmbeddedTarget(std::unique_ptr<EmbeddedCluster> cluster)
+      : cluster_(std::move(cluster)) {}
+  std::string name() const override { return "embedded"; }
+  bool pipelined() const override { return true; }
+  std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
+    return std::make_unique<ClientSession>(cluster_->NewClient(io));
+  }
+
+ private:
+  std::unique_ptr<EmbeddedCluster> cluster_;
+};
+
+class ClusterTarget final : public Target {
+ public:
+  explicit ClusterTarget(std::shared_ptr<ShardMapSource> maps) : maps_(std::move(maps)) {}
+  std::string name() const override { return "cluster"; }
+  bool pipelined() const override { return true; }
+  std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
+    return std::make_unique<ClientSession>(ChatClient::Create(io, maps_));
+  }
+
+ private:
+  std::shared_ptr<ShardMapSource> maps_;
+};
+
+// ---- echo: every operation is one echo round trip with a payload of a message's size ---------
+
+class EchoImpl final : public bench::Echo::Server {
+ public:
+  kj::Promise<void> echo(EchoContext context) override {
+    context.getResults().setPayload(context.getParams().getPayload());
+    return kj::READY_NOW;
+  }
+};
+
+class EchoSession final : public Session {
+ public:
+  EchoSession(kj::AsyncIoProvider& io, const std::string& address, size_t payload_bytes)
+      : payload_(payload_bytes, 'e'), conn_(std::make_unique<Connection>()) {
+    Connection* conn = conn_.get();
+    conn->echo = bench::Echo::Client(
+        io.getNetwork()
+            .parseAddress(address)
+            .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
+            .then([conn](kj::Own<kj::AsyncIoStream> stream) {
+              conn->stream = kj::mv(stream);
+              conn->rpc = kj::heap<capnp::TwoPartyClient>(*conn->stream);
+              return conn->rpc->bootstrap().castAs<bench::Echo>();
+            }));
+  }
+
+  kj::Promise<Status> CreateConversation(uint64_t, uint64_t, std::vector<uint64_t>) override {
+    return Echo();
+  }
+  kj::Promise<Result<uint64_t>> Send(uint64_t, uint64_t, std::string, std::string) override {
+    return Echo().then([this](Status s) -> Result<uint64_t> {
+      if (!s.ok()) return s;
+      return ++seq_;
+    });
+  }
+  kj::Promise<Status> GetMessage(uint64_t, uint64_t) override { return Echo(); }
+  kj::Promise<Status> Edit(uint64_t, uint64_t, uint64_t, std::string) override { return Echo(); }
+  kj::Promise<Status> History(HistoryQuery) override { return Echo(); }
+  kj::Promise<Status> InboxList(uint64_t, uint32_t) override { return Echo(); }
+  kj::Promise<Status> MarkRead(uint64_t, uint64_t, uint64_t) override { return Echo(); }
+
+ private:
+  kj::Promise<Status> Echo() {
+    auto request = conn_->echo.echoRequest();
+    request.setPayload(wire::AsData(payload_));
+    return request.send().then(
+        [](auto) { return Status::Ok(); },
+        [](kj::Exception&& e) { return Status::Unavailable(e.getDescription().cStr()); });
+  }
+
+  // KJ objects (whose destructors may throw) live behind a unique_ptr so that the session's own
+  // destructor stays noexcept.
+  struct Connection {
+    bench::Echo::Client echo = nullptr;  // Declared first: destroyed after the connection.
+    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<capnp::TwoPartyClient> rpc;
+  };
+  std::string payload_;
+  std::unique_ptr<Connection> conn_;
+  uint64_t seq_ = 0;
+};
+
+class EchoTarget final : public Target {
+ public:
+  EchoTarget(std::unique_ptr<RpcServer> server, size_t payload_bytes)
+      : server_(std::move(server)), payload_bytes_(payload_bytes) {}
+  std::string name() const override { return "echo"; }
+  bool pipelined() const override { return true; }
+  std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
+    return std::make_unique<EchoSession>(io, server_->address(), payload_bytes_);
+  }
+
+ private:
+  std::unique_ptr<RpcServer> server_;
+  size_t payload_bytes_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Target>> NewEmbeddedTarget(const TargetOptions& options) {
+  EmbeddedClusterOptions cluster;
+  cluster.data_dir = options.data_dir;
+  auto started = EmbeddedCluster::Start(cluster);
+  if (!started.ok()) return started.status();
+  return std::unique_ptr<Target>(std::make_unique<EmbeddedTarget>(std::move(started).value()));
+}
+
+Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address) {
+  // The shard map, from any node of the cluster.
+  auto io = kj::setupAsyncIo();
+  std::string bytes;
+  try {
+    auto addr = io.provider->getNetwork().parseAddress(node_address).wait(io.waitScope);
+    auto stream = addr->connect().wait(io.waitScope);
+    capnp::TwoPartyClient rpc(*stream);
+    auto node = rpc.bootstrap().castAs<schema::Node>();
+    auto reply = node.shardMapRequest().send().wait(io.waitScope);
+    bytes = std::string(wire::View(reply.getMap()));
+  } catch (const kj::Exception& e) {
+    return Status::Unavailable(node_address + ": " + e.getDescription().cStr());
+  }
+  auto map = ShardMap::Parse(bytes);
+  if (!map.ok()) return map.status();
+  return std::unique_ptr<Target>(std::make_unique<ClusterTarget>(
+      std::make_shared<StaticShardMapSource>(std::move(map).value())));
+}
+
+Result<std::unique_ptr<Target>> NewEchoTarget(const TargetOptions& options) {
+  RpcServerOptions rpc;
+  rpc.event_loops = 2;
+  auto server = RpcServer::Start(
+      rpc, [](kj::AsyncIoProvider&) { return capnp::Capability::Client(kj::heap<EchoImpl>()); });
+  if (!server.ok()) return server.status();
+  // A message's size on the wire: the body plus the fields around it.
+  return std::unique_ptr<Target>(
+      std::make_unique<EchoTarget>(std::move(server).value(), options.body_bytes + 64));
+}
+
+}  // namespace scrollback::ycsb

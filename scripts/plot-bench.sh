@@ -47,7 +47,8 @@ set terminal pngcairo size 1200,700 noenhanced
 set output "$out/throughput.png"
 set title "scrollback-bench: throughput over time"
 set xlabel "second"
-set ylabel "operations/s"
+set ylabel "operations/s (log)"
+set logscale y
 set key outside right
 set grid
 plot for [i=0:$((runs - 1))] "$data/series.txt" index i using 1:2 with lines lw 2 title columnheader(1)

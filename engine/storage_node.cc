@@ -246,9 +246,9 @@ class ChatService final : public s::Node::Server {
     Status ids = ReadIds(params.getMemberIds(), "member_ids", &request.member_ids);
     return Serve<Written<Conversation>>(
         NodeMetrics::kCreateConversation,
-        [this, ids, request](const ShardTable& table) -> Result<Written<Conversation>> {
+        [ids, request](NodeCore& core, const ShardTable& table) -> Result<Written<Conversation>> {
           SB_RETURN_IF_ERROR(ids);
-          return Write(table, request.conv_id,
+          return Write(core, table, request.conv_id,
                        [&](ShardStore& store) { return store.CreateConversation(request); });
         },
         [context](const Written<Conversation>& done) mutable {
@@ -263,8 +263,8 @@ class ChatService final : public s::Node::Server {
     const uint64_t conv_id = context.getParams().getConvId();
     return Serve<Conversation>(
         NodeMetrics::kGetConversation,
-        [this, conv_id](const ShardTable& table) -> Result<Conversation> {
-          auto shard = Route(table, conv_id, "conv_id");
+        [conv_id](NodeCore& core, const ShardTable& table) -> Result<Conversation> {
+          auto shard = Route(core, table, conv_id, "conv_id");
           if (!shard.ok()) return shard.status();
           return (*shard)->store->GetConversation(conv_id);
         },
@@ -287,8 +287,9 @@ class ChatService final : public s::Node::Server {
     const uint32_t limit = params.getLimit();
     return Serve<std::vector<uint64_t>>(
         NodeMetrics::kListMembers,
-        [this, conv_id, after, limit](const ShardTable& table) -> Result<std::vector<uint64_t>> {
-          auto shard = Route(table, conv_id, "conv_id");
+        [conv_id, after, limit](NodeCore& core,
+                                const ShardTable& table) -> Result<std::vector<uint64_t>> {
+          auto shard = Route(core, table, conv_id, "conv_id");
           if (!shard.ok()) return shard.status();
           return (*shard)->store->ListMembers(conv_id, after, limit);
         },
@@ -303,9 +304,9 @@ class ChatService final : public s::Node::Server {
     auto request = wire::ReadSend(context.getParams().getRequest());
     return Serve<Written<SendMessageResult>>(
         NodeMetrics::kSendMessage,
-        [this, request](const ShardTable& table) {
-          auto sent = Send(table, request);
-          core_->signal.Notify();
+        [request](NodeCore& core, const ShardTable& table) {
+          auto sent = Send(core, table, request);
+          core.signal.Notify();
           return sent;
         },
         [context](const Written<SendMessageResult>& sent) mutable {
@@ -329,12 +330,13 @@ class ChatService final : public s::Node::Server {
     const unsigned n = requests.size();
     return Serve<Batch>(
         NodeMetrics::kSendBatch,
-        [this, too_many, sends = std::move(sends)](const ShardTable& table) -> Result<Batch> {
+        [too_many, sends = std::move(sends)](NodeCore& core,
+                                             const ShardTable& table) -> Result<Batch> {
           SB_RETURN_IF_ERROR(too_many);
           Batch out;
           out.reserve(sends.size());
-          for (const SendMessageRequest& send : sends) out.push_back(Send(table, send));
-          core_->signal.Notify();
+          for (const SendMessageRequest& send : sends) out.push_back(Send(core, table, send));
+          core.signal.Notify();
           return out;
         },
         [this, context](const Batch& batch) mutable {
@@ -360,8 +362,8 @@ class ChatService final : public s::Node::Server {
     const uint64_t conv_id = params.getConvId(), seq = params.getSeq();
     return Serve<Message>(
         NodeMetrics::kGetMessage,
-        [this, conv_id, seq](const ShardTable& table) -> Result<Message> {
-          auto shard = Route(table, conv_id, "conv_id");
+        [conv_id, seq](NodeCore& core, const ShardTable& table) -> Result<Message> {
+          auto shard = Route(core, table, conv_id, "conv_id");
           if (!shard.ok()) return shard.status();
           return (*shard)->store->GetMessage(conv_id, seq);
         },
@@ -375,8 +377,8 @@ class ChatService final : public s::Node::Server {
     auto query = wire::ReadHistory(context.getParams().getRequest());
     return Serve<HistoryPage>(
         NodeMetrics::kReadHistory,
-        [this, query](const ShardTable& table) -> Result<HistoryPage> {
-          auto shard = Route(table, query.conv_id, "conv_id");
+        [query](NodeCore& core, const ShardTable& table) -> Result<HistoryPage> {
+          auto shard = Route(core, table, query.conv_id, "conv_id");
           if (!shard.ok()) return shard.status();
           return (*shard)->store->ReadHistory(query);
         },
@@ -415,8 +417,8 @@ class ChatService final : public s::Node::Server {
     query.limit = params.getLimit();
     return Serve<InboxPage>(
         NodeMetrics::kListInbox,
-        [this, query](const ShardTable& table) -> Result<InboxPage> {
-          auto shard = Route(table, query.user_id, "user_id");
+        [query](NodeCore& core, const ShardTable& table) -> Result<InboxPage> {
+          auto shard = Route(core, table, query.user_id, "user_id");
           if (!shard.ok()) return shard.status();
           return (*shard)->store->ListInbox(query);
         },
@@ -437,10 +439,11 @@ class ChatService final : public s::Node::Server {
     const uint64_t user = params.getUserId(), conv_id = params.getConvId(), seq = params.getSeq();
     return Serve<Written<InboxEntry>>(
         NodeMetrics::kMarkRead,
-        [this, user, conv_id, seq](const ShardTable& table) -> Result<Written<InboxEntry>> {
+        [user, conv_id, seq](NodeCore& core,
+                             const ShardTable& table) -> Result<Written<InboxEntry>> {
           return Write(
-              table, user, [&](ShardStore& store) { return store.MarkRead(user, conv_id, seq); },
-              "user_id");
+              core, table, user,
+              [&](ShardStore& store) { return store.MarkRead(user, conv_id, seq); }, "user_id");
         },
         [context](const Written<InboxEntry>& done) mutable {
           auto results = context.getResults();
@@ -464,13 +467,13 @@ class ChatService final : public s::Node::Server {
     const unsigned n = list.size();
     return Serve<std::vector<Status>>(
         NodeMetrics::kApplyInboxUpdates,
-        [this, too_many,
-         updates = std::move(updates)](const ShardTable& table) -> Result<std::vector<Status>> {
+        [too_many, updates = std::move(updates)](
+            NodeCore& core, const ShardTable& table) -> Result<std::vector<Status>> {
           SB_RETURN_IF_ERROR(too_many);
           std::vector<Status> out;
           out.reserve(updates.size());
           for (const InboxUpdate& update : updates) {
-            auto shard = Route(table, update.user_id, "user_id");
+            auto shard = Route(core, table, update.user_id, "user_id");
             out.push_back(shard.ok() ? (*shard)->store->ApplyInboxUpdate(update) : shard.status());
           }
           return out;
@@ -541,13 +544,13 @@ class ChatService final : public s::Node::Server {
       core_->metrics.Record(method, std::chrono::steady_clock::now() - start);
     };
     if (!core_->pool) {
-      finish(work(*core_->Table()));
+      finish(work(*core_, *core_->Table()));
       return kj::READY_NOW;
     }
     auto paf = kj::newPromiseAndCrossThreadFulfiller<Result<T>>();
     bool queued = core_->pool->Submit([core = core_, work = std::forward<Work>(work),
                                        fulfiller = kj::mv(paf.fulfiller)]() mutable {
-      fulfiller->fulfill(work(*core->Table()));
+      fulfiller->fulfill(work(*core, *core->Table()));
     });
     if (!queued) {
       finish(Result<T>(Status::FromCode(
@@ -561,28 +564,33 @@ class ChatService final : public s::Node::Server {
   void WriteError(s::Error::Builder error, const Status& status) {
     core_->metrics.RecordError(status.code());
     wire::ToWire(status, error);
-    if (status.code() == ErrorCode::kNotOwner) error.setMapVersion(status_map_version_);
+    // The version the node serves now: what a client needs to know it should refresh.
+    if (status.code() == ErrorCode::kNotOwner) error.setMapVersion(core_->Table()->map_version);
   }
 
   // An error builder for replies with no slot for one (an empty batch): written, then dropped.
   s::Error::Builder ScratchError() { return scratch_.initRoot<s::Error>(); }
 
-  Result<const HostedShard*> Route(const ShardTable& table, uint64_t key, const char* field) {
+  // Work functions (below, and the `work` lambdas above) run on engine-pool threads: they use
+  // only the NodeCore they are given, never the service object, which belongs to an event loop
+  // that may end while they run.
+  static Result<const HostedShard*> Route(const NodeCore& core, const ShardTable& table,
+                                          uint64_t key, const char* field) {
     const HostedShard* shard = table.Find(TokenOf(key));
     if (shard != nullptr) return shard;
-    status_map_version_ = table.map_version;
     return Status::NotOwner(std::string(field) + " " + std::to_string(key) +
-                            " is not hosted by node " + core_->options.node_id +
+                            " is not hosted by node " + core.options.node_id +
                             " at shard-map version " + std::to_string(table.map_version));
   }
 
   // Routes `key`, runs the write `op` on its shard, and attaches the write token.
   template <typename Op>
-  auto Write(const ShardTable& table, uint64_t key, Op&& op, const char* field = "conv_id")
+  static auto Write(const NodeCore& core, const ShardTable& table, uint64_t key, Op&& op,
+                    const char* field = "conv_id")
       -> Result<
           Written<typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type>> {
     using T = typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type;
-    auto shard = Route(table, key, field);
+    auto shard = Route(core, table, key, field);
     if (!shard.ok()) return shard.status();
     Result<T> done = op(*(*shard)->store);
     if (!done.ok()) return done.status();
@@ -617,9 +625,9 @@ class ChatService final : public s::Node::Server {
     SetToken(out.initToken(), sent.token);
   }
 
-  Result<Written<SendMessageResult>> Send(const ShardTable& table,
-                                          const SendMessageRequest& request) {
-    return Write(table, request.conv_id,
+  static Result<Written<SendMessageResult>> Send(const NodeCore& core, const ShardTable& table,
+                                                 const SendMessageRequest& request) {
+    return Write(core, table, request.conv_id,
                  [&](ShardStore& store) { return store.SendMessage(request); });
   }
 
@@ -632,14 +640,14 @@ class ChatService final : public s::Node::Server {
     Status ids = ReadIds(params.getUserIds(), "user_ids", &user_ids);
     return Serve<Written<uint64_t>>(
         method,
-        [this, ids, adding, conv_id, actor,
-         user_ids](const ShardTable& table) -> Result<Written<uint64_t>> {
+        [ids, adding, conv_id, actor, user_ids](
+            NodeCore& core, const ShardTable& table) -> Result<Written<uint64_t>> {
           SB_RETURN_IF_ERROR(ids);
-          auto done = Write(table, conv_id, [&](ShardStore& store) {
+          auto done = Write(core, table, conv_id, [&](ShardStore& store) {
             return adding ? store.AddMembers(conv_id, actor, user_ids)
                           : store.RemoveMembers(conv_id, actor, user_ids);
           });
-          core_->signal.Notify();
+          core.signal.Notify();
           return done;
         },
         [context](const Written<uint64_t>& done) mutable {
@@ -655,8 +663,8 @@ class ChatService final : public s::Node::Server {
                                    Op op) {
     return Serve<Written<Message>>(
         method,
-        [this, conv_id, op](const ShardTable& table) {
-          return Write(table, conv_id, [&](ShardStore& store) { return op(store); });
+        [conv_id, op](NodeCore& core, const ShardTable& table) {
+          return Write(core, table, conv_id, [&](ShardStore& store) { return op(store); });
         },
         [context](const Written<Message>& done) mutable {
           auto results = context.getResults();
@@ -668,9 +676,6 @@ class ChatService final : public s::Node::Server {
 
   std::shared_ptr<NodeCore> core_;
   capnp::MallocMessageBuilder scratch_{16};
-  // Set by Route on a not-owner answer; read by WriteError on the same call. Racy across pool
-  // threads only in which version a concurrent not-owner reports, which any version serves.
-  std::atomic<uint64_t> status_map_version_{0};
 };
 
 class StorageNodeImpl final : public StorageNode {

@@ -348,7 +348,8 @@ class ChatClientImpl final : public ChatClient {
   struct Connection {
     std::string address;
     kj::Own<kj::AsyncIoStream> stream;
-    kj::Own<capnp::TwoPartyClient> rpc;
+    kj::Own<capnp::TwoPartyVatNetwork> network;  // Reads replies under the traversal limit.
+    kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
     NodeClient node = nullptr;
     bool down = false;
     Clock::time_point down_since;
@@ -401,22 +402,27 @@ class ChatClientImpl final : public ChatClient {
     auto owned = std::make_unique<Connection>();
     Connection* c = owned.get();
     c->address = info->address;
-    capnp::ReaderOptions reader;
-    reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
-    c->node =
-        NodeClient(io_.getNetwork()
-                       .parseAddress(info->address)
-                       .then([](kj::Own<kj::NetworkAddress> address) { return address->connect(); })
-                       .then([this, c, node_id](kj::Own<kj::AsyncIoStream> stream) {
-                         c->stream = kj::mv(stream);
-                         c->rpc = kj::heap<capnp::TwoPartyClient>(*c->stream);
-                         c->watcher =
-                             c->rpc->onDisconnect()
-                                 .then([this, node_id] { MarkDown(node_id); },
-                                       [this, node_id](kj::Exception&&) { MarkDown(node_id); })
-                                 .eagerlyEvaluate(nullptr);
-                         return c->rpc->bootstrap().castAs<s::Node>();
-                       }));
+    c->node = NodeClient(
+        io_.getNetwork()
+            .parseAddress(info->address)
+            .then([](kj::Own<kj::NetworkAddress> address) { return address->connect(); })
+            .then([this, c, node_id](kj::Own<kj::AsyncIoStream> stream) {
+              capnp::ReaderOptions reader;
+              reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
+              c->stream = kj::mv(stream);
+              c->network = kj::heap<capnp::TwoPartyVatNetwork>(
+                  *c->stream, capnp::rpc::twoparty::Side::CLIENT, reader);
+              c->rpc = kj::heap(capnp::makeRpcClient(*c->network));
+              c->watcher = c->network->onDisconnect()
+                               .then([this, node_id] { MarkDown(node_id); },
+                                     [this, node_id](kj::Exception&&) { MarkDown(node_id); })
+                               .eagerlyEvaluate(nullptr);
+              capnp::word scratch[4]{};
+              capnp::MallocMessageBuilder vat(scratch);
+              auto server = vat.getRoot<capnp::rpc::twoparty::VatId>();
+              server.setSide(capnp::rpc::twoparty::Side::SERVER);
+              return c->rpc->bootstrap(server).castAs<s::Node>();
+            }));
     connections_[node_id] = std::move(owned);
     return c;
   }

@@ -279,7 +279,7 @@ void BM_RawWriteBatch(benchmark::State& state) {
     env.Check(batch.Put(keys::TimeIndexKey(conv, message.sent_at_ms, seq).str(), ""));
     env.Check(batch.Put(keys::SenderIndexKey(conv, 1, seq).str(), ""));
     for (uint64_t m = 0; m < kMembers; ++m) {
-      env.Check(batch.Put(keys::OutboxKey(conv, seq, conv * 100 + m).str(), update_value));
+      env.Check(batch.Put(keys::OutboxKey(seq, conv * 100 + m).str(), update_value));
     }
     env.Check(env.raw->Write(rocksdb::WriteOptions(), &batch));
   }

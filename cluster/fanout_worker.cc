@@ -3,6 +3,7 @@
 #include <kj/async-io.h>
 
 #include <map>
+#include <optional>
 
 namespace scrollback {
 
@@ -21,22 +22,36 @@ FanOutWorker::~FanOutWorker() {
 void FanOutWorker::Run() {
   auto io = kj::setupAsyncIo();
   auto client = ChatClient::Create(*io.provider, maps_, options_.client);
-  std::map<uint64_t, std::string> positions;  // Per shard: where the next read starts.
+  // Per shard: where the next read starts, and the oldest record left undelivered (a target
+  // was down), which the worker goes back to once it has caught up. The outbox is a FIFO
+  // queue, so nothing new appears behind the read position.
+  struct Cursor {
+    std::string position;
+    std::optional<std::string> retry_from;
+  };
+  std::map<uint64_t, Cursor> cursors;
   uint64_t seen_signal = 0;
   while (!stop_) {
     bool progress = false;
     bool failures = false;
     for (const HostedShard& shard : node_.Shards()) {
       if (stop_) break;
-      std::string& position = positions[shard.assignment.shard_id];
-      auto batch = shard.store->ReadOutbox(position, options_.batch);
+      Cursor& cursor = cursors[shard.assignment.shard_id];
+      auto batch = shard.store->ReadOutbox(cursor.position, options_.batch);
       if (!batch.ok()) {
         failures = true;
-        position.clear();
+        cursor = Cursor{};
         continue;
       }
-      position = batch->next_position;  // Empty at the end: the next pass starts over.
-      if (batch->records.empty()) continue;
+      if (batch->records.empty()) {
+        if (cursor.retry_from) {  // Caught up: next time, retry what failed.
+          cursor.position = *cursor.retry_from;
+          cursor.retry_from.reset();
+          failures = true;
+        }
+        continue;
+      }
+      cursor.position = batch->next_position;
 
       std::vector<InboxUpdate> updates;
       updates.reserve(batch->records.size());
@@ -58,6 +73,9 @@ void FanOutWorker::Run() {
         } else {
           failures = true;
           stale_map |= code == ErrorCode::kNotOwner;
+          if (!cursor.retry_from || batch->records[i].position < *cursor.retry_from) {
+            cursor.retry_from = batch->records[i].position;
+          }
         }
       }
       if (stale_map) maps_->Refresh();

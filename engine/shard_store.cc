@@ -15,6 +15,8 @@
 #include <algorithm>
 #include <array>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <unordered_map>
 
 #include "rocksdb_status.h"
@@ -28,7 +30,8 @@ using keys::Key;
 using keys::Tag;
 
 // Layout version of keys and values (docs/formats.md). Bump only with a migration.
-constexpr uint32_t kFormatVersion = 1;
+// 2: the outbox became a FIFO queue (tag 0x41).
+constexpr uint32_t kFormatVersion = 2;
 
 // Column families, in the order they are opened. Persisted by name: never rename.
 enum Cf : size_t {
@@ -123,6 +126,57 @@ class BoundedIterator {
   std::unique_ptr<rocksdb::Iterator> it_;
 };
 
+// Outbox sequence numbers: one per operation that writes outbox rows, in allocation order.
+// Batches commit in any order, so a reader only sees records below the oldest sequence still
+// being written (the watermark); then no record can appear behind a reader's position.
+class OutboxSequencer {
+ public:
+  // Keeps a sequence in flight until destroyed (after the batch's write returned).
+  class Reservation {
+   public:
+    Reservation(OutboxSequencer* owner, uint64_t seq) : owner_(owner), seq_(seq) {}
+    Reservation(Reservation&& other) noexcept : owner_(other.owner_), seq_(other.seq_) {
+      other.owner_ = nullptr;
+    }
+    Reservation(const Reservation&) = delete;
+    Reservation& operator=(const Reservation&) = delete;
+    Reservation& operator=(Reservation&&) = delete;
+    ~Reservation() {
+      if (owner_ != nullptr) owner_->Release(seq_);
+    }
+    uint64_t seq() const { return seq_; }
+
+   private:
+    OutboxSequencer* owner_;
+    uint64_t seq_;
+  };
+
+  void Init(uint64_t next) {
+    std::lock_guard lock(mu_);
+    next_ = next;
+  }
+  Reservation Reserve() {
+    std::lock_guard lock(mu_);
+    in_flight_.insert(next_);
+    return Reservation(this, next_++);
+  }
+  // Every record with a smaller sequence is final.
+  uint64_t Watermark() {
+    std::lock_guard lock(mu_);
+    return in_flight_.empty() ? next_ : *in_flight_.begin();
+  }
+
+ private:
+  void Release(uint64_t seq) {
+    std::lock_guard lock(mu_);
+    in_flight_.erase(seq);
+  }
+
+  std::mutex mu_;
+  uint64_t next_ = 1;             // GUARDED_BY(mu_)
+  std::set<uint64_t> in_flight_;  // GUARDED_BY(mu_)
+};
+
 class ShardStoreImpl final : public ShardStore {
  public:
   ShardStoreImpl(const ShardOptions& options, std::shared_ptr<StorageResources> resources,
@@ -134,6 +188,21 @@ class ShardStoreImpl final : public ShardStore {
         db_(std::move(db)),
         handles_(std::move(handles)) {
     write_options_.sync = options.sync_writes;
+  }
+
+  // REQUIRES: called once, before the store is shared. Continues the outbox sequence after
+  // the newest record on disk.
+  Status InitOutbox() {
+    rocksdb::ReadOptions options;
+    options.total_order_seek = true;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, handles_[kOutboxCf]));
+    it->SeekForPrev(ToSlice(keys::OutboxKey(UINT64_MAX, UINT64_MAX)));
+    uint64_t next = 1;
+    if (it->Valid() && IsOutboxKey(ToView(it->key()))) {
+      next = keys::GetBigEndian64(it->key().data() + 1) + 1;
+    }
+    outbox_.Init(next);
+    return FromRocksDb(it->status(), "read outbox tail");
   }
 
   ~ShardStoreImpl() override {
@@ -204,7 +273,8 @@ class ShardStoreImpl final : public ShardStore {
     joined.sender_id = conv.creator_id;
     joined.fan_out = members.size() <= limits_.fan_out_member_limit;
     joined.title = conv.title;
-    SB_RETURN_IF_ERROR(PutOutbox(batch, conv.conv_id, 0, members, joined));
+    auto reservation = outbox_.Reserve();
+    SB_RETURN_IF_ERROR(PutOutbox(batch, reservation.seq(), members, joined));
     SB_RETURN_IF_ERROR(Write(batch, "create conversation"));
 
     stripe.convs.erase(conv.conv_id);
@@ -294,9 +364,11 @@ class ShardStoreImpl final : public ShardStore {
     rocksdb::WriteBatch batch;
     SB_RETURN_IF_ERROR(PutMessageRows(batch, message));
     SB_RETURN_IF_ERROR(Put(batch, kIndexesCf, dedup_key, EncodeSeqValue(message.seq)));
+    std::optional<OutboxSequencer::Reservation> reservation;
     if (state.fan_out(limits_)) {
+      reservation.emplace(outbox_.Reserve());
       InboxUpdate update = MessageUpdate(state, message);
-      SB_RETURN_IF_ERROR(PutOutbox(batch, message.conv_id, message.seq, state.members, update));
+      SB_RETURN_IF_ERROR(PutOutbox(batch, reservation->seq(), state.members, update));
     }
     SB_RETURN_IF_ERROR(Write(batch, "write message"));
     state.last_seq = message.seq;
@@ -542,34 +614,36 @@ class ShardStoreImpl final : public ShardStore {
 
   // ---- Outbox -------------------------------------------------------------------------------
 
-  Result<OutboxBatch> ReadOutbox(const std::string& after_position, uint32_t limit) override {
+  Result<OutboxBatch> ReadOutbox(const std::string& from_position, uint32_t limit) override {
     SB_RETURN_IF_ERROR(CheckLimit(limit, limits_.max_outbox_batch, "limit"));
-    if (!after_position.empty() && !IsOutboxKey(after_position)) {
-      return Status::InvalidArgument("after_position", "malformed outbox position");
+    if (!from_position.empty() && !IsOutboxKey(from_position) &&
+        !(from_position.size() == keys::kOutboxKeySize + 1 &&
+          IsOutboxKey(from_position.substr(0, keys::kOutboxKeySize)))) {
+      return Status::InvalidArgument("from_position", "malformed outbox position");
     }
-    // The outbox is read across entity prefixes, so this iteration ignores the prefix filter.
-    rocksdb::ReadOptions options;
-    options.total_order_seek = true;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, handles_[kOutboxCf]));
-    if (after_position.empty()) {
-      it->SeekToFirst();
-    } else {
-      it->Seek(after_position);
-      if (it->Valid() && ToView(it->key()) == after_position) it->Next();
+    // Only final records: below the oldest sequence still being written.
+    Key lower = keys::OutboxKey(0, 0);
+    if (!from_position.empty()) {
+      lower = Key();
+      lower.AppendBytes(from_position);
     }
+    Key upper = keys::OutboxKey(outbox_.Watermark(), 0);
     OutboxBatch batch;
-    while (it->Valid() && batch.records.size() < limit) {
+    batch.next_position = from_position;
+    if (lower.view() >= upper.view()) return batch;
+    BoundedIterator it(db_.get(), handles_[kOutboxCf], lower, upper);
+    for (it->Seek(ToSlice(lower)); it->Valid() && batch.records.size() < limit; it->Next()) {
       std::string_view key = ToView(it->key());
-      if (IsOutboxKey(key)) {
-        OutboxRecord& record = batch.records.emplace_back();
-        record.position = std::string(key);
-        SB_RETURN_IF_ERROR(codec::DecodeInboxUpdate(ToView(it->value()), &record.update));
-        record.update.user_id = keys::GetBigEndian64(key.data() + key.size() - 8);
-      }
-      it->Next();
+      if (!IsOutboxKey(key)) return Status::Corruption("malformed outbox key");
+      OutboxRecord& record = batch.records.emplace_back();
+      record.position = std::string(key);
+      SB_RETURN_IF_ERROR(codec::DecodeInboxUpdate(ToView(it->value()), &record.update));
+      record.update.user_id = keys::GetBigEndian64(key.data() + key.size() - 8);
     }
     SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read outbox"));
-    if (it->Valid() && !batch.records.empty()) batch.next_position = batch.records.back().position;
+    // Just after the last record: keys have one size, so appending a zero byte gives the
+    // smallest key beyond it.
+    if (!batch.records.empty()) batch.next_position = batch.records.back().position + '\0';
     return batch;
   }
 
@@ -679,8 +753,7 @@ class ShardStoreImpl final : public ShardStore {
   }
 
   static bool IsOutboxKey(std::string_view key) {
-    return key.size() == keys::kPrefixSize + 1 + 16 &&
-           key[keys::kPrefixSize] == static_cast<char>(Tag::kOutbox);
+    return key.size() == keys::kOutboxKeySize && key[0] == static_cast<char>(Tag::kOutbox);
   }
 
   Status Put(rocksdb::WriteBatch& batch, Cf cf, const Key& key, const std::string& value) {
@@ -694,11 +767,12 @@ class ShardStoreImpl final : public ShardStore {
   }
 
   // One outbox record per target user, all with the same value (the target is in the key).
-  Status PutOutbox(rocksdb::WriteBatch& batch, uint64_t conv_id, uint64_t seq,
+  // REQUIRES: `outbox_seq` stays reserved until the batch's write returned.
+  Status PutOutbox(rocksdb::WriteBatch& batch, uint64_t outbox_seq,
                    const std::vector<uint64_t>& targets, const InboxUpdate& update) {
     std::string value = codec::EncodeInboxUpdate(update);
     for (uint64_t user : targets) {
-      SB_RETURN_IF_ERROR(Put(batch, kOutboxCf, keys::OutboxKey(conv_id, seq, user), value));
+      SB_RETURN_IF_ERROR(Put(batch, kOutboxCf, keys::OutboxKey(outbox_seq, user), value));
     }
     return Status::Ok();
   }
@@ -947,8 +1021,9 @@ class ShardStoreImpl final : public ShardStore {
     after_state.conv.member_count = after;
     InboxUpdate update = MessageUpdate(after_state, message);
     InboxUpdate membership = update;
+    auto reservation = outbox_.Reserve();
     membership.kind = adding ? InboxUpdateKind::kJoined : InboxUpdateKind::kRemoved;
-    SB_RETURN_IF_ERROR(PutOutbox(batch, conv_id, message.seq, changed, membership));
+    SB_RETURN_IF_ERROR(PutOutbox(batch, reservation.seq(), changed, membership));
     const uint32_t limit = limits_.fan_out_member_limit;
     if (before <= limit || after <= limit) {
       std::vector<uint64_t> others;
@@ -961,7 +1036,7 @@ class ShardStoreImpl final : public ShardStore {
       std::vector<uint64_t> remaining;  // Members before the change, minus the changed users.
       std::set_difference(others.begin(), others.end(), changed.begin(), changed.end(),
                           std::back_inserter(remaining));
-      SB_RETURN_IF_ERROR(PutOutbox(batch, conv_id, message.seq, remaining, update));
+      SB_RETURN_IF_ERROR(PutOutbox(batch, reservation.seq(), remaining, update));
     }
     SB_RETURN_IF_ERROR(Write(batch, adding ? "add members" : "remove members"));
     stripe.convs.erase(conv_id);  // Reloaded on next use, with the new member list.
@@ -1002,6 +1077,7 @@ class ShardStoreImpl final : public ShardStore {
   rocksdb::WriteOptions write_options_;
   std::array<Stripe, kStripes> conv_stripes_;
   std::array<std::mutex, kStripes> user_locks_;
+  OutboxSequencer outbox_;
 };
 
 rocksdb::CompressionType FastestSupported(std::initializer_list<rocksdb::CompressionType> wanted) {
@@ -1030,7 +1106,7 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(Cf cf, const StorageResourcesImpl& re
   // LZ4 where data is hot, ZSTD at the bottom level where most bytes live.
   options.compression = FastestSupported({rocksdb::kLZ4Compression, rocksdb::kSnappyCompression});
   options.bottommost_compression = FastestSupported({rocksdb::kZSTD, rocksdb::kLZ4Compression});
-  if (cf != kMetaCf) {
+  if (cf != kMetaCf && cf != kOutboxCf) {
     // Every sharded key starts with token | shard key: that is the prefix.
     options.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(keys::kPrefixSize));
     options.memtable_prefix_bloom_size_ratio = 0.05;
@@ -1122,8 +1198,10 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
                                           "shard at " + path + " owns a different token range"));
     }
   }
-  return std::unique_ptr<ShardStore>(
-      new ShardStoreImpl(options, std::move(resources), std::move(db), std::move(handles)));
+  auto store = std::make_unique<ShardStoreImpl>(options, std::move(resources), std::move(db),
+                                                std::move(handles));
+  SB_RETURN_IF_ERROR(store->InitOutbox());
+  return std::unique_ptr<ShardStore>(std::move(store));
 }
 
 }  // namespace scrollback

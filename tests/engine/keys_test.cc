@@ -37,9 +37,9 @@ TEST_CASE("signed times keep their order once encoded") {
 TEST_CASE("every key of a conversation starts with its token and id") {
   const uint64_t conv = 123456789;
   std::string prefix = Be(TokenOf(conv)) + Be(conv);
-  for (const Key& k : {ConversationKey(conv), MemberKey(conv, 7), MessageKey(conv, 9),
-                       ClientMsgIdKey(conv, 3, "abc"), TimeIndexKey(conv, 5, 9),
-                       SenderIndexKey(conv, 3, 9), OutboxKey(conv, 9, 4)}) {
+  for (const Key& k :
+       {ConversationKey(conv), MemberKey(conv, 7), MessageKey(conv, 9),
+        ClientMsgIdKey(conv, 3, "abc"), TimeIndexKey(conv, 5, 9), SenderIndexKey(conv, 3, 9)}) {
     REQUIRE(k.size() > kPrefixSize);
     CHECK(k.view().substr(0, kPrefixSize) == prefix);
     auto decoded = DecodePrefix(k.view());
@@ -70,6 +70,13 @@ TEST_CASE("time index keys sort by time then seq") {
   REQUIRE(decoded);
   CHECK(decoded->sent_at_ms == -77);
   CHECK(decoded->seq == 3);
+}
+
+TEST_CASE("outbox keys sort in write order, then by target user") {
+  CHECK(OutboxKey(1, 999).view() < OutboxKey(2, 1).view());
+  CHECK(OutboxKey(256, 1).view() > OutboxKey(255, 1000).view());
+  CHECK(OutboxKey(7, 1).view() < OutboxKey(7, 2).view());
+  CHECK(OutboxKey(7, 2).size() == kOutboxKeySize);
 }
 
 TEST_CASE("inbox activity keys sort newest first") {

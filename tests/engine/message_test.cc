@@ -168,23 +168,51 @@ TEST_CASE("previews are cut at a UTF-8 character boundary") {
   CHECK(batch->records.back().update.preview == "abc");
 }
 
-TEST_CASE("outbox reads page through records in order and accept only valid positions") {
+TEST_CASE("outbox reads page through records in write order and accept only valid positions") {
   StoreFixture f;
   f.Create(10, 1, {2, 3, 4});
-  for (int i = 0; i < 5; ++i) f.Send(10, 1, "m" + std::to_string(i), "x");
+  f.Create(5, 1, {2});  // A conversation with a smaller id, written later.
+  for (int i = 0; i < 5; ++i) f.Send(i % 2 ? 10 : 5, 1, "m" + std::to_string(i), "x");
   std::vector<std::string> all;
+  std::vector<uint64_t> convs;
   std::string position;
-  do {
+  for (int guard = 0; guard < 100; ++guard) {
     auto batch = f.store->ReadOutbox(position, 3);
     REQUIRE(batch.ok());
-    for (auto& r : batch->records) all.push_back(r.position);
+    if (batch->records.empty()) break;
+    for (auto& r : batch->records) {
+      all.push_back(r.position);
+      convs.push_back(r.update.conv_id);
+    }
     position = batch->next_position;
-  } while (!position.empty());
-  CHECK(all.size() == 4 + 5 * 4);
+  }
+  CHECK(all.size() == 4 + 2 + 3 * 2 + 2 * 4);
   CHECK(std::is_sorted(all.begin(), all.end()));
-  CHECK(f.store->ReadOutbox("junk", 3).status().field() == "after_position");
+  // Write order, not conversation order: conversation 10's creation comes first.
+  CHECK(convs.front() == 10);
+  CHECK(convs[4] == 5);
+  // Reading again from the end finds nothing new; a new send appears after the position.
+  CHECK(f.store->ReadOutbox(position, 3)->records.empty());
+  f.Send(5, 1, "later", "x");
+  auto later = f.store->ReadOutbox(position, 10);
+  REQUIRE(later.ok());
+  CHECK(later->records.size() == 2);
+  CHECK(f.store->ReadOutbox("junk", 3).status().field() == "from_position");
   CHECK(f.store->ReadOutbox("", 0).status().field() == "limit");
   CHECK(f.store->DeleteOutbox({"junk"}).field() == "positions");
+}
+
+TEST_CASE("the outbox sequence continues after a reopen") {
+  StoreFixture f;
+  f.Create(10, 1, {2});
+  auto before = f.store->ReadOutbox("", 100);
+  REQUIRE(before.ok());
+  std::string last = before->records.back().position;
+  f.Reopen();
+  f.Send(10, 1, "a", "x");
+  auto after = f.store->ReadOutbox("", 100);
+  REQUIRE(after.ok());
+  CHECK(after->records.back().position > last);
 }
 
 }  // namespace

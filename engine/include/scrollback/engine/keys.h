@@ -10,6 +10,8 @@
 //     lets a shard be split with DeleteRange and moved by range scan.
 //   - The byte after the prefix is a row tag, unique across all column families.
 //     Persisted: never renumber or reuse a tag.
+//   - The one exception to the prefix rule is the outbox, a per-replica FIFO queue keyed by
+//     an increasing outbox sequence (see OutboxKey).
 #pragma once
 
 #include <cstdint>
@@ -32,8 +34,9 @@ enum class Tag : uint8_t {
   kSenderIndex = 0x22,   // cf indexes:       prefix(conv) | tag | sender_id | seq
   kInboxState = 0x30,    // cf inbox:         prefix(user) | tag | conv_id
   kInboxByActivity =
-      0x31,        // cf inbox:         prefix(user) | tag | ~ordered(activity_ms) | conv_id
-  kOutbox = 0x40,  // cf outbox:        prefix(conv) | tag | seq | target user_id
+      0x31,               // cf inbox:         prefix(user) | tag | ~ordered(activity_ms) | conv_id
+  kRetiredOutbox = 0x40,  // format 1 only (prefix(conv) | tag | seq | user): never reuse.
+  kOutbox = 0x41,         // cf outbox:        tag | outbox_seq | target user_id (no prefix)
 };
 
 inline constexpr size_t kPrefixSize = 16;
@@ -144,11 +147,15 @@ inline Key InboxByActivityKey(uint64_t user_id, int64_t activity_ms, uint64_t co
   k.AppendU64(~OrderedFromSigned(activity_ms)).AppendU64(conv_id);
   return k;
 }
-inline Key OutboxKey(uint64_t conv_id, uint64_t seq, uint64_t target_user_id) {
-  Key k(conv_id, Tag::kOutbox);
-  k.AppendU64(seq).AppendU64(target_user_id);
+// The outbox is a queue in write order: one outbox_seq per operation, one row per target user.
+// Not token-prefixed: after a split both halves keep the queue, and delivering a record twice
+// is harmless (inbox updates are idempotent).
+inline Key OutboxKey(uint64_t outbox_seq, uint64_t target_user_id) {
+  Key k;
+  k.AppendTag(Tag::kOutbox).AppendU64(outbox_seq).AppendU64(target_user_id);
   return k;
 }
+inline constexpr size_t kOutboxKeySize = 1 + 8 + 8;
 
 // The smallest key strictly greater than every key that starts with `prefix` (used as an
 // exclusive upper bound). Returns nullopt when no such key exists (prefix is all 0xff).

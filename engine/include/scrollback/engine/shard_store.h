@@ -156,10 +156,11 @@ class ShardStore {
 
   // ---- Outbox (consumed by the fan-out worker) -----------------------------------------------
 
-  // Up to `limit` pending records in key order, starting after `after_position` (empty: from
-  // the start). At the end of the outbox next_position is empty, so a caller that loops starts
-  // over and sees records written meanwhile.
-  virtual Result<OutboxBatch> ReadOutbox(const std::string& after_position, uint32_t limit) = 0;
+  // Up to `limit` pending records in write order, starting at `from_position` (inclusive;
+  // empty: the oldest). Only records whose batches are final are returned: a record never
+  // appears behind a position a reader has passed, so a reader keeps its position instead of
+  // rescanning from the oldest (and past the tombstones of delivered records).
+  virtual Result<OutboxBatch> ReadOutbox(const std::string& from_position, uint32_t limit) = 0;
   // Deletes delivered records by position. Unknown positions are ignored.
   virtual Status DeleteOutbox(const std::vector<std::string>& positions) = 0;
 

@@ -129,8 +129,8 @@ struct OutboxRecord {
 };
 
 struct OutboxBatch {
-  std::vector<OutboxRecord> records;  // In key order (conversation, seq, target user).
-  std::string next_position;          // Read cursor after the last record; empty: start over.
+  std::vector<OutboxRecord> records;  // In write order.
+  std::string next_position;          // Where the next read starts (just after the last record).
 };
 
 }  // namespace scrollback

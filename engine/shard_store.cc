@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -489,59 +490,51 @@ class ShardStoreImpl final : public ShardStore {
   // ---- Inbox --------------------------------------------------------------------------------
 
   Status ApplyInboxUpdate(const InboxUpdate& update) override {
-    SB_RETURN_IF_ERROR(CheckId(update.user_id, "user_id"));
-    SB_RETURN_IF_ERROR(CheckId(update.conv_id, "conv_id"));
-    SB_RETURN_IF_ERROR(CheckOwned(update.user_id, "user_id"));
-    if (update.preview.size() > limits_.preview_bytes) {
-      return Status::InvalidArgument("preview", "preview longer than preview_bytes");
-    }
-    if (update.title.size() > limits_.max_title_bytes) {
-      return Status::InvalidArgument("title", "title longer than max_title_bytes");
-    }
-    if (update.kind > InboxUpdateKind::kRemoved) {
-      return Status::InvalidArgument("kind", "unknown inbox update kind");
-    }
+    return ApplyInboxUpdates({update}).front();
+  }
 
-    std::lock_guard lock(UserLock(update.user_id));
-    std::optional<codec::InboxState> state;
-    SB_RETURN_IF_ERROR(ReadInboxState(update.user_id, update.conv_id, &state));
-    if (state && update.seq <= state->last_seq) return Status::Ok();  // Already applied.
+  std::vector<Status> ApplyInboxUpdates(const std::vector<InboxUpdate>& updates) override {
+    std::vector<Status> statuses(updates.size());
+    if (updates.size() > limits_.max_outbox_batch) {
+      Status too_many = Status::InvalidArgument("updates", "more updates than max_outbox_batch");
+      std::fill(statuses.begin(), statuses.end(), too_many);
+      return statuses;
+    }
+    // Lock every user stripe involved, in index order (no deadlock with other batches).
+    std::vector<size_t> stripes;
+    for (size_t i = 0; i < updates.size(); ++i) {
+      statuses[i] = CheckInboxUpdate(updates[i]);
+      if (statuses[i].ok()) stripes.push_back(UserStripe(updates[i].user_id));
+    }
+    std::sort(stripes.begin(), stripes.end());
+    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+    std::vector<std::unique_lock<std::mutex>> locks;
+    locks.reserve(stripes.size());
+    for (size_t stripe : stripes) locks.emplace_back(user_locks_[stripe]);
 
-    codec::InboxState next;
-    next.last_seq = update.seq;
-    next.read_seq = state ? state->read_seq : 0;
-    // Your own message (or your own membership change) is read by definition.
-    if (update.sender_id == update.user_id) next.read_seq = std::max(next.read_seq, update.seq);
-
+    // One WriteBatch for all; `overlay` holds the states this batch has already changed, so a
+    // later update of the same (user, conversation) builds on an earlier one.
     rocksdb::WriteBatch batch;
-    if (state && !state->removed) {
-      SB_RETURN_IF_ERROR(Delete(
-          batch, kInboxCf,
-          keys::InboxByActivityKey(update.user_id, state->last_activity_ms, update.conv_id)));
+    std::map<std::pair<uint64_t, uint64_t>, std::optional<codec::InboxState>> overlay;
+    for (size_t i = 0; i < updates.size(); ++i) {
+      if (!statuses[i].ok()) continue;
+      const InboxUpdate& update = updates[i];
+      auto slot = overlay.find({update.user_id, update.conv_id});
+      if (slot == overlay.end()) {
+        std::optional<codec::InboxState> stored;
+        statuses[i] = ReadInboxState(update.user_id, update.conv_id, &stored);
+        if (!statuses[i].ok()) continue;
+        slot = overlay.emplace(std::make_pair(update.user_id, update.conv_id), stored).first;
+      }
+      statuses[i] = StageInboxUpdate(batch, update, &slot->second);
     }
-    if (update.kind == InboxUpdateKind::kRemoved) {
-      next.removed = true;
-    } else {
-      next.last_activity_ms = update.activity_ms;
-      InboxEntry entry;
-      entry.user_id = update.user_id;
-      entry.conv_id = update.conv_id;
-      entry.last_seq = update.seq;
-      entry.last_activity_ms = update.activity_ms;
-      entry.last_sender_id = update.sender_id;
-      entry.preview = update.preview;
-      entry.preview_kind = update.message_kind;
-      entry.read_seq = next.read_seq;
-      entry.fan_out = update.fan_out;
-      entry.title = update.title;
-      SB_RETURN_IF_ERROR(
-          Put(batch, kInboxCf,
-              keys::InboxByActivityKey(update.user_id, update.activity_ms, update.conv_id),
-              codec::EncodeInboxEntry(entry)));
+    Status written = batch.Count() == 0 ? Status::Ok() : Write(batch, "apply inbox updates");
+    if (!written.ok()) {
+      for (Status& status : statuses) {
+        if (status.ok()) status = written;
+      }
     }
-    SB_RETURN_IF_ERROR(Put(batch, kInboxCf, keys::InboxStateKey(update.user_id, update.conv_id),
-                           codec::EncodeInboxState(next)));
-    return Write(batch, "apply inbox update");
+    return statuses;
   }
 
   Result<InboxPage> ListInbox(const InboxQuery& query) override {
@@ -734,7 +727,8 @@ class ShardStoreImpl final : public ShardStore {
   static constexpr size_t kStripes = 64;
 
   Stripe& ConvStripe(uint64_t conv_id) { return conv_stripes_[TokenOf(conv_id) % kStripes]; }
-  std::mutex& UserLock(uint64_t user_id) { return user_locks_[TokenOf(user_id) % kStripes]; }
+  size_t UserStripe(uint64_t user_id) const { return TokenOf(user_id) % kStripes; }
+  std::mutex& UserLock(uint64_t user_id) { return user_locks_[UserStripe(user_id)]; }
 
   Status CheckOwned(uint64_t shard_key, const char* field) const {
     if (options_.token_range.Contains(TokenOf(shard_key))) return Status::Ok();
@@ -1041,6 +1035,64 @@ class ShardStoreImpl final : public ShardStore {
     SB_RETURN_IF_ERROR(Write(batch, adding ? "add members" : "remove members"));
     stripe.convs.erase(conv_id);  // Reloaded on next use, with the new member list.
     return message.seq;
+  }
+
+  Status CheckInboxUpdate(const InboxUpdate& update) const {
+    SB_RETURN_IF_ERROR(CheckId(update.user_id, "user_id"));
+    SB_RETURN_IF_ERROR(CheckId(update.conv_id, "conv_id"));
+    SB_RETURN_IF_ERROR(CheckOwned(update.user_id, "user_id"));
+    if (update.preview.size() > limits_.preview_bytes) {
+      return Status::InvalidArgument("preview", "preview longer than preview_bytes");
+    }
+    if (update.title.size() > limits_.max_title_bytes) {
+      return Status::InvalidArgument("title", "title longer than max_title_bytes");
+    }
+    if (update.kind > InboxUpdateKind::kRemoved) {
+      return Status::InvalidArgument("kind", "unknown inbox update kind");
+    }
+    return Status::Ok();
+  }
+
+  // Adds to `batch` what applying `update` writes, given the current `state` (nullopt: no
+  // row), and updates `state` to the result. An update not newer than the state is a no-op.
+  // REQUIRES: the user's stripe lock held.
+  Status StageInboxUpdate(rocksdb::WriteBatch& batch, const InboxUpdate& update,
+                          std::optional<codec::InboxState>* state) {
+    if (*state && update.seq <= (*state)->last_seq) return Status::Ok();  // Already applied.
+    codec::InboxState next;
+    next.last_seq = update.seq;
+    next.read_seq = *state ? (*state)->read_seq : 0;
+    // Your own message (or your own membership change) is read by definition.
+    if (update.sender_id == update.user_id) next.read_seq = std::max(next.read_seq, update.seq);
+    if (*state && !(*state)->removed) {
+      SB_RETURN_IF_ERROR(Delete(
+          batch, kInboxCf,
+          keys::InboxByActivityKey(update.user_id, (*state)->last_activity_ms, update.conv_id)));
+    }
+    if (update.kind == InboxUpdateKind::kRemoved) {
+      next.removed = true;
+    } else {
+      next.last_activity_ms = update.activity_ms;
+      InboxEntry entry;
+      entry.user_id = update.user_id;
+      entry.conv_id = update.conv_id;
+      entry.last_seq = update.seq;
+      entry.last_activity_ms = update.activity_ms;
+      entry.last_sender_id = update.sender_id;
+      entry.preview = update.preview;
+      entry.preview_kind = update.message_kind;
+      entry.read_seq = next.read_seq;
+      entry.fan_out = update.fan_out;
+      entry.title = update.title;
+      SB_RETURN_IF_ERROR(
+          Put(batch, kInboxCf,
+              keys::InboxByActivityKey(update.user_id, update.activity_ms, update.conv_id),
+              codec::EncodeInboxEntry(entry)));
+    }
+    SB_RETURN_IF_ERROR(Put(batch, kInboxCf, keys::InboxStateKey(update.user_id, update.conv_id),
+                           codec::EncodeInboxState(next)));
+    *state = next;
+    return Status::Ok();
   }
 
   Status ReadInboxState(uint64_t user_id, uint64_t conv_id, std::optional<codec::InboxState>* out) {

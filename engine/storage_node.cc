@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "scrollback/schema/chatstore_wire.h"
@@ -470,11 +471,23 @@ class ChatService final : public s::Node::Server {
         [too_many, updates = std::move(updates)](
             NodeCore& core, const ShardTable& table) -> Result<std::vector<Status>> {
           SB_RETURN_IF_ERROR(too_many);
-          std::vector<Status> out;
-          out.reserve(updates.size());
-          for (const InboxUpdate& update : updates) {
-            auto shard = Route(core, table, update.user_id, "user_id");
-            out.push_back(shard.ok() ? (*shard)->store->ApplyInboxUpdate(update) : shard.status());
+          // One WriteBatch per shard: group the updates by the shard that owns each user.
+          std::vector<Status> out(updates.size());
+          std::map<const HostedShard*, std::vector<size_t>> by_shard;
+          for (size_t i = 0; i < updates.size(); ++i) {
+            auto shard = Route(core, table, updates[i].user_id, "user_id");
+            if (shard.ok()) {
+              by_shard[*shard].push_back(i);
+            } else {
+              out[i] = shard.status();
+            }
+          }
+          for (auto& [shard, indexes] : by_shard) {
+            std::vector<InboxUpdate> part;
+            part.reserve(indexes.size());
+            for (size_t i : indexes) part.push_back(updates[i]);
+            std::vector<Status> applied = shard->store->ApplyInboxUpdates(part);
+            for (size_t k = 0; k < indexes.size(); ++k) out[indexes[k]] = std::move(applied[k]);
           }
           return out;
         },

@@ -168,3 +168,41 @@ TEST_CASE("conversations crossing the fan-out limit tell every member") {
 
 }  // namespace
 }  // namespace scrollback
+
+namespace scrollback {
+namespace {
+
+TEST_CASE("a batch of inbox updates applies in order, including several for one row") {
+  testing::StoreFixture f;
+  auto update = [](uint64_t user, uint64_t conv, uint64_t seq, int64_t at) {
+    InboxUpdate u;
+    u.user_id = user;
+    u.conv_id = conv;
+    u.seq = seq;
+    u.activity_ms = at;
+    u.sender_id = 99;
+    u.preview = "seq " + std::to_string(seq);
+    return u;
+  };
+  InboxUpdate bad = update(0, 1, 1, 1);  // user 0 is invalid.
+  auto statuses = f.store->ApplyInboxUpdates({update(2, 10, 1, 100), update(2, 10, 3, 300),
+                                              update(2, 10, 2, 200),  // Older: a no-op.
+                                              bad, update(3, 10, 1, 100), update(2, 20, 1, 150)});
+  REQUIRE(statuses.size() == 6);
+  CHECK(statuses[0].ok());
+  CHECK(statuses[2].ok());
+  CHECK(statuses[3].field() == "user_id");
+  auto page = f.store->ListInbox({2, "", 10});
+  REQUIRE(page.ok());
+  REQUIRE(page->entries.size() == 2);  // One listing row per conversation, no leftovers.
+  CHECK(page->entries[0].conv_id == 10);
+  CHECK(page->entries[0].last_seq == 3);
+  CHECK(page->entries[0].preview == "seq 3");
+  CHECK(page->entries[1].conv_id == 20);
+  CHECK(f.store->GetInboxEntry(3, 10)->last_seq == 1);
+  std::vector<InboxUpdate> too_many(1001, update(2, 10, 9, 900));
+  CHECK(f.store->ApplyInboxUpdates(too_many)[0].field() == "updates");
+}
+
+}  // namespace
+}  // namespace scrollback

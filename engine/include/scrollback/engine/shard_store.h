@@ -148,6 +148,9 @@ class ShardStore {
   // Applies one update to update.user_id's inbox. Idempotent: an update whose seq is not newer
   // than the stored one changes nothing (returns OK).
   virtual Status ApplyInboxUpdate(const InboxUpdate& update) = 0;
+  // Applies many updates (any users of this shard) in one WriteBatch, in order; statuses in
+  // input order. At most max_outbox_batch updates. What the fan-out delivery path calls.
+  virtual std::vector<Status> ApplyInboxUpdates(const std::vector<InboxUpdate>& updates) = 0;
   virtual Result<InboxPage> ListInbox(const InboxQuery& query) = 0;
   virtual Result<InboxEntry> GetInboxEntry(uint64_t user_id, uint64_t conv_id) = 0;
   // Advances the read cursor to `seq` (a lower seq changes nothing). notFound if the user has no

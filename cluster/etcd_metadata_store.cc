@@ -6,10 +6,13 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
+
+#include "scrollback/engine/keys.h"
 
 namespace scrollback {
 namespace {
@@ -82,23 +85,21 @@ Result<std::string> Base64Decode(std::string_view in) {
 int64_t Int(const json& object, const char* field) {
   auto it = object.find(field);
   if (it == object.end()) return 0;
-  if (it->is_string()) return std::stoll(it->get<std::string>());
+  if (it->is_string()) {
+    // Not std::stoll: a malformed reply must not throw through the store.
+    const std::string& text = it->get_ref<const std::string&>();
+    char* end = nullptr;
+    long long value = std::strtoll(text.c_str(), &end, 10);
+    return end != text.c_str() && *end == '\0' ? value : 0;
+  }
   if (it->is_number_integer()) return it->get<int64_t>();
   return 0;
 }
 
-// The smallest key greater than every key with `prefix` (etcd's range_end); "\0" means "to the
-// end of the keyspace".
+// etcd's range_end for a prefix: the smallest key greater than every key with it, or "\0"
+// ("to the end of the keyspace") when there is none.
 std::string PrefixEnd(const std::string& prefix) {
-  std::string end = prefix;
-  while (!end.empty()) {
-    if (static_cast<uint8_t>(end.back()) != 0xff) {
-      end.back() = static_cast<char>(static_cast<uint8_t>(end.back()) + 1);
-      return end;
-    }
-    end.pop_back();
-  }
-  return std::string(1, '\0');
+  return keys::PrefixSuccessor(prefix).value_or(std::string(1, '\0'));
 }
 
 // A synchronous HTTP/1.1 client with one kept-alive connection. Thread-safe (serialized).

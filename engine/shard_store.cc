@@ -609,9 +609,12 @@ class ShardStoreImpl final : public ShardStore {
 
   Result<OutboxBatch> ReadOutbox(const std::string& from_position, uint32_t limit) override {
     SB_RETURN_IF_ERROR(CheckLimit(limit, limits_.max_outbox_batch, "limit"));
-    if (!from_position.empty() && !IsOutboxKey(from_position) &&
-        !(from_position.size() == keys::kOutboxKeySize + 1 &&
-          IsOutboxKey(from_position.substr(0, keys::kOutboxKeySize)))) {
+    // A position is a record's key, or one plus a zero byte (what next_position returns).
+    const bool is_position =
+        IsOutboxKey(from_position) ||
+        (from_position.size() == keys::kOutboxKeySize + 1 && from_position.back() == '\0' &&
+         IsOutboxKey(std::string_view(from_position).substr(0, keys::kOutboxKeySize)));
+    if (!from_position.empty() && !is_position) {
       return Status::InvalidArgument("from_position", "malformed outbox position");
     }
     // Only final records: below the oldest sequence still being written.

@@ -329,6 +329,7 @@ class ChatService final : public s::Node::Server {
       for (auto request : requests) sends.push_back(wire::ReadSend(request));
     }
     const unsigned n = requests.size();
+    if (n == 0) return kj::READY_NOW;  // Nothing to do; the reply's empty list says so.
     return Serve<Batch>(
         NodeMetrics::kSendBatch,
         [too_many, sends = std::move(sends)](NodeCore& core,
@@ -354,7 +355,7 @@ class ChatService final : public s::Node::Server {
         [this, context, n](const Status& error) mutable {
           auto results = context.getResults().initResults(n);
           for (unsigned i = 1; i < n; ++i) WriteError(results[i].initError(), error);
-          return n > 0 ? results[0].initError() : ScratchError();
+          return results[0].initError();
         });
   }
 
@@ -466,6 +467,7 @@ class ChatService final : public s::Node::Server {
       for (unsigned i = 0; i < list.size(); ++i) wire::FromWire(list[i], &updates[i]);
     }
     const unsigned n = list.size();
+    if (n == 0) return kj::READY_NOW;
     return Serve<std::vector<Status>>(
         NodeMetrics::kApplyInboxUpdates,
         [too_many, updates = std::move(updates)](
@@ -500,7 +502,7 @@ class ChatService final : public s::Node::Server {
         [this, context, n](const Status& error) mutable {
           auto errors = context.getResults().initErrors(n);
           for (unsigned i = 1; i < n; ++i) WriteError(errors[i], error);
-          return n > 0 ? errors[0] : ScratchError();
+          return errors[0];
         });
   }
 
@@ -581,9 +583,6 @@ class ChatService final : public s::Node::Server {
     if (status.code() == ErrorCode::kNotOwner) error.setMapVersion(core_->Table()->map_version);
   }
 
-  // An error builder for replies with no slot for one (an empty batch): written, then dropped.
-  s::Error::Builder ScratchError() { return scratch_.initRoot<s::Error>(); }
-
   // Work functions (below, and the `work` lambdas above) run on engine-pool threads: they use
   // only the NodeCore they are given, never the service object, which belongs to an event loop
   // that may end while they run.
@@ -621,14 +620,8 @@ class ChatService final : public s::Node::Server {
 
   // Copies an id list, refusing lists longer than any call accepts.
   Status ReadIds(capnp::List<uint64_t>::Reader in, const char* field, std::vector<uint64_t>* out) {
-    const uint32_t max = core_->options.shard_options.limits.max_members_per_change;
-    if (in.size() > max) {
-      return Status::InvalidArgument(
-          field, std::string(field) + " lists more than " + std::to_string(max) + " users");
-    }
-    out->reserve(in.size());
-    for (uint64_t id : in) out->push_back(id);
-    return Status::Ok();
+    return wire::ReadIdList(in, core_->options.shard_options.limits.max_members_per_change, field,
+                            out);
   }
 
   static void WriteSend(const Written<SendMessageResult>& sent, s::SendResult::Builder out) {
@@ -688,7 +681,6 @@ class ChatService final : public s::Node::Server {
   }
 
   std::shared_ptr<NodeCore> core_;
-  capnp::MallocMessageBuilder scratch_{16};
 };
 
 class StorageNodeImpl final : public StorageNode {

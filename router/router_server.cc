@@ -16,14 +16,9 @@ void SetError(Builder&& results, const Status& status) {
 template <typename Results>
 bool ReadIds(capnp::List<uint64_t>::Reader in, uint32_t max, const char* field,
              std::vector<uint64_t>* out, Results& results) {
-  if (in.size() > max) {
-    SetError(results, Status::InvalidArgument(field, std::string(field) + " lists more than " +
-                                                         std::to_string(max) + " users"));
-    return false;
-  }
-  out->assign(in.size(), 0);
-  for (unsigned i = 0; i < in.size(); ++i) (*out)[i] = in[i];
-  return true;
+  Status read = wire::ReadIdList(in, max, field, out);
+  if (!read.ok()) SetError(results, read);
+  return read.ok();
 }
 
 void WriteSend(const Result<SendMessageResult>& in, s::SendResult::Builder out) {

@@ -2,6 +2,18 @@
 
 namespace scrollback::wire {
 
+Status ReadIdList(capnp::List<uint64_t>::Reader in, uint32_t max, const char* field,
+                  std::vector<uint64_t>* out) {
+  if (in.size() > max) {
+    return Status::InvalidArgument(
+        field, std::string(field) + " lists more than " + std::to_string(max) + " users");
+  }
+  out->clear();
+  out->reserve(in.size());
+  for (uint64_t id : in) out->push_back(id);
+  return Status::Ok();
+}
+
 void ToWire(const SendMessageRequest& in, schema::SendRequest::Builder out) {
   out.setConvId(in.conv_id);
   out.setSenderId(in.sender_id);

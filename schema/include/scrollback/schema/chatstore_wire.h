@@ -7,6 +7,10 @@
 
 namespace scrollback::wire {
 
+// Copies a list of user ids; invalid-argument naming `field` when it has more than `max`.
+Status ReadIdList(capnp::List<uint64_t>::Reader in, uint32_t max, const char* field,
+                  std::vector<uint64_t>* out);
+
 void ToWire(const SendMessageRequest& in, schema::SendRequest::Builder out);
 SendMessageRequest ReadSend(schema::SendRequest::Reader in);
 

@@ -1,7 +1,9 @@
 // Cluster micro-benchmarks over real Cap'n Proto RPC on loopback, beside a bare Cap'n Proto
 // echo server (the RPC ceiling) in the same process and run:
 //
-//   BM_Echo/inflight           echo of a 250-byte payload, `inflight` calls pipelined
+//   BM_Echo/inflight           echo of a 250-byte payload, `inflight` calls pipelined, over
+//                              BufferedStream like every Scrollback connection
+//   BM_EchoStockTransport/...  the same over Cap'n Proto's stock transport
 //   BM_GetMessage/inflight     smart client -> EmbeddedCluster, one message (~250 bytes back)
 //   BM_SendMessage/inflight    smart client -> EmbeddedCluster, a 200-byte body
 //   BM_ReadHistory50/inflight  smart client -> EmbeddedCluster, a page of 50
@@ -19,6 +21,7 @@
 
 #include "scrollback/bench/echo.capnp.h"
 #include "scrollback/cluster/embedded_cluster.h"
+#include "scrollback/schema/buffered_stream.h"
 #include "scrollback/schema/rpc_server.h"
 
 namespace scrollback {
@@ -37,28 +40,39 @@ class EchoImpl final : public bench::Echo::Server {
 
 // Everything shared, built once: the event loop of the benchmark thread, the echo server, the
 // cluster (pre-filled) and the clients.
+// An echo server and a pipelined connection to it.
+struct EchoEndpoint {
+  std::unique_ptr<RpcServer> server;
+  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::TwoPartyClient> rpc;
+  bench::Echo::Client echo = nullptr;
+
+  // `buffered`: both ends on BufferedStream, as every Scrollback connection; false: Cap'n
+  // Proto's stock transport.
+  EchoEndpoint(kj::AsyncIoContext& io, bool buffered) {
+    RpcServerOptions options;
+    options.event_loops = 1;
+    options.buffer_streams = buffered;
+    server = std::move(RpcServer::Start(options, [](kj::AsyncIoProvider&) {
+                         return capnp::Capability::Client(kj::heap<EchoImpl>());
+                       }).value());
+    auto address = io.provider->getNetwork().parseAddress(server->address()).wait(io.waitScope);
+    stream = address->connect().wait(io.waitScope);
+    if (buffered) stream = NewBufferedStream(kj::mv(stream));
+    rpc = kj::heap<capnp::TwoPartyClient>(*stream);
+    echo = rpc->bootstrap().castAs<bench::Echo>();
+  }
+};
+
 struct Env {
   kj::AsyncIoContext io = kj::setupAsyncIo();
-  std::unique_ptr<RpcServer> echo_server;
-  kj::Own<kj::AsyncIoStream> echo_stream;
-  kj::Own<capnp::TwoPartyClient> echo_rpc;
-  bench::Echo::Client echo = nullptr;
+  EchoEndpoint echo{io, /*buffered=*/true};
+  EchoEndpoint echo_stock{io, /*buffered=*/false};
   std::unique_ptr<EmbeddedCluster> cluster;
   std::unique_ptr<ChatClient> client;
   uint64_t next_id = 1;
 
   Env() {
-    RpcServerOptions options;
-    options.event_loops = 1;
-    echo_server = std::move(RpcServer::Start(options, [](kj::AsyncIoProvider&) {
-                              return capnp::Capability::Client(kj::heap<EchoImpl>());
-                            }).value());
-    auto address =
-        io.provider->getNetwork().parseAddress(echo_server->address()).wait(io.waitScope);
-    echo_stream = address->connect().wait(io.waitScope);
-    echo_rpc = kj::heap<capnp::TwoPartyClient>(*echo_stream);
-    echo = echo_rpc->bootstrap().castAs<bench::Echo>();
-
     EmbeddedClusterOptions cluster_options;
     if (const char* threads = std::getenv("ENGINE_THREADS")) {
       cluster_options.node.engine_threads = std::atoi(threads);
@@ -162,16 +176,19 @@ void BM_FanOutDelay(benchmark::State& state) {
 }
 BENCHMARK(BM_FanOutDelay)->UseManualTime()->Unit(benchmark::kMillisecond);
 
-void BM_Echo(benchmark::State& state) {
+void RunEcho(benchmark::State& state, bench::Echo::Client& echo) {
   const std::string payload(250, 'e');
-  RunPipelined(state, [&](Env& env) {
-    auto request = env.echo.echoRequest();
+  RunPipelined(state, [&](Env&) {
+    auto request = echo.echoRequest();
     request.setPayload(
         capnp::Data::Reader(reinterpret_cast<const kj::byte*>(payload.data()), payload.size()));
     return request.send().then([](auto reply) { return reply.getPayload().size() == 250; });
   });
 }
+void BM_Echo(benchmark::State& state) { RunEcho(state, GetEnv().echo.echo); }
 BENCHMARK(BM_Echo)->Arg(1)->Arg(32)->UseRealTime();
+void BM_EchoStockTransport(benchmark::State& state) { RunEcho(state, GetEnv().echo_stock.echo); }
+BENCHMARK(BM_EchoStockTransport)->Arg(1)->Arg(32)->UseRealTime();
 
 void BM_GetMessage(benchmark::State& state) {
   std::mt19937_64 rng(1);

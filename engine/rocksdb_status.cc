@@ -12,10 +12,12 @@ Status FromRocksDb(const rocksdb::Status& status, std::string_view context) {
       return Status::NotFound(std::move(message));
     case rocksdb::Status::kCorruption:
       return Status::Corruption(std::move(message));
+    case rocksdb::Status::kIncomplete:
+      // What a read under kBlockCacheTier returns when the data is not in memory.
+      return Status::FromCode(ErrorCode::kWouldBlock, std::move(message));
     case rocksdb::Status::kBusy:
     case rocksdb::Status::kTryAgain:
     case rocksdb::Status::kTimedOut:
-    case rocksdb::Status::kIncomplete:
       return Status::Unavailable(std::move(message));
     case rocksdb::Status::kInvalidArgument:
       return Status::InvalidArgument("", std::move(message));

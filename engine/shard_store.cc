@@ -28,6 +28,16 @@ namespace scrollback {
 namespace {
 
 using keys::Key;
+
+// Set while a CacheOnlyReads scope lives on this thread.
+thread_local bool cache_only_reads = false;
+
+// The options of every read: memory only inside a CacheOnlyReads scope.
+rocksdb::ReadOptions CurrentReadOptions() {
+  rocksdb::ReadOptions options;
+  if (cache_only_reads) options.read_tier = rocksdb::kBlockCacheTier;
+  return options;
+}
 using keys::Tag;
 
 // Layout version of keys and values (docs/formats.md). Bump only with a migration.
@@ -109,7 +119,7 @@ class BoundedIterator {
   BoundedIterator(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf, const Key& lower,
                   const Key& upper)
       : lower_(lower), upper_(upper), lower_slice_(ToSlice(lower_)), upper_slice_(ToSlice(upper_)) {
-    rocksdb::ReadOptions options;
+    rocksdb::ReadOptions options = CurrentReadOptions();
     options.iterate_lower_bound = &lower_slice_;
     options.iterate_upper_bound = &upper_slice_;
     // Callers pass bounds inside one entity prefix, so an iteration never leaves the prefix
@@ -245,7 +255,7 @@ class ShardStoreImpl final : public ShardStore {
     Key conv_key = keys::ConversationKey(request.conv_id);
     std::string existing;
     rocksdb::Status s =
-        db_->Get(rocksdb::ReadOptions(), handles_[kConversationsCf], ToSlice(conv_key), &existing);
+        db_->Get(CurrentReadOptions(), handles_[kConversationsCf], ToSlice(conv_key), &existing);
     if (s.ok()) {
       return Status::AlreadyExists("conversation " + std::to_string(request.conv_id) +
                                    " already exists");
@@ -344,7 +354,7 @@ class ShardStoreImpl final : public ShardStore {
     Key dedup_key = keys::ClientMsgIdKey(request.conv_id, request.sender_id, request.client_msg_id);
     std::string seq_value;
     rocksdb::Status s =
-        db_->Get(rocksdb::ReadOptions(), handles_[kIndexesCf], ToSlice(dedup_key), &seq_value);
+        db_->Get(CurrentReadOptions(), handles_[kIndexesCf], ToSlice(dedup_key), &seq_value);
     if (s.ok()) {
       if (seq_value.size() != 8) return Status::Corruption("client_msg_id index value");
       uint64_t seq = keys::GetBigEndian64(seq_value.data());
@@ -806,7 +816,7 @@ class ShardStoreImpl final : public ShardStore {
 
     ConvState state;
     std::string value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kConversationsCf],
+    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kConversationsCf],
                                  ToSlice(keys::ConversationKey(conv_id)), &value);
     if (s.IsNotFound()) return ConversationNotFound(conv_id);
     SB_RETURN_IF_ERROR(FromRocksDb(s, "read conversation"));
@@ -839,7 +849,7 @@ class ShardStoreImpl final : public ShardStore {
       return std::binary_search(state.members.begin(), state.members.end(), user_id);
     }
     std::string value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kConversationsCf],
+    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kConversationsCf],
                                  ToSlice(keys::MemberKey(conv_id, user_id)), &value);
     if (s.IsNotFound()) return false;
     SB_RETURN_IF_ERROR(FromRocksDb(s, "read member"));
@@ -862,7 +872,7 @@ class ShardStoreImpl final : public ShardStore {
 
   Status CheckConversationExists(uint64_t conv_id) {
     std::string value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kConversationsCf],
+    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kConversationsCf],
                                  ToSlice(keys::ConversationKey(conv_id)), &value);
     if (s.IsNotFound()) return ConversationNotFound(conv_id);
     return FromRocksDb(s, "read conversation");
@@ -878,7 +888,7 @@ class ShardStoreImpl final : public ShardStore {
 
   Result<Message> ReadMessage(uint64_t conv_id, uint64_t seq) {
     rocksdb::PinnableSlice value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kMessagesCf],
+    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kMessagesCf],
                                  ToSlice(keys::MessageKey(conv_id, seq)), &value);
     if (s.IsNotFound()) {
       SB_RETURN_IF_ERROR(CheckConversationExists(conv_id));
@@ -1100,7 +1110,7 @@ class ShardStoreImpl final : public ShardStore {
 
   Status ReadInboxState(uint64_t user_id, uint64_t conv_id, std::optional<codec::InboxState>* out) {
     rocksdb::PinnableSlice value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kInboxCf],
+    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kInboxCf],
                                  ToSlice(keys::InboxStateKey(user_id, conv_id)), &value);
     if (s.IsNotFound()) {
       out->reset();
@@ -1114,7 +1124,7 @@ class ShardStoreImpl final : public ShardStore {
                                     const codec::InboxState& state) {
     rocksdb::PinnableSlice value;
     rocksdb::Status s = db_->Get(
-        rocksdb::ReadOptions(), handles_[kInboxCf],
+        CurrentReadOptions(), handles_[kInboxCf],
         ToSlice(keys::InboxByActivityKey(user_id, state.last_activity_ms, conv_id)), &value);
     if (s.IsNotFound()) return Status::Corruption("inbox state without its listing row");
     SB_RETURN_IF_ERROR(FromRocksDb(s, "read inbox entry"));
@@ -1178,6 +1188,9 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(Cf cf, const StorageResourcesImpl& re
 
 }  // namespace
 
+CacheOnlyReads::CacheOnlyReads() : previous_(cache_only_reads) { cache_only_reads = true; }
+CacheOnlyReads::~CacheOnlyReads() { cache_only_reads = previous_; }
+
 std::shared_ptr<StorageResources> StorageResources::Create(const Options& options) {
   return std::make_shared<StorageResourcesImpl>(options);
 }
@@ -1220,7 +1233,7 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
   };
   std::string meta_value;
   rocksdb::Status s =
-      db->Get(rocksdb::ReadOptions(), handles[kMetaCf],
+      db->Get(CurrentReadOptions(), handles[kMetaCf],
               rocksdb::Slice(keys::kShardMetaKey.data(), keys::kShardMetaKey.size()), &meta_value);
   if (s.IsNotFound()) {
     codec::ShardMetaRow meta{kFormatVersion, options.shard_id, options.token_range.first,

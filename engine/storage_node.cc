@@ -84,6 +84,9 @@ class NodeMetrics {
   void RecordError(ErrorCode code) {
     errors_[static_cast<size_t>(code)].fetch_add(1, std::memory_order_relaxed);
   }
+  // Where an engine call ran: on the event loop (a read served from memory) or on the pool.
+  enum Where : size_t { kOnLoop, kOnPool, kNumWheres };
+  void RecordEngineCall(Where where) { engine_calls_[where].fetch_add(1, std::memory_order_relaxed); }
 
   void Render(std::string* out) const {
     *out +=
@@ -119,6 +122,15 @@ class NodeMetrics {
       *out += "scrollback_request_duration_seconds_count{" + label + "} " +
               std::to_string(m.count.load()) + "\n";
     }
+    *out +=
+        "# HELP scrollback_engine_calls_total Engine calls, by where they ran: reads served from "
+        "memory run on the event loop, the rest on the engine pool.\n"
+        "# TYPE scrollback_engine_calls_total counter\n"
+        "scrollback_engine_calls_total{where=\"loop\"} " +
+        std::to_string(engine_calls_[kOnLoop].load()) +
+        "\n"
+        "scrollback_engine_calls_total{where=\"pool\"} " +
+        std::to_string(engine_calls_[kOnPool].load()) + "\n";
   }
 
  private:
@@ -129,6 +141,7 @@ class NodeMetrics {
   };
   std::array<PerMethod, kNumMethods> methods_;
   std::array<std::atomic<uint64_t>, kNumCodes> errors_{};
+  std::array<std::atomic<uint64_t>, kNumWheres> engine_calls_{};
 };
 
 // Times one call into NodeMetrics (calls complete within the method: the engine is synchronous).
@@ -559,9 +572,24 @@ class ChatService final : public s::Node::Server {
       core_->metrics.Record(method, std::chrono::steady_clock::now() - start);
     };
     if (!core_->pool) {
+      core_->metrics.RecordEngineCall(NodeMetrics::kOnLoop);
       finish(work(*core_, *core_->Table()));
       return kj::READY_NOW;
     }
+    if (IsLockFreeRead(method)) {
+      // Tried on the loop from memory first; only a read that needs the disk pays the two
+      // thread hops to the pool and back (decision 0006).
+      Result<T> result = [&] {
+        CacheOnlyReads memory_only;
+        return work(*core_, *core_->Table());
+      }();
+      if (result.ok() || result.status().code() != ErrorCode::kWouldBlock) {
+        core_->metrics.RecordEngineCall(NodeMetrics::kOnLoop);
+        finish(std::move(result));
+        return kj::READY_NOW;
+      }
+    }
+    core_->metrics.RecordEngineCall(NodeMetrics::kOnPool);
     auto paf = kj::newPromiseAndCrossThreadFulfiller<Result<T>>();
     bool queued = core_->pool->Submit([core = core_, work = std::forward<Work>(work),
                                        fulfiller = kj::mv(paf.fulfiller)]() mutable {
@@ -574,6 +602,14 @@ class ChatService final : public s::Node::Server {
       return kj::READY_NOW;
     }
     return paf.promise.then(kj::mv(finish));
+  }
+
+  // Reads that take no engine lock, so running them on the loop can only wait for memory.
+  // (getConversation and listMembers take the conversation's lock, which writers hold across
+  // their WAL write.)
+  static bool IsLockFreeRead(NodeMetrics::Method method) {
+    return method == NodeMetrics::kGetMessage || method == NodeMetrics::kReadHistory ||
+           method == NodeMetrics::kListInbox;
   }
 
   void WriteError(s::Error::Builder error, const Status& status) {

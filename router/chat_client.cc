@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "scrollback/schema/buffered_stream.h"
 #include "scrollback/schema/chatstore_wire.h"
 
 namespace scrollback {
@@ -350,7 +351,16 @@ class ChatClientImpl final : public ChatClient {
     kj::Own<kj::AsyncIoStream> stream;
     kj::Own<capnp::TwoPartyVatNetwork> network;  // Reads replies under the traversal limit.
     kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
+    // A promise capability: queues calls until connected, then forwards them.
     NodeClient node = nullptr;
+    // Once connected, the node's own capability: calls on it skip the promise capability's
+    // local call context (an extra copy of every request and a fork per call).
+    kj::Maybe<NodeClient> connected;
+    // The capability to call now.
+    NodeClient& Current() {
+      KJ_IF_MAYBE(direct, connected) { return *direct; }
+      return node;
+    }
     bool down = false;
     Clock::time_point down_since;
     kj::Promise<void> watcher = nullptr;
@@ -409,7 +419,7 @@ class ChatClientImpl final : public ChatClient {
             .then([this, c, node_id](kj::Own<kj::AsyncIoStream> stream) {
               capnp::ReaderOptions reader;
               reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
-              c->stream = kj::mv(stream);
+              c->stream = NewBufferedStream(kj::mv(stream));
               c->network = kj::heap<capnp::TwoPartyVatNetwork>(
                   *c->stream, capnp::rpc::twoparty::Side::CLIENT, reader);
               c->rpc = kj::heap(capnp::makeRpcClient(*c->network));
@@ -421,7 +431,9 @@ class ChatClientImpl final : public ChatClient {
               capnp::MallocMessageBuilder vat(scratch);
               auto server = vat.getRoot<capnp::rpc::twoparty::VatId>();
               server.setSide(capnp::rpc::twoparty::Side::SERVER);
-              return c->rpc->bootstrap(server).castAs<s::Node>();
+              auto node = c->rpc->bootstrap(server).castAs<s::Node>();
+              c->connected = node;
+              return node;
             }));
     connections_[node_id] = std::move(owned);
     return c;
@@ -437,7 +449,7 @@ class ChatClientImpl final : public ChatClient {
     if (!connection.ok()) return Result<T>(connection.status());
     kj::Promise<Result<T>> sent = nullptr;
     try {
-      sent = call((*connection)->node);
+      sent = call((*connection)->Current());
     } catch (kj::Exception& e) {
       sent = kj::mv(e);
     }

@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "scrollback/schema/buffered_stream.h"
+
 namespace scrollback {
 namespace {
 
@@ -143,7 +145,7 @@ class EventLoopThread {
       reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
       reader.nestingLimit = 16;
       auto& c = connections.emplace_back();
-      c.stream = kj::mv(stream);
+      c.stream = options_.buffer_streams ? NewBufferedStream(kj::mv(stream)) : kj::mv(stream);
       c.network = kj::heap<capnp::TwoPartyVatNetwork>(*c.stream, capnp::rpc::twoparty::Side::SERVER,
                                                       reader);
       c.rpc = kj::heap(capnp::makeRpcServer(*c.network, bootstrap));

@@ -30,6 +30,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "internal";
     case ErrorCode::kCorruption:
       return "corruption";
+    case ErrorCode::kWouldBlock:
+      return "would-block";
   }
   return "unknown";
 }

@@ -215,5 +215,44 @@ TEST_CASE("the outbox sequence continues after a reopen") {
   CHECK(after->records.back().position > last);
 }
 
+TEST_CASE("cache-only reads answer from memory or say would-block, never touching the disk") {
+  StoreFixture f;
+  f.Create(10, 1, {2});
+  for (int i = 1; i <= 20; ++i) f.Send(10, 1, "m" + std::to_string(i), "body");
+  {
+    // Still in the memtable: served from memory.
+    CacheOnlyReads memory_only;
+    REQUIRE(f.store->GetMessage(10, 3).ok());
+  }
+  // On disk only, with a cold block cache.
+  REQUIRE(f.store->CompactAll().ok());
+  f.Reopen();
+  HistoryQuery page{10, Direction::kNewestFirst, 0, std::nullopt, 10};
+  {
+    CacheOnlyReads memory_only;
+    CHECK(f.store->GetMessage(10, 3).status().code() == ErrorCode::kWouldBlock);
+    CHECK(f.store->ReadHistory(page).status().code() == ErrorCode::kWouldBlock);
+  }
+  // A normal read goes to the disk and warms the cache; the same reads then come from memory.
+  REQUIRE(f.store->GetMessage(10, 3).ok());
+  REQUIRE(f.store->ReadHistory(page).ok());
+  {
+    CacheOnlyReads memory_only;
+    auto message = f.store->GetMessage(10, 3);
+    REQUIRE(message.ok());
+    CHECK(message->body == "body");
+    auto history = f.store->ReadHistory(page);
+    REQUIRE(history.ok());
+    CHECK(history->messages.size() == 10);
+    {
+      CacheOnlyReads nested;
+    }
+    // Leaving the nested scope keeps the outer one in force.
+    CHECK(f.store->GetMessage(10, 3).ok());
+  }
+  // Outside every scope, missing data is a plain not-found again.
+  CHECK(f.store->GetMessage(10, 99).status().code() == ErrorCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace scrollback

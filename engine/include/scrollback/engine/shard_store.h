@@ -43,6 +43,22 @@ class StorageResources {
   virtual size_t BlockCacheUsage() const = 0;
 };
 
+// While an object of this class lives, reads made on the creating thread through any ShardStore
+// are served from memory only (memtables and the block cache: RocksDB's kBlockCacheTier). A
+// read that would need the disk fails with ErrorCode::kWouldBlock instead of waiting for it,
+// and changes nothing. Storage nodes answer cached reads on their event loops this way and send
+// the rest to the engine pool. Only read methods may run under it. Scopes nest.
+class CacheOnlyReads {
+ public:
+  CacheOnlyReads();
+  ~CacheOnlyReads();
+  CacheOnlyReads(const CacheOnlyReads&) = delete;
+  CacheOnlyReads& operator=(const CacheOnlyReads&) = delete;
+
+ private:
+  bool previous_;
+};
+
 // Input bounds. Every request is checked against them before anything is read or written.
 struct ShardLimits {
   // Default: 64 KiB. Chat messages are small; large media belongs in a blob store.

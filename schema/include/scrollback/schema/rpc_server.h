@@ -29,6 +29,9 @@ struct RpcServerOptions {
   uint64_t max_message_bytes = 64ull << 20;
   // Default: 16 MiB. Bytes of calls in flight per connection before reading pauses.
   size_t flow_limit_bytes = 16ull << 20;
+  // Default: true. Connections use BufferedStream (one read and one write per loop turn rather
+  // than per message). false: Cap'n Proto's stock transport, kept as a benchmark baseline.
+  bool buffer_streams = true;
 };
 
 class RpcServer {

@@ -29,6 +29,9 @@ enum class ErrorCode : uint16_t {
   kUnavailable = 10,
   kInternal = 11,
   kCorruption = 12,
+  // Engine-internal, never on the wire: a cache-only read (CacheOnlyReads) would have needed
+  // the disk. Storage nodes retry such calls on their engine pool.
+  kWouldBlock = 13,
 };
 
 std::string_view ErrorCodeName(ErrorCode code);

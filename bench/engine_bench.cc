@@ -1,7 +1,8 @@
 // Engine micro-benchmarks, each beside its raw RocksDB baseline on the same bytes:
 //
 //   BM_SendMessage       ShardStore::SendMessage, 200-byte body, 5-member conversation
-//   BM_RawWriteBatch     one WriteBatch with the same keys and values a send writes
+//   BM_SendBatch/100     ShardStore::SendMessages, 100 sends in one call (one WriteBatch)
+//   BM_RawWriteBatch/n   one WriteBatch with the same keys and values n sends write
 //                        (message, 3 index rows, 5 outbox records) into a plain RocksDB
 //   BM_HistoryPage50     ShardStore::ReadHistory, 50 newest-first from a random cursor
 //   BM_HistoryTail50     the same from the newest message (two seeks: find it, then read)
@@ -252,10 +253,37 @@ void BM_SendMessage(benchmark::State& state) {
 }
 BENCHMARK(BM_SendMessage)->Threads(1)->Threads(2)->UseRealTime();
 
+// Batched sends: `range(0)` messages per SendMessages call (one WriteBatch).
+void BM_SendBatch(benchmark::State& state) {
+  Env& env = GetEnv();
+  const uint64_t conv = 1'000'000 + env.next_id.fetch_add(1);
+  if (!env.store->CreateConversation({conv, 1, env.MembersOf(conv), "send"}).ok()) {
+    state.SkipWithError("create failed");
+    return;
+  }
+  const std::string body = Body(conv);
+  const size_t batch_size = static_cast<size_t>(state.range(0));
+  uint64_t n = 0;
+  std::vector<SendMessageRequest> batch;
+  for (auto _ : state) {
+    batch.clear();
+    for (size_t i = 0; i < batch_size; ++i) {
+      batch.push_back({conv, 1, "s" + std::to_string(++n), body});
+    }
+    for (auto& sent : env.store->SendMessages(batch)) {
+      if (!sent.ok()) state.SkipWithError(sent.status().ToString().c_str());
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * batch_size);
+}
+BENCHMARK(BM_SendBatch)->Arg(100)->Threads(1)->Threads(2)->UseRealTime();
+
+// The rows of `range(0)` sends (same keys, values of the same encoding and size) in one
+// WriteBatch: the floor under BM_SendMessage (range 1) and BM_SendBatch.
 void BM_RawWriteBatch(benchmark::State& state) {
   Env& env = GetEnv();
   const uint64_t conv = 1'000'000 + env.next_id.fetch_add(1);
-  // The same rows a send writes, with values of the same encoding and size.
+  const size_t batch_size = static_cast<size_t>(state.range(0));
   Message message;
   message.conv_id = conv;
   message.sender_id = 1;
@@ -271,21 +299,24 @@ void BM_RawWriteBatch(benchmark::State& state) {
   rocksdb::WriteBatch batch;
   uint64_t seq = 0;
   for (auto _ : state) {
-    ++seq;
-    message.seq = seq;
     batch.Clear();
-    env.Check(batch.Put(keys::MessageKey(conv, seq).str(), codec::EncodeMessage(message)));
-    env.Check(batch.Put(keys::ClientMsgIdKey(conv, 1, "s" + std::to_string(seq)).str(), seq_value));
-    env.Check(batch.Put(keys::TimeIndexKey(conv, message.sent_at_ms, seq).str(), ""));
-    env.Check(batch.Put(keys::SenderIndexKey(conv, 1, seq).str(), ""));
-    for (uint64_t m = 0; m < kMembers; ++m) {
-      env.Check(batch.Put(keys::OutboxKey(seq, conv * 100 + m).str(), update_value));
+    for (size_t i = 0; i < batch_size; ++i) {
+      ++seq;
+      message.seq = seq;
+      env.Check(batch.Put(keys::MessageKey(conv, seq).str(), codec::EncodeMessage(message)));
+      env.Check(
+          batch.Put(keys::ClientMsgIdKey(conv, 1, "s" + std::to_string(seq)).str(), seq_value));
+      env.Check(batch.Put(keys::TimeIndexKey(conv, message.sent_at_ms, seq).str(), ""));
+      env.Check(batch.Put(keys::SenderIndexKey(conv, 1, seq).str(), ""));
+      for (uint64_t m = 0; m < kMembers; ++m) {
+        env.Check(batch.Put(keys::OutboxKey(seq, conv * 100 + m).str(), update_value));
+      }
     }
     env.Check(env.raw->Write(rocksdb::WriteOptions(), &batch));
   }
-  state.SetItemsProcessed(state.iterations());
+  state.SetItemsProcessed(state.iterations() * batch_size);
 }
-BENCHMARK(BM_RawWriteBatch)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_RawWriteBatch)->Arg(1)->Arg(100)->Threads(1)->Threads(2)->UseRealTime();
 
 }  // namespace
 }  // namespace scrollback

@@ -6,6 +6,8 @@
 //   BM_EchoStockTransport/...  the same over Cap'n Proto's stock transport
 //   BM_GetMessage/inflight     smart client -> EmbeddedCluster, one message (~250 bytes back)
 //   BM_SendMessage/inflight    smart client -> EmbeddedCluster, a 200-byte body
+//   BM_SendBatch/size          smart client -> EmbeddedCluster, `size` sends per call, 4 calls
+//                              in flight; counts messages
 //   BM_ReadHistory50/inflight  smart client -> EmbeddedCluster, a page of 50
 //   BM_FanOutDelay             send reply -> message visible in another member's inbox
 //
@@ -209,6 +211,37 @@ void BM_SendMessage(benchmark::State& state) {
   });
 }
 BENCHMARK(BM_SendMessage)->Arg(1)->Arg(32)->UseRealTime();
+
+// Batched sends: `range(0)` messages per sendBatch call (spread over the conversations, so over
+// every node and shard), 4 calls in flight. items_per_second counts messages.
+void BM_SendBatch(benchmark::State& state) {
+  Env& env = GetEnv();
+  std::mt19937_64 rng(4);
+  const std::string body(200, 'b');
+  const size_t batch_size = static_cast<size_t>(state.range(0));
+  constexpr int kInFlight = 4;
+  size_t failures = 0;
+  for (auto _ : state) {
+    kj::Vector<kj::Promise<size_t>> calls(kInFlight);
+    for (int c = 0; c < kInFlight; ++c) {
+      std::vector<SendMessageRequest> batch;
+      batch.reserve(batch_size);
+      for (size_t i = 0; i < batch_size; ++i) {
+        batch.push_back({1 + rng() % kConvs, 2, "sb" + std::to_string(env.next_id++), body});
+      }
+      calls.add(env.client->SendBatch(std::move(batch))
+                    .then([](std::vector<Result<SendMessageResult>> results) {
+                      size_t failed = 0;
+                      for (auto& r : results) failed += !r.ok();
+                      return failed;
+                    }));
+    }
+    for (size_t failed : env.Wait(kj::joinPromises(calls.releaseAsArray()))) failures += failed;
+  }
+  if (failures > 0) state.SkipWithError("sends failed");
+  state.SetItemsProcessed(state.iterations() * kInFlight * batch_size);
+}
+BENCHMARK(BM_SendBatch)->Arg(100)->UseRealTime();
 
 void BM_ReadHistory50(benchmark::State& state) {
   std::mt19937_64 rng(3);

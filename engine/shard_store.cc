@@ -18,6 +18,8 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <string_view>
+#include <tuple>
 #include <unordered_map>
 
 #include "rocksdb_status.h"
@@ -326,65 +328,121 @@ class ShardStoreImpl final : public ShardStore {
   // ---- Messages -----------------------------------------------------------------------------
 
   Result<SendMessageResult> SendMessage(const SendMessageRequest& request) override {
-    SB_RETURN_IF_ERROR(CheckId(request.conv_id, "conv_id"));
-    SB_RETURN_IF_ERROR(CheckId(request.sender_id, "sender_id"));
-    SB_RETURN_IF_ERROR(CheckOwned(request.conv_id, "conv_id"));
-    if (request.client_msg_id.empty() ||
-        request.client_msg_id.size() > keys::kMaxClientMsgIdBytes) {
-      return Status::InvalidArgument(
-          "client_msg_id",
-          "client_msg_id must be 1.." + std::to_string(keys::kMaxClientMsgIdBytes) + " bytes");
-    }
-    SB_RETURN_IF_ERROR(CheckBody(request.body));
-
+    SB_RETURN_IF_ERROR(CheckSend(request));
     Stripe& stripe = ConvStripe(request.conv_id);
     std::lock_guard lock(stripe.mu);
     auto loaded = LoadState(stripe, request.conv_id);
     if (!loaded.ok()) return loaded.status();
     ConvState& state = **loaded;
-    auto member = IsMember(state, request.conv_id, request.sender_id);
-    if (!member.ok()) return member.status();
-    if (!*member) {
-      return Status::PermissionDenied("user " + std::to_string(request.sender_id) +
-                                      " is not a member of conversation " +
-                                      std::to_string(request.conv_id));
-    }
-
-    // Idempotency: a retry finds the index row of its first attempt.
-    Key dedup_key = keys::ClientMsgIdKey(request.conv_id, request.sender_id, request.client_msg_id);
-    std::string seq_value;
-    rocksdb::Status s =
-        db_->Get(CurrentReadOptions(), handles_[kIndexesCf], ToSlice(dedup_key), &seq_value);
-    if (s.ok()) {
-      if (seq_value.size() != 8) return Status::Corruption("client_msg_id index value");
-      uint64_t seq = keys::GetBigEndian64(seq_value.data());
-      auto original = ReadMessage(request.conv_id, seq);
-      if (!original.ok()) return original.status();
-      return SendMessageResult{seq, original->sent_at_ms, /*duplicate=*/true};
-    }
-    if (!s.IsNotFound()) return FromRocksDb(s, "read client_msg_id index");
-
-    Message message;
-    message.conv_id = request.conv_id;
-    message.seq = state.last_seq + 1;
-    message.sender_id = request.sender_id;
-    message.sent_at_ms = std::max(clock_->NowMs(), state.last_activity_ms);
-    message.client_msg_id = request.client_msg_id;
-    message.body = request.body;
+    SB_RETURN_IF_ERROR(CheckSender(state, request));
+    auto duplicate = FindDuplicate(request);
+    if (!duplicate.ok()) return duplicate.status();
+    if (duplicate->has_value()) return **duplicate;
 
     rocksdb::WriteBatch batch;
-    SB_RETURN_IF_ERROR(PutMessageRows(batch, message));
-    SB_RETURN_IF_ERROR(Put(batch, kIndexesCf, dedup_key, EncodeSeqValue(message.seq)));
-    std::optional<OutboxSequencer::Reservation> reservation;
-    if (state.fan_out(limits_)) {
-      reservation.emplace(outbox_.Reserve());
-      InboxUpdate update = MessageUpdate(state, message);
-      SB_RETURN_IF_ERROR(PutOutbox(batch, reservation->seq(), state.members, update));
+    std::vector<OutboxSequencer::Reservation> reservations;
+    const uint64_t last_seq = state.last_seq;
+    const int64_t last_activity_ms = state.last_activity_ms;
+    auto staged = StageSend(batch, state, request, reservations);
+    Status written = staged.ok() ? Write(batch, "write message") : staged.status();
+    if (!written.ok()) {
+      state.last_seq = last_seq;  // Nothing was written: the state stays as it was.
+      state.last_activity_ms = last_activity_ms;
+      return written;
     }
-    SB_RETURN_IF_ERROR(Write(batch, "write message"));
-    state.last_seq = message.seq;
-    state.last_activity_ms = message.sent_at_ms;
-    return SendMessageResult{message.seq, message.sent_at_ms, /*duplicate=*/false};
+    return staged;
+  }
+
+  std::vector<Result<SendMessageResult>> SendMessages(
+      const std::vector<SendMessageRequest>& requests) override {
+    // Every slot is assigned below; `invalid` marks the sends refused before any state is read.
+    std::vector<Result<SendMessageResult>> results(requests.size(),
+                                                   Status::Internal("send not processed"));
+    std::vector<bool> invalid(requests.size(), false);
+    if (requests.size() > limits_.max_send_batch) {
+      Status too_many = Status::InvalidArgument(
+          "requests", "at most " + std::to_string(limits_.max_send_batch) + " sends per batch");
+      std::fill(results.begin(), results.end(), too_many);
+      return results;
+    }
+    // Lock every conversation stripe involved, in index order (no deadlock with other batches).
+    std::vector<size_t> stripes;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      Status valid = CheckSend(requests[i]);
+      if (!valid.ok()) {
+        results[i] = valid;
+        invalid[i] = true;
+      } else {
+        stripes.push_back(ConvStripeIndex(requests[i].conv_id));
+      }
+    }
+    std::sort(stripes.begin(), stripes.end());
+    stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+    std::vector<std::unique_lock<std::mutex>> locks;
+    locks.reserve(stripes.size());
+    for (size_t stripe : stripes) locks.emplace_back(conv_stripes_[stripe].mu);
+
+    // One WriteBatch for all. `states` are this batch's copies of the conversations it touches
+    // (the cache may evict while others load); they go back to the cache only once written.
+    rocksdb::WriteBatch batch;
+    std::vector<OutboxSequencer::Reservation> reservations;
+    std::map<uint64_t, ConvState> states;
+    // (conv, sender, client_msg_id) -> index of its first send in this batch.
+    std::map<std::tuple<uint64_t, uint64_t, std::string_view>, size_t> first_send;
+    std::vector<std::pair<size_t, size_t>> repeats;  // (index, index of the first send)
+    std::vector<size_t> staged;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (invalid[i]) continue;
+      const SendMessageRequest& request = requests[i];
+      auto state = states.find(request.conv_id);
+      if (state == states.end()) {
+        auto loaded = LoadState(ConvStripe(request.conv_id), request.conv_id);
+        if (!loaded.ok()) {
+          results[i] = loaded.status();
+          continue;
+        }
+        state = states.emplace(request.conv_id, **loaded).first;
+      }
+      Status sender = CheckSender(state->second, request);
+      if (!sender.ok()) {
+        results[i] = sender;
+        continue;
+      }
+      auto [first, inserted] = first_send.emplace(
+          std::make_tuple(request.conv_id, request.sender_id,
+                          std::string_view(request.client_msg_id)),
+          i);
+      if (!inserted) {
+        repeats.emplace_back(i, first->second);
+        continue;
+      }
+      auto duplicate = FindDuplicate(request);
+      if (!duplicate.ok() || duplicate->has_value()) {
+        results[i] = duplicate.ok() ? Result<SendMessageResult>(**duplicate)
+                                    : Result<SendMessageResult>(duplicate.status());
+        continue;
+      }
+      results[i] = StageSend(batch, state->second, request, reservations);
+      if (results[i].ok()) staged.push_back(i);
+    }
+
+    Status written = batch.Count() == 0 ? Status::Ok() : Write(batch, "write messages");
+    if (written.ok()) {
+      for (auto& [conv_id, state] : states) {
+        auto cached = ConvStripe(conv_id).convs.find(conv_id);
+        if (cached == ConvStripe(conv_id).convs.end()) continue;  // Evicted: reloads from disk.
+        cached->second.last_seq = state.last_seq;
+        cached->second.last_activity_ms = state.last_activity_ms;
+      }
+    } else {
+      for (size_t i : staged) results[i] = written;
+    }
+    // A repeat of a send earlier in the same batch answers like a retry of it.
+    for (auto [i, first] : repeats) {
+      results[i] = results[first];
+      if (results[i].ok()) results[i]->duplicate = true;
+    }
+    return results;
   }
 
   Result<Message> GetMessage(uint64_t conv_id, uint64_t seq) override {
@@ -739,7 +797,76 @@ class ShardStoreImpl final : public ShardStore {
   };
   static constexpr size_t kStripes = 64;
 
-  Stripe& ConvStripe(uint64_t conv_id) { return conv_stripes_[TokenOf(conv_id) % kStripes]; }
+  size_t ConvStripeIndex(uint64_t conv_id) const { return TokenOf(conv_id) % kStripes; }
+  Stripe& ConvStripe(uint64_t conv_id) { return conv_stripes_[ConvStripeIndex(conv_id)]; }
+
+  // A send's own fields (before any state is read).
+  Status CheckSend(const SendMessageRequest& request) const {
+    SB_RETURN_IF_ERROR(CheckId(request.conv_id, "conv_id"));
+    SB_RETURN_IF_ERROR(CheckId(request.sender_id, "sender_id"));
+    SB_RETURN_IF_ERROR(CheckOwned(request.conv_id, "conv_id"));
+    if (request.client_msg_id.empty() ||
+        request.client_msg_id.size() > keys::kMaxClientMsgIdBytes) {
+      return Status::InvalidArgument(
+          "client_msg_id",
+          "client_msg_id must be 1.." + std::to_string(keys::kMaxClientMsgIdBytes) + " bytes");
+    }
+    return CheckBody(request.body);
+  }
+
+  Status CheckSender(const ConvState& state, const SendMessageRequest& request) {
+    auto member = IsMember(state, request.conv_id, request.sender_id);
+    if (!member.ok()) return member.status();
+    if (*member) return Status::Ok();
+    return Status::PermissionDenied("user " + std::to_string(request.sender_id) +
+                                    " is not a member of conversation " +
+                                    std::to_string(request.conv_id));
+  }
+
+  // Idempotency: a retry finds the index row of its first attempt, and answers with it.
+  Result<std::optional<SendMessageResult>> FindDuplicate(const SendMessageRequest& request) {
+    std::string seq_value;
+    rocksdb::Status s = db_->Get(
+        CurrentReadOptions(), handles_[kIndexesCf],
+        ToSlice(keys::ClientMsgIdKey(request.conv_id, request.sender_id, request.client_msg_id)),
+        &seq_value);
+    if (s.IsNotFound()) return std::optional<SendMessageResult>();
+    SB_RETURN_IF_ERROR(FromRocksDb(s, "read client_msg_id index"));
+    if (seq_value.size() != 8) return Status::Corruption("client_msg_id index value");
+    uint64_t seq = keys::GetBigEndian64(seq_value.data());
+    auto original = ReadMessage(request.conv_id, seq);
+    if (!original.ok()) return original.status();
+    return std::optional<SendMessageResult>(
+        SendMessageResult{seq, original->sent_at_ms, /*duplicate=*/true});
+  }
+
+  // Adds a new message's rows (message, indexes, one outbox record per member unless above the
+  // fan-out limit) to `batch` and advances `state` past it. REQUIRES: the conversation's stripe
+  // lock held; the send checked and not a duplicate.
+  Result<SendMessageResult> StageSend(rocksdb::WriteBatch& batch, ConvState& state,
+                                      const SendMessageRequest& request,
+                                      std::vector<OutboxSequencer::Reservation>& reservations) {
+    Message message;
+    message.conv_id = request.conv_id;
+    message.seq = state.last_seq + 1;
+    message.sender_id = request.sender_id;
+    message.sent_at_ms = std::max(clock_->NowMs(), state.last_activity_ms);
+    message.client_msg_id = request.client_msg_id;
+    message.body = request.body;
+    SB_RETURN_IF_ERROR(PutMessageRows(batch, message));
+    SB_RETURN_IF_ERROR(Put(batch, kIndexesCf,
+                           keys::ClientMsgIdKey(message.conv_id, message.sender_id,
+                                                message.client_msg_id),
+                           EncodeSeqValue(message.seq)));
+    if (state.fan_out(limits_)) {
+      reservations.push_back(outbox_.Reserve());
+      InboxUpdate update = MessageUpdate(state, message);
+      SB_RETURN_IF_ERROR(PutOutbox(batch, reservations.back().seq(), state.members, update));
+    }
+    state.last_seq = message.seq;
+    state.last_activity_ms = message.sent_at_ms;
+    return SendMessageResult{message.seq, message.sent_at_ms, /*duplicate=*/false};
+  }
   size_t UserStripe(uint64_t user_id) const { return TokenOf(user_id) % kStripes; }
   std::mutex& UserLock(uint64_t user_id) { return user_locks_[UserStripe(user_id)]; }
 
@@ -1175,6 +1302,14 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(Cf cf, const StorageResourcesImpl& re
     // Every sharded key starts with token | shard key: that is the prefix.
     options.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(keys::kPrefixSize));
     options.memtable_prefix_bloom_size_ratio = 0.05;
+    // A conversation's rows are appended in seq order: remember where the last insert of each
+    // conversation (or user) went, so the next one skips most of the skiplist search.
+    options.memtable_insert_with_hint_prefix_extractor.reset(
+        rocksdb::NewFixedPrefixTransform(keys::kPrefixSize));
+  }
+  if (cf == kOutboxCf) {
+    // Outbox keys grow monotonically (tag | outbox seq | user): every insert goes at the end.
+    options.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(1));
   }
   if (cf == kOutboxCf) {
     // The outbox is a queue: records are written once and deleted soon after. Compact files

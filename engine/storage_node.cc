@@ -348,9 +348,7 @@ class ChatService final : public s::Node::Server {
         [too_many, sends = std::move(sends)](NodeCore& core,
                                              const ShardTable& table) -> Result<Batch> {
           SB_RETURN_IF_ERROR(too_many);
-          Batch out;
-          out.reserve(sends.size());
-          for (const SendMessageRequest& send : sends) out.push_back(Send(core, table, send));
+          Batch out = SendGroupedByShard(core, table, sends);
           core.signal.Notify();
           return out;
         },
@@ -671,6 +669,38 @@ class ChatService final : public s::Node::Server {
                                                  const SendMessageRequest& request) {
     return Write(core, table, request.conv_id,
                  [&](ShardStore& store) { return store.SendMessage(request); });
+  }
+
+  // The sends of one batch, one SendMessages call (one WriteBatch) per shard; results in input
+  // order.
+  static std::vector<Result<Written<SendMessageResult>>> SendGroupedByShard(
+      const NodeCore& core, const ShardTable& table, const std::vector<SendMessageRequest>& sends) {
+    std::vector<Result<Written<SendMessageResult>>> out(sends.size(),
+                                                        Status::Internal("send not routed"));
+    std::map<const HostedShard*, std::vector<size_t>> by_shard;
+    for (size_t i = 0; i < sends.size(); ++i) {
+      auto shard = Route(core, table, sends[i].conv_id, "conv_id");
+      if (shard.ok()) {
+        by_shard[*shard].push_back(i);
+      } else {
+        out[i] = shard.status();
+      }
+    }
+    for (auto& [shard, indexes] : by_shard) {
+      std::vector<SendMessageRequest> group;
+      group.reserve(indexes.size());
+      for (size_t i : indexes) group.push_back(sends[i]);
+      auto results = shard->store->SendMessages(group);
+      const WriteToken token = TokenAt(*shard);
+      for (size_t k = 0; k < indexes.size(); ++k) {
+        if (results[k].ok()) {
+          out[indexes[k]] = Written<SendMessageResult>{*results[k], token};
+        } else {
+          out[indexes[k]] = results[k].status();
+        }
+      }
+    }
+    return out;
   }
 
   template <typename Context>

@@ -215,6 +215,67 @@ TEST_CASE("the outbox sequence continues after a reopen") {
   CHECK(after->records.back().position > last);
 }
 
+TEST_CASE("a batch of sends writes once, in order, and answers each send like SendMessage") {
+  ShardLimits limits;
+  limits.max_send_batch = 8;
+  StoreFixture f(limits);
+  f.Create(10, 1, {2});
+  f.Create(20, 2, {3});
+  CHECK(f.Send(10, 1, "early", "before the batch") == 1);
+  std::vector<SendMessageRequest> batch = {
+      {10, 1, "a", "one"},
+      {20, 2, "a", "other conversation"},
+      {10, 2, "a", "two"},
+      {10, 9, "x", "not a member"},
+      {10, 1, "early", "retry of a send before the batch"},
+      {10, 1, "a", "repeat of the first send of this batch"},
+      {10, 1, "", "no client id"},
+      {10, 1, "b", "three"},
+  };
+  auto results = f.store->SendMessages(batch);
+  REQUIRE(results.size() == batch.size());
+  REQUIRE(results[0].ok());
+  CHECK(results[0]->seq == 2);
+  CHECK_FALSE(results[0]->duplicate);
+  REQUIRE(results[1].ok());
+  CHECK(results[1]->seq == 1);
+  REQUIRE(results[2].ok());
+  CHECK(results[2]->seq == 3);
+  CHECK(results[3].status().code() == ErrorCode::kPermissionDenied);
+  REQUIRE(results[4].ok());
+  CHECK(results[4]->seq == 1);
+  CHECK(results[4]->duplicate);
+  REQUIRE(results[5].ok());
+  CHECK(results[5]->seq == 2);
+  CHECK(results[5]->duplicate);
+  CHECK(results[6].status().field() == "client_msg_id");
+  REQUIRE(results[7].ok());
+  CHECK(results[7]->seq == 4);
+
+  // Stored as sent, and the conversation continues after them (also after a reopen).
+  auto two = f.store->GetMessage(10, 3);
+  REQUIRE(two.ok());
+  CHECK(two->body == "two");
+  CHECK(two->sender_id == 2);
+  CHECK(f.Send(10, 1, "c", "four") == 5);
+  f.Reopen();
+  CHECK(f.Send(10, 1, "d", "five") == 6);
+  CHECK(f.Send(20, 2, "b", "second") == 2);
+  // One outbox record per member and message: conversation 10 has 2 members, 20 has 2.
+  auto outbox = f.store->ReadOutbox("", 1000);
+  REQUIRE(outbox.ok());
+  size_t message_records = 0;
+  for (const auto& record : outbox->records) {
+    message_records += record.update.kind == InboxUpdateKind::kMessage;
+  }
+  CHECK(message_records == 2 * 8);  // 6 sends to 10 and 2 to 20, two members each.
+
+  std::vector<SendMessageRequest> too_many(9, SendMessageRequest{10, 1, "z", "x"});
+  for (auto& result : f.store->SendMessages(too_many)) {
+    CHECK(result.status().field() == "requests");
+  }
+}
+
 TEST_CASE("cache-only reads answer from memory or say would-block, never touching the disk") {
   StoreFixture f;
   f.Create(10, 1, {2});

@@ -78,6 +78,8 @@ struct ShardLimits {
   uint32_t preview_bytes = 120;
   // Default: 1,000. Most outbox records one ReadOutbox call returns.
   uint32_t max_outbox_batch = 1'000;
+  // Default: 1,000. Most sends one SendMessages call may carry (bounds one WriteBatch).
+  uint32_t max_send_batch = 1'000;
 };
 
 struct ShardOptions {
@@ -146,6 +148,12 @@ class ShardStore {
   // its index rows and one outbox record per member (unless the conversation is above the
   // fan-out limit) are written in one atomic WriteBatch.
   virtual Result<SendMessageResult> SendMessage(const SendMessageRequest& request) = 0;
+  // Many sends (any conversations of this shard) in one atomic WriteBatch: one WAL write for
+  // all. Results in input order, each as SendMessage would answer it; a send repeating an
+  // earlier one of the same batch (same conversation, sender and client_msg_id) answers as its
+  // duplicate. If the write fails, every send it carried fails. At most max_send_batch sends.
+  virtual std::vector<Result<SendMessageResult>> SendMessages(
+      const std::vector<SendMessageRequest>& requests) = 0;
   virtual Result<Message> GetMessage(uint64_t conv_id, uint64_t seq) = 0;
   virtual Result<HistoryPage> ReadHistory(const HistoryQuery& query) = 0;
   // Seqs of `sender_id`'s messages in the conversation, newest first, below `before_seq`

@@ -4,6 +4,8 @@
 //   BM_Echo/inflight           echo of a 250-byte payload, `inflight` calls pipelined, over
 //                              BufferedStream like every Scrollback connection
 //   BM_EchoStockTransport/...  the same over Cap'n Proto's stock transport
+//   BM_EchoReply50/inflight    a small request answered with 50 messages' bytes (13.2 KB): the
+//                              ceiling for BM_ReadHistory50
 //   BM_GetMessage/inflight     smart client -> EmbeddedCluster, one message (~250 bytes back)
 //   BM_SendMessage/inflight    smart client -> EmbeddedCluster, a 200-byte body
 //   BM_SendBatch/size          smart client -> EmbeddedCluster, `size` sends per call, 4 calls
@@ -36,6 +38,11 @@ class EchoImpl final : public bench::Echo::Server {
  public:
   kj::Promise<void> echo(EchoContext context) override {
     context.getResults().setPayload(context.getParams().getPayload());
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> reply(ReplyContext context) override {
+    auto payload = context.getResults().initPayload(context.getParams().getBytes());
+    std::fill(payload.begin(), payload.end(), 'r');
     return kj::READY_NOW;
   }
 };
@@ -191,6 +198,17 @@ void BM_Echo(benchmark::State& state) { RunEcho(state, GetEnv().echo.echo); }
 BENCHMARK(BM_Echo)->Arg(1)->Arg(32)->UseRealTime();
 void BM_EchoStockTransport(benchmark::State& state) { RunEcho(state, GetEnv().echo_stock.echo); }
 BENCHMARK(BM_EchoStockTransport)->Arg(1)->Arg(32)->UseRealTime();
+
+// The ceiling for a history page of 50: a small request, a reply of 50 messages' bytes.
+void BM_EchoReply50(benchmark::State& state) {
+  static constexpr uint32_t kBytes = 50 * 264;
+  RunPipelined(state, [&](Env& env) {
+    auto request = env.echo.echo.replyRequest();
+    request.setBytes(kBytes);
+    return request.send().then([](auto reply) { return reply.getPayload().size() == kBytes; });
+  });
+}
+BENCHMARK(BM_EchoReply50)->Arg(1)->Arg(32)->UseRealTime();
 
 void BM_GetMessage(benchmark::State& state) {
   std::mt19937_64 rng(1);

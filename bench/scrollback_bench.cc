@@ -310,6 +310,16 @@ class Runner {
         query.limit = 50;
         return session.History(query);
       }
+      case Op::kSendBatch: {
+        std::vector<SendMessageRequest> sends;
+        sends.reserve(workload_.batch_size);
+        for (uint32_t i = 0; i < workload_.batch_size; ++i) {
+          uint64_t conv = conv_zipf.Next(rng);
+          uint64_t id = batch_sends_.fetch_add(1, std::memory_order_relaxed);
+          sends.push_back({conv, data_.Member(conv, 0), "batch-" + std::to_string(id), Body(id)});
+        }
+        return session.SendBatch(std::move(sends));
+      }
       case Op::kInboxList:
         return session.InboxList(user_zipf.Next(rng), 20);
       case Op::kMarkRead: {
@@ -341,6 +351,7 @@ class Runner {
   RecordTable records_;
   InsertCounter inserts_;
   DataSet data_;
+  std::atomic<uint64_t> batch_sends_{0};  // Client ids of batched sends.
 };
 
 // YCSB's output format for one phase.
@@ -352,6 +363,10 @@ void PrintYcsb(const std::string& target, const Workload& workload, const PhaseR
   for (auto& [op, h] : r.stats.latency) {
     auto name = OpName(op);
     fmt::print("[{}], Operations, {}\n", name, h.count());
+    if (op == Op::kSendBatch && r.seconds > 0) {
+      fmt::print("[{}], Throughput(messages/sec), {:.1f}\n", name,
+                 h.count() * workload.batch_size / r.seconds);
+    }
     fmt::print("[{}], AverageLatency(us), {:.1f}\n", name, h.mean() / 1000);
     fmt::print("[{}], MinLatency(us), {:.1f}\n", name, h.min() / 1000.0);
     fmt::print("[{}], MaxLatency(us), {:.1f}\n", name, h.max() / 1000.0);
@@ -380,6 +395,9 @@ nlohmann::json ToJson(const std::string& target, const Workload& workload, const
   for (auto& [op, h] : r.stats.latency) {
     auto& entry = j["ops"][std::string(OpName(op))];
     entry["count"] = h.count();
+    if (op == Op::kSendBatch && r.seconds > 0) {
+      entry["messages_per_sec"] = h.count() * workload.batch_size / r.seconds;
+    }
     entry["avg_us"] = h.mean() / 1000;
     entry["p50_us"] = h.Percentile(0.50) / 1000.0;
     entry["p95_us"] = h.Percentile(0.95) / 1000.0;
@@ -411,7 +429,7 @@ int Main(int argc, char** argv) {
   std::vector<std::string> targets = {"engine"};
   std::string json_path;
   std::string data_dir;
-  app.add_option("--workload,-w", workloads, "a b c d e f chat")->delimiter(',');
+  app.add_option("--workload,-w", workloads, "a b c d e f chat send history batch")->delimiter(',');
   app.add_option("--target,-t", targets, "raw engine embedded echo cluster=HOST:PORT")
       ->delimiter(',');
   app.add_option("--records", o.records)->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}));
@@ -424,6 +442,9 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 4096));
   app.add_option("--target-rate", o.target_rate, "Operations/s overall (open loop); 0: max");
   app.add_option("--body-bytes", o.body_bytes)->check(CLI::Range(1u, 65536u));
+  uint32_t batch_size = 100;
+  app.add_option("--batch-size", batch_size, "Sends per SEND-BATCH operation (workload batch)")
+      ->check(CLI::Range(1u, 1000u));
   app.add_option("--members", o.members)->check(CLI::Range(2u, 1000u));
   app.add_option("--messages-per-conversation", o.messages_per_conversation)
       ->check(CLI::Range(1u, 1'000'000u));
@@ -446,6 +467,7 @@ int Main(int argc, char** argv) {
       fmt::print(stderr, "scrollback-bench: unknown workload {}\n", workload_name);
       return 2;
     }
+    workload->batch_size = batch_size;
     for (const std::string& target_name : targets) {
       TargetOptions target_options;
       target_options.data_dir =

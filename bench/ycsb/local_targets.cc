@@ -60,6 +60,16 @@ class RawTarget final : public Target {
       if (!s.ok()) return Result<uint64_t>(s);
       return Result<uint64_t>(seq);
     }
+    kj::Promise<Status> SendBatch(std::vector<SendMessageRequest> sends) override {
+      rocksdb::WriteBatch batch;
+      {
+        std::lock_guard lock(t_.mu_);
+        for (const auto& send : sends) {
+          batch.Put(keys::MessageKey(send.conv_id, ++t_.last_seq_[send.conv_id]).str(), t_.value_);
+        }
+      }
+      return FromRocks(t_.db_->Write(rocksdb::WriteOptions(), &batch));
+    }
     kj::Promise<Status> GetMessage(uint64_t conv_id, uint64_t seq) override {
       rocksdb::PinnableSlice value;
       return FromRocks(t_.db_->Get(rocksdb::ReadOptions(), t_.db_->DefaultColumnFamily(),
@@ -132,6 +142,12 @@ class EngineTarget final : public Target {
       auto sent = store_.SendMessage({conv_id, sender, std::move(client_id), std::move(body)});
       if (!sent.ok()) return Result<uint64_t>(sent.status());
       return Result<uint64_t>(sent->seq);
+    }
+    kj::Promise<Status> SendBatch(std::vector<SendMessageRequest> sends) override {
+      for (auto& sent : store_.SendMessages(sends)) {
+        if (!sent.ok()) return sent.status();
+      }
+      return Status::Ok();
     }
     kj::Promise<Status> GetMessage(uint64_t conv_id, uint64_t seq) override {
       return store_.GetMessage(conv_id, seq).status();

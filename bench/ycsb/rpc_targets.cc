@@ -7,6 +7,7 @@
 
 #include "scrollback/bench/echo.capnp.h"
 #include "scrollback/cluster/embedded_cluster.h"
+#include "scrollback/schema/buffered_stream.h"
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/rpc_server.h"
 #include "scrollback/schema/wire.h"
@@ -30,6 +31,15 @@ class ClientSession final : public Session {
         .then([](Result<SendMessageResult> r) -> Result<uint64_t> {
           if (!r.ok()) return r.status();
           return r->seq;
+        });
+  }
+  kj::Promise<Status> SendBatch(std::vector<SendMessageRequest> sends) override {
+    return client_->SendBatch(std::move(sends))
+        .then([](std::vector<Result<SendMessageResult>> results) {
+          for (auto& r : results) {
+            if (!r.ok()) return r.status();
+          }
+          return Status::Ok();
         });
   }
   kj::Promise<Status> GetMessage(uint64_t conv_id, uint64_t seq) override {
@@ -96,6 +106,12 @@ class EchoImpl final : public bench::Echo::Server {
     context.getResults().setPayload(context.getParams().getPayload());
     return kj::READY_NOW;
   }
+  kj::Promise<void> reply(ReplyContext context) override {
+    const uint32_t bytes = std::min(context.getParams().getBytes(), uint32_t{16} << 20);
+    auto payload = context.getResults().initPayload(bytes);
+    std::fill(payload.begin(), payload.end(), 'r');
+    return kj::READY_NOW;
+  }
 };
 
 class EchoSession final : public Session {
@@ -108,7 +124,7 @@ class EchoSession final : public Session {
             .parseAddress(address)
             .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
             .then([conn](kj::Own<kj::AsyncIoStream> stream) {
-              conn->stream = kj::mv(stream);
+              conn->stream = NewBufferedStream(kj::mv(stream));  // As every Scrollback client.
               conn->rpc = kj::heap<capnp::TwoPartyClient>(*conn->stream);
               return conn->rpc->bootstrap().castAs<bench::Echo>();
             }));
@@ -123,16 +139,34 @@ class EchoSession final : public Session {
       return ++seq_;
     });
   }
+  // One echo carrying the batch's bytes.
+  kj::Promise<Status> SendBatch(std::vector<SendMessageRequest> sends) override {
+    return Echo(sends.size());
+  }
   kj::Promise<Status> GetMessage(uint64_t, uint64_t) override { return Echo(); }
   kj::Promise<Status> Edit(uint64_t, uint64_t, uint64_t, std::string) override { return Echo(); }
-  kj::Promise<Status> History(HistoryQuery) override { return Echo(); }
-  kj::Promise<Status> InboxList(uint64_t, uint32_t) override { return Echo(); }
+  // Reads get back as many bytes as the real reply carries: one message per row.
+  kj::Promise<Status> History(HistoryQuery query) override { return Reply(query.limit); }
+  kj::Promise<Status> InboxList(uint64_t, uint32_t limit) override { return Reply(limit); }
   kj::Promise<Status> MarkRead(uint64_t, uint64_t, uint64_t) override { return Echo(); }
 
  private:
-  kj::Promise<Status> Echo() {
+  kj::Promise<Status> Echo(size_t messages = 1) {
     auto request = conn_->echo.echoRequest();
-    request.setPayload(wire::AsData(payload_));
+    if (messages == 1) {
+      request.setPayload(wire::AsData(payload_));
+    } else {
+      auto payload = request.initPayload(static_cast<unsigned>(payload_.size() * messages));
+      std::fill(payload.begin(), payload.end(), 'e');
+    }
+    return request.send().then(
+        [](auto) { return Status::Ok(); },
+        [](kj::Exception&& e) { return Status::Unavailable(e.getDescription().cStr()); });
+  }
+
+  kj::Promise<Status> Reply(uint32_t rows) {
+    auto request = conn_->echo.replyRequest();
+    request.setBytes(static_cast<uint32_t>(payload_.size() * rows));
     return request.send().then(
         [](auto) { return Status::Ok(); },
         [](kj::Exception&& e) { return Status::Unavailable(e.getDescription().cStr()); });

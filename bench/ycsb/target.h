@@ -22,6 +22,9 @@ class Session {
   // The new message's seq.
   virtual kj::Promise<Result<uint64_t>> Send(uint64_t conv_id, uint64_t sender,
                                              std::string client_msg_id, std::string body) = 0;
+  // Many sends in one call (sendBatch / SendMessages / one WriteBatch). OK when every send
+  // succeeded, else the first failure.
+  virtual kj::Promise<Status> SendBatch(std::vector<SendMessageRequest> sends) = 0;
   virtual kj::Promise<Status> GetMessage(uint64_t conv_id, uint64_t seq) = 0;
   virtual kj::Promise<Status> Edit(uint64_t conv_id, uint64_t seq, uint64_t editor,
                                    std::string body) = 0;

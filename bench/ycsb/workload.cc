@@ -16,6 +16,8 @@ std::string_view OpName(Op op) {
       return "READ-MODIFY-WRITE";
     case Op::kHistoryPage:
       return "HISTORY-PAGE";
+    case Op::kSendBatch:
+      return "SEND-BATCH";
     case Op::kSend:
       return "SEND";
     case Op::kInboxList:
@@ -66,13 +68,24 @@ std::optional<Workload> Workload::Named(std::string_view name) {
         "conversations";
     w.mix = {
         {Op::kHistoryPage, 0.70}, {Op::kSend, 0.15}, {Op::kInboxList, 0.10}, {Op::kMarkRead, 0.05}};
+  } else if (name == "send") {
+    w.description = "sends only: 100% send, zipfian over conversations";
+    w.mix = {{Op::kSend, 1.0}};
+  } else if (name == "history") {
+    w.description = "history only: 100% history page of 50, zipfian over conversations";
+    w.mix = {{Op::kHistoryPage, 1.0}};
+  } else if (name == "batch") {
+    w.description = "batched sends: 100% send batch of 100, zipfian over conversations";
+    w.mix = {{Op::kSendBatch, 1.0}};
   } else {
     return std::nullopt;
   }
   return w;
 }
 
-std::vector<std::string> Workload::Names() { return {"a", "b", "c", "d", "e", "f", "chat"}; }
+std::vector<std::string> Workload::Names() {
+  return {"a", "b", "c", "d", "e", "f", "chat", "send", "history", "batch"};
+}
 
 OpChooser::OpChooser(const Workload& workload) {
   double sum = 0;

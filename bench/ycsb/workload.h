@@ -23,6 +23,7 @@ enum class Op {
   kSend,             // chat: send to an existing conversation
   kInboxList,        // chat: a user's inbox, 20 rows
   kMarkRead,         // chat: mark a conversation read
+  kSendBatch,        // chat: one call carrying `batch_size` sends (bulk import, bridges)
 };
 std::string_view OpName(Op op);  // YCSB's names: READ, UPDATE, INSERT, SCAN, READ-MODIFY-WRITE...
 
@@ -35,8 +36,10 @@ struct Workload {
   std::vector<std::pair<Op, double>> mix;  // Proportions, summing to 1.
   Distribution distribution = Distribution::kZipfian;
   uint32_t max_scan_length = 100;  // Scan lengths are uniform in [1, max].
+  uint32_t batch_size = 100;       // Sends per kSendBatch operation.
 
-  // "a".."f" (YCSB core workloads) or "chat"; nullopt for unknown names.
+  // "a".."f" (YCSB core workloads), "chat", "send", "history" or "batch"; nullopt for unknown
+  // names.
   static std::optional<Workload> Named(std::string_view name);
   static std::vector<std::string> Names();
 };

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -453,62 +454,36 @@ class ShardStoreImpl final : public ShardStore {
   }
 
   Result<HistoryPage> ReadHistory(const HistoryQuery& query) override {
-    SB_RETURN_IF_ERROR(CheckId(query.conv_id, "conv_id"));
-    SB_RETURN_IF_ERROR(CheckOwned(query.conv_id, "conv_id"));
-    SB_RETURN_IF_ERROR(CheckLimit(query.limit, limits_.max_page_size, "limit"));
-    const bool newest_first = query.direction == Direction::kNewestFirst;
-    if (query.direction != Direction::kNewestFirst && query.direction != Direction::kOldestFirst) {
-      return Status::InvalidArgument("direction", "unknown direction");
-    }
-
     HistoryPage page;
-    // The exclusive cursor to start from; 0 means "from the end in this direction".
-    uint64_t cursor = query.cursor_seq;
-    if (query.from_time_ms) {
-      auto start = SeqAtTime(query.conv_id, *query.from_time_ms, newest_first);
-      if (!start.ok()) return start.status();
-      if (*start == 0) {
-        SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
-        return page;  // No message at or beyond that time in this direction.
-      }
-      cursor = newest_first ? *start + 1 : *start - 1;
-    }
-    if (newest_first && cursor == 1) return page;  // Nothing below seq 1.
+    page.messages.reserve(std::min(query.limit, limits_.max_page_size));
+    auto add = [&page](uint64_t, std::string_view value) {
+      return codec::DecodeMessage(value, &page.messages.emplace_back());
+    };
+    auto scanned = ScanHistory(query, add);
+    if (!scanned.ok()) return scanned.status();
+    if (scanned->newest_first) std::reverse(page.messages.begin(), page.messages.end());
+    page.has_more = scanned->has_more;
+    page.next_cursor_seq = scanned->next_cursor_seq;
+    return page;
+  }
 
-    BoundedIterator it(db_.get(), handles_[kMessagesCf], Key(query.conv_id, Tag::kMessage),
-                       TagEnd(query.conv_id, Tag::kMessage));
-    page.messages.reserve(query.limit);
-    if (newest_first) {
-      if (cursor == 0) {  // From the newest: find it, then read up to it.
-        it->SeekForPrev(ToSlice(keys::MessageKey(query.conv_id, UINT64_MAX)));
-        SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read history"));
-        if (!it->Valid()) {
-          SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
-          return page;
-        }
-        cursor = SeqOfMessageKey(it->key()) + 1;
+  Result<EncodedHistoryPage> ReadHistoryEncoded(const HistoryQuery& query) override {
+    EncodedHistoryPage page;
+    auto add = [&page](uint64_t, std::string_view value) -> Status {
+      if (value.empty() || value.size() % sizeof(uint64_t) != 0) {
+        return Status::Corruption("stored message is not a whole number of words");
       }
-      // Seqs are dense, so the page below `cursor` is exactly [first, cursor - 1]. Reading it
-      // forward and reversing is much cheaper than walking back with Prev().
-      const uint64_t first = cursor > query.limit ? cursor - query.limit : 1;
-      for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, first)));
-           it->Valid() && SeqOfMessageKey(it->key()) < cursor; it->Next()) {
-        SB_RETURN_IF_ERROR(
-            codec::DecodeMessage(ToView(it->value()), &page.messages.emplace_back()));
-      }
-      std::reverse(page.messages.begin(), page.messages.end());
-      page.has_more = first > 1 && !page.messages.empty();
-    } else {
-      for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, cursor + 1)));
-           it->Valid() && page.messages.size() < query.limit; it->Next()) {
-        SB_RETURN_IF_ERROR(
-            codec::DecodeMessage(ToView(it->value()), &page.messages.emplace_back()));
-      }
-      page.has_more = it->Valid();
-    }
-    SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read history"));
-    if (page.has_more) page.next_cursor_seq = page.messages.back().seq;
-    if (page.messages.empty()) SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
+      const size_t offset = page.words.size();
+      page.words.resize(offset + value.size() / sizeof(uint64_t));
+      std::memcpy(page.words.data() + offset, value.data(), value.size());
+      page.spans.emplace_back(offset, value.size() / sizeof(uint64_t));
+      return Status::Ok();
+    };
+    auto scanned = ScanHistory(query, add);
+    if (!scanned.ok()) return scanned.status();
+    if (scanned->newest_first) std::reverse(page.spans.begin(), page.spans.end());
+    page.has_more = scanned->has_more;
+    page.next_cursor_seq = scanned->next_cursor_seq;
     return page;
   }
 
@@ -796,6 +771,76 @@ class ShardStoreImpl final : public ShardStore {
     std::unordered_map<uint64_t, ConvState> convs;  // GUARDED_BY(mu)
   };
   static constexpr size_t kStripes = 64;
+
+  struct HistoryScan {
+    bool newest_first = false;  // Messages were handed over oldest first: the caller reverses.
+    bool has_more = false;
+    uint64_t next_cursor_seq = 0;
+  };
+
+  // Hands the stored messages of one history page to `add(seq, stored_value)`, always in
+  // ascending seq order (reading a newest-first page forward is much cheaper than walking back
+  // with Prev(); seqs are dense, so the page below the cursor is exactly [first, cursor - 1]).
+  template <typename Add>
+  Result<HistoryScan> ScanHistory(const HistoryQuery& query, Add& add) {
+    SB_RETURN_IF_ERROR(CheckId(query.conv_id, "conv_id"));
+    SB_RETURN_IF_ERROR(CheckOwned(query.conv_id, "conv_id"));
+    SB_RETURN_IF_ERROR(CheckLimit(query.limit, limits_.max_page_size, "limit"));
+    if (query.direction != Direction::kNewestFirst && query.direction != Direction::kOldestFirst) {
+      return Status::InvalidArgument("direction", "unknown direction");
+    }
+    HistoryScan scan;
+    scan.newest_first = query.direction == Direction::kNewestFirst;
+    // The exclusive cursor to start from; 0 means "from the end in this direction".
+    uint64_t cursor = query.cursor_seq;
+    if (query.from_time_ms) {
+      auto start = SeqAtTime(query.conv_id, *query.from_time_ms, scan.newest_first);
+      if (!start.ok()) return start.status();
+      if (*start == 0) {
+        SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
+        return scan;  // No message at or beyond that time in this direction.
+      }
+      cursor = scan.newest_first ? *start + 1 : *start - 1;
+    }
+    if (scan.newest_first && cursor == 1) return scan;  // Nothing below seq 1.
+
+    BoundedIterator it(db_.get(), handles_[kMessagesCf], Key(query.conv_id, Tag::kMessage),
+                       TagEnd(query.conv_id, Tag::kMessage));
+    uint32_t count = 0;
+    uint64_t first_seq = 0, last_seq = 0;  // Of the messages handed over.
+    if (scan.newest_first) {
+      if (cursor == 0) {  // From the newest: find it, then read up to it.
+        it->SeekForPrev(ToSlice(keys::MessageKey(query.conv_id, UINT64_MAX)));
+        SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read history"));
+        if (!it->Valid()) {
+          SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
+          return scan;
+        }
+        cursor = SeqOfMessageKey(it->key()) + 1;
+      }
+      const uint64_t first = cursor > query.limit ? cursor - query.limit : 1;
+      for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, first)));
+           it->Valid() && SeqOfMessageKey(it->key()) < cursor; it->Next()) {
+        const uint64_t seq = SeqOfMessageKey(it->key());
+        SB_RETURN_IF_ERROR(add(seq, ToView(it->value())));
+        if (count++ == 0) first_seq = seq;
+      }
+      scan.has_more = first > 1 && count > 0;
+      if (scan.has_more) scan.next_cursor_seq = first_seq;  // The oldest: last of the page.
+    } else {
+      for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, cursor + 1)));
+           it->Valid() && count < query.limit; it->Next()) {
+        last_seq = SeqOfMessageKey(it->key());
+        SB_RETURN_IF_ERROR(add(last_seq, ToView(it->value())));
+        ++count;
+      }
+      scan.has_more = it->Valid();
+      if (scan.has_more) scan.next_cursor_seq = last_seq;
+    }
+    SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read history"));
+    if (count == 0) SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
+    return scan;
+  }
 
   size_t ConvStripeIndex(uint64_t conv_id) const { return TokenOf(conv_id) % kStripes; }
   Stripe& ConvStripe(uint64_t conv_id) { return conv_stripes_[ConvStripeIndex(conv_id)]; }

@@ -2,6 +2,7 @@
 #include "scrollback/engine/storage_node.h"
 
 #include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <kj/async.h>
 #include <kj/function.h>
 
@@ -388,15 +389,30 @@ class ChatService final : public s::Node::Server {
 
   kj::Promise<void> readHistory(ReadHistoryContext context) override {
     auto query = wire::ReadHistory(context.getParams().getRequest());
-    return Serve<HistoryPage>(
+    return Serve<EncodedHistoryPage>(
         NodeMetrics::kReadHistory,
-        [query](NodeCore& core, const ShardTable& table) -> Result<HistoryPage> {
+        [query](NodeCore& core, const ShardTable& table) -> Result<EncodedHistoryPage> {
           auto shard = Route(core, table, query.conv_id, "conv_id");
           if (!shard.ok()) return shard.status();
-          return (*shard)->store->ReadHistory(query);
+          return (*shard)->store->ReadHistoryEncoded(query);
         },
-        [context](const HistoryPage& page) mutable {
-          wire::ToWire(page, context.getResults().initPage());
+        [this, context](const EncodedHistoryPage& page) mutable {
+          // Stored messages are copied onto the wire as they are: no decoding, no re-encoding.
+          auto out = context.getResults().initPage();
+          out.setNextCursorSeq(page.next_cursor_seq);
+          out.setHasMore(page.has_more);
+          auto messages = out.initMessages(static_cast<unsigned>(page.spans.size()));
+          for (unsigned i = 0; i < page.spans.size(); ++i) {
+            auto [offset, size] = page.spans[i];
+            kj::ArrayPtr<const capnp::word> words(
+                reinterpret_cast<const capnp::word*>(page.words.data() + offset), size);
+            Status copied = CopyStoredMessage(words, messages, i);
+            if (!copied.ok()) {
+              context.getResults().disownPage();
+              WriteError(context.getResults().initError(), copied);
+              return;
+            }
+          }
         },
         [context](const Status&) mutable { return context.getResults().initError(); });
   }
@@ -600,6 +616,18 @@ class ChatService final : public s::Node::Server {
       return kj::READY_NOW;
     }
     return paf.promise.then(kj::mv(finish));
+  }
+
+  // Copies one stored message (a flat Cap'n Proto message) into element `i` of `out`.
+  static Status CopyStoredMessage(kj::ArrayPtr<const capnp::word> words,
+                                  capnp::List<s::Message>::Builder out, unsigned i) {
+    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
+      capnp::FlatArrayMessageReader reader(words);
+      out.setWithCaveats(i, reader.getRoot<s::Message>());
+    })) {
+      return Status::Corruption(std::string("stored message: ") + e->getDescription().cStr());
+    }
+    return Status::Ok();
   }
 
   // Reads that take no engine lock, so running them on the loop can only wait for memory.

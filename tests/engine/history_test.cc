@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "test_util.h"
+#include "value_codec.h"
 
 namespace scrollback {
 namespace {
@@ -96,6 +97,48 @@ TEST_CASE("history from a point in time starts at the right message in both dire
   CHECK(
       f.store->ReadHistory({10, Direction::kOldestFirst, 0, start + 99'000, 5})->messages.empty());
   CHECK(f.store->ReadHistory({10, Direction::kNewestFirst, 0, start, 5})->messages.empty());
+}
+
+TEST_CASE("encoded history pages hold the same messages, order and cursor as decoded ones") {
+  StoreFixture f;
+  f.Create(10, 1);
+  Fill(f, 10, 30);
+  REQUIRE(f.store->EditMessage(10, 7, 1, "edited").ok());
+  REQUIRE(f.store->DeleteMessage(10, 8, 1).ok());
+  std::vector<HistoryQuery> queries = {
+      {10, Direction::kNewestFirst, 0, std::nullopt, 10},
+      {10, Direction::kNewestFirst, 12, std::nullopt, 50},
+      {10, Direction::kOldestFirst, 0, std::nullopt, 7},
+      {10, Direction::kOldestFirst, 25, std::nullopt, 50},
+      {10, Direction::kOldestFirst, 0, 5'500, 3},
+      {10, Direction::kNewestFirst, 0, 9'000, 4},
+  };
+  for (const HistoryQuery& query : queries) {
+    auto decoded = f.store->ReadHistory(query);
+    auto encoded = f.store->ReadHistoryEncoded(query);
+    REQUIRE(decoded.ok());
+    REQUIRE(encoded.ok());
+    CHECK(encoded->has_more == decoded->has_more);
+    CHECK(encoded->next_cursor_seq == decoded->next_cursor_seq);
+    REQUIRE(encoded->spans.size() == decoded->messages.size());
+    for (size_t i = 0; i < encoded->spans.size(); ++i) {
+      auto [offset, size] = encoded->spans[i];
+      std::string_view bytes(reinterpret_cast<const char*>(encoded->words.data() + offset),
+                             size * sizeof(uint64_t));
+      Message message;
+      REQUIRE(codec::DecodeMessage(bytes, &message).ok());
+      CHECK(message.seq == decoded->messages[i].seq);
+      CHECK(message.body == decoded->messages[i].body);
+      CHECK(message.deleted == decoded->messages[i].deleted);
+    }
+  }
+  // Errors are the same too.
+  CHECK(f.store->ReadHistoryEncoded({99, Direction::kNewestFirst, 0, std::nullopt, 10})
+            .status()
+            .code() == ErrorCode::kNotFound);
+  CHECK(f.store->ReadHistoryEncoded({10, Direction::kNewestFirst, 0, std::nullopt, 0})
+            .status()
+            .field() == "limit");
 }
 
 TEST_CASE("page limits are enforced") {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "scrollback/engine/clock.h"
@@ -41,6 +42,16 @@ class StorageResources {
 
   // Block cache bytes in use now (for /metrics).
   virtual size_t BlockCacheUsage() const = 0;
+};
+
+// A history page as stored: each message a flat Cap'n Proto `scrollback.schema.Message` in the
+// standard stream format (docs/formats.md), word-aligned in `words`. Message i (in page order,
+// as HistoryPage::messages) is words[spans[i].first, spans[i].first + spans[i].second).
+struct EncodedHistoryPage {
+  std::vector<uint64_t> words;
+  std::vector<std::pair<uint32_t, uint32_t>> spans;  // (offset, size), in words.
+  uint64_t next_cursor_seq = 0;                      // As HistoryPage.
+  bool has_more = false;
 };
 
 // While an object of this class lives, reads made on the creating thread through any ShardStore
@@ -156,6 +167,9 @@ class ShardStore {
       const std::vector<SendMessageRequest>& requests) = 0;
   virtual Result<Message> GetMessage(uint64_t conv_id, uint64_t seq) = 0;
   virtual Result<HistoryPage> ReadHistory(const HistoryQuery& query) = 0;
+  // The same page as ReadHistory, as the stored encodings, for callers that forward messages
+  // to the wire without decoding them (storage nodes).
+  virtual Result<EncodedHistoryPage> ReadHistoryEncoded(const HistoryQuery& query) = 0;
   // Seqs of `sender_id`'s messages in the conversation, newest first, below `before_seq`
   // (0: from the newest).
   virtual Result<std::vector<uint64_t>> ListSenderMessages(uint64_t conv_id, uint64_t sender_id,

@@ -4,6 +4,8 @@
 #include <capnp/rpc-twoparty.h>
 #include <capnp/rpc.h>
 #include <kj/async.h>
+#include <kj/common.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -11,6 +13,8 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
+#include <utility>
 #include <list>
 #include <mutex>
 #include <thread>
@@ -59,12 +63,39 @@ std::string LocalAddress(int fd) {
   return std::string(host) + ":" + std::to_string(ntohs(addr.sin_port));
 }
 
-// One event loop thread: accepts from the shared listening socket and serves its connections.
+// Owns a file descriptor until released; closes it otherwise.
+class OwnedFd {
+ public:
+  explicit OwnedFd(int fd) : fd_(fd) {}
+  OwnedFd(OwnedFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  OwnedFd& operator=(OwnedFd&&) = delete;
+  ~OwnedFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+// One event-loop thread serving its share of the connections. The first loop also accepts:
+// it hands each new connection to the loops in turn (itself included), so connections spread
+// evenly over the loops whatever the timing of their arrival.
 class EventLoopThread {
  public:
+  // Picks the loop for the next accepted connection.
+  using NextLoop = std::function<EventLoopThread*()>;
+
+  // `listen_fd` < 0: this loop does not accept. Otherwise it starts accepting on
+  // StartAccepting(), once every loop `next_loop` may pick exists.
   EventLoopThread(const RpcServerOptions& options, const RpcServer::BootstrapFactory& factory,
-                  int listen_fd)
-      : options_(options), factory_(factory), listen_fd_(dup(listen_fd)) {
+                  int listen_fd, NextLoop next_loop)
+      : options_(options),
+        factory_(factory),
+        listen_fd_(listen_fd >= 0 ? fcntl(listen_fd, F_DUPFD_CLOEXEC, 0) : -1),
+        next_loop_(std::move(next_loop)) {
     thread_ = std::thread([this] { Run(); });
     std::unique_lock lock(mu_);
     ready_cv_.wait(lock, [this] { return executor_ != nullptr || done_; });
@@ -85,6 +116,39 @@ class EventLoopThread {
       });
     }
     if (thread_.joinable()) thread_.join();
+    if (listen_fd_ >= 0 && !listener_owns_fd_) close(listen_fd_);
+  }
+
+  void StartAccepting() {
+    const kj::Executor* executor;
+    {
+      std::lock_guard lock(mu_);
+      executor = executor_;
+    }
+    if (executor == nullptr || listen_fd_ < 0) return;
+    executor->executeSync([this] {
+      listener_ = loop_->io.lowLevelProvider->wrapListenSocketFd(
+          listen_fd_, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+      listener_owns_fd_ = true;
+      listening_ = AcceptLoop(*listener_).eagerlyEvaluate(nullptr);
+    });
+  }
+
+  // Called on another loop's thread: this loop takes over the connected socket `fd`. The
+  // returned promise belongs to the calling loop.
+  kj::Promise<void> Adopt(OwnedFd fd) {
+    const kj::Executor* executor;
+    {
+      std::lock_guard lock(mu_);
+      executor = executor_;
+    }
+    if (executor == nullptr) return kj::READY_NOW;  // Stopping: `fd` closes.
+    return executor->executeAsync([this, fd = std::move(fd)]() mutable {
+      constexpr uint flags = kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                             kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
+                             kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK;
+      ServeConnection(loop_->io.lowLevelProvider->wrapSocketFd(fd.release(), flags));
+    });
   }
 
  private:
@@ -92,6 +156,16 @@ class EventLoopThread {
     kj::Own<kj::AsyncIoStream> stream;
     kj::Own<capnp::TwoPartyVatNetwork> network;
     kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
+  };
+
+  // What the loop thread owns while it runs.
+  struct LoopState {
+    kj::AsyncIoContext io = kj::setupAsyncIo();
+    capnp::Capability::Client bootstrap = nullptr;
+    // Declared before `tasks` so that the tasks watching connections die first.
+    std::list<Connection> connections;
+    kj::TaskSet tasks;
+    explicit LoopState(kj::TaskSet::ErrorHandler& errors) : tasks(errors) {}
   };
 
   void Run() {
@@ -109,55 +183,63 @@ class EventLoopThread {
   }
 
   void Serve() {
-    auto io = kj::setupAsyncIo();
-    auto listener = io.lowLevelProvider->wrapListenSocketFd(
-        listen_fd_, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+    LoopState loop(error_handler_);
+    loop_ = &loop;
+    KJ_DEFER(loop_ = nullptr);
     auto stop = kj::newPromiseAndFulfiller<std::chrono::milliseconds>();
-    capnp::Capability::Client bootstrap = factory_(*io.provider);
-    // Declared before `tasks` so that the tasks watching connections die first.
-    std::list<Connection> connections;
-    kj::TaskSet tasks(error_handler_);
+    loop.bootstrap = factory_(*loop.io.provider);
     stop_fulfiller_ = &stop.fulfiller;
-    listening_ = AcceptLoop(*listener, bootstrap, tasks, connections).eagerlyEvaluate(nullptr);
+    KJ_DEFER(listener_ = nullptr);
     {
       std::lock_guard lock(mu_);
       executor_ = &kj::getCurrentThreadExecutor();
     }
     ready_cv_.notify_all();
 
-    auto grace = stop.promise.wait(io.waitScope);
+    auto grace = stop.promise.wait(loop.io.waitScope);
     auto deadline = std::chrono::steady_clock::now() + grace;
     while (std::chrono::steady_clock::now() < deadline) {
       bool busy = false;
-      for (auto& c : connections) busy |= c.network->getCurrentQueueCount() > 0;
+      for (auto& c : loop.connections) busy |= c.network->getCurrentQueueCount() > 0;
       if (!busy) break;
-      io.provider->getTimer().afterDelay(5 * kj::MILLISECONDS).wait(io.waitScope);
+      loop.io.provider->getTimer().afterDelay(5 * kj::MILLISECONDS).wait(loop.io.waitScope);
     }
     listening_ = nullptr;
   }
 
-  kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener,
-                               capnp::Capability::Client bootstrap, kj::TaskSet& tasks,
-                               std::list<Connection>& connections) {
-    return listener.accept().then([this, &listener, bootstrap, &tasks,
-                                   &connections](kj::Own<kj::AsyncIoStream>&& stream) mutable {
-      capnp::ReaderOptions reader;
-      reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
-      reader.nestingLimit = 16;
-      auto& c = connections.emplace_back();
-      c.stream = options_.buffer_streams ? NewBufferedStream(kj::mv(stream)) : kj::mv(stream);
-      c.network = kj::heap<capnp::TwoPartyVatNetwork>(*c.stream, capnp::rpc::twoparty::Side::SERVER,
-                                                      reader);
-      c.rpc = kj::heap(capnp::makeRpcServer(*c.network, bootstrap));
-      c.rpc->setFlowLimit(options_.flow_limit_bytes);
-      auto it = std::prev(connections.end());
-      // A disconnect (or a malformed message, which aborts this connection only) drops it, on
-      // the next turn of the loop rather than inside the network's own callback.
-      tasks.add(c.network->onDisconnect().then([&connections, it] {
-        return kj::evalLater([&connections, it] { connections.erase(it); });
-      }));
-      return AcceptLoop(listener, kj::mv(bootstrap), tasks, connections);
+  kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener) {
+    return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream>&& stream) {
+      EventLoopThread* target = next_loop_();
+      int fd = -1;
+      KJ_IF_MAYBE(raw, stream->getFd()) { fd = *raw; }
+      if (target == this || fd < 0) {
+        ServeConnection(kj::mv(stream));
+      } else {
+        OwnedFd moved(fcntl(fd, F_DUPFD_CLOEXEC, 0));
+        stream = nullptr;  // Closes this loop's descriptor; the duplicate travels.
+        loop_->tasks.add(target->Adopt(std::move(moved)));
+      }
+      return AcceptLoop(listener);
     });
+  }
+
+  void ServeConnection(kj::Own<kj::AsyncIoStream> stream) {
+    capnp::ReaderOptions reader;
+    reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
+    reader.nestingLimit = 16;
+    auto& connections = loop_->connections;
+    auto& c = connections.emplace_back();
+    c.stream = options_.buffer_streams ? NewBufferedStream(kj::mv(stream)) : kj::mv(stream);
+    c.network =
+        kj::heap<capnp::TwoPartyVatNetwork>(*c.stream, capnp::rpc::twoparty::Side::SERVER, reader);
+    c.rpc = kj::heap(capnp::makeRpcServer(*c.network, loop_->bootstrap));
+    c.rpc->setFlowLimit(options_.flow_limit_bytes);
+    auto it = std::prev(connections.end());
+    // A disconnect (or a malformed message, which aborts this connection only) drops it, on
+    // the next turn of the loop rather than inside the network's own callback.
+    loop_->tasks.add(c.network->onDisconnect().then([&connections, it] {
+      return kj::evalLater([&connections, it] { connections.erase(it); });
+    }));
   }
 
   struct ErrorHandler final : kj::TaskSet::ErrorHandler {
@@ -166,14 +248,18 @@ class EventLoopThread {
 
   const RpcServerOptions options_;
   const RpcServer::BootstrapFactory& factory_;
-  int listen_fd_;
+  const int listen_fd_;
+  bool listener_owns_fd_ = false;
+  const NextLoop next_loop_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable ready_cv_;
   const kj::Executor* executor_ = nullptr;  // GUARDED_BY(mu_)
   bool done_ = false;                       // GUARDED_BY(mu_)
   // Owned by the loop thread:
+  LoopState* loop_ = nullptr;
   kj::Own<kj::PromiseFulfiller<std::chrono::milliseconds>>* stop_fulfiller_ = nullptr;
+  kj::Own<kj::ConnectionReceiver> listener_;
   kj::Promise<void> listening_ = nullptr;
   ErrorHandler error_handler_;
 };
@@ -182,9 +268,17 @@ class RpcServerImpl final : public RpcServer {
  public:
   RpcServerImpl(const RpcServerOptions& options, BootstrapFactory factory, int listen_fd)
       : factory_(std::move(factory)), listen_fd_(listen_fd), address_(LocalAddress(listen_fd)) {
-    for (int i = 0; i < std::max(1, options.event_loops); ++i) {
-      loops_.push_back(std::make_unique<EventLoopThread>(options, factory_, listen_fd_));
+    const int n = std::max(1, options.event_loops);
+    loops_.resize(n);
+    // The acceptor (loop 0) starts accepting only once every loop exists.
+    for (int i = n - 1; i >= 0; --i) {
+      loops_[i] = std::make_unique<EventLoopThread>(
+          options, factory_, i == 0 ? listen_fd_ : -1, [this] {
+            // Only the acceptor's thread calls this.
+            return loops_[next_loop_++ % loops_.size()].get();
+          });
     }
+    loops_[0]->StartAccepting();
   }
   ~RpcServerImpl() override { Stop(std::chrono::milliseconds(0)); }
 
@@ -194,6 +288,7 @@ class RpcServerImpl final : public RpcServer {
     std::lock_guard lock(mu_);
     if (stopped_) return;
     stopped_ = true;
+    // The acceptor first: no connection is handed to a loop that has stopped.
     for (auto& loop : loops_) loop->Stop(grace);
     loops_.clear();
     close(listen_fd_);
@@ -206,6 +301,7 @@ class RpcServerImpl final : public RpcServer {
   std::mutex mu_;
   bool stopped_ = false;  // GUARDED_BY(mu_)
   std::vector<std::unique_ptr<EventLoopThread>> loops_;
+  size_t next_loop_ = 0;  // Used by the acceptor's thread only.
 };
 
 }  // namespace

@@ -25,7 +25,8 @@ median = {}
 for r in runs:
     if r.get("aggregate_name") == "median":
         median[r["run_name"]] = r["items_per_second"]
-pairs = [("BM_SendMessage", "BM_RawWriteBatch", "send message (200 B, 5 members)", 0.50),
+pairs = [("BM_SendMessage", "BM_RawWriteBatch/1", "send message (200 B, 5 members)", 0.50),
+         ("BM_SendBatch/100", "BM_RawWriteBatch/100", "batch of 100 sends (messages/s)", None),
          ("BM_HistoryPage50", "BM_RawSeekNext50", "history page of 50", 0.60),
          ("BM_HistoryTail50", "BM_RawSeekNext50", "history tail page of 50", None),
          ("BM_ListInbox20", "BM_RawInboxScan20", "inbox list of 20", None)]

@@ -1,27 +1,61 @@
 #!/usr/bin/env bash
 # The standard benchmark set, bounded to about 10 minutes on 2 cores:
-#   1. scrollback-bench: YCSB workloads A-F and `chat` on the raw, engine, embedded and echo
-#      targets, one after another in one process, so the ratios come from the same run;
-#   2. the engine micro-benchmarks beside raw RocksDB (scripts/bench-engine.sh);
-#   3. the cluster RPC micro-benchmarks beside a bare Cap'n Proto echo (rpc_bench).
-# Writes bench/results/: ycsb.json, ycsb.txt, engine.json, rpc.txt, and PNG charts
-# (scripts/plot-bench.sh).
+#   1. scrollback-bench: YCSB workloads A-F, `chat`, `send`, `history` and `batch` on the raw,
+#      engine, embedded and echo targets, one after another in one process, so the ratios come
+#      from the same run;
+#   2. latency at half of peak: `c`, `send` and `history` on embedded again, paced (open loop)
+#      at half the throughput step 1 measured, for the p99 target;
+#   3. the engine micro-benchmarks beside raw RocksDB (scripts/bench-engine.sh);
+#   4. the cluster RPC micro-benchmarks beside a Cap'n Proto echo (rpc_bench).
+# Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt, and
+# PNG charts (scripts/plot-bench.sh).
 #
-# Environment: RECORDS (default 50000), DURATION seconds per run (default 6),
-# THREADS (default 2), INFLIGHT (default 16), WORKLOADS (default a,b,c,d,e,f,chat),
-# TARGETS (default raw,engine,embedded,echo).
+# Environment: RECORDS (default 50000), DURATION seconds per run (default 5),
+# THREADS (default 2), INFLIGHT (default 16), WORKLOADS (default a,b,c,d,e,f,chat,send,history,
+# batch), TARGETS (default raw,engine,embedded,echo), PACED (default c,send,history; empty: skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 mkdir -p bench/results
+records=${RECORDS:-50000}
+duration=${DURATION:-5}
 
 echo "== scrollback-bench (YCSB)"
 build/bench/scrollback-bench \
-  --workload "${WORKLOADS:-a,b,c,d,e,f,chat}" --target "${TARGETS:-raw,engine,embedded,echo}" \
-  --records "${RECORDS:-50000}" --duration "${DURATION:-6}" --warmup 1 \
+  --workload "${WORKLOADS:-a,b,c,d,e,f,chat,send,history,batch}" \
+  --target "${TARGETS:-raw,engine,embedded,echo}" \
+  --records "$records" --duration "$duration" --warmup 1 \
   --threads "${THREADS:-2}" --inflight "${INFLIGHT:-16}" \
   --json bench/results/ycsb.json 2>bench/results/ycsb-progress.txt | tee bench/results/ycsb.txt |
-  grep -E '^#|OVERALL\], Throughput'
+  grep -E '^#|OVERALL\], Throughput|messages/sec'
+
+paced=${PACED-c,send,history}
+if [[ -n "$paced" ]]; then
+  echo "== latency at half of peak (embedded, open loop)"
+  : >bench/results/paced.txt
+  reports=()
+  for workload in ${paced//,/ }; do
+    peak=$(python3 -c '
+import json, sys
+for r in json.load(open("bench/results/ycsb.json")):
+    if r["workload"] == sys.argv[1] and r["target"] == "embedded":
+        print(int(r["throughput_ops_per_sec"]))' "$workload")
+    [[ -n "$peak" ]] || continue
+    rate=$((peak / 2))
+    echo "# $workload: peak $peak ops/s, paced at $rate ops/s" | tee -a bench/results/paced.txt
+    build/bench/scrollback-bench --workload "$workload" --target embedded \
+      --records "$records" --duration "$duration" --warmup 1 \
+      --threads "${THREADS:-2}" --inflight "${INFLIGHT:-16}" --target-rate "$rate" \
+      --json "bench/results/paced-$workload.json" 2>/dev/null |
+      grep -E 'OVERALL\], Throughput|PercentileLatency' | tee -a bench/results/paced.txt
+    reports+=("bench/results/paced-$workload.json")
+  done
+  python3 -c '
+import json, sys
+print(json.dumps([r for f in sys.argv[1:] for r in json.load(open(f))], indent=1))' \
+    "${reports[@]}" >bench/results/paced.json
+  rm -f "${reports[@]}"
+fi
 
 echo "== engine micro-benchmarks"
 MIN_TIME=${MIN_TIME:-0.5} scripts/bench-engine.sh

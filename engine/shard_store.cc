@@ -1352,6 +1352,11 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(Cf cf, const StorageResourcesImpl& re
     options.memtable_insert_with_hint_prefix_extractor.reset(
         rocksdb::NewFixedPrefixTransform(keys::kPrefixSize));
   }
+  if (cf == kIndexesCf) {
+    // Every new send looks up its client_msg_id row, which almost never exists: a whole-key
+    // Bloom filter in the memtable answers those misses without a skiplist search.
+    options.memtable_whole_key_filtering = true;
+  }
   if (cf == kOutboxCf) {
     // Outbox keys grow monotonically (tag | outbox seq | user): every insert goes at the end.
     options.memtable_insert_with_hint_prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(1));

@@ -1,6 +1,7 @@
 #include "scrollback/cluster/fanout_worker.h"
 
 #include <kj/async-io.h>
+#include <pthread.h>
 
 #include <map>
 #include <optional>
@@ -10,7 +11,10 @@ namespace scrollback {
 FanOutWorker::FanOutWorker(StorageNode& node, std::shared_ptr<ShardMapSource> maps,
                            FanOutOptions options)
     : node_(node), maps_(std::move(maps)), options_(options) {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "sb-fanout");
+    Run();
+  });
 }
 
 FanOutWorker::~FanOutWorker() {

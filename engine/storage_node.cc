@@ -5,6 +5,7 @@
 #include <capnp/serialize.h>
 #include <kj/async.h>
 #include <kj/function.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <array>
@@ -164,7 +165,12 @@ class CallTimer {
 class EnginePool {
  public:
   EnginePool(int threads, size_t max_queued) : max_queued_(max_queued) {
-    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Work(); });
+    for (int i = 0; i < threads; ++i) {
+      threads_.emplace_back([this] {
+        pthread_setname_np(pthread_self(), "sb-engine");
+        Work();
+      });
+    }
   }
   ~EnginePool() {
     {
@@ -502,15 +508,9 @@ class ChatService final : public s::Node::Server {
           SB_RETURN_IF_ERROR(too_many);
           // One WriteBatch per shard: group the updates by the shard that owns each user.
           std::vector<Status> out(updates.size());
-          std::map<const HostedShard*, std::vector<size_t>> by_shard;
-          for (size_t i = 0; i < updates.size(); ++i) {
-            auto shard = Route(core, table, updates[i].user_id, "user_id");
-            if (shard.ok()) {
-              by_shard[*shard].push_back(i);
-            } else {
-              out[i] = shard.status();
-            }
-          }
+          auto by_shard = GroupByShard(
+              core, table, updates.size(), "user_id", [&](size_t i) { return updates[i].user_id; },
+              [&](size_t i, Status error) { out[i] = std::move(error); });
           for (auto& [shard, indexes] : by_shard) {
             std::vector<InboxUpdate> part;
             part.reserve(indexes.size());
@@ -699,21 +699,33 @@ class ChatService final : public s::Node::Server {
                  [&](ShardStore& store) { return store.SendMessage(request); });
   }
 
+  // The indexes 0..n-1 grouped by the hosted shard that owns `key_of(i)`; an index no hosted
+  // shard owns is handed to `unrouted(i, not_owner_error)` instead.
+  template <typename KeyOf, typename Unrouted>
+  static std::map<const HostedShard*, std::vector<size_t>> GroupByShard(
+      const NodeCore& core, const ShardTable& table, size_t n, const char* field, KeyOf key_of,
+      Unrouted unrouted) {
+    std::map<const HostedShard*, std::vector<size_t>> by_shard;
+    for (size_t i = 0; i < n; ++i) {
+      auto shard = Route(core, table, key_of(i), field);
+      if (shard.ok()) {
+        by_shard[*shard].push_back(i);
+      } else {
+        unrouted(i, shard.status());
+      }
+    }
+    return by_shard;
+  }
+
   // The sends of one batch, one SendMessages call (one WriteBatch) per shard; results in input
   // order.
   static std::vector<Result<Written<SendMessageResult>>> SendGroupedByShard(
       const NodeCore& core, const ShardTable& table, const std::vector<SendMessageRequest>& sends) {
     std::vector<Result<Written<SendMessageResult>>> out(sends.size(),
                                                         Status::Internal("send not routed"));
-    std::map<const HostedShard*, std::vector<size_t>> by_shard;
-    for (size_t i = 0; i < sends.size(); ++i) {
-      auto shard = Route(core, table, sends[i].conv_id, "conv_id");
-      if (shard.ok()) {
-        by_shard[*shard].push_back(i);
-      } else {
-        out[i] = shard.status();
-      }
-    }
+    auto by_shard = GroupByShard(
+        core, table, sends.size(), "conv_id", [&](size_t i) { return sends[i].conv_id; },
+        [&](size_t i, Status error) { out[i] = std::move(error); });
     for (auto& [shard, indexes] : by_shard) {
       std::vector<SendMessageRequest> group;
       group.reserve(indexes.size());

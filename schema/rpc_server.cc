@@ -6,6 +6,7 @@
 #include <kj/async.h>
 #include <kj/common.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -169,6 +170,7 @@ class EventLoopThread {
   };
 
   void Run() {
+    pthread_setname_np(pthread_self(), "sb-rpc-loop");  // For top -H, perf, gdb.
     try {
       Serve();
     } catch (const kj::Exception&) {

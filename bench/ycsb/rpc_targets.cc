@@ -5,6 +5,8 @@
 
 #include <capnp/rpc-twoparty.h>
 
+#include <thread>
+
 #include "scrollback/bench/echo.capnp.h"
 #include "scrollback/cluster/embedded_cluster.h"
 #include "scrollback/schema/buffered_stream.h"
@@ -77,6 +79,22 @@ class EmbeddedTarget final : public Target {
       : cluster_(std::move(cluster)) {}
   std::string name() const override { return "embedded"; }
   bool pipelined() const override { return true; }
+  // Idle when every outbox of every node is empty (all fan-out delivered).
+  Status WaitIdle(std::chrono::seconds limit) override {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      bool idle = true;
+      for (size_t i = 0; i < cluster_->node_count() && idle; ++i) {
+        for (const HostedShard& shard : cluster_->node(i)->Shards()) {
+          auto pending = shard.store->ReadOutbox("", 1);
+          if (!pending.ok() || !pending->records.empty()) idle = false;
+        }
+      }
+      if (idle) return Status::Ok();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return Status::Unavailable("fan-out still busy after " + std::to_string(limit.count()) + " s");
+  }
   std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
     return std::make_unique<ClientSession>(cluster_->NewClient(io));
   }

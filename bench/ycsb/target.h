@@ -5,6 +5,7 @@
 
 #include <kj/async-io.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,12 @@ class Target {
   virtual std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) = 0;
   // False for targets whose calls complete synchronously (in-flight depth 1 per thread).
   virtual bool pipelined() const = 0;
+  // Waits until background work of earlier calls (inbox fan-out) is done, at most `limit`.
+  // Targets without such work, or that cannot see it (a remote cluster), return at once.
+  virtual Status WaitIdle(std::chrono::seconds limit) {
+    (void)limit;
+    return Status::Ok();
+  }
 };
 
 struct TargetOptions {

@@ -1,6 +1,5 @@
-#include <fstream>
-
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "process_util.h"
@@ -12,11 +11,10 @@ TEST_CASE("a short scrollback-bench run reports every operation of every workloa
   testing::TempDir dir;
   const std::string report = dir.Sub("report.json");
   {
-    testing::ChildProcess bench(
-        {SCROLLBACK_BENCH, "--workload", "a,d,e,chat", "--target", "raw,engine", "--records",
-         "2000", "--operations", "5000", "--threads", "2", "--json", report, "--data-dir",
-         dir.Sub("data")},
-        dir.Sub("bench.log"));
+    testing::ChildProcess bench({SCROLLBACK_BENCH, "--workload", "a,d,e,chat", "--target",
+                                 "raw,engine", "--records", "2000", "--operations", "5000",
+                                 "--threads", "2", "--json", report, "--data-dir", dir.Sub("data")},
+                                dir.Sub("bench.log"));
     int status = bench.Stop(0, std::chrono::seconds(120));  // Signal 0: just wait.
     REQUIRE(WIFEXITED(status));
     REQUIRE(WEXITSTATUS(status) == 0);
@@ -36,6 +34,39 @@ TEST_CASE("a short scrollback-bench run reports every operation of every workloa
     CHECK(ops == 5000);
     CHECK(run["operations"].get<uint64_t>() == 5000);
     CHECK(run["throughput_ops_per_sec"].get<double>() > 0);
+  }
+}
+
+TEST_CASE("scrollback-bench runs the embedded cluster and the echo, batches included") {
+  testing::TempDir dir;
+  const std::string report = dir.Sub("report.json");
+  {
+    testing::ChildProcess bench(
+        {SCROLLBACK_BENCH, "--workload", "c,chat,batch", "--target", "embedded,echo", "--records",
+         "2000", "--operations", "3000", "--threads", "2", "--inflight", "8", "--batch-size", "10",
+         "--json", report, "--data-dir", dir.Sub("data")},
+        dir.Sub("bench.log"));
+    int status = bench.Stop(0, std::chrono::seconds(150));  // Signal 0: just wait.
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+  }
+  std::ifstream in(report);
+  auto json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  REQUIRE(json.is_array());
+  REQUIRE(json.size() == 6);  // 3 workloads x 2 targets.
+  for (const auto& run : json) {
+    INFO(run["target"] << " " << run["workload"]);
+    uint64_t ops = 0;
+    for (auto& [name, op] : run["ops"].items()) {
+      ops += op["count"].get<uint64_t>();
+      CHECK(op["errors"].get<uint64_t>() == 0);
+    }
+    CHECK(ops == 3000);
+    if (run["workload"] == "batch") {
+      const auto& batch = run["ops"]["SEND-BATCH"];
+      CHECK(batch["messages_per_sec"].get<double>() ==
+            Approx(10 * batch["count"].get<double>() / run["run_seconds"].get<double>()));
+    }
   }
 }
 

@@ -132,6 +132,19 @@ TEST_CASE("sends to many conversations spread over every shard") {
     REQUIRE(page->messages.size() == 5);
     CHECK(page->messages[0].body == "body 4");
   }
+  // The reads were answered from memory on the event loops; the writes ran on the engine pools.
+  auto counter = [](const std::string& metrics, const std::string& name) -> uint64_t {
+    auto at = metrics.find(name + " ");
+    return at == std::string::npos ? 0 : std::stoull(metrics.substr(at + name.size() + 1));
+  };
+  uint64_t on_loop = 0, on_pool = 0;
+  for (size_t i = 0; i < f.cluster->node_count(); ++i) {
+    const std::string metrics = f.cluster->node(i)->RenderMetrics();
+    on_loop += counter(metrics, "scrollback_engine_calls_total{where=\"loop\"}");
+    on_pool += counter(metrics, "scrollback_engine_calls_total{where=\"pool\"}");
+  }
+  CHECK(on_loop >= kConvs);
+  CHECK(on_pool >= kConvs);
 }
 
 TEST_CASE("inbox fan-out reaches members on other shards") {

@@ -3,11 +3,13 @@
 // it owns. It knows nothing of routing or of the metadata store: whoever runs it (scrollbackd,
 // EmbeddedCluster) tells it which shards it hosts and the shard-map version.
 //
-// Threading: `event_loops` threads each run a Cap'n Proto event loop and accept connections from
-// one shared listening socket, so connections spread over the cores. The loops decode requests
-// and encode replies; engine calls run on a bounded pool of `engine_threads` (ShardStore is
-// thread-safe), so slow RocksDB work never stalls a loop. A full pool queue answers
-// `overloaded`.
+// Threading: `event_loops` threads each run a Cap'n Proto event loop; one accepts and hands the
+// connections to the loops in turn. The loops decode requests and encode replies. Lock-free
+// reads (getMessage, readHistory, listInbox) run on the loop when memtables and the block cache
+// can answer them (CacheOnlyReads); every other engine call, and every read that would touch
+// the disk, runs on a bounded pool of `engine_threads` (ShardStore is thread-safe), so slow
+// RocksDB work never stalls a loop. A full pool queue answers `overloaded` (decisions 0004,
+// 0006).
 //
 // Bounded input: every connection reads messages with traversal / nesting limits and has a flow
 // limit (bytes of calls in flight) beyond which it stops reading (backpressure); the engine

@@ -409,10 +409,10 @@ class ShardStoreImpl final : public ShardStore {
         results[i] = sender;
         continue;
       }
-      auto [first, inserted] = first_send.emplace(
-          std::make_tuple(request.conv_id, request.sender_id,
-                          std::string_view(request.client_msg_id)),
-          i);
+      auto [first, inserted] =
+          first_send.emplace(std::make_tuple(request.conv_id, request.sender_id,
+                                             std::string_view(request.client_msg_id)),
+                             i);
       if (!inserted) {
         repeats.emplace_back(i, first->second);
         continue;
@@ -899,10 +899,10 @@ class ShardStoreImpl final : public ShardStore {
     message.client_msg_id = request.client_msg_id;
     message.body = request.body;
     SB_RETURN_IF_ERROR(PutMessageRows(batch, message));
-    SB_RETURN_IF_ERROR(Put(batch, kIndexesCf,
-                           keys::ClientMsgIdKey(message.conv_id, message.sender_id,
-                                                message.client_msg_id),
-                           EncodeSeqValue(message.seq)));
+    SB_RETURN_IF_ERROR(
+        Put(batch, kIndexesCf,
+            keys::ClientMsgIdKey(message.conv_id, message.sender_id, message.client_msg_id),
+            EncodeSeqValue(message.seq)));
     if (state.fan_out(limits_)) {
       reservations.push_back(outbox_.Reserve());
       InboxUpdate update = MessageUpdate(state, message);

@@ -88,7 +88,9 @@ class NodeMetrics {
   }
   // Where an engine call ran: on the event loop (a read served from memory) or on the pool.
   enum Where : size_t { kOnLoop, kOnPool, kNumWheres };
-  void RecordEngineCall(Where where) { engine_calls_[where].fetch_add(1, std::memory_order_relaxed); }
+  void RecordEngineCall(Where where) {
+    engine_calls_[where].fetch_add(1, std::memory_order_relaxed);
+  }
 
   void Render(std::string* out) const {
     *out +=
@@ -621,10 +623,10 @@ class ChatService final : public s::Node::Server {
   // Copies one stored message (a flat Cap'n Proto message) into element `i` of `out`.
   static Status CopyStoredMessage(kj::ArrayPtr<const capnp::word> words,
                                   capnp::List<s::Message>::Builder out, unsigned i) {
-    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-      capnp::FlatArrayMessageReader reader(words);
-      out.setWithCaveats(i, reader.getRoot<s::Message>());
-    })) {
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                   capnp::FlatArrayMessageReader reader(words);
+                   out.setWithCaveats(i, reader.getRoot<s::Message>());
+                 })) {
       return Status::Corruption(std::string("stored message: ") + e->getDescription().cStr());
     }
     return Status::Ok();
@@ -702,9 +704,11 @@ class ChatService final : public s::Node::Server {
   // The indexes 0..n-1 grouped by the hosted shard that owns `key_of(i)`; an index no hosted
   // shard owns is handed to `unrouted(i, not_owner_error)` instead.
   template <typename KeyOf, typename Unrouted>
-  static std::map<const HostedShard*, std::vector<size_t>> GroupByShard(
-      const NodeCore& core, const ShardTable& table, size_t n, const char* field, KeyOf key_of,
-      Unrouted unrouted) {
+  static std::map<const HostedShard*, std::vector<size_t>> GroupByShard(const NodeCore& core,
+                                                                        const ShardTable& table,
+                                                                        size_t n, const char* field,
+                                                                        KeyOf key_of,
+                                                                        Unrouted unrouted) {
     std::map<const HostedShard*, std::vector<size_t>> by_shard;
     for (size_t i = 0; i < n; ++i) {
       auto shard = Route(core, table, key_of(i), field);

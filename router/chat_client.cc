@@ -358,7 +358,9 @@ class ChatClientImpl final : public ChatClient {
     kj::Maybe<NodeClient> connected;
     // The capability to call now.
     NodeClient& Current() {
-      KJ_IF_MAYBE(direct, connected) { return *direct; }
+      KJ_IF_MAYBE (direct, connected) {
+        return *direct;
+      }
       return node;
     }
     bool down = false;

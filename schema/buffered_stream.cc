@@ -38,7 +38,9 @@ class BufferedStream final : public kj::AsyncIoStream {
   }
 
   kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
-    KJ_IF_MAYBE(failure, failure_) { return kj::cp(*failure); }
+    KJ_IF_MAYBE (failure, failure_) {
+      return kj::cp(*failure);
+    }
     KJ_REQUIRE(!write_shut_down_, "write() after shutdownWrite()");
     for (auto piece : pieces) pending_.addAll(piece);
     if (pending_.empty()) return kj::READY_NOW;
@@ -113,7 +115,9 @@ class BufferedStream final : public kj::AsyncIoStream {
   // most one socket write is in flight and `in_flight_` is free when it starts.
   kj::Promise<void> Flush() {
     flush_scheduled_ = false;
-    KJ_IF_MAYBE(failure, failure_) { return kj::cp(*failure); }
+    KJ_IF_MAYBE (failure, failure_) {
+      return kj::cp(*failure);
+    }
     std::swap(pending_, in_flight_);
     std::swap(pending_waiters_, in_flight_waiters_);
     return inner_->write(in_flight_.begin(), in_flight_.size()).then([this] {
@@ -161,15 +165,15 @@ kj::Own<kj::AsyncIoStream> NewBufferedStream(kj::Own<kj::AsyncIoStream> inner,
                                              const BufferedStreamOptions& options) {
   if (inner->getFd() != nullptr) {
     // Not every fd is a socket (pipes in tests): options that do not apply are skipped.
-    KJ_IF_MAYBE(e, kj::runCatchingExceptions([&] {
-      int family = 0;
-      kj::uint length = sizeof(family);
-      inner->getsockopt(SOL_SOCKET, SO_DOMAIN, &family, &length);
-      if (family == AF_INET || family == AF_INET6) {
-        int one = 1;
-        inner->setsockopt(IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      }
-    })) {
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                   int family = 0;
+                   kj::uint length = sizeof(family);
+                   inner->getsockopt(SOL_SOCKET, SO_DOMAIN, &family, &length);
+                   if (family == AF_INET || family == AF_INET6) {
+                     int one = 1;
+                     inner->setsockopt(IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+                   }
+                 })) {
       (void)e;
     }
   }

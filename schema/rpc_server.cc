@@ -3,11 +3,11 @@
 #include <arpa/inet.h>
 #include <capnp/rpc-twoparty.h>
 #include <capnp/rpc.h>
+#include <fcntl.h>
 #include <kj/async.h>
 #include <kj/common.h>
-#include <fcntl.h>
-#include <pthread.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,10 +15,10 @@
 #include <condition_variable>
 #include <cstring>
 #include <functional>
-#include <utility>
 #include <list>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "scrollback/schema/buffered_stream.h"
@@ -213,7 +213,9 @@ class EventLoopThread {
     return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream>&& stream) {
       EventLoopThread* target = next_loop_();
       int fd = -1;
-      KJ_IF_MAYBE(raw, stream->getFd()) { fd = *raw; }
+      KJ_IF_MAYBE (raw, stream->getFd()) {
+        fd = *raw;
+      }
       if (target == this || fd < 0) {
         ServeConnection(kj::mv(stream));
       } else {
@@ -274,8 +276,8 @@ class RpcServerImpl final : public RpcServer {
     loops_.resize(n);
     // The acceptor (loop 0) starts accepting only once every loop exists.
     for (int i = n - 1; i >= 0; --i) {
-      loops_[i] = std::make_unique<EventLoopThread>(
-          options, factory_, i == 0 ? listen_fd_ : -1, [this] {
+      loops_[i] =
+          std::make_unique<EventLoopThread>(options, factory_, i == 0 ? listen_fd_ : -1, [this] {
             // Only the acceptor's thread calls this.
             return loops_[next_loop_++ % loops_.size()].get();
           });

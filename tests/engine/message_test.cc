@@ -305,9 +305,7 @@ TEST_CASE("cache-only reads answer from memory or say would-block, never touchin
     auto history = f.store->ReadHistory(page);
     REQUIRE(history.ok());
     CHECK(history->messages.size() == 10);
-    {
-      CacheOnlyReads nested;
-    }
+    { CacheOnlyReads nested; }
     // Leaving the nested scope keeps the outer one in force.
     CHECK(f.store->GetMessage(10, 3).ok());
   }

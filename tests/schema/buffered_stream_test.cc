@@ -1,9 +1,9 @@
 #include "scrollback/schema/buffered_stream.h"
 
-#include <catch2/catch.hpp>
 #include <kj/async-io.h>
 #include <kj/vector.h>
 
+#include <catch2/catch.hpp>
 #include <string>
 
 namespace scrollback {
@@ -64,8 +64,8 @@ TEST_CASE("reads of any size are served from the buffer or straight from the soc
   CHECK(reader->tryRead(&got[at], 3000, 3000).wait(io.waitScope) == 3000);
   at += 3000;
   // The rest, asking for more than there is: a short read at the end of the stream.
-  size_t rest = reader->tryRead(&got[at], sent.size() - at + 10, sent.size() - at + 10)
-                    .wait(io.waitScope);
+  size_t rest =
+      reader->tryRead(&got[at], sent.size() - at + 10, sent.size() - at + 10).wait(io.waitScope);
   CHECK(rest == sent.size() - at);
   got.resize(at + rest);
   CHECK(got == sent);

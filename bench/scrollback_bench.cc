@@ -421,9 +421,12 @@ Result<std::unique_ptr<Target>> MakeTarget(const std::string& name, const Target
   if (name == "engine") return NewEngineTarget(options);
   if (name == "embedded") return NewEmbeddedTarget(options);
   if (name == "echo") return NewEchoTarget(options);
+  if (name == "embedded-router") return NewEmbeddedRouterTarget(options);
   if (name.rfind("cluster=", 0) == 0) return NewClusterTarget(name.substr(8));
-  return Status::InvalidArgument(
-      "target", "unknown target " + name + " (raw, engine, embedded, echo, cluster=HOST:PORT)");
+  if (name.rfind("router=", 0) == 0) return NewRouterTarget(name.substr(7));
+  return Status::InvalidArgument("target", "unknown target " + name +
+                                               " (raw, engine, embedded, embedded-router, echo, "
+                                               "cluster=HOST:PORT, router=HOST:PORT)");
 }
 
 int Main(int argc, char** argv) {
@@ -434,7 +437,8 @@ int Main(int argc, char** argv) {
   std::string json_path;
   std::string data_dir;
   app.add_option("--workload,-w", workloads, "a b c d e f chat send history batch")->delimiter(',');
-  app.add_option("--target,-t", targets, "raw engine embedded echo cluster=HOST:PORT")
+  app.add_option("--target,-t", targets,
+                 "raw engine embedded embedded-router echo cluster=HOST:PORT router=HOST:PORT")
       ->delimiter(',');
   app.add_option("--records", o.records)->check(CLI::Range(uint64_t{1}, uint64_t{100'000'000}));
   app.add_option("--operations", o.operations)

@@ -10,7 +10,7 @@
 # Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt, and
 # PNG charts (scripts/plot-bench.sh).
 #
-# Environment: RECORDS (default 50000), DURATION seconds per run (default 5),
+# Environment: RECORDS (default 50000), DURATION seconds per run (default 4),
 # THREADS (default 2), INFLIGHT (default 16), WORKLOADS (default a,b,c,d,e,f,chat,send,history,
 # batch), TARGETS (default raw,engine,embedded,echo), PACED (default c,send,history; empty: skip).
 set -euo pipefail
@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 mkdir -p bench/results
 records=${RECORDS:-50000}
-duration=${DURATION:-5}
+duration=${DURATION:-4}
 
 echo "== scrollback-bench (YCSB)"
 build/bench/scrollback-bench \

@@ -9,13 +9,32 @@
 
 #include "scrollback/bench/echo.capnp.h"
 #include "scrollback/cluster/embedded_cluster.h"
+#include "scrollback/router/router_server.h"
 #include "scrollback/schema/buffered_stream.h"
 #include "scrollback/schema/chatstore.capnp.h"
+#include "scrollback/schema/chatstore_wire.h"
 #include "scrollback/schema/rpc_server.h"
 #include "scrollback/schema/wire.h"
 
 namespace scrollback::ycsb {
 namespace {
+
+// Waits until every outbox of every node is empty (all fan-out delivered), at most `limit`.
+Status WaitForFanOut(EmbeddedCluster& cluster, std::chrono::seconds limit) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool idle = true;
+    for (size_t i = 0; i < cluster.node_count() && idle; ++i) {
+      for (const HostedShard& shard : cluster.node(i)->Shards()) {
+        auto pending = shard.store->ReadOutbox("", 1);
+        if (!pending.ok() || !pending->records.empty()) idle = false;
+      }
+    }
+    if (idle) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return Status::Unavailable("fan-out still busy after " + std::to_string(limit.count()) + " s");
+}
 
 // Chat operations through the smart client.
 class ClientSession final : public Session {
@@ -79,22 +98,7 @@ class EmbeddedTarget final : public Target {
       : cluster_(std::move(cluster)) {}
   std::string name() const override { return "embedded"; }
   bool pipelined() const override { return true; }
-  // Idle when every outbox of every node is empty (all fan-out delivered).
-  Status WaitIdle(std::chrono::seconds limit) override {
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
-      bool idle = true;
-      for (size_t i = 0; i < cluster_->node_count() && idle; ++i) {
-        for (const HostedShard& shard : cluster_->node(i)->Shards()) {
-          auto pending = shard.store->ReadOutbox("", 1);
-          if (!pending.ok() || !pending->records.empty()) idle = false;
-        }
-      }
-      if (idle) return Status::Ok();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return Status::Unavailable("fan-out still busy after " + std::to_string(limit.count()) + " s");
-  }
+  Status WaitIdle(std::chrono::seconds limit) override { return WaitForFanOut(*cluster_, limit); }
   std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
     return std::make_unique<ClientSession>(cluster_->NewClient(io));
   }
@@ -116,6 +120,162 @@ class ClusterTarget final : public Target {
   std::shared_ptr<ShardMapSource> maps_;
 };
 
+// A Cap'n Proto connection to `address` over BufferedStream (as every Scrollback client), whose
+// bootstrap capability is a `Interface`. Calls made before it connects are queued.
+template <typename Interface>
+class BootstrapConnection {
+ public:
+  BootstrapConnection(kj::AsyncIoProvider& io, const std::string& address)
+      : state_(std::make_unique<State>()) {
+    State* state = state_.get();
+    state->cap = typename Interface::Client(
+        io.getNetwork()
+            .parseAddress(address)
+            .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
+            .then([state](kj::Own<kj::AsyncIoStream> stream) {
+              state->stream = NewBufferedStream(kj::mv(stream));
+              state->rpc = kj::heap<capnp::TwoPartyClient>(*state->stream);
+              return state->rpc->bootstrap().template castAs<Interface>();
+            }));
+  }
+  typename Interface::Client& cap() { return state_->cap; }
+
+ private:
+  // KJ objects (whose destructors may throw) live behind a unique_ptr so that the owner's own
+  // destructor stays noexcept.
+  struct State {
+    typename Interface::Client cap = nullptr;  // Declared first: destroyed after the connection.
+    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<capnp::TwoPartyClient> rpc;
+  };
+  std::unique_ptr<State> state_;
+};
+
+// What a failed call (a broken connection) means to the benchmark.
+Status CallFailed(const kj::Exception& e) { return Status::Unavailable(e.getDescription().cStr()); }
+
+// The error in a ChatStore reply, or OK.
+template <typename Reply>
+Status ErrorOf(const Reply& reply) {
+  return reply.hasError() ? wire::FromWire(reply.getError()) : Status::Ok();
+}
+
+// ---- router: chat operations as plain ChatStore calls to a router --------------------------
+
+class RouterSession final : public Session {
+ public:
+  RouterSession(kj::AsyncIoProvider& io, const std::string& address) : conn_(io, address) {}
+
+  kj::Promise<Status> CreateConversation(uint64_t conv_id, uint64_t creator,
+                                         std::vector<uint64_t> members) override {
+    auto call = conn_.cap().createConversationRequest();
+    call.setConvId(conv_id);
+    call.setCreatorId(creator);
+    auto ids = call.initMemberIds(static_cast<unsigned>(members.size()));
+    for (unsigned i = 0; i < members.size(); ++i) ids.set(i, members[i]);
+    call.setTitle("bench");
+    return Finish(call.send());
+  }
+  kj::Promise<Result<uint64_t>> Send(uint64_t conv_id, uint64_t sender, std::string client_id,
+                                     std::string body) override {
+    auto call = conn_.cap().sendMessageRequest();
+    wire::ToWire(SendMessageRequest{conv_id, sender, std::move(client_id), std::move(body)},
+                 call.initRequest());
+    return call.send().then(
+        [](auto reply) -> Result<uint64_t> {
+          auto result = reply.getResult();
+          Status error = ErrorOf(result);
+          if (!error.ok()) return error;
+          return result.getSeq();
+        },
+        [](kj::Exception&& e) -> Result<uint64_t> { return CallFailed(e); });
+  }
+  kj::Promise<Status> SendBatch(std::vector<SendMessageRequest> sends) override {
+    auto call = conn_.cap().sendBatchRequest();
+    auto requests = call.initRequests(static_cast<unsigned>(sends.size()));
+    for (unsigned i = 0; i < sends.size(); ++i) wire::ToWire(sends[i], requests[i]);
+    return call.send().then(
+        [](auto reply) {
+          for (auto result : reply.getResults()) {
+            Status error = ErrorOf(result);
+            if (!error.ok()) return error;
+          }
+          return Status::Ok();
+        },
+        [](kj::Exception&& e) { return CallFailed(e); });
+  }
+  kj::Promise<Status> GetMessage(uint64_t conv_id, uint64_t seq) override {
+    auto call = conn_.cap().getMessageRequest();
+    call.setConvId(conv_id);
+    call.setSeq(seq);
+    return Finish(call.send());
+  }
+  kj::Promise<Status> Edit(uint64_t conv_id, uint64_t seq, uint64_t editor,
+                           std::string body) override {
+    auto call = conn_.cap().editMessageRequest();
+    call.setConvId(conv_id);
+    call.setSeq(seq);
+    call.setEditorId(editor);
+    call.setBody(wire::AsData(body));
+    return Finish(call.send());
+  }
+  kj::Promise<Status> History(HistoryQuery query) override {
+    auto call = conn_.cap().readHistoryRequest();
+    wire::ToWire(query, call.initRequest());
+    return Finish(call.send());
+  }
+  kj::Promise<Status> InboxList(uint64_t user_id, uint32_t limit) override {
+    auto call = conn_.cap().listInboxRequest();
+    call.setUserId(user_id);
+    call.setLimit(limit);
+    return Finish(call.send());
+  }
+  kj::Promise<Status> MarkRead(uint64_t user_id, uint64_t conv_id, uint64_t seq) override {
+    auto call = conn_.cap().markReadRequest();
+    call.setUserId(user_id);
+    call.setConvId(conv_id);
+    call.setSeq(seq);
+    return Finish(call.send()).then([](Status status) {
+      // The reader's inbox row may not exist yet (fan-out in flight): not a failure of the store.
+      return status.code() == ErrorCode::kNotFound ? Status::Ok() : status;
+    });
+  }
+
+ private:
+  template <typename Reply>
+  static kj::Promise<Status> Finish(Reply&& reply) {
+    return reply.then([](auto r) { return ErrorOf(r); },
+                      [](kj::Exception&& e) { return CallFailed(e); });
+  }
+
+  BootstrapConnection<schema::ChatStore> conn_;
+};
+
+class RouterTarget final : public Target {
+ public:
+  // `cluster` (may be null) and `router` are kept running while the target lives.
+  RouterTarget(std::string address, std::unique_ptr<EmbeddedCluster> cluster,
+               std::unique_ptr<RouterServer> router)
+      : address_(std::move(address)), cluster_(std::move(cluster)), router_(std::move(router)) {}
+  ~RouterTarget() override {
+    router_.reset();  // Before the cluster it forwards to.
+    cluster_.reset();
+  }
+  std::string name() const override { return cluster_ ? "embedded-router" : "router"; }
+  bool pipelined() const override { return true; }
+  std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
+    return std::make_unique<RouterSession>(io, address_);
+  }
+  Status WaitIdle(std::chrono::seconds limit) override {
+    return cluster_ ? WaitForFanOut(*cluster_, limit) : Status::Ok();
+  }
+
+ private:
+  std::string address_;
+  std::unique_ptr<EmbeddedCluster> cluster_;
+  std::unique_ptr<RouterServer> router_;
+};
+
 // ---- echo: every operation is one echo round trip with a payload of a message's size ---------
 
 class EchoImpl final : public bench::Echo::Server {
@@ -135,18 +295,7 @@ class EchoImpl final : public bench::Echo::Server {
 class EchoSession final : public Session {
  public:
   EchoSession(kj::AsyncIoProvider& io, const std::string& address, size_t payload_bytes)
-      : payload_(payload_bytes, 'e'), conn_(std::make_unique<Connection>()) {
-    Connection* conn = conn_.get();
-    conn->echo = bench::Echo::Client(
-        io.getNetwork()
-            .parseAddress(address)
-            .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
-            .then([conn](kj::Own<kj::AsyncIoStream> stream) {
-              conn->stream = NewBufferedStream(kj::mv(stream));  // As every Scrollback client.
-              conn->rpc = kj::heap<capnp::TwoPartyClient>(*conn->stream);
-              return conn->rpc->bootstrap().castAs<bench::Echo>();
-            }));
-  }
+      : payload_(payload_bytes, 'e'), conn_(io, address) {}
 
   kj::Promise<Status> CreateConversation(uint64_t, uint64_t, std::vector<uint64_t>) override {
     return Echo();
@@ -170,35 +319,26 @@ class EchoSession final : public Session {
 
  private:
   kj::Promise<Status> Echo(size_t messages = 1) {
-    auto request = conn_->echo.echoRequest();
+    auto request = conn_.cap().echoRequest();
     if (messages == 1) {
       request.setPayload(wire::AsData(payload_));
     } else {
       auto payload = request.initPayload(static_cast<unsigned>(payload_.size() * messages));
       std::fill(payload.begin(), payload.end(), 'e');
     }
-    return request.send().then(
-        [](auto) { return Status::Ok(); },
-        [](kj::Exception&& e) { return Status::Unavailable(e.getDescription().cStr()); });
+    return request.send().then([](auto) { return Status::Ok(); },
+                               [](kj::Exception&& e) { return CallFailed(e); });
   }
 
   kj::Promise<Status> Reply(uint32_t rows) {
-    auto request = conn_->echo.replyRequest();
+    auto request = conn_.cap().replyRequest();
     request.setBytes(static_cast<uint32_t>(payload_.size() * rows));
-    return request.send().then(
-        [](auto) { return Status::Ok(); },
-        [](kj::Exception&& e) { return Status::Unavailable(e.getDescription().cStr()); });
+    return request.send().then([](auto) { return Status::Ok(); },
+                               [](kj::Exception&& e) { return CallFailed(e); });
   }
 
-  // KJ objects (whose destructors may throw) live behind a unique_ptr so that the session's own
-  // destructor stays noexcept.
-  struct Connection {
-    bench::Echo::Client echo = nullptr;  // Declared first: destroyed after the connection.
-    kj::Own<kj::AsyncIoStream> stream;
-    kj::Own<capnp::TwoPartyClient> rpc;
-  };
   std::string payload_;
-  std::unique_ptr<Connection> conn_;
+  BootstrapConnection<bench::Echo> conn_;
   uint64_t seq_ = 0;
 };
 
@@ -245,6 +385,24 @@ Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address
   if (!map.ok()) return map.status();
   return std::unique_ptr<Target>(std::make_unique<ClusterTarget>(
       std::make_shared<StaticShardMapSource>(std::move(map).value())));
+}
+
+Result<std::unique_ptr<Target>> NewRouterTarget(const std::string& router_address) {
+  return std::unique_ptr<Target>(std::make_unique<RouterTarget>(router_address, nullptr, nullptr));
+}
+
+Result<std::unique_ptr<Target>> NewEmbeddedRouterTarget(const TargetOptions& options) {
+  EmbeddedClusterOptions cluster_options;
+  cluster_options.data_dir = options.data_dir;
+  auto cluster = EmbeddedCluster::Start(cluster_options);
+  if (!cluster.ok()) return cluster.status();
+  RouterOptions router_options;
+  router_options.rpc.event_loops = 1;  // Like one node: the router shares the 2 cores too.
+  auto router = RouterServer::Start(router_options, (*cluster)->shard_maps());
+  if (!router.ok()) return router.status();
+  std::string address = (*router)->address();
+  return std::unique_ptr<Target>(std::make_unique<RouterTarget>(
+      std::move(address), std::move(cluster).value(), std::move(router).value()));
 }
 
 Result<std::unique_ptr<Target>> NewEchoTarget(const TargetOptions& options) {

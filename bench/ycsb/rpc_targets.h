@@ -12,6 +12,12 @@ Result<std::unique_ptr<Target>> NewEmbeddedTarget(const TargetOptions& options);
 // `cluster=HOST:PORT`: a running cluster, reached through the smart client; the shard map is
 // read from the node at HOST:PORT.
 Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address);
+// `router=HOST:PORT`: a running scrollback-router, called as a plain ChatStore client (what a
+// service that does not link the smart client does).
+Result<std::unique_ptr<Target>> NewRouterTarget(const std::string& router_address);
+// `embedded-router`: an EmbeddedCluster and a RouterServer in this process, called through the
+// router.
+Result<std::unique_ptr<Target>> NewEmbeddedRouterTarget(const TargetOptions& options);
 // `echo`: a bare Cap'n Proto echo server; every operation is one round trip of a message's size.
 Result<std::unique_ptr<Target>> NewEchoTarget(const TargetOptions& options);
 

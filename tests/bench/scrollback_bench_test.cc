@@ -37,14 +37,16 @@ TEST_CASE("a short scrollback-bench run reports every operation of every workloa
   }
 }
 
-TEST_CASE("scrollback-bench runs the embedded cluster and the echo, batches included") {
+TEST_CASE(
+    "scrollback-bench runs the embedded cluster, directly and through a router, and the echo") {
   testing::TempDir dir;
   const std::string report = dir.Sub("report.json");
   {
     testing::ChildProcess bench(
-        {SCROLLBACK_BENCH, "--workload", "c,chat,batch", "--target", "embedded,echo", "--records",
-         "2000", "--operations", "3000", "--threads", "2", "--inflight", "8", "--batch-size", "10",
-         "--json", report, "--data-dir", dir.Sub("data")},
+        {SCROLLBACK_BENCH, "--workload", "c,chat,batch", "--target",
+         "embedded,embedded-router,echo", "--records", "1000", "--operations", "2000", "--threads",
+         "2", "--inflight", "8", "--batch-size", "10", "--json", report, "--data-dir",
+         dir.Sub("data")},
         dir.Sub("bench.log"));
     int status = bench.Stop(0, std::chrono::seconds(150));  // Signal 0: just wait.
     REQUIRE(WIFEXITED(status));
@@ -53,7 +55,7 @@ TEST_CASE("scrollback-bench runs the embedded cluster and the echo, batches incl
   std::ifstream in(report);
   auto json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
   REQUIRE(json.is_array());
-  REQUIRE(json.size() == 6);  // 3 workloads x 2 targets.
+  REQUIRE(json.size() == 9);  // 3 workloads x 3 targets.
   for (const auto& run : json) {
     INFO(run["target"] << " " << run["workload"]);
     uint64_t ops = 0;
@@ -61,7 +63,7 @@ TEST_CASE("scrollback-bench runs the embedded cluster and the echo, batches incl
       ops += op["count"].get<uint64_t>();
       CHECK(op["errors"].get<uint64_t>() == 0);
     }
-    CHECK(ops == 3000);
+    CHECK(ops == 2000);
     if (run["workload"] == "batch") {
       const auto& batch = run["ops"]["SEND-BATCH"];
       CHECK(batch["messages_per_sec"].get<double>() ==

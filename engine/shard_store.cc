@@ -257,8 +257,7 @@ class ShardStoreImpl final : public ShardStore {
     std::lock_guard lock(stripe.mu);
     Key conv_key = keys::ConversationKey(request.conv_id);
     std::string existing;
-    rocksdb::Status s =
-        db_->Get(CurrentReadOptions(), handles_[kConversationsCf], ToSlice(conv_key), &existing);
+    rocksdb::Status s = PointGet(handles_[kConversationsCf], ToSlice(conv_key), &existing);
     if (s.ok()) {
       return Status::AlreadyExists("conversation " + std::to_string(request.conv_id) +
                                    " already exists");
@@ -423,8 +422,18 @@ class ShardStoreImpl final : public ShardStore {
                                     : Result<SendMessageResult>(duplicate.status());
         continue;
       }
+      // A send that fails while staging leaves nothing behind: its rows and its outbox
+      // reservation are rolled back (StageSend advances the state only once it succeeded).
+      batch.SetSavePoint();
+      const size_t reserved = reservations.size();
       results[i] = StageSend(batch, state->second, request, reservations);
-      if (results[i].ok()) staged.push_back(i);
+      if (results[i].ok()) {
+        (void)batch.PopSavePoint();
+        staged.push_back(i);
+      } else {
+        (void)batch.RollbackToSavePoint();
+        while (reservations.size() > reserved) reservations.pop_back();
+      }
     }
 
     Status written = batch.Count() == 0 ? Status::Ok() : Write(batch, "write messages");
@@ -842,6 +851,21 @@ class ShardStoreImpl final : public ShardStore {
     return scan;
   }
 
+  // A point read with this thread's read options. Under CacheOnlyReads, RocksDB 7.8 answers a
+  // key whose table file is not open with OK and an empty value (TableCache::Get marks it "may
+  // exist" instead of saying Incomplete; fixed upstream in 2024). No row Scrollback point-reads
+  // from memory is empty, so that answer becomes Incomplete (would-block): the caller retries
+  // on the engine pool, where the read may touch the disk.
+  template <typename Value>
+  rocksdb::Status PointGet(rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& key,
+                           Value* value) {
+    rocksdb::Status s = db_->Get(CurrentReadOptions(), cf, key, value);
+    if (cache_only_reads && s.ok() && value->size() == 0) {
+      return rocksdb::Status::Incomplete("not in memory");
+    }
+    return s;
+  }
+
   size_t ConvStripeIndex(uint64_t conv_id) const { return TokenOf(conv_id) % kStripes; }
   Stripe& ConvStripe(uint64_t conv_id) { return conv_stripes_[ConvStripeIndex(conv_id)]; }
 
@@ -871,8 +895,8 @@ class ShardStoreImpl final : public ShardStore {
   // Idempotency: a retry finds the index row of its first attempt, and answers with it.
   Result<std::optional<SendMessageResult>> FindDuplicate(const SendMessageRequest& request) {
     std::string seq_value;
-    rocksdb::Status s = db_->Get(
-        CurrentReadOptions(), handles_[kIndexesCf],
+    rocksdb::Status s = PointGet(
+        handles_[kIndexesCf],
         ToSlice(keys::ClientMsgIdKey(request.conv_id, request.sender_id, request.client_msg_id)),
         &seq_value);
     if (s.IsNotFound()) return std::optional<SendMessageResult>();
@@ -988,8 +1012,8 @@ class ShardStoreImpl final : public ShardStore {
 
     ConvState state;
     std::string value;
-    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kConversationsCf],
-                                 ToSlice(keys::ConversationKey(conv_id)), &value);
+    rocksdb::Status s =
+        PointGet(handles_[kConversationsCf], ToSlice(keys::ConversationKey(conv_id)), &value);
     if (s.IsNotFound()) return ConversationNotFound(conv_id);
     SB_RETURN_IF_ERROR(FromRocksDb(s, "read conversation"));
     SB_RETURN_IF_ERROR(codec::DecodeConversation(value, &state.conv));
@@ -1021,8 +1045,8 @@ class ShardStoreImpl final : public ShardStore {
       return std::binary_search(state.members.begin(), state.members.end(), user_id);
     }
     std::string value;
-    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kConversationsCf],
-                                 ToSlice(keys::MemberKey(conv_id, user_id)), &value);
+    rocksdb::Status s =
+        PointGet(handles_[kConversationsCf], ToSlice(keys::MemberKey(conv_id, user_id)), &value);
     if (s.IsNotFound()) return false;
     SB_RETURN_IF_ERROR(FromRocksDb(s, "read member"));
     return true;
@@ -1044,8 +1068,8 @@ class ShardStoreImpl final : public ShardStore {
 
   Status CheckConversationExists(uint64_t conv_id) {
     std::string value;
-    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kConversationsCf],
-                                 ToSlice(keys::ConversationKey(conv_id)), &value);
+    rocksdb::Status s =
+        PointGet(handles_[kConversationsCf], ToSlice(keys::ConversationKey(conv_id)), &value);
     if (s.IsNotFound()) return ConversationNotFound(conv_id);
     return FromRocksDb(s, "read conversation");
   }
@@ -1060,8 +1084,8 @@ class ShardStoreImpl final : public ShardStore {
 
   Result<Message> ReadMessage(uint64_t conv_id, uint64_t seq) {
     rocksdb::PinnableSlice value;
-    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kMessagesCf],
-                                 ToSlice(keys::MessageKey(conv_id, seq)), &value);
+    rocksdb::Status s =
+        PointGet(handles_[kMessagesCf], ToSlice(keys::MessageKey(conv_id, seq)), &value);
     if (s.IsNotFound()) {
       SB_RETURN_IF_ERROR(CheckConversationExists(conv_id));
       return Status::NotFound("message " + std::to_string(seq) + " of conversation " +
@@ -1282,8 +1306,8 @@ class ShardStoreImpl final : public ShardStore {
 
   Status ReadInboxState(uint64_t user_id, uint64_t conv_id, std::optional<codec::InboxState>* out) {
     rocksdb::PinnableSlice value;
-    rocksdb::Status s = db_->Get(CurrentReadOptions(), handles_[kInboxCf],
-                                 ToSlice(keys::InboxStateKey(user_id, conv_id)), &value);
+    rocksdb::Status s =
+        PointGet(handles_[kInboxCf], ToSlice(keys::InboxStateKey(user_id, conv_id)), &value);
     if (s.IsNotFound()) {
       out->reset();
       return Status::Ok();
@@ -1295,8 +1319,8 @@ class ShardStoreImpl final : public ShardStore {
   Result<InboxEntry> ReadInboxEntry(uint64_t user_id, uint64_t conv_id,
                                     const codec::InboxState& state) {
     rocksdb::PinnableSlice value;
-    rocksdb::Status s = db_->Get(
-        CurrentReadOptions(), handles_[kInboxCf],
+    rocksdb::Status s = PointGet(
+        handles_[kInboxCf],
         ToSlice(keys::InboxByActivityKey(user_id, state.last_activity_ms, conv_id)), &value);
     if (s.IsNotFound()) return Status::Corruption("inbox state without its listing row");
     SB_RETURN_IF_ERROR(FromRocksDb(s, "read inbox entry"));

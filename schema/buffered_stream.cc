@@ -11,9 +11,9 @@
 namespace scrollback {
 namespace {
 
-class BufferedStream final : public kj::AsyncIoStream {
+class BufferedStreamImpl final : public BufferedStream {
  public:
-  BufferedStream(kj::Own<kj::AsyncIoStream> inner, const BufferedStreamOptions& options)
+  BufferedStreamImpl(kj::Own<kj::AsyncIoStream> inner, const BufferedStreamOptions& options)
       : inner_(kj::mv(inner)),
         options_(options),
         read_buffer_(kj::heapArray<kj::byte>(kj::max(options.read_buffer_bytes, size_t{64}))) {}
@@ -63,6 +63,27 @@ class BufferedStream final : public kj::AsyncIoStream {
     writing_ = writing_.then([this] { inner_->shutdownWrite(); })
                    .eagerlyEvaluate([this](kj::Exception&& e) { Fail(kj::mv(e)); });
   }
+
+  kj::Promise<void> whenFlushed() override {
+    KJ_IF_MAYBE (failure, failure_) {
+      return kj::cp(*failure);
+    }
+    auto flushed = kj::newPromiseAndFulfiller<void>();
+    // Queued behind every flush and shutdown scheduled so far. If the chain fails first, the
+    // fulfiller is dropped and the promise rejects.
+    writing_ = writing_
+                   .then([this, fulfiller = kj::mv(flushed.fulfiller)]() mutable {
+                     KJ_IF_MAYBE (failure, failure_) {
+                       fulfiller->reject(kj::cp(*failure));
+                     } else {
+                       fulfiller->fulfill();
+                     }
+                   })
+                   .eagerlyEvaluate([this](kj::Exception&& e) { Fail(kj::mv(e)); });
+    return kj::mv(flushed.promise);
+  }
+
+  bool hasUnsent() const override { return !pending_.empty() || !in_flight_.empty(); }
 
   // ---- the socket itself ---------------------------------------------------------------------
 
@@ -161,8 +182,8 @@ class BufferedStream final : public kj::AsyncIoStream {
 
 }  // namespace
 
-kj::Own<kj::AsyncIoStream> NewBufferedStream(kj::Own<kj::AsyncIoStream> inner,
-                                             const BufferedStreamOptions& options) {
+kj::Own<BufferedStream> NewBufferedStream(kj::Own<kj::AsyncIoStream> inner,
+                                          const BufferedStreamOptions& options) {
   if (inner->getFd() != nullptr) {
     // Not every fd is a socket (pipes in tests): options that do not apply are skipped.
     KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
@@ -177,7 +198,7 @@ kj::Own<kj::AsyncIoStream> NewBufferedStream(kj::Own<kj::AsyncIoStream> inner,
       (void)e;
     }
   }
-  return kj::heap<BufferedStream>(kj::mv(inner), options);
+  return kj::heap<BufferedStreamImpl>(kj::mv(inner), options);
 }
 
 }  // namespace scrollback

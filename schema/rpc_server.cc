@@ -118,6 +118,7 @@ class EventLoopThread {
     }
     if (thread_.joinable()) thread_.join();
     if (listen_fd_ >= 0 && !listener_owns_fd_) close(listen_fd_);
+    listen_fd_ = -1;  // Stop() may run twice (explicitly, then from the destructor).
   }
 
   void StartAccepting() {
@@ -155,6 +156,7 @@ class EventLoopThread {
  private:
   struct Connection {
     kj::Own<kj::AsyncIoStream> stream;
+    BufferedStream* buffered = nullptr;  // `stream`, when it is a BufferedStream.
     kj::Own<capnp::TwoPartyVatNetwork> network;
     kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
   };
@@ -192,6 +194,7 @@ class EventLoopThread {
     loop.bootstrap = factory_(*loop.io.provider);
     stop_fulfiller_ = &stop.fulfiller;
     KJ_DEFER(listener_ = nullptr);
+    KJ_DEFER(listening_ = nullptr);  // Runs first: the accept loop uses the listener.
     {
       std::lock_guard lock(mu_);
       executor_ = &kj::getCurrentThreadExecutor();
@@ -202,7 +205,10 @@ class EventLoopThread {
     auto deadline = std::chrono::steady_clock::now() + grace;
     while (std::chrono::steady_clock::now() < deadline) {
       bool busy = false;
-      for (auto& c : loop.connections) busy |= c.network->getCurrentQueueCount() > 0;
+      for (auto& c : loop.connections) {
+        // Calls still running, or replies not yet handed to the kernel.
+        busy |= c.network->getCurrentQueueCount() > 0 || (c.buffered && c.buffered->hasUnsent());
+      }
       if (!busy) break;
       loop.io.provider->getTimer().afterDelay(5 * kj::MILLISECONDS).wait(loop.io.waitScope);
     }
@@ -210,21 +216,30 @@ class EventLoopThread {
   }
 
   kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener) {
-    return listener.accept().then([this, &listener](kj::Own<kj::AsyncIoStream>&& stream) {
-      EventLoopThread* target = next_loop_();
-      int fd = -1;
-      KJ_IF_MAYBE (raw, stream->getFd()) {
-        fd = *raw;
-      }
-      if (target == this || fd < 0) {
-        ServeConnection(kj::mv(stream));
-      } else {
-        OwnedFd moved(fcntl(fd, F_DUPFD_CLOEXEC, 0));
-        stream = nullptr;  // Closes this loop's descriptor; the duplicate travels.
-        loop_->tasks.add(target->Adopt(std::move(moved)));
-      }
-      return AcceptLoop(listener);
-    });
+    return listener.accept().then(
+        [this, &listener](kj::Own<kj::AsyncIoStream>&& stream) {
+          EventLoopThread* target = next_loop_();
+          int duplicate = -1;
+          if (target != this) {
+            KJ_IF_MAYBE (fd, stream->getFd()) {
+              duplicate = fcntl(*fd, F_DUPFD_CLOEXEC, 0);
+            }
+          }
+          if (duplicate < 0) {
+            ServeConnection(kj::mv(stream));  // Ours by turn, or the descriptor ran out.
+          } else {
+            stream = nullptr;  // Closes this loop's descriptor; the duplicate travels.
+            loop_->tasks.add(target->Adopt(OwnedFd(duplicate)));
+          }
+          return AcceptLoop(listener);
+        },
+        [this, &listener](kj::Exception&&) {
+          // accept() failed (e.g. out of descriptors): keep the server accepting, after a
+          // pause that lets connections close.
+          return loop_->io.provider->getTimer()
+              .afterDelay(100 * kj::MILLISECONDS)
+              .then([this, &listener] { return AcceptLoop(listener); });
+        });
   }
 
   void ServeConnection(kj::Own<kj::AsyncIoStream> stream) {
@@ -233,16 +248,29 @@ class EventLoopThread {
     reader.nestingLimit = 16;
     auto& connections = loop_->connections;
     auto& c = connections.emplace_back();
-    c.stream = options_.buffer_streams ? NewBufferedStream(kj::mv(stream)) : kj::mv(stream);
+    if (options_.buffer_streams) {
+      auto buffered = NewBufferedStream(kj::mv(stream));
+      c.buffered = buffered.get();
+      c.stream = kj::mv(buffered);
+    } else {
+      c.stream = kj::mv(stream);
+    }
     c.network =
         kj::heap<capnp::TwoPartyVatNetwork>(*c.stream, capnp::rpc::twoparty::Side::SERVER, reader);
     c.rpc = kj::heap(capnp::makeRpcServer(*c.network, loop_->bootstrap));
     c.rpc->setFlowLimit(options_.flow_limit_bytes);
     auto it = std::prev(connections.end());
-    // A disconnect (or a malformed message, which aborts this connection only) drops it, on
-    // the next turn of the loop rather than inside the network's own callback.
-    loop_->tasks.add(c.network->onDisconnect().then([&connections, it] {
-      return kj::evalLater([&connections, it] { connections.erase(it); });
+    // A disconnect (or a malformed message, which aborts this connection only) drops it, once
+    // its last bytes (an Abort message, the shutdown) have reached the kernel or a second has
+    // passed, and never inside the network's own callback.
+    auto& timer = loop_->io.provider->getTimer();
+    loop_->tasks.add(c.network->onDisconnect().then([&connections, it, &timer] {
+      kj::Promise<void> flushed = it->buffered ? it->buffered->whenFlushed() : kj::READY_NOW;
+      return timer.timeoutAfter(1 * kj::SECONDS, kj::mv(flushed))
+          .then([] {}, [](kj::Exception&&) {})
+          .then([&connections, it] {
+            return kj::evalLater([&connections, it] { connections.erase(it); });
+          });
     }));
   }
 
@@ -252,7 +280,7 @@ class EventLoopThread {
 
   const RpcServerOptions options_;
   const RpcServer::BootstrapFactory& factory_;
-  const int listen_fd_;
+  int listen_fd_;
   bool listener_owns_fd_ = false;
   const NextLoop next_loop_;
   std::thread thread_;

@@ -128,8 +128,9 @@ void FromWire(schema::HistoryPage::Reader in, HistoryPage* out) {
 
 void ToWire(const Status& in, schema::Error::Builder out) {
   if (in.ok()) return;
-  // kWouldBlock is engine-internal; should one ever escape, the peer sees an internal error.
-  out.setCode(in.code() == ErrorCode::kWouldBlock ? schema::ErrorCode::INTERNAL
+  // kWouldBlock is engine-internal; should one ever escape, the peer sees a retryable
+  // unavailable.
+  out.setCode(in.code() == ErrorCode::kWouldBlock ? schema::ErrorCode::UNAVAILABLE
                                                   : static_cast<schema::ErrorCode>(in.code()));
   out.setMessage(AsText(in.message()));
   if (!in.field().empty()) out.setField(AsText(in.field()));

@@ -92,6 +92,20 @@ TEST_CASE("past max_pending_bytes a write waits until the peer takes the bytes")
   large.wait(io.waitScope);
 }
 
+TEST_CASE("whenFlushed resolves once written bytes and the shutdown reached the socket") {
+  auto io = kj::setupAsyncIo();
+  auto pipe = io.provider->newTwoWayPipe();
+  auto writer = NewBufferedStream(kj::mv(pipe.ends[0]));
+  CHECK_FALSE(writer->hasUnsent());
+  Write(*writer, "last words").wait(io.waitScope);
+  CHECK(writer->hasUnsent());  // Accepted, not yet handed to the kernel.
+  writer->shutdownWrite();
+  writer->whenFlushed().wait(io.waitScope);
+  CHECK_FALSE(writer->hasUnsent());
+  writer = nullptr;  // Dropping the stream now loses nothing.
+  CHECK(ReadAll(*pipe.ends[1], io.waitScope) == "last words");
+}
+
 TEST_CASE("after a failed socket write every later write fails") {
   auto io = kj::setupAsyncIo();
   auto pipe = kj::newTwoWayPipe();
@@ -102,6 +116,7 @@ TEST_CASE("after a failed socket write every later write fails") {
   first.wait(io.waitScope);
   io.provider->getTimer().afterDelay(1 * kj::MILLISECONDS).wait(io.waitScope);  // ...flushed.
   CHECK_THROWS(Write(*writer, "later").wait(io.waitScope));
+  CHECK_THROWS(writer->whenFlushed().wait(io.waitScope));
 }
 
 }  // namespace

@@ -31,9 +31,20 @@ struct BufferedStreamOptions {
   size_t max_pending_bytes = 1 << 20;
 };
 
+class BufferedStream : public kj::AsyncIoStream {
+ public:
+  // Resolves once every byte written so far, and a shutdownWrite() requested so far, has been
+  // handed to the kernel; rejects if the socket failed first. Whoever destroys the stream after
+  // the other side is done (e.g. a server dropping a closed connection) waits for it, or the
+  // last bytes (such as Cap'n Proto's Abort message) would be lost.
+  virtual kj::Promise<void> whenFlushed() = 0;
+  // True while written bytes have not all been handed to the kernel.
+  virtual bool hasUnsent() const = 0;
+};
+
 // Wraps `inner` (a connected stream). On a TCP socket, also disables Nagle's algorithm: writes
 // are already coalesced per loop turn, and small replies must not wait for the peer's ACK.
-kj::Own<kj::AsyncIoStream> NewBufferedStream(kj::Own<kj::AsyncIoStream> inner,
-                                             const BufferedStreamOptions& options = {});
+kj::Own<BufferedStream> NewBufferedStream(kj::Own<kj::AsyncIoStream> inner,
+                                          const BufferedStreamOptions& options = {});
 
 }  // namespace scrollback

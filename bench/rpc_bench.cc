@@ -27,25 +27,13 @@
 #include "scrollback/cluster/embedded_cluster.h"
 #include "scrollback/schema/buffered_stream.h"
 #include "scrollback/schema/rpc_server.h"
+#include "ycsb/rpc_targets.h"
 
 namespace scrollback {
 namespace {
 
 constexpr uint64_t kConvs = 64;
 constexpr uint64_t kDepth = 200;
-
-class EchoImpl final : public bench::Echo::Server {
- public:
-  kj::Promise<void> echo(EchoContext context) override {
-    context.getResults().setPayload(context.getParams().getPayload());
-    return kj::READY_NOW;
-  }
-  kj::Promise<void> reply(ReplyContext context) override {
-    auto payload = context.getResults().initPayload(context.getParams().getBytes());
-    std::fill(payload.begin(), payload.end(), 'r');
-    return kj::READY_NOW;
-  }
-};
 
 // Everything shared, built once: the event loop of the benchmark thread, the echo server, the
 // cluster (pre-filled) and the clients.
@@ -63,7 +51,7 @@ struct EchoEndpoint {
     options.event_loops = 1;
     options.buffer_streams = buffered;
     server = std::move(RpcServer::Start(options, [](kj::AsyncIoProvider&) {
-                         return capnp::Capability::Client(kj::heap<EchoImpl>());
+                         return ycsb::NewEchoService();
                        }).value());
     auto address = io.provider->getNetwork().parseAddress(server->address()).wait(io.waitScope);
     stream = address->connect().wait(io.waitScope);

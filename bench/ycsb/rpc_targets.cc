@@ -387,6 +387,8 @@ Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address
       std::make_shared<StaticShardMapSource>(std::move(map).value())));
 }
 
+capnp::Capability::Client NewEchoService() { return kj::heap<EchoImpl>(); }
+
 Result<std::unique_ptr<Target>> NewRouterTarget(const std::string& router_address) {
   return std::unique_ptr<Target>(std::make_unique<RouterTarget>(router_address, nullptr, nullptr));
 }
@@ -409,7 +411,7 @@ Result<std::unique_ptr<Target>> NewEchoTarget(const TargetOptions& options) {
   RpcServerOptions rpc;
   rpc.event_loops = 2;
   auto server = RpcServer::Start(
-      rpc, [](kj::AsyncIoProvider&) { return capnp::Capability::Client(kj::heap<EchoImpl>()); });
+      rpc, [](kj::AsyncIoProvider&) { return capnp::Capability::Client(NewEchoService()); });
   if (!server.ok()) return server.status();
   // A message's size on the wire: the body plus the fields around it.
   return std::unique_ptr<Target>(

@@ -1,6 +1,8 @@
 // RPC targets of scrollback-bench (see rpc_targets.cc).
 #pragma once
 
+#include <capnp/capability.h>
+
 #include <string>
 
 #include "target.h"
@@ -18,6 +20,8 @@ Result<std::unique_ptr<Target>> NewRouterTarget(const std::string& router_addres
 // `embedded-router`: an EmbeddedCluster and a RouterServer in this process, called through the
 // router.
 Result<std::unique_ptr<Target>> NewEmbeddedRouterTarget(const TargetOptions& options);
+// The echo service (bench/echo.capnp) behind the `echo` target and rpc_bench's baseline.
+capnp::Capability::Client NewEchoService();
 // `echo`: a bare Cap'n Proto echo server; every operation is one round trip of a message's size.
 Result<std::unique_ptr<Target>> NewEchoTarget(const TargetOptions& options);
 

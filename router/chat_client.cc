@@ -366,6 +366,10 @@ class ChatClientImpl final : public ChatClient {
     bool down = false;
     Clock::time_point down_since;
     kj::Promise<void> watcher = nullptr;
+    // Wraps the connect chain, whose continuation fills this struct: destroyed first (declared
+    // last), it cancels a connect still pending when the connection is dropped or replaced,
+    // even if queued calls keep the promise capability alive.
+    kj::Canceler connecting;
   };
 
   // Keys grouped by the primary node of their shard in the current map: node id -> (a key of
@@ -390,9 +394,11 @@ class ChatClientImpl final : public ChatClient {
     return out;
   }
 
-  void MarkDown(const std::string& node_id) {
+  // Marks `node_id` down, if `connection` is still its current connection (a call that failed
+  // on a connection since replaced says nothing about the new one).
+  void MarkDown(const std::string& node_id, const Connection* connection) {
     auto it = connections_.find(node_id);
-    if (it == connections_.end() || it->second->down) return;
+    if (it == connections_.end() || it->second.get() != connection || it->second->down) return;
     it->second->down = true;
     it->second->down_since = Clock::now();
   }
@@ -414,7 +420,7 @@ class ChatClientImpl final : public ChatClient {
     auto owned = std::make_unique<Connection>();
     Connection* c = owned.get();
     c->address = info->address;
-    c->node = NodeClient(
+    c->node = NodeClient(c->connecting.wrap(
         io_.getNetwork()
             .parseAddress(info->address)
             .then([](kj::Own<kj::NetworkAddress> address) { return address->connect(); })
@@ -426,8 +432,8 @@ class ChatClientImpl final : public ChatClient {
                   *c->stream, capnp::rpc::twoparty::Side::CLIENT, reader);
               c->rpc = kj::heap(capnp::makeRpcClient(*c->network));
               c->watcher = c->network->onDisconnect()
-                               .then([this, node_id] { MarkDown(node_id); },
-                                     [this, node_id](kj::Exception&&) { MarkDown(node_id); })
+                               .then([this, node_id, c] { MarkDown(node_id, c); },
+                                     [this, node_id, c](kj::Exception&&) { MarkDown(node_id, c); })
                                .eagerlyEvaluate(nullptr);
               capnp::word scratch[4]{};
               capnp::MallocMessageBuilder vat(scratch);
@@ -436,7 +442,7 @@ class ChatClientImpl final : public ChatClient {
               auto node = c->rpc->bootstrap(server).castAs<s::Node>();
               c->connected = node;
               return node;
-            }));
+            })));
     connections_[node_id] = std::move(owned);
     return c;
   }
@@ -449,6 +455,7 @@ class ChatClientImpl final : public ChatClient {
     const std::string node_id = map->ShardForKey(shard_key).primary;
     auto connection = ConnectionTo(*map, node_id);
     if (!connection.ok()) return Result<T>(connection.status());
+    const Connection* used = *connection;
     kj::Promise<Result<T>> sent = nullptr;
     try {
       sent = call((*connection)->Current());
@@ -474,8 +481,8 @@ class ChatClientImpl final : public ChatClient {
               }
               return kj::mv(result);
             },
-            [this, node_id](kj::Exception&& e) -> kj::Promise<Result<T>> {
-              MarkDown(node_id);
+            [this, node_id, used](kj::Exception&& e) -> kj::Promise<Result<T>> {
+              MarkDown(node_id, used);
               return Result<T>(
                   Status::Unavailable("node " + node_id + ": " + e.getDescription().cStr()));
             });

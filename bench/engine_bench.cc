@@ -235,14 +235,21 @@ void BM_RawInboxScan20(benchmark::State& state) {
 }
 BENCHMARK(BM_RawInboxScan20)->Threads(1)->Threads(2)->UseRealTime();
 
-void BM_SendMessage(benchmark::State& state) {
-  Env& env = GetEnv();
-  // One conversation per benchmark thread, so threads do not queue on one conversation's lock.
+// A fresh conversation for one benchmark thread, so threads do not queue on one conversation's
+// lock; 0 (and the benchmark skipped) if it cannot be created.
+uint64_t NewSendConversation(Env& env, benchmark::State& state) {
   const uint64_t conv = 1'000'000 + env.next_id.fetch_add(1);
   if (!env.store->CreateConversation({conv, 1, env.MembersOf(conv), "send"}).ok()) {
     state.SkipWithError("create failed");
-    return;
+    return 0;
   }
+  return conv;
+}
+
+void BM_SendMessage(benchmark::State& state) {
+  Env& env = GetEnv();
+  const uint64_t conv = NewSendConversation(env, state);
+  if (conv == 0) return;
   const std::string body = Body(conv);
   uint64_t n = 0;
   for (auto _ : state) {
@@ -256,11 +263,8 @@ BENCHMARK(BM_SendMessage)->Threads(1)->Threads(2)->UseRealTime();
 // Batched sends: `range(0)` messages per SendMessages call (one WriteBatch).
 void BM_SendBatch(benchmark::State& state) {
   Env& env = GetEnv();
-  const uint64_t conv = 1'000'000 + env.next_id.fetch_add(1);
-  if (!env.store->CreateConversation({conv, 1, env.MembersOf(conv), "send"}).ok()) {
-    state.SkipWithError("create failed");
-    return;
-  }
+  const uint64_t conv = NewSendConversation(env, state);
+  if (conv == 0) return;
   const std::string body = Body(conv);
   const size_t batch_size = static_cast<size_t>(state.range(0));
   uint64_t n = 0;

@@ -27,7 +27,7 @@
 
 #include "scrollback/engine/keys.h"
 #include "scrollback/engine/shard_store.h"
-#include "value_codec.h"
+#include "scrollback/engine/value_codec.h"
 
 namespace scrollback {
 namespace {

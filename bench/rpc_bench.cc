@@ -25,8 +25,8 @@
 
 #include "scrollback/bench/echo.capnp.h"
 #include "scrollback/cluster/embedded_cluster.h"
-#include "scrollback/schema/buffered_stream.h"
-#include "scrollback/schema/rpc_server.h"
+#include "scrollback/rpc/buffered_stream.h"
+#include "scrollback/rpc/rpc_server.h"
 #include "ycsb/rpc_targets.h"
 
 namespace scrollback {

@@ -1,5 +1,7 @@
 #include "scrollback/cluster/embedded_cluster.h"
 
+#include <spdlog/logger.h>
+
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -12,6 +14,7 @@ Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterO
   }
   std::unique_ptr<EmbeddedCluster> cluster(new EmbeddedCluster());
   cluster->options_ = options;
+  cluster->log_ = OrNull(options.logger);
   cluster->data_dir_ = options.data_dir;
   if (cluster->data_dir_.empty()) {
     std::random_device rd;
@@ -33,12 +36,7 @@ Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterO
   }
   // Nodes first (to learn their ports), then the map naming them, then followers and workers.
   for (size_t i = 0; i < cluster->nodes_.size(); ++i) {
-    NodeOptions node_options = options.node;
-    node_options.node_id = cluster->nodes_[i].id;
-    node_options.data_dir = cluster->data_dir_;
-    node_options.listen_address = "127.0.0.1:0";
-    node_options.event_loops = options.event_loops_per_node;
-    auto node = StorageNode::Start(node_options);
+    auto node = StorageNode::Start(cluster->OptionsOf(i));
     if (!node.ok()) return node.status();
     cluster->nodes_[i].node = std::move(node).value();
     infos[i].address = cluster->nodes_[i].node->address();
@@ -46,19 +44,17 @@ Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterO
   ShardMap map = ShardMap::Uniform(1, options.shards, infos);
   auto published = PublishShardMap(*cluster->metadata_, map, 0);
   if (!published.ok()) return published.status();
-  auto source = MetadataShardMapSource::Create(cluster->metadata_);
+  auto source = MetadataShardMapSource::Create(cluster->metadata_, cluster->log_);
   if (!source.ok()) return source.status();
   cluster->maps_ = *source;
   for (size_t i = 0; i < cluster->nodes_.size(); ++i) {
     Member& member = cluster->nodes_[i];
-    auto follower = ShardMapFollower::Start(cluster->metadata_, *member.node);
+    auto follower = ShardMapFollower::Start(cluster->metadata_, *member.node, cluster->log_);
     if (!follower.ok()) return follower.status();
     member.follower = std::move(follower).value();
-    if (options.fan_out) {
-      member.worker =
-          std::make_unique<FanOutWorker>(*member.node, cluster->maps_, options.fan_out_options);
-    }
+    cluster->StartWorker(member);
   }
+  SB_RETURN_IF_ERROR(cluster->WaitUntilServing(map.version()));
   return cluster;
 }
 
@@ -85,14 +81,61 @@ void EmbeddedCluster::StopNode(size_t i) {
   member.node.reset();
 }
 
-Status EmbeddedCluster::StartNode(size_t i) {
-  Member& member = nodes_[i];
+NodeOptions EmbeddedCluster::OptionsOf(size_t i) const {
   NodeOptions node_options = options_.node;
-  node_options.node_id = member.id;
+  node_options.node_id = nodes_[i].id;
   node_options.data_dir = data_dir_;
   node_options.listen_address = "127.0.0.1:0";
   node_options.event_loops = options_.event_loops_per_node;
-  auto node = StorageNode::Start(node_options);
+  // Nodes share one directory per shard (MoveShard moves no data): a node that drops a shard
+  // must leave its directory for the next owner (decision 0007).
+  node_options.keep_dropped_directories = true;
+  if (!node_options.logger) node_options.logger = log_;
+  if (options_.customize_node) options_.customize_node(i, node_options);
+  return node_options;
+}
+
+void EmbeddedCluster::StartWorker(Member& member) {
+  if (!options_.fan_out) return;
+  FanOutOptions fan_out = options_.fan_out_options;
+  if (!fan_out.logger) fan_out.logger = log_;
+  member.worker = std::make_unique<FanOutWorker>(*member.node, maps_, fan_out);
+}
+
+Status EmbeddedCluster::WaitUntilServing(uint64_t version, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string waiting_for;
+  while (std::chrono::steady_clock::now() < deadline) {
+    waiting_for.clear();
+    for (Member& member : nodes_) {
+      if (!member.node) continue;
+      if (member.node->map_version() < version) {
+        waiting_for = member.id + " to take map version " + std::to_string(version);
+        break;
+      }
+      for (const ShardStatus& shard : member.node->ShardStatuses()) {
+        if (shard.state == ShardState::kRefused) {
+          return Status::FromCode(ErrorCode::kFailedPrecondition,
+                                  member.id + " refuses shard " +
+                                      std::to_string(shard.assignment.shard_id) + ": " +
+                                      shard.last_error);
+        }
+        if (shard.state != ShardState::kServing) {
+          waiting_for = member.id + " to open shard " + std::to_string(shard.assignment.shard_id) +
+                        (shard.last_error.empty() ? "" : " (" + shard.last_error + ")");
+        }
+      }
+      if (!waiting_for.empty()) break;
+    }
+    if (waiting_for.empty()) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return Status::Unavailable("timed out waiting for " + waiting_for);
+}
+
+Status EmbeddedCluster::StartNode(size_t i) {
+  Member& member = nodes_[i];
+  auto node = StorageNode::Start(OptionsOf(i));
   if (!node.ok()) return node.status();
   member.node = std::move(node).value();
   const std::string address = member.node->address();
@@ -102,13 +145,11 @@ Status EmbeddedCluster::StartNode(size_t i) {
       if (info.node_id == member.id) info.address = address;
     }
   }));
-  auto follower = ShardMapFollower::Start(metadata_, *member.node);
+  auto follower = ShardMapFollower::Start(metadata_, *member.node, log_);
   if (!follower.ok()) return follower.status();
   member.follower = std::move(follower).value();
-  if (options_.fan_out) {
-    member.worker = std::make_unique<FanOutWorker>(*member.node, maps_, options_.fan_out_options);
-  }
-  return Status::Ok();
+  StartWorker(member);
+  return WaitUntilServing(member.node->map_version());
 }
 
 Status EmbeddedCluster::RestartNode(size_t i) {
@@ -121,6 +162,7 @@ Status EmbeddedCluster::MoveShard(uint64_t shard_id, size_t to_node) {
   return UpdateMap([&](std::vector<ShardInfo>& shards, std::vector<NodeInfo>&) {
     for (ShardInfo& shard : shards) {
       if (shard.shard_id == shard_id) {
+        // The same copy (the shared directory) changes node: its placement stays.
         shard.primary = nodes_[to_node].id;
         ++shard.epoch;
       }
@@ -142,28 +184,12 @@ Status EmbeddedCluster::UpdateMap(Change&& change) {
   if (!next.ok()) return next.status();
   auto published = PublishShardMap(*metadata_, *next, (*stored)->version);
   if (!published.ok()) return published.status();
-  // Followers apply on the watch. A node taking over a shard may find it still open on the old
-  // primary for a moment (calls in flight hold it); re-apply until every running node serves
-  // the new version.
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    bool all = true;
-    for (Member& member : nodes_) {
-      if (!member.node) continue;
-      if (member.node->map_version() < next->version()) {
-        all = false;
-        std::vector<ShardAssignment> mine;
-        for (const ShardInfo& shard : next->shards()) {
-          if (shard.primary == member.id)
-            mine.push_back({shard.shard_id, shard.range, shard.epoch});
-        }
-        (void)member.node->AssignShards(next->version(), mine, next->Serialize());
-      }
-    }
-    if (all) return Status::Ok();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return Status::Unavailable("nodes did not take shard map version " +
-                             std::to_string(next->version()));
+  // Followers apply on the watch, and open new shards in the background: a node taking over a
+  // shard may find it still open on the old primary for a moment (calls in flight and fan-out
+  // passes hold it) and retries its open until it is free. Done when every running node serves
+  // the new version with all of its shards open.
+  log_->info("shard map version {} published", next->version());
+  return WaitUntilServing(next->version());
 }
 
 }  // namespace scrollback

@@ -1,5 +1,8 @@
 #include "scrollback/cluster/etcd_metadata_store.h"
 
+#include <kj/encoding.h>
+#include <spdlog/logger.h>
+
 #include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -12,8 +15,6 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "scrollback/engine/keys.h"
-
 namespace scrollback {
 namespace {
 
@@ -25,60 +26,19 @@ using nlohmann::json;
 
 // ---- Base64 (RFC 4648, with padding): the gateway's encoding of bytes fields ---------------
 
-constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 std::string Base64Encode(std::string_view in) {
-  std::string out;
-  out.reserve((in.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < in.size(); i += 3) {
-    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
-    for (int shift : {18, 12, 6, 0}) out += kAlphabet[(n >> shift) & 63];
-  }
-  if (i + 1 == in.size()) {
-    uint32_t n = uint8_t(in[i]) << 16;
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += "==";
-  } else if (i + 2 == in.size()) {
-    uint32_t n = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
-    out += kAlphabet[(n >> 18) & 63];
-    out += kAlphabet[(n >> 12) & 63];
-    out += kAlphabet[(n >> 6) & 63];
-    out += '=';
-  }
-  return out;
+  kj::String encoded =
+      kj::encodeBase64(kj::arrayPtr(reinterpret_cast<const kj::byte*>(in.data()), in.size()));
+  return std::string(encoded.cStr(), encoded.size());
 }
 
+// Input that is not base64 (as WHATWG's atob judges it: bad characters or length; whitespace
+// and missing padding are tolerated) is corruption in etcd's reply, reported, never thrown.
 Result<std::string> Base64Decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  if (in.size() % 4 != 0) return Status::Corruption("base64 length is not a multiple of 4");
-  std::string out;
-  out.reserve(in.size() / 4 * 3);
-  for (size_t i = 0; i < in.size(); i += 4) {
-    int v[4];
-    int pad = 0;
-    for (int k = 0; k < 4; ++k) {
-      if (in[i + k] == '=' && i + 4 == in.size() && k >= 2) {
-        v[k] = 0;
-        ++pad;
-      } else if ((v[k] = value(in[i + k])) < 0 || pad > 0) {
-        return Status::Corruption("bad base64");
-      }
-    }
-    uint32_t n = (v[0] << 18) | (v[1] << 12) | (v[2] << 6) | v[3];
-    out += static_cast<char>((n >> 16) & 0xff);
-    if (pad < 2) out += static_cast<char>((n >> 8) & 0xff);
-    if (pad < 1) out += static_cast<char>(n & 0xff);
-  }
-  return out;
+  kj::EncodingResult<kj::Array<kj::byte>> decoded =
+      kj::decodeBase64(kj::arrayPtr(in.data(), in.size()));
+  if (decoded.hadErrors) return Status::Corruption("bad base64 in etcd reply");
+  return std::string(decoded.begin(), decoded.end());
 }
 
 // int64 fields arrive as strings (or, from some versions, numbers); absent means 0.
@@ -98,8 +58,16 @@ int64_t Int(const json& object, const char* field) {
 
 // etcd's range_end for a prefix: the smallest key greater than every key with it, or "\0"
 // ("to the end of the keyspace") when there is none.
-std::string PrefixEnd(const std::string& prefix) {
-  return keys::PrefixSuccessor(prefix).value_or(std::string(1, '\0'));
+std::string PrefixEnd(std::string prefix) {
+  while (!prefix.empty()) {
+    auto& last = reinterpret_cast<unsigned char&>(prefix.back());
+    if (last != 0xff) {
+      ++last;
+      return prefix;
+    }
+    prefix.pop_back();  // 0xff cannot be incremented: carry into the byte before.
+  }
+  return std::string(1, '\0');
 }
 
 // A synchronous HTTP/1.1 client with one kept-alive connection. Thread-safe (serialized).
@@ -188,7 +156,9 @@ class HttpClient {
 class EtcdMetadataStore final : public MetadataStore {
  public:
   EtcdMetadataStore(const EtcdOptions& options, std::string host, std::string port)
-      : options_(options), http_(std::move(host), std::move(port), options.request_timeout) {}
+      : options_(options),
+        log_(OrNull(options.logger)),
+        http_(std::move(host), std::move(port), options.request_timeout) {}
 
   Result<std::optional<VersionedValue>> Get(const std::string& key) override {
     auto reply = http_.Post("/v3/kv/range", {{"key", Base64Encode(key)}});
@@ -310,7 +280,14 @@ class EtcdMetadataStore final : public MetadataStore {
    private:
     void Poll() {
       auto listed = store_->List(prefix_);
-      if (!listed.ok()) return;  // etcd unreachable: try again next time.
+      if (!listed.ok()) {  // etcd unreachable: try again next time; say so once per outage.
+        if (!failing_)
+          store_->log_->warn("watching {} failed: {}", prefix_, listed.status().ToString());
+        failing_ = true;
+        return;
+      }
+      if (failing_) store_->log_->info("watching {} works again", prefix_);
+      failing_ = false;
       std::map<std::string, int64_t> now;
       for (auto& kv : *listed) {
         now[kv.key] = kv.value.version;
@@ -327,6 +304,7 @@ class EtcdMetadataStore final : public MetadataStore {
     const std::string prefix_;
     const WatchCallback callback_;
     std::map<std::string, int64_t> seen_;  // Owned by the polling thread after construction.
+    bool failing_ = false;                 // Owned by the polling thread.
     std::mutex mu_;
     std::condition_variable cv_;
     bool stop_ = false;  // GUARDED_BY(mu_)
@@ -357,6 +335,7 @@ class EtcdMetadataStore final : public MetadataStore {
   }
 
   const EtcdOptions options_;
+  const Logger log_;
   HttpClient http_;
 };
 

@@ -1,5 +1,8 @@
 #include "scrollback/cluster/shard_map_store.h"
 
+#include <pthread.h>
+#include <spdlog/logger.h>
+
 namespace scrollback {
 
 Result<ShardMap> ReadShardMap(MetadataStore& metadata) {
@@ -55,77 +58,86 @@ Status PublishNodeAddress(MetadataStore& metadata, const NodeInfo& node) {
 }
 
 Result<std::shared_ptr<MetadataShardMapSource>> MetadataShardMapSource::Create(
-    std::shared_ptr<MetadataStore> metadata) {
+    std::shared_ptr<MetadataStore> metadata, Logger logger) {
   auto map = ReadShardMap(*metadata);
   if (!map.ok()) return map.status();
   std::shared_ptr<MetadataShardMapSource> source(
-      new MetadataShardMapSource(metadata, std::move(map).value()));
+      new MetadataShardMapSource(metadata, std::move(map).value(), std::move(logger)));
   MetadataShardMapSource* raw = source.get();
   source->watch_ = metadata->Watch(
       kShardMapKey, [raw](const std::string&, const std::optional<VersionedValue>& value) {
         if (!value) return;
         auto parsed = ShardMap::Parse(value->value);
-        if (parsed.ok()) raw->Offer(std::move(parsed).value());
+        if (parsed.ok()) {
+          raw->Offer(std::move(parsed).value());
+        } else {
+          raw->log_->error("the published shard map does not parse (ignored): {}",
+                           parsed.status().ToString());
+        }
       });
-  source->Refresh();  // A change between the first read and the watch is not missed.
+  source->RefreshNow();  // A change between the first read and the watch is not missed.
+  source->refresher_ = std::thread([raw] { raw->RefreshLoop(); });
   return source;
 }
 
 MetadataShardMapSource::MetadataShardMapSource(std::shared_ptr<MetadataStore> metadata,
-                                               ShardMap map)
-    : metadata_(std::move(metadata)), map_(std::make_shared<const ShardMap>(std::move(map))) {}
+                                               ShardMap map, Logger logger)
+    : metadata_(std::move(metadata)),
+      log_(OrNull(std::move(logger))),
+      map_(std::make_shared<const ShardMap>(std::move(map))) {}
 
-MetadataShardMapSource::~MetadataShardMapSource() { watch_.reset(); }
+MetadataShardMapSource::~MetadataShardMapSource() {
+  watch_.reset();
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (refresher_.joinable()) refresher_.join();
+}
 
 std::shared_ptr<const ShardMap> MetadataShardMapSource::Current() {
   std::lock_guard lock(mu_);
   return map_;
 }
 
-std::shared_ptr<const ShardMap> MetadataShardMapSource::Refresh() {
+void MetadataShardMapSource::RequestRefresh() {
+  {
+    std::lock_guard lock(mu_);
+    refresh_requested_ = true;
+  }
+  cv_.notify_one();
+}
+
+std::shared_ptr<const ShardMap> MetadataShardMapSource::RefreshNow() {
   auto map = ReadShardMap(*metadata_);
   // A failed read keeps the map we have: better stale than none.
-  if (map.ok()) Offer(std::move(map).value());
+  if (map.ok()) {
+    Offer(std::move(map).value());
+  } else {
+    log_->warn("re-reading the shard map failed (keeping version {}): {}", Current()->version(),
+               map.status().ToString());
+  }
   return Current();
+}
+
+void MetadataShardMapSource::RefreshLoop() {
+  pthread_setname_np(pthread_self(), "sb-map-refresh");
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return stopping_ || refresh_requested_; });
+    if (stopping_) return;
+    refresh_requested_ = false;  // Requests made while this read runs get a read of their own.
+    lock.unlock();
+    RefreshNow();
+    refreshes_.fetch_add(1, std::memory_order_relaxed);
+    lock.lock();
+  }
 }
 
 void MetadataShardMapSource::Offer(ShardMap map) {
   std::lock_guard lock(mu_);
   if (map.version() > map_->version()) map_ = std::make_shared<const ShardMap>(std::move(map));
-}
-
-Result<std::unique_ptr<ShardMapFollower>> ShardMapFollower::Start(
-    std::shared_ptr<MetadataStore> metadata, StorageNode& node) {
-  std::unique_ptr<ShardMapFollower> follower(new ShardMapFollower(metadata, node));
-  ShardMapFollower* raw = follower.get();
-  follower->watch_ = metadata->Watch(
-      kShardMapKey, [raw](const std::string&, const std::optional<VersionedValue>& value) {
-        if (!value) return;
-        auto parsed = ShardMap::Parse(value->value);
-        // A map this node cannot apply (e.g. a shard fails to open) leaves it serving the
-        // previous one; the next published map is tried afresh.
-        if (parsed.ok()) (void)raw->Apply(*parsed);
-      });
-  auto map = ReadShardMap(*metadata);
-  if (map.ok()) SB_RETURN_IF_ERROR(follower->Apply(*map));
-  return follower;
-}
-
-ShardMapFollower::ShardMapFollower(std::shared_ptr<MetadataStore> metadata, StorageNode& node)
-    : metadata_(std::move(metadata)), node_(node) {}
-
-ShardMapFollower::~ShardMapFollower() { watch_.reset(); }
-
-Status ShardMapFollower::Apply(const ShardMap& map) {
-  std::lock_guard lock(mu_);
-  if (map.version() < node_.map_version()) return Status::Ok();  // Older than what we serve.
-  std::vector<ShardAssignment> mine;
-  for (const ShardInfo& shard : map.shards()) {
-    if (shard.primary == node_.node_id()) {
-      mine.push_back(ShardAssignment{shard.shard_id, shard.range, shard.epoch});
-    }
-  }
-  return node_.AssignShards(map.version(), mine, map.Serialize());
 }
 
 }  // namespace scrollback

@@ -1,4 +1,4 @@
-#include "value_codec.h"
+#include "scrollback/engine/value_codec.h"
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>

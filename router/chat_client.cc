@@ -4,7 +4,7 @@
 
 #include <map>
 
-#include "scrollback/schema/buffered_stream.h"
+#include "scrollback/rpc/buffered_stream.h"
 #include "scrollback/schema/chatstore_wire.h"
 
 namespace scrollback {
@@ -467,9 +467,15 @@ class ChatClientImpl final : public ChatClient {
         .timeoutAfter(timeout, kj::mv(sent))
         .then(
             [this, shard_key, call, attempt](Result<T> result) -> kj::Promise<Result<T>> {
-              if (!result.ok() && result.status().code() == ErrorCode::kNotOwner &&
+              // Retried: not-owner (a stale map here or there) and unavailable answered by the
+              // node itself (a shard still opening: nothing was applied). Transport failures
+              // are not retried here (below).
+              const ErrorCode code = result.ok() ? ErrorCode::kOk : result.status().code();
+              if ((code == ErrorCode::kNotOwner || code == ErrorCode::kUnavailable) &&
                   attempt + 1 < options_.max_attempts) {
-                maps_->Refresh();
+                if (code == ErrorCode::kNotOwner) {
+                  maps_->RequestRefresh();  // Off the loop: the metadata store may be slow.
+                }
                 // The node may be the one behind (still applying the map): back off a little,
                 // more each attempt, before asking again.
                 auto backoff = options_.not_owner_backoff.count() * (1 << attempt);

@@ -73,6 +73,7 @@ ShardMap ShardMap::Uniform(uint64_t version, uint32_t shard_count, std::vector<N
     shard.range.last = i + 1 == shard_count ? UINT64_MAX : start(i + 1) - 1;
     shard.primary = nodes[i % nodes.size()].node_id;
     shard.epoch = 1;
+    shard.placement_version = version;
     shards.push_back(std::move(shard));
   }
   ShardMap map;
@@ -118,6 +119,7 @@ std::string ShardMap::Serialize() const {
     auto replicas = out.initReplicas(static_cast<unsigned>(in.replicas.size()));
     for (unsigned r = 0; r < in.replicas.size(); ++r) replicas.set(r, wire::AsText(in.replicas[r]));
     out.setEpoch(in.epoch);
+    out.setPlacementVersion(in.placement_version);
   }
   auto nodes = root.initNodes(static_cast<unsigned>(nodes_.size()));
   for (unsigned i = 0; i < nodes_.size(); ++i) {
@@ -150,6 +152,7 @@ Result<ShardMap> ShardMap::Parse(std::string_view bytes) {
       shard.primary = wire::View(in.getPrimary());
       for (auto replica : in.getReplicas()) shard.replicas.emplace_back(wire::View(replica));
       shard.epoch = in.getEpoch();
+      shard.placement_version = in.getPlacementVersion();
     }
     for (auto in : root.getNodes()) {
       nodes.push_back({std::string(wire::View(in.getNodeId())),

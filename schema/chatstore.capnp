@@ -83,6 +83,9 @@ struct ShardInfo {
   primary @3 :Text;         # Node id of the primary.
   replicas @4 :List(Text);  # Node ids of the other replicas (none before replication).
   epoch @5 :UInt64;
+  placementVersion @6 :UInt64;
+  # The map version at which the primary's copy of the shard was placed. A node's shard
+  # directory records it; a directory from another placement is refused, never served as current.
 }
 
 struct NodeInfo {
@@ -106,6 +109,21 @@ struct ShardStats {
   estimatedKeys @3 :UInt64;
   latestSequence @4 :UInt64;
   outboxPending @5 :UInt64; # Outbox records not yet delivered (estimate).
+  role @6 :ShardRole;
+  state @7 :ShardState;
+  lastError @8 :Text;       # Why the shard is not serving, if it is not.
+}
+
+enum ShardRole {
+  unknown @0;
+  primary @1;
+  replica @2;
+}
+
+enum ShardState {
+  opening @0;               # Assigned; being opened (or retried after a failed open).
+  serving @1;
+  refused @2;               # Its directory belongs to another placement, shard or range.
 }
 
 interface Node extends(ChatStore) {
@@ -114,6 +132,7 @@ interface Node extends(ChatStore) {
   # Fan-out delivery. errors[i] is the outcome of updates[i] (absent: applied or already
   # applied). At most 1,000 updates per call.
   health @1 () -> (nodeId :Text, mapVersion :UInt64, shards :UInt32, serving :Bool);
+  # serving: every shard assigned to the node is open (none still opening or refused).
   shardStats @2 () -> (stats :List(ShardStats));
   shardMap @3 () -> (map :Data);
   # The serialized ShardMap this node last applied (empty before the first): lets an operator

@@ -10,8 +10,8 @@
 
 #include "scrollback/engine/keys.h"
 #include "scrollback/engine/shard_store.h"
+#include "scrollback/engine/value_codec.h"
 #include "target.h"
-#include "value_codec.h"
 
 namespace scrollback::ycsb {
 namespace {

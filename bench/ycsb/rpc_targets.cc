@@ -10,10 +10,10 @@
 #include "scrollback/bench/echo.capnp.h"
 #include "scrollback/cluster/embedded_cluster.h"
 #include "scrollback/router/router_server.h"
-#include "scrollback/schema/buffered_stream.h"
+#include "scrollback/rpc/buffered_stream.h"
+#include "scrollback/rpc/rpc_server.h"
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/chatstore_wire.h"
-#include "scrollback/schema/rpc_server.h"
 #include "scrollback/schema/wire.h"
 
 namespace scrollback::ycsb {

@@ -167,18 +167,17 @@ TEST_CASE("inbox fan-out reaches members on other shards") {
   }
 }
 
-// A source that keeps handing out the map it first saw until Refresh() is called.
+// A source that keeps handing out the map it first saw until a refresh is requested.
 class LaggingSource final : public ShardMapSource {
  public:
   explicit LaggingSource(std::shared_ptr<ShardMapSource> real)
       : real_(std::move(real)), current_(real_->Current()) {}
   std::shared_ptr<const ShardMap> Current() override { return current_; }
-  std::shared_ptr<const ShardMap> Refresh() override {
+  void RequestRefresh() override {
     ++refreshes;
-    current_ = real_->Refresh();
-    return current_;
+    current_ = real_->Current();
   }
-  int refreshes = 0;
+  std::atomic<int> refreshes = 0;
 
  private:
   std::shared_ptr<ShardMapSource> real_;

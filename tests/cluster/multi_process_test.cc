@@ -69,7 +69,8 @@ class MultiProcessCluster {
         auto stream = addr->connect().wait(io.waitScope);
         capnp::TwoPartyClient rpc(*stream);
         auto node = rpc.bootstrap().castAs<schema::Node>();
-        if (node.healthRequest().send().wait(io.waitScope).getMapVersion() >= version) return;
+        auto health = node.healthRequest().send().wait(io.waitScope);
+        if (health.getMapVersion() >= version && health.getServing()) return;
       } catch (const kj::Exception&) {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -2,7 +2,7 @@
 #include <random>
 #include <string>
 
-#include "value_codec.h"
+#include "scrollback/engine/value_codec.h"
 
 namespace scrollback::codec {
 namespace {

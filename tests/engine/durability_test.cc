@@ -4,8 +4,11 @@
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "test_util.h"
 
@@ -46,10 +49,24 @@ TEST_CASE("everything written survives close and reopen, and seqs continue") {
   CHECK(retry->seq == 4);
 }
 
-// Runs crash_writer on `path`, lets it write for a while, kills it with SIGKILL and returns the
-// acknowledged seqs per conversation.
-std::map<uint64_t, uint64_t> RunAndKillWriter(const std::string& path, int threads,
-                                              std::chrono::milliseconds run_for) {
+// One acknowledgement reported by crash_writer (see its file comment).
+struct Ack {
+  uint64_t conv = 0;
+  uint64_t seq = 0;
+  std::string client_msg_id;
+  bool duplicate = false;
+};
+
+// The round in which crash_writer first sent `client_msg_id` ("r<round>-<n>"), or -1.
+int RoundOf(const std::string& client_msg_id) {
+  int round = -1;
+  return std::sscanf(client_msg_id.c_str(), "r%d-", &round) == 1 ? round : -1;
+}
+
+// Runs crash_writer as round `round` on `path`, lets it write for a while, kills it with SIGKILL
+// and returns the acknowledgements it reported, in the order reported.
+std::vector<Ack> RunAndKillWriter(const std::string& path, int threads, int round,
+                                  std::chrono::milliseconds run_for) {
   int out[2];
   REQUIRE(pipe(out) == 0);
   pid_t pid = fork();
@@ -59,7 +76,8 @@ std::map<uint64_t, uint64_t> RunAndKillWriter(const std::string& path, int threa
     close(out[0]);
     close(out[1]);
     std::string n = std::to_string(threads);
-    execl(SCROLLBACK_CRASH_WRITER, "crash_writer", path.c_str(), n.c_str(), nullptr);
+    std::string r = std::to_string(round);
+    execl(SCROLLBACK_CRASH_WRITER, "crash_writer", path.c_str(), n.c_str(), r.c_str(), nullptr);
     _exit(127);
   }
   close(out[1]);
@@ -77,29 +95,65 @@ std::map<uint64_t, uint64_t> RunAndKillWriter(const std::string& path, int threa
   waitpid(pid, &status, 0);
   for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;) reported.append(buf, n);
   close(out[0]);
+  // Anything else means the writer stopped on its own (its reason is on stderr).
+  INFO("crash_writer wait status " << status);
   CHECK(WIFSIGNALED(status));
 
-  std::map<uint64_t, uint64_t> acked;  // conv -> highest acknowledged seq.
+  std::vector<Ack> acks;
   std::istringstream lines(reported);
-  uint64_t conv, seq;
-  while (lines >> conv >> seq) acked[conv] = std::max(acked[conv], seq);
-  return acked;
+  for (std::string line; std::getline(lines, line);) {
+    INFO("reported line: " << line);
+    std::istringstream fields(line);
+    Ack ack;
+    std::string kind;
+    fields >> ack.conv >> ack.seq >> ack.client_msg_id >> kind;
+    REQUIRE_FALSE(fields.fail());
+    REQUIRE((kind == "new" || kind == "dup"));
+    ack.duplicate = kind == "dup";
+    acks.push_back(std::move(ack));
+  }
+  return acks;
 }
 
 TEST_CASE("a writer killed with SIGKILL loses no acknowledged message") {
   TempDir dir;
   const std::string path = dir.Sub("crash");
   constexpr int kThreads = 4;
-  for (int round = 0; round < 3; ++round) {
-    auto acked = RunAndKillWriter(path, kThreads, std::chrono::milliseconds(700));
-    REQUIRE(acked.size() == kThreads);
+  constexpr int kRounds = 3;
+  // conv -> client_msg_id -> seq of every send acknowledged in any round so far.
+  std::map<uint64_t, std::map<std::string, uint64_t>> acked;
+  for (int round = 0; round < kRounds; ++round) {
+    INFO("round " << round);
+    auto acks = RunAndKillWriter(path, kThreads, round, std::chrono::milliseconds(700));
+    std::map<uint64_t, int> new_sends;  // conv -> sends first made this round and acknowledged.
+    for (const Ack& ack : acks) {
+      INFO("conv " << ack.conv << " seq " << ack.seq << " " << ack.client_msg_id
+                   << (ack.duplicate ? " dup" : " new"));
+      const int sent_in = RoundOf(ack.client_msg_id);
+      REQUIRE(sent_in >= 0);
+      REQUIRE(sent_in <= round);
+      auto [earlier, first_ack] = acked[ack.conv].emplace(ack.client_msg_id, ack.seq);
+      if (sent_in == round) {
+        // A client id of this round: never sent before, so written now, acknowledged once.
+        CHECK(first_ack);
+        CHECK_FALSE(ack.duplicate);
+        ++new_sends[ack.conv];
+      } else if (!first_ack) {
+        // A retry, after a restart, of a send acknowledged in an earlier round: recognised as
+        // that send, with its seq. (A retry of a send never acknowledged may be either.)
+        CHECK(ack.duplicate);
+        CHECK(ack.seq == earlier->second);
+      }
+    }
+    REQUIRE(new_sends.size() == kThreads);  // Every writer thread made progress.
+
     auto store = ShardStore::Open(ShardOptions{}, path);
     REQUIRE(store.ok());
-    for (auto [conv, last_acked] : acked) {
+    for (const auto& [conv, acked_ids] : acked) {
+      INFO("conv " << conv << ", new sends acknowledged this round: " << new_sends[conv]);
       auto conv_state = (*store)->GetConversation(conv);
       REQUIRE(conv_state.ok());
-      // Everything acknowledged is there; a write in flight at the kill may be too.
-      CHECK(conv_state->last_seq >= last_acked);
+      std::map<std::string, uint64_t> stored;  // client_msg_id -> seq, from the history.
       uint64_t cursor = 0;
       uint64_t seen = 0;
       for (;;) {
@@ -108,15 +162,24 @@ TEST_CASE("a writer killed with SIGKILL loses no acknowledged message") {
         REQUIRE(page.ok());
         for (auto& m : page->messages) {
           ++seen;
-          REQUIRE(m.seq == seen);  // Dense: no hole left by the crash.
-          REQUIRE(m.body.find("conv " + std::to_string(conv) + " message ") == 0);
+          INFO("seq " << m.seq << " " << m.client_msg_id);
+          REQUIRE(m.seq == seen);  // Dense: no hole left by any crash.
+          REQUIRE(m.body == "conv " + std::to_string(conv) + " message " + m.client_msg_id);
+          REQUIRE(stored.emplace(m.client_msg_id, m.seq).second);  // No send stored twice.
         }
         if (!page->has_more) break;
         cursor = page->next_cursor_seq;
       }
       CHECK(seen == conv_state->last_seq);
-      INFO("round " << round << " conv " << conv << " acked " << last_acked);
-      CHECK(last_acked > 0);
+      // Every send acknowledged in this round or an earlier one is there, at its seq.
+      for (const auto& [client_msg_id, seq] : acked_ids) {
+        INFO("acknowledged " << client_msg_id << " at seq " << seq);
+        auto found = stored.find(client_msg_id);
+        REQUIRE(found != stored.end());
+        CHECK(found->second == seq);
+      }
+      // The rest were in flight at a kill: at most one per conversation per round so far.
+      CHECK(stored.size() - acked_ids.size() <= static_cast<size_t>(round + 1));
     }
   }
 }

@@ -1,7 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include "scrollback/engine/value_codec.h"
 #include "test_util.h"
-#include "value_codec.h"
 
 namespace scrollback {
 namespace {

@@ -1,4 +1,9 @@
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "test_util.h"
 
@@ -202,6 +207,82 @@ TEST_CASE("a batch of inbox updates applies in order, including several for one 
   CHECK(f.store->GetInboxEntry(3, 10)->last_seq == 1);
   std::vector<InboxUpdate> too_many(1001, update(2, 10, 9, 900));
   CHECK(f.store->ApplyInboxUpdates(too_many)[0].field() == "updates");
+}
+
+TEST_CASE("reading an inbox entry while newer fan-out updates land never fails or goes back") {
+  testing::StoreFixture f;
+  constexpr uint64_t kUser = 2;
+  constexpr uint64_t kConv = 10;
+  constexpr uint64_t kUpdates = 20'000;
+  // Every update moves the listing row (its key holds the activity time) and rewrites the state
+  // row that names it: a reader that saw the old state row then looked for the old listing row
+  // used to find it deleted and answer corruption.
+  auto update = [](uint64_t seq) {
+    InboxUpdate u;
+    u.user_id = kUser;
+    u.conv_id = kConv;
+    u.seq = seq;
+    u.activity_ms = 1000 + static_cast<int64_t>(seq);
+    u.sender_id = 1;
+    u.preview = "seq " + std::to_string(seq);
+    return u;
+  };
+  REQUIRE(f.store->ApplyInboxUpdate(update(1)).ok());
+
+  // Catch2 2.x assertions are not thread-safe: each thread only records what it saw, in
+  // variables no other thread touches until join(), and this thread asserts afterwards.
+  std::atomic<bool> reading{false};
+  std::atomic<bool> writing_done{false};
+  uint64_t reads = 0;                  // Reader only.
+  uint64_t read_failures = 0;          // Reader only.
+  std::string first_read_failures;     // Reader only: the first few, for the report.
+  uint64_t applied = 1;                // Writer only: the newest seq applied.
+  Status write_status = Status::Ok();  // Writer only.
+
+  std::thread reader([&] {
+    uint64_t last_seen = 0;
+    do {  // At least one read after the last update.
+      auto entry = f.store->GetInboxEntry(kUser, kConv);
+      ++reads;
+      reading.store(true);
+      std::string failure;
+      if (!entry.ok()) {
+        failure = entry.status().ToString();
+      } else if (entry->last_seq < last_seen) {
+        failure = "last_seq went back from " + std::to_string(last_seen) + " to " +
+                  std::to_string(entry->last_seq);
+      } else {
+        last_seen = entry->last_seq;
+      }
+      if (!failure.empty() && ++read_failures <= 5) first_read_failures += failure + "; ";
+    } while (!writing_done.load());
+  });
+  std::thread writer([&] {
+    while (!reading.load()) std::this_thread::yield();  // Overlap the reads from the start.
+    // Bounded by count and, for slow (sanitizer) builds, by time.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    for (uint64_t seq = 2; seq <= kUpdates && std::chrono::steady_clock::now() < deadline; ++seq) {
+      Status status = f.store->ApplyInboxUpdates({update(seq)}).front();
+      if (!status.ok()) {
+        write_status = status;
+        break;
+      }
+      applied = seq;
+    }
+    writing_done.store(true);
+  });
+  writer.join();
+  reader.join();
+
+  INFO("reads: " << reads << ", updates applied: " << applied);
+  INFO("first read failures: " << first_read_failures);
+  CHECK(read_failures == 0);
+  REQUIRE(write_status.ok());
+  CHECK(applied > 1);
+  CHECK(reads > 1);
+  auto last = f.store->GetInboxEntry(kUser, kConv);
+  REQUIRE(last.ok());
+  CHECK(last->last_seq == applied);
 }
 
 }  // namespace

@@ -5,18 +5,20 @@
 //
 // Shards are laid out as data_dir/shard-<id>, shared by all nodes, so that moving a shard's
 // primary between nodes needs no copy in this mode (MoveShard); a multi-machine cluster moves
-// data by replication instead.
+// data by replication instead (decision 0007).
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "scrollback/cluster/fanout_worker.h"
 #include "scrollback/cluster/metadata_store.h"
+#include "scrollback/cluster/shard_map_follower.h"
 #include "scrollback/cluster/shard_map_store.h"
-#include "scrollback/engine/storage_node.h"
+#include "scrollback/node/fanout_worker.h"
+#include "scrollback/node/storage_node.h"
 #include "scrollback/router/chat_client.h"
 
 namespace scrollback {
@@ -34,6 +36,11 @@ struct EmbeddedClusterOptions {
   // Per-node settings (node_id, data_dir and listen_address are filled in per node).
   NodeOptions node;
   FanOutOptions fan_out_options;
+  // Default: none. Called for node `index` after the defaults above are filled in: a seam for
+  // tests that need one node to differ (limits, budgets).
+  std::function<void(size_t index, NodeOptions&)> customize_node;
+  // Default: none (quiet). Given to every node, follower, worker and map source that has none.
+  Logger logger;
 };
 
 class EmbeddedCluster {
@@ -57,8 +64,12 @@ class EmbeddedCluster {
   // Starts node `i` again on its data (a new port) and publishes its new address.
   Status RestartNode(size_t i);
   // Makes `to_node` the primary of `shard_id` (a new map version); the old primary answers
-  // not-owner from then on.
+  // not-owner from then on. Returns once every running node serves the new map with all of its
+  // shards open (unavailable on timeout, failed-precondition if a node refuses a shard).
   Status MoveShard(uint64_t shard_id, size_t to_node);
+  // Waits until every running node serves map `version` (or newer) with all its shards open.
+  Status WaitUntilServing(uint64_t version,
+                          std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
  private:
   struct Member {
@@ -69,6 +80,8 @@ class EmbeddedCluster {
   };
 
   EmbeddedCluster() = default;
+  NodeOptions OptionsOf(size_t i) const;
+  void StartWorker(Member& member);
   Status StartNode(size_t i);
   // Rewrites the map with `change` applied and a version one higher, then waits until every
   // running node serves it.
@@ -76,6 +89,7 @@ class EmbeddedCluster {
   Status UpdateMap(Change&& change);
 
   EmbeddedClusterOptions options_;
+  Logger log_;
   std::string data_dir_;
   bool owns_data_dir_ = false;
   std::shared_ptr<MetadataStore> metadata_;

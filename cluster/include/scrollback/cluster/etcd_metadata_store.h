@@ -14,6 +14,7 @@
 #include <string>
 
 #include "scrollback/cluster/metadata_store.h"
+#include "scrollback/schema/log.h"
 
 namespace scrollback {
 
@@ -27,6 +28,8 @@ struct EtcdOptions {
   // Default: 0. How long NewEtcdMetadataStore keeps retrying while etcd is not answering yet
   // (daemons started beside etcd set this; etcd accepts connections before it serves).
   std::chrono::milliseconds wait_for_etcd = std::chrono::milliseconds(0);
+  // Default: none (quiet). Failed watch polls are logged here (once per outage).
+  Logger logger;
 };
 
 // Checks that etcd answers (a range read, retried for up to wait_for_etcd) before returning.

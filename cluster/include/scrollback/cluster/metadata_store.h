@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "scrollback/engine/clock.h"
+#include "scrollback/schema/clock.h"
 #include "scrollback/schema/status.h"
 
 namespace scrollback {

@@ -1,20 +1,23 @@
-// The shard map in the metadata store: where it lives, how it is published, and the two
-// readers of it — a ShardMapSource for clients (router/chat_client.h) and a follower that makes
-// a StorageNode host exactly the shards the map gives it.
+// The shard map in the metadata store: where it lives, how it is published, and a ShardMapSource
+// for clients (router/chat_client.h) that follows it. The follower that makes a storage node host
+// what the map gives it is in shard_map_follower.h.
 //
 // Keys (persisted; never rename):
 //   /scrollback/shardmap       the current map: a serialized schema::ShardMap
 //   /scrollback/nodes/<id>     a registered node's address (under the node's lease)
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "scrollback/cluster/metadata_store.h"
-#include "scrollback/engine/storage_node.h"
 #include "scrollback/router/chat_client.h"
 #include "scrollback/router/shard_map.h"
+#include "scrollback/schema/log.h"
 
 namespace scrollback {
 
@@ -39,41 +42,37 @@ Status BootstrapShardMap(MetadataStore& metadata, uint32_t shards,
 Status PublishNodeAddress(MetadataStore& metadata, const NodeInfo& node);
 
 // A ShardMapSource backed by the metadata store: reads the map once, then follows a watch.
+// RequestRefresh() wakes a refresher thread of its own, so the (blocking) metadata read never
+// runs on the caller's thread — a smart client's event loop keeps serving while etcd is slow.
 class MetadataShardMapSource final : public ShardMapSource {
  public:
   // not-found until a map is published.
   static Result<std::shared_ptr<MetadataShardMapSource>> Create(
-      std::shared_ptr<MetadataStore> metadata);
+      std::shared_ptr<MetadataStore> metadata, Logger logger = nullptr);
   ~MetadataShardMapSource() override;
 
   std::shared_ptr<const ShardMap> Current() override;
-  std::shared_ptr<const ShardMap> Refresh() override;
+  void RequestRefresh() override;
+  // Reads the map now, on the calling thread (blocking), and returns the newest known.
+  std::shared_ptr<const ShardMap> RefreshNow();
+  // Reads completed by the refresher thread (for tests and /metrics).
+  uint64_t refreshes() const { return refreshes_.load(); }
 
  private:
-  MetadataShardMapSource(std::shared_ptr<MetadataStore> metadata, ShardMap map);
+  MetadataShardMapSource(std::shared_ptr<MetadataStore> metadata, ShardMap map, Logger logger);
   void Offer(ShardMap map);  // Keeps the newer of the current and `map`.
+  void RefreshLoop();
 
   std::shared_ptr<MetadataStore> metadata_;
+  const Logger log_;
   std::mutex mu_;
+  std::condition_variable cv_;
   std::shared_ptr<const ShardMap> map_;  // GUARDED_BY(mu_)
+  bool refresh_requested_ = false;       // GUARDED_BY(mu_)
+  bool stopping_ = false;                // GUARDED_BY(mu_)
+  std::atomic<uint64_t> refreshes_{0};
   std::unique_ptr<WatchHandle> watch_;
-};
-
-// Keeps `node` hosting the shards whose primary is `node.node_id()` in the current map.
-class ShardMapFollower {
- public:
-  static Result<std::unique_ptr<ShardMapFollower>> Start(std::shared_ptr<MetadataStore> metadata,
-                                                         StorageNode& node);
-  ~ShardMapFollower();
-
- private:
-  ShardMapFollower(std::shared_ptr<MetadataStore> metadata, StorageNode& node);
-  Status Apply(const ShardMap& map);
-
-  std::shared_ptr<MetadataStore> metadata_;
-  StorageNode& node_;
-  std::mutex mu_;
-  std::unique_ptr<WatchHandle> watch_;
+  std::thread refresher_;
 };
 
 }  // namespace scrollback

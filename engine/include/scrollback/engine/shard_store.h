@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "scrollback/engine/clock.h"
+#include "scrollback/schema/clock.h"
 #include "scrollback/schema/status.h"
 #include "scrollback/schema/token.h"
 #include "scrollback/schema/types.h"
@@ -114,8 +114,12 @@ struct ShardOptions {
   // Default: 0 (RocksDB's own default). Background flush/compaction threads for this shard.
   int background_jobs = 0;
   // Default: 6 hours / 1 GiB. WAL archive kept for replica catch-up (DESIGN.md, Replication).
+  // A storage node sets wal_size_limit_mb to its share of the node's WAL budget (NodeBudgets).
   uint64_t wal_ttl_seconds = 6 * 3600;
   uint64_t wal_size_limit_mb = 1024;
+  // Default: 512. SST files this shard keeps open (RocksDB max_open_files; -1: all). A storage
+  // node sets it to its share of the node's budget (NodeBudgets::max_open_files).
+  int max_open_files = 512;
 };
 
 // Approximate on-disk and in-memory sizes (for status and /metrics).

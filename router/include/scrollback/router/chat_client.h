@@ -31,8 +31,10 @@ class ShardMapSource {
   virtual ~ShardMapSource() = default;
   // The newest map known; never null.
   virtual std::shared_ptr<const ShardMap> Current() = 0;
-  // Re-reads the map from its authority (called after a not-owner answer) and returns it.
-  virtual std::shared_ptr<const ShardMap> Refresh() = 0;
+  // Asks the source to re-read the map from its authority (called after a not-owner answer).
+  // Never blocks: callers run on event loops. The newer map, once read, shows in Current();
+  // concurrent requests are coalesced.
+  virtual void RequestRefresh() = 0;
 };
 
 // A source that holds whatever map it was last given (tests and static deployments).
@@ -40,7 +42,7 @@ class StaticShardMapSource final : public ShardMapSource {
  public:
   explicit StaticShardMapSource(ShardMap map);
   std::shared_ptr<const ShardMap> Current() override;
-  std::shared_ptr<const ShardMap> Refresh() override { return Current(); }
+  void RequestRefresh() override {}  // Set() is the only authority.
   void Set(ShardMap map);
 
  private:
@@ -52,10 +54,11 @@ struct ClientOptions {
   // Default: 5 s. A call without an answer by then fails with unavailable and marks its node
   // down.
   std::chrono::milliseconds call_timeout = std::chrono::seconds(5);
-  // Default: 4. Attempts per call when nodes answer not-owner (the map is refreshed between).
-  int max_attempts = 4;
-  // Default: 25 ms. Wait before the first retry after not-owner; doubles per attempt (a node
-  // that is still applying a new map catches up meanwhile).
+  // Default: 5. Attempts per call when nodes answer not-owner (the map is refreshed between) or
+  // unavailable (a shard still opening).
+  int max_attempts = 5;
+  // Default: 25 ms. Wait before the first retry after not-owner or unavailable; doubles per
+  // attempt (a node that is still applying a new map or opening a shard catches up meanwhile).
   std::chrono::milliseconds not_owner_backoff = std::chrono::milliseconds(25);
   // Default: 300 ms. How long a node stays marked down before the client tries it again.
   std::chrono::milliseconds down_retry = std::chrono::milliseconds(300);

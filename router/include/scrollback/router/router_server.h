@@ -8,7 +8,7 @@
 #include <string>
 
 #include "scrollback/router/chat_client.h"
-#include "scrollback/schema/rpc_server.h"
+#include "scrollback/rpc/rpc_server.h"
 
 namespace scrollback {
 

@@ -21,6 +21,10 @@ struct ShardInfo {
   std::string primary;                // Node id.
   std::vector<std::string> replicas;  // Node ids of the other replicas.
   uint64_t epoch = 0;
+  // The map version at which the primary's copy was placed (schema ShardInfo.placementVersion).
+  // Kept when the same copy changes node (EmbeddedCluster's shared directories); a new copy
+  // gets the version of the map that places it.
+  uint64_t placement_version = 0;
 };
 
 struct NodeInfo {

@@ -26,16 +26,48 @@
 #include <vector>
 
 #include "scrollback/engine/shard_store.h"
+#include "scrollback/schema/log.h"
 #include "scrollback/schema/status.h"
 #include "scrollback/schema/token.h"
 
 namespace scrollback {
 
-// One shard this node hosts.
+// What a node does with a shard it hosts. Persisted in the shard directory's identity file by
+// name ("primary", "replica"); never renumber.
+enum class ShardRole : uint8_t {
+  kPrimary = 1,  // Takes writes and reads; delivers its outbox.
+  kReplica = 2,  // Read-only copy kept current by log shipping (replication/; not yet built).
+};
+const char* ShardRoleName(ShardRole role);
+
+// One shard this node hosts, as the shard map gives it.
 struct ShardAssignment {
   uint64_t shard_id = 0;
   TokenRange range;
   uint64_t epoch = 1;
+  ShardRole role = ShardRole::kPrimary;
+  // The map version at which this copy of the shard was placed (ShardInfo::placement_version).
+  // A shard directory records the placement it was created for; a directory left by another
+  // placement is never served as if it were current (docs/architecture.md, Shard lifecycle).
+  uint64_t placement_version = 0;
+
+  friend bool operator==(const ShardAssignment&, const ShardAssignment&) = default;
+};
+
+// Per-node resource budgets, shared by every shard the node hosts (however many): memory and
+// files stay bounded by these, not by shards x per-shard settings.
+struct NodeBudgets {
+  // Default: 256 MiB. One LRU block cache (data, index and filter blocks) for all shards.
+  size_t block_cache_bytes = 256ull << 20;
+  // Default: 256 MiB. Memtable memory of all shards together (one WriteBufferManager); a shard
+  // over its share flushes.
+  size_t write_buffer_bytes = 256ull << 20;
+  // Default: 8,192. Open SST files of all shards together; each shard opens with an equal share
+  // of it (at least 64) for the shards hosted when it opens.
+  int max_open_files = 8192;
+  // Default: 4 GiB. WAL archive kept for replica catch-up, all shards together; each shard keeps
+  // an equal share (at least 64 MiB) for the shards hosted when it opens.
+  uint64_t wal_archive_bytes = 4ull << 30;
 };
 
 struct NodeOptions {
@@ -60,8 +92,35 @@ struct NodeOptions {
   int engine_threads = 4;
   // Default: 10,000. Engine calls queued beyond this are answered `overloaded`.
   size_t max_queued_calls = 10'000;
-  // Shard options applied to every hosted shard (shard_id and token_range are set per shard).
+  // Shard options applied to every hosted shard (shard_id, token_range and the per-shard shares
+  // of `budgets` are set per shard).
   ShardOptions shard_options;
+  NodeBudgets budgets;
+  // Default: 2. Threads that open and close shards, off the RPC loops and off the caller of
+  // AssignShards: a slow open (a large WAL to replay) delays only shards queued behind it.
+  int shard_lifecycle_threads = 2;
+  // Default: false: a shard directory the node stops hosting is moved aside to
+  // data_dir/dropped/ (never deleted) with a log line. true keeps it in place: only for
+  // EmbeddedCluster, whose nodes share one directory per shard (decision 0007).
+  bool keep_dropped_directories = false;
+  // Default: none (quiet). Start-up, shard lifecycle, and every error the node swallows.
+  Logger logger;
+};
+
+// Where a hosted shard is in its lifecycle.
+enum class ShardState : uint8_t {
+  kOpening,  // Assigned; its RocksDB is being opened (or retried after a failure).
+  kServing,  // Open: calls are served.
+  kRefused,  // Its directory belongs to another placement, shard or range: not opened until the
+             // map changes (an operator's decision; see last_error).
+};
+const char* ShardStateName(ShardState state);
+
+struct ShardStatus {
+  ShardAssignment assignment;
+  ShardState state = ShardState::kOpening;
+  uint32_t open_attempts = 0;
+  std::string last_error;  // Empty when the last attempt succeeded.
 };
 
 // Wakes the fan-out worker when a write produced outbox records.
@@ -102,15 +161,19 @@ class StorageNode {
   virtual std::string address() const = 0;
   virtual const std::string& node_id() const = 0;
 
-  // Makes the node host exactly `shards` (opening new ones, closing dropped ones) and answer
-  // not-owner with `map_version` for every other key. `shard_map` is the serialized map these
-  // come from, opaque to the node and served back by Node.shardMap. Thread-safe; calls in
-  // flight finish on the shards they started on.
+  // Makes the node host exactly `shards` and answer not-owner with `map_version` for every
+  // other key. Returns at once: new shards open in the background (keys of a shard still
+  // opening are answered `unavailable`, retryable), dropped shards close once their calls in
+  // flight finish. `shard_map` is the serialized map these come from, opaque to the node and
+  // served back by Node.shardMap. An older `map_version` than the one served is ignored.
+  // invalid-argument for overlapping ranges or repeated shard ids. Thread-safe.
   virtual Status AssignShards(uint64_t map_version, const std::vector<ShardAssignment>& shards,
                               std::string shard_map) = 0;
   virtual uint64_t map_version() const = 0;
-  // A snapshot of the hosted shards, sorted by range.
+  // A snapshot of the serving shards, sorted by range.
   virtual std::vector<HostedShard> Shards() const = 0;
+  // Every assigned shard with its lifecycle state, sorted by shard id.
+  virtual std::vector<ShardStatus> ShardStatuses() const = 0;
   virtual OutboxSignal& outbox_signal() = 0;
 
   // Prometheus text exposition: requests, errors and latencies per method, errors per code,

@@ -1,4 +1,5 @@
-// The clock the engine reads. Passed in, never global, so tests can control time.
+// The clock every part reads (the engine for message times, the metadata store for leases).
+// Passed in, never global, so tests can control time.
 #pragma once
 
 #include <atomic>

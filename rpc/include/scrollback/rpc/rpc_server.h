@@ -1,11 +1,11 @@
 // RpcServer: the Cap'n Proto listener shared by every Scrollback process that serves the
 // contract (storage nodes, routers).
 //
-// `event_loops` threads each run a KJ event loop and accept from one shared listening socket,
-// so connections spread over the cores. Each connection reads messages under a traversal limit
-// (max_message_bytes) and a nesting limit, and has a flow limit: past `flow_limit_bytes` of
-// calls in flight the server stops reading from it (backpressure, bounded memory). A malformed
-// message aborts its own connection only.
+// `event_loops` threads each run a KJ event loop; the first accepts and hands connections to
+// the loops in turn, so connections spread over the cores. Each connection reads messages under a
+// traversal limit (max_message_bytes) and a nesting limit, and has a flow limit: past
+// `flow_limit_bytes` of calls in flight the server stops reading from it (backpressure, bounded
+// memory). A malformed message aborts its own connection only.
 #pragma once
 
 #include <capnp/capability.h>
@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "scrollback/schema/log.h"
 #include "scrollback/schema/status.h"
 
 namespace scrollback {
@@ -32,6 +33,8 @@ struct RpcServerOptions {
   // Default: true. Connections use BufferedStream (one read and one write per loop turn rather
   // than per message). false: Cap'n Proto's stock transport, kept as a benchmark baseline.
   bool buffer_streams = true;
+  // Default: none (quiet). Accept errors and failed connections are logged here.
+  Logger logger;
 };
 
 class RpcServer {
@@ -49,6 +52,10 @@ class RpcServer {
   // Stops accepting, gives connections up to `grace` to finish writing replies (calls run to
   // completion inside the loops), then closes them and ends the loops. Idempotent.
   virtual void Stop(std::chrono::milliseconds grace) = 0;
+
+  // Prometheus text: connections accepted, accept errors, connections that failed (a malformed
+  // message, a reset) — each error also logged.
+  virtual void RenderMetrics(std::string* out) const = 0;
 };
 
 }  // namespace scrollback

@@ -1,4 +1,4 @@
-#include "scrollback/schema/buffered_stream.h"
+#include "scrollback/rpc/buffered_stream.h"
 
 #include <kj/async-io.h>
 #include <kj/vector.h>

@@ -1,4 +1,4 @@
-#include "scrollback/schema/rpc_server.h"
+#include "scrollback/rpc/rpc_server.h"
 
 #include <arpa/inet.h>
 #include <capnp/rpc-twoparty.h>
@@ -8,9 +8,11 @@
 #include <kj/common.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <spdlog/logger.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -21,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "scrollback/schema/buffered_stream.h"
+#include "scrollback/rpc/buffered_stream.h"
 
 namespace scrollback {
 namespace {
@@ -81,6 +83,13 @@ class OwnedFd {
   int fd_;
 };
 
+// What the loops count for /metrics. Shared by every loop of one server.
+struct RpcCounters {
+  std::atomic<uint64_t> accepted{0};
+  std::atomic<uint64_t> accept_errors{0};
+  std::atomic<uint64_t> connection_errors{0};
+};
+
 // One event-loop thread serving its share of the connections. The first loop also accepts:
 // it hands each new connection to the loops in turn (itself included), so connections spread
 // evenly over the loops whatever the timing of their arrival.
@@ -92,8 +101,10 @@ class EventLoopThread {
   // `listen_fd` < 0: this loop does not accept. Otherwise it starts accepting on
   // StartAccepting(), once every loop `next_loop` may pick exists.
   EventLoopThread(const RpcServerOptions& options, const RpcServer::BootstrapFactory& factory,
-                  int listen_fd, NextLoop next_loop)
+                  int listen_fd, NextLoop next_loop, RpcCounters& counters)
       : options_(options),
+        log_(OrNull(options.logger)),
+        counters_(counters),
         factory_(factory),
         listen_fd_(listen_fd >= 0 ? fcntl(listen_fd, F_DUPFD_CLOEXEC, 0) : -1),
         next_loop_(std::move(next_loop)) {
@@ -175,8 +186,9 @@ class EventLoopThread {
     pthread_setname_np(pthread_self(), "sb-rpc-loop");  // For top -H, perf, gdb.
     try {
       Serve();
-    } catch (const kj::Exception&) {
+    } catch (const kj::Exception& e) {
       // Only setup can fail here (e.g. an unusable socket); Start reports no loop as ready.
+      log_->error("RPC event loop failed to start: {}", e.getDescription().cStr());
     }
     {
       std::lock_guard lock(mu_);
@@ -218,6 +230,7 @@ class EventLoopThread {
   kj::Promise<void> AcceptLoop(kj::ConnectionReceiver& listener) {
     return listener.accept().then(
         [this, &listener](kj::Own<kj::AsyncIoStream>&& stream) {
+          counters_.accepted.fetch_add(1, std::memory_order_relaxed);
           EventLoopThread* target = next_loop_();
           int duplicate = -1;
           if (target != this) {
@@ -233,9 +246,11 @@ class EventLoopThread {
           }
           return AcceptLoop(listener);
         },
-        [this, &listener](kj::Exception&&) {
+        [this, &listener](kj::Exception&& e) {
           // accept() failed (e.g. out of descriptors): keep the server accepting, after a
           // pause that lets connections close.
+          counters_.accept_errors.fetch_add(1, std::memory_order_relaxed);
+          log_->error("accept failed (retrying in 100 ms): {}", e.getDescription().cStr());
           return loop_->io.provider->getTimer()
               .afterDelay(100 * kj::MILLISECONDS)
               .then([this, &listener] { return AcceptLoop(listener); });
@@ -274,11 +289,20 @@ class EventLoopThread {
     }));
   }
 
+  // A connection's task failed (a malformed message, a reset): it is dropped; the others go on.
   struct ErrorHandler final : kj::TaskSet::ErrorHandler {
-    void taskFailed(kj::Exception&&) override {}  // A connection failed: it is dropped.
+    ErrorHandler(const Logger& log, RpcCounters& counters) : log(log), counters(counters) {}
+    void taskFailed(kj::Exception&& e) override {
+      counters.connection_errors.fetch_add(1, std::memory_order_relaxed);
+      log->warn("connection dropped: {}", e.getDescription().cStr());
+    }
+    const Logger& log;
+    RpcCounters& counters;
   };
 
   const RpcServerOptions options_;
+  const Logger log_;
+  RpcCounters& counters_;
   const RpcServer::BootstrapFactory& factory_;
   int listen_fd_;
   bool listener_owns_fd_ = false;
@@ -293,7 +317,7 @@ class EventLoopThread {
   kj::Own<kj::PromiseFulfiller<std::chrono::milliseconds>>* stop_fulfiller_ = nullptr;
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Promise<void> listening_ = nullptr;
-  ErrorHandler error_handler_;
+  ErrorHandler error_handler_{log_, counters_};
 };
 
 class RpcServerImpl final : public RpcServer {
@@ -304,17 +328,33 @@ class RpcServerImpl final : public RpcServer {
     loops_.resize(n);
     // The acceptor (loop 0) starts accepting only once every loop exists.
     for (int i = n - 1; i >= 0; --i) {
-      loops_[i] =
-          std::make_unique<EventLoopThread>(options, factory_, i == 0 ? listen_fd_ : -1, [this] {
+      loops_[i] = std::make_unique<EventLoopThread>(
+          options, factory_, i == 0 ? listen_fd_ : -1,
+          [this] {
             // Only the acceptor's thread calls this.
             return loops_[next_loop_++ % loops_.size()].get();
-          });
+          },
+          counters_);
     }
     loops_[0]->StartAccepting();
   }
   ~RpcServerImpl() override { Stop(std::chrono::milliseconds(0)); }
 
   std::string address() const override { return address_; }
+
+  void RenderMetrics(std::string* out) const override {
+    auto counter = [out](const char* name, const char* help, uint64_t value) {
+      *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" +
+              name + " " + std::to_string(value) + "\n";
+    };
+    counter("scrollback_rpc_connections_accepted_total", "Connections accepted.",
+            counters_.accepted.load());
+    counter("scrollback_rpc_accept_errors_total", "accept() failures, retried (logged).",
+            counters_.accept_errors.load());
+    counter("scrollback_rpc_connection_errors_total",
+            "Connections dropped on an error: malformed message, reset (logged).",
+            counters_.connection_errors.load());
+  }
 
   void Stop(std::chrono::milliseconds grace) override {
     std::lock_guard lock(mu_);
@@ -330,6 +370,7 @@ class RpcServerImpl final : public RpcServer {
   const BootstrapFactory factory_;
   int listen_fd_;
   std::string address_;
+  RpcCounters counters_;  // Before loops_: the loops use it until they stop.
   std::mutex mu_;
   bool stopped_ = false;  // GUARDED_BY(mu_)
   std::vector<std::unique_ptr<EventLoopThread>> loops_;

@@ -1,4 +1,4 @@
-#include "scrollback/cluster/http_server.h"
+#include "scrollback/node/http_server.h"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>

@@ -1,256 +1,20 @@
-// StorageNode: the shard table and the Cap'n Proto service over it (served by RpcServer).
-#include "scrollback/engine/storage_node.h"
+// ChatService: the ChatStore + Node Cap'n Proto API over a node's shard table.
+#include "chat_service.h"
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/async.h>
-#include <kj/function.h>
-#include <pthread.h>
 
 #include <algorithm>
-#include <array>
-#include <atomic>
-#include <condition_variable>
-#include <deque>
-#include <filesystem>
 #include <map>
-#include <thread>
 
 #include "scrollback/schema/chatstore_wire.h"
-#include "scrollback/schema/rpc_server.h"
 #include "scrollback/schema/wire.h"
 
 namespace scrollback {
 namespace {
 
 namespace s = ::scrollback::schema;
-
-// Which shards the node hosts, at one shard-map version. Replaced whole, never mutated.
-struct ShardTable {
-  uint64_t map_version = 0;
-  std::string shard_map;            // Serialized map, opaque here.
-  std::vector<HostedShard> shards;  // Sorted by range.first; ranges do not overlap.
-
-  const HostedShard* Find(uint64_t token) const {
-    auto it = std::upper_bound(
-        shards.begin(), shards.end(), token,
-        [](uint64_t t, const HostedShard& h) { return t < h.assignment.range.first; });
-    if (it == shards.begin()) return nullptr;
-    --it;
-    return it->assignment.range.Contains(token) ? &*it : nullptr;
-  }
-};
-
-// Request counters and latency histograms, per ChatStore / Node method. Lock-free.
-class NodeMetrics {
- public:
-  enum Method : size_t {
-    kCreateConversation,
-    kGetConversation,
-    kAddMembers,
-    kRemoveMembers,
-    kListMembers,
-    kSendMessage,
-    kSendBatch,
-    kGetMessage,
-    kReadHistory,
-    kEditMessage,
-    kDeleteMessage,
-    kListInbox,
-    kMarkRead,
-    kApplyInboxUpdates,
-    kHealth,
-    kShardStats,
-    kShardMap,
-    kNumMethods
-  };
-  static constexpr std::array<const char*, kNumMethods> kMethodNames = {
-      "createConversation", "getConversation", "addMembers", "removeMembers",     "listMembers",
-      "sendMessage",        "sendBatch",       "getMessage", "readHistory",       "editMessage",
-      "deleteMessage",      "listInbox",       "markRead",   "applyInboxUpdates", "health",
-      "shardStats",         "shardMap"};
-  // Upper bounds of the latency buckets, in microseconds (+Inf is implicit).
-  static constexpr std::array<uint64_t, 10> kBucketsUs = {25,   50,   100,   250,   500,
-                                                          1000, 2500, 10000, 50000, 250000};
-  static constexpr size_t kNumCodes = static_cast<size_t>(ErrorCode::kWouldBlock) + 1;
-
-  void Record(Method method, std::chrono::nanoseconds took) {
-    auto& m = methods_[method];
-    m.count.fetch_add(1, std::memory_order_relaxed);
-    const uint64_t us = static_cast<uint64_t>(took.count() / 1000);
-    m.sum_us.fetch_add(us, std::memory_order_relaxed);
-    size_t b = 0;
-    while (b < kBucketsUs.size() && us > kBucketsUs[b]) ++b;
-    m.buckets[b].fetch_add(1, std::memory_order_relaxed);
-  }
-  void RecordError(ErrorCode code) {
-    errors_[static_cast<size_t>(code)].fetch_add(1, std::memory_order_relaxed);
-  }
-  // Where an engine call ran: on the event loop (a read served from memory) or on the pool.
-  enum Where : size_t { kOnLoop, kOnPool, kNumWheres };
-  void RecordEngineCall(Where where) {
-    engine_calls_[where].fetch_add(1, std::memory_order_relaxed);
-  }
-
-  void Render(std::string* out) const {
-    *out +=
-        "# HELP scrollback_requests_total RPC calls served, by method.\n"
-        "# TYPE scrollback_requests_total counter\n";
-    for (size_t i = 0; i < kNumMethods; ++i) {
-      *out += "scrollback_requests_total{method=\"" + std::string(kMethodNames[i]) + "\"} " +
-              std::to_string(methods_[i].count.load()) + "\n";
-    }
-    *out +=
-        "# HELP scrollback_errors_total Errors answered (as values), by code.\n"
-        "# TYPE scrollback_errors_total counter\n";
-    for (size_t c = 1; c < kNumCodes; ++c) {
-      *out += "scrollback_errors_total{code=\"" +
-              std::string(ErrorCodeName(static_cast<ErrorCode>(c))) + "\"} " +
-              std::to_string(errors_[c].load()) + "\n";
-    }
-    *out +=
-        "# HELP scrollback_request_duration_seconds Time to serve a call, by method.\n"
-        "# TYPE scrollback_request_duration_seconds histogram\n";
-    for (size_t i = 0; i < kNumMethods; ++i) {
-      const auto& m = methods_[i];
-      const std::string label = "method=\"" + std::string(kMethodNames[i]) + "\"";
-      uint64_t cumulative = 0;
-      for (size_t b = 0; b <= kBucketsUs.size(); ++b) {
-        cumulative += m.buckets[b].load();
-        std::string le = b < kBucketsUs.size() ? std::to_string(kBucketsUs[b] / 1e6) : "+Inf";
-        *out += "scrollback_request_duration_seconds_bucket{" + label + ",le=\"" + le + "\"} " +
-                std::to_string(cumulative) + "\n";
-      }
-      *out += "scrollback_request_duration_seconds_sum{" + label + "} " +
-              std::to_string(m.sum_us.load() / 1e6) + "\n";
-      *out += "scrollback_request_duration_seconds_count{" + label + "} " +
-              std::to_string(m.count.load()) + "\n";
-    }
-    *out +=
-        "# HELP scrollback_engine_calls_total Engine calls, by where they ran: reads served from "
-        "memory run on the event loop, the rest on the engine pool.\n"
-        "# TYPE scrollback_engine_calls_total counter\n"
-        "scrollback_engine_calls_total{where=\"loop\"} " +
-        std::to_string(engine_calls_[kOnLoop].load()) +
-        "\n"
-        "scrollback_engine_calls_total{where=\"pool\"} " +
-        std::to_string(engine_calls_[kOnPool].load()) + "\n";
-  }
-
- private:
-  struct PerMethod {
-    std::atomic<uint64_t> count{0};
-    std::atomic<uint64_t> sum_us{0};
-    std::array<std::atomic<uint64_t>, kBucketsUs.size() + 1> buckets{};
-  };
-  std::array<PerMethod, kNumMethods> methods_;
-  std::array<std::atomic<uint64_t>, kNumCodes> errors_{};
-  std::array<std::atomic<uint64_t>, kNumWheres> engine_calls_{};
-};
-
-// Times one call into NodeMetrics (calls complete within the method: the engine is synchronous).
-class CallTimer {
- public:
-  CallTimer(NodeMetrics& metrics, NodeMetrics::Method method)
-      : metrics_(metrics), method_(method), start_(std::chrono::steady_clock::now()) {}
-  ~CallTimer() { metrics_.Record(method_, std::chrono::steady_clock::now() - start_); }
-
- private:
-  NodeMetrics& metrics_;
-  NodeMetrics::Method method_;
-  std::chrono::steady_clock::time_point start_;
-};
-
-// A bounded pool of threads that run engine calls off the event loops, so that a slow call (an
-// fsync, a cold read) delays only its own caller. Tasks beyond `max_queued` are refused, and the
-// caller answers `overloaded` (backpressure instead of unbounded memory).
-class EnginePool {
- public:
-  EnginePool(int threads, size_t max_queued) : max_queued_(max_queued) {
-    for (int i = 0; i < threads; ++i) {
-      threads_.emplace_back([this] {
-        pthread_setname_np(pthread_self(), "sb-engine");
-        Work();
-      });
-    }
-  }
-  ~EnginePool() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    cv_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
-
-  // False when the queue is full (the task is dropped unrun).
-  bool Submit(kj::Function<void()> task) {
-    {
-      std::lock_guard lock(mu_);
-      if (queue_.size() >= max_queued_ || stopping_) return false;
-      queue_.push_back(kj::mv(task));
-    }
-    cv_.notify_one();
-    return true;
-  }
-
- private:
-  void Work() {
-    std::unique_lock lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // Stopping, and everything queued has run.
-      kj::Function<void()> task = kj::mv(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      task();
-      lock.lock();
-    }
-  }
-
-  const size_t max_queued_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<kj::Function<void()>> queue_;  // GUARDED_BY(mu_)
-  bool stopping_ = false;                   // GUARDED_BY(mu_)
-  std::vector<std::thread> threads_;
-};
-
-// State shared by every event loop and connection of one node.
-class NodeCore {
- public:
-  explicit NodeCore(const NodeOptions& options)
-      : options(options),
-        pool(options.engine_threads > 0
-                 ? std::make_unique<EnginePool>(options.engine_threads, options.max_queued_calls)
-                 : nullptr) {}
-
-  std::shared_ptr<const ShardTable> Table() const {
-    std::lock_guard lock(mu);
-    return table;
-  }
-
-  const NodeOptions options;
-  OutboxSignal signal;
-  NodeMetrics metrics;
-  std::unique_ptr<EnginePool> pool;  // Null: engine calls run on the event loops.
-  mutable std::mutex mu;
-  std::shared_ptr<const ShardTable> table = std::make_shared<ShardTable>();  // GUARDED_BY(mu)
-};
-
-// Where a write landed: returned to clients for read-your-writes.
-struct WriteToken {
-  uint64_t shard_id = 0;
-  uint64_t epoch = 0;
-  uint64_t lsn = 0;
-};
-
-// A write's result with its token.
-template <typename T>
-struct Written {
-  T value;
-  WriteToken token;
-};
 
 // The ChatStore + Node API over the node's shards. One instance per event loop; all state is in
 // NodeCore. Each call is split in three: read the parameters (on the loop), do the engine work
@@ -542,7 +306,8 @@ class ChatService final : public s::Node::Server {
     results.setNodeId(wire::AsText(core_->options.node_id));
     results.setMapVersion(table->map_version);
     results.setShards(static_cast<uint32_t>(table->shards.size()));
-    results.setServing(true);
+    // Serving: every shard the node was assigned is open (none opening or refused).
+    results.setServing(table->pending.empty());
     return kj::READY_NOW;
   }
 
@@ -556,16 +321,34 @@ class ChatService final : public s::Node::Server {
   kj::Promise<void> shardStats(ShardStatsContext context) override {
     CallTimer timer(core_->metrics, NodeMetrics::kShardStats);
     auto table = core_->Table();
-    auto stats = context.getResults().initStats(static_cast<unsigned>(table->shards.size()));
-    for (unsigned i = 0; i < table->shards.size(); ++i) {
-      const HostedShard& shard = table->shards[i];
-      stats[i].setShardId(shard.assignment.shard_id);
+    const unsigned n = static_cast<unsigned>(table->shards.size() + table->pending.size());
+    auto stats = context.getResults().initStats(n);
+    auto role = [](ShardRole r) {
+      return r == ShardRole::kPrimary ? s::ShardRole::PRIMARY : s::ShardRole::REPLICA;
+    };
+    unsigned i = 0;
+    for (const HostedShard& shard : table->shards) {
+      auto out = stats[i++];
+      out.setShardId(shard.assignment.shard_id);
+      out.setRole(role(shard.assignment.role));
+      out.setState(s::ShardState::SERVING);
       auto got = shard.store->GetStats();
-      if (!got.ok()) continue;
-      stats[i].setLiveDataBytes(got->live_data_bytes);
-      stats[i].setMemtableBytes(got->memtable_bytes);
-      stats[i].setEstimatedKeys(got->estimated_keys);
-      stats[i].setLatestSequence(got->latest_sequence);
+      if (!got.ok()) {
+        out.setLastError(wire::AsText(got.status().ToString()));
+        continue;
+      }
+      out.setLiveDataBytes(got->live_data_bytes);
+      out.setMemtableBytes(got->memtable_bytes);
+      out.setEstimatedKeys(got->estimated_keys);
+      out.setLatestSequence(got->latest_sequence);
+    }
+    for (const PendingShard& pending : table->pending) {
+      auto out = stats[i++];
+      out.setShardId(pending.assignment.shard_id);
+      out.setRole(role(pending.assignment.role));
+      out.setState(pending.state == ShardState::kRefused ? s::ShardState::REFUSED
+                                                         : s::ShardState::OPENING);
+      out.setLastError(wire::AsText(pending.why));
     }
     return kj::READY_NOW;
   }
@@ -652,11 +435,31 @@ class ChatService final : public s::Node::Server {
   // that may end while they run.
   static Result<const HostedShard*> Route(const NodeCore& core, const ShardTable& table,
                                           uint64_t key, const char* field) {
-    const HostedShard* shard = table.Find(TokenOf(key));
+    const uint64_t token = TokenOf(key);
+    const HostedShard* shard = table.Find(token);
     if (shard != nullptr) return shard;
+    if (const PendingShard* pending = table.FindPending(token)) {
+      return Status::Unavailable(
+          std::string(field) + " " + std::to_string(key) + " belongs to shard " +
+          std::to_string(pending->assignment.shard_id) + ", which node " + core.options.node_id +
+          " is " + (pending->state == ShardState::kRefused ? "refusing to open" : "still opening") +
+          (pending->why.empty() ? std::string() : ": " + pending->why));
+    }
     return Status::NotOwner(std::string(field) + " " + std::to_string(key) +
                             " is not hosted by node " + core.options.node_id +
                             " at shard-map version " + std::to_string(table.map_version));
+  }
+
+  // Routes a write: the shard must be held here as primary.
+  static Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& table,
+                                               uint64_t key, const char* field) {
+    auto shard = Route(core, table, key, field);
+    if (shard.ok() && (*shard)->assignment.role != ShardRole::kPrimary) {
+      return Status::FromCode(ErrorCode::kNotPrimary,
+                              "shard " + std::to_string((*shard)->assignment.shard_id) +
+                                  " is a replica on node " + core.options.node_id);
+    }
+    return shard;
   }
 
   // Routes `key`, runs the write `op` on its shard, and attaches the write token.
@@ -666,7 +469,7 @@ class ChatService final : public s::Node::Server {
       -> Result<
           Written<typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type>> {
     using T = typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type;
-    auto shard = Route(core, table, key, field);
+    auto shard = RouteWrite(core, table, key, field);
     if (!shard.ok()) return shard.status();
     Result<T> done = op(*(*shard)->store);
     if (!done.ok()) return done.status();
@@ -711,7 +514,7 @@ class ChatService final : public s::Node::Server {
                                                                         Unrouted unrouted) {
     std::map<const HostedShard*, std::vector<size_t>> by_shard;
     for (size_t i = 0; i < n; ++i) {
-      auto shard = Route(core, table, key_of(i), field);
+      auto shard = RouteWrite(core, table, key_of(i), field);
       if (shard.ok()) {
         by_shard[*shard].push_back(i);
       } else {
@@ -793,134 +596,10 @@ class ChatService final : public s::Node::Server {
   std::shared_ptr<NodeCore> core_;
 };
 
-class StorageNodeImpl final : public StorageNode {
- public:
-  explicit StorageNodeImpl(std::shared_ptr<NodeCore> core) : core_(std::move(core)) {}
-  ~StorageNodeImpl() override { Stop(std::chrono::milliseconds(0)); }
-
-  // REQUIRES: called once, before the node is shared.
-  Status Listen() {
-    RpcServerOptions rpc;
-    rpc.listen_address = core_->options.listen_address;
-    rpc.event_loops = core_->options.event_loops;
-    rpc.max_message_bytes = core_->options.max_message_bytes;
-    rpc.flow_limit_bytes = core_->options.flow_limit_bytes;
-    auto core = core_;
-    auto server = RpcServer::Start(rpc, [core](kj::AsyncIoProvider&) -> capnp::Capability::Client {
-      return kj::heap<ChatService>(core);
-    });
-    if (!server.ok()) return server.status();
-    server_ = std::move(server).value();
-    return Status::Ok();
-  }
-
-  std::string address() const override { return server_->address(); }
-
-  std::string RenderMetrics() override {
-    std::string out;
-    core_->metrics.Render(&out);
-    auto table = core_->Table();
-    out +=
-        "# HELP scrollback_map_version Shard-map version this node serves.\n"
-        "# TYPE scrollback_map_version gauge\n"
-        "scrollback_map_version " +
-        std::to_string(table->map_version) + "\n";
-    out +=
-        "# HELP scrollback_shard_live_bytes Estimated live SST bytes per shard.\n"
-        "# TYPE scrollback_shard_live_bytes gauge\n";
-    std::string memtables =
-        "# HELP scrollback_shard_memtable_bytes Memtable bytes per shard.\n"
-        "# TYPE scrollback_shard_memtable_bytes gauge\n";
-    std::string keys =
-        "# HELP scrollback_shard_keys Estimated keys per shard.\n"
-        "# TYPE scrollback_shard_keys gauge\n";
-    for (const HostedShard& shard : table->shards) {
-      auto stats = shard.store->GetStats();
-      if (!stats.ok()) continue;
-      const std::string label = "{shard=\"" + std::to_string(shard.assignment.shard_id) + "\"} ";
-      out += "scrollback_shard_live_bytes" + label + std::to_string(stats->live_data_bytes) + "\n";
-      memtables +=
-          "scrollback_shard_memtable_bytes" + label + std::to_string(stats->memtable_bytes) + "\n";
-      keys += "scrollback_shard_keys" + label + std::to_string(stats->estimated_keys) + "\n";
-    }
-    out += memtables + keys;
-    out +=
-        "# HELP scrollback_block_cache_bytes Shared block cache in use.\n"
-        "# TYPE scrollback_block_cache_bytes gauge\n"
-        "scrollback_block_cache_bytes " +
-        std::to_string(resources_->BlockCacheUsage()) + "\n";
-    return out;
-  }
-  const std::string& node_id() const override { return core_->options.node_id; }
-  uint64_t map_version() const override { return core_->Table()->map_version; }
-  OutboxSignal& outbox_signal() override { return core_->signal; }
-
-  std::vector<HostedShard> Shards() const override { return core_->Table()->shards; }
-
-  Status AssignShards(uint64_t map_version, const std::vector<ShardAssignment>& shards,
-                      std::string shard_map) override {
-    std::lock_guard assign(assign_mu_);
-    auto current = core_->Table();
-    auto next = std::make_shared<ShardTable>();
-    next->map_version = map_version;
-    next->shard_map = std::move(shard_map);
-    for (const ShardAssignment& assignment : shards) {
-      HostedShard hosted{assignment, nullptr};
-      for (const HostedShard& existing : current->shards) {
-        if (existing.assignment.shard_id == assignment.shard_id &&
-            existing.assignment.range == assignment.range) {
-          hosted.store = existing.store;
-        }
-      }
-      if (!hosted.store) {
-        ShardOptions options = core_->options.shard_options;
-        options.shard_id = assignment.shard_id;
-        options.token_range = assignment.range;
-        if (!options.resources) options.resources = resources_;
-        auto path = std::filesystem::path(core_->options.data_dir) /
-                    ("shard-" + std::to_string(assignment.shard_id));
-        std::error_code ec;
-        std::filesystem::create_directories(path.parent_path(), ec);
-        auto opened = ShardStore::Open(options, path.string());
-        if (!opened.ok()) return opened.status();
-        hosted.store = std::move(opened).value();
-      }
-      next->shards.push_back(std::move(hosted));
-    }
-    std::sort(next->shards.begin(), next->shards.end(),
-              [](const HostedShard& a, const HostedShard& b) {
-                return a.assignment.range.first < b.assignment.range.first;
-              });
-    std::lock_guard lock(core_->mu);
-    core_->table = std::move(next);
-    return Status::Ok();
-  }
-
-  void Stop(std::chrono::milliseconds grace) override {
-    std::lock_guard lock(stop_mu_);
-    if (stopped_) return;
-    stopped_ = true;
-    if (server_) server_->Stop(grace);
-    std::lock_guard table_lock(core_->mu);
-    core_->table = std::make_shared<ShardTable>();  // Closes shards nobody else holds.
-  }
-
- private:
-  std::shared_ptr<NodeCore> core_;
-  std::unique_ptr<RpcServer> server_;
-  std::shared_ptr<StorageResources> resources_ = StorageResources::Create();
-  std::mutex assign_mu_;
-  std::mutex stop_mu_;
-  bool stopped_ = false;  // GUARDED_BY(stop_mu_)
-};
-
 }  // namespace
 
-Result<std::unique_ptr<StorageNode>> StorageNode::Start(const NodeOptions& options) {
-  if (options.data_dir.empty()) return Status::InvalidArgument("data_dir", "data_dir is required");
-  auto node = std::make_unique<StorageNodeImpl>(std::make_shared<NodeCore>(options));
-  SB_RETURN_IF_ERROR(node->Listen());
-  return std::unique_ptr<StorageNode>(std::move(node));
+capnp::Capability::Client NewChatService(std::shared_ptr<NodeCore> core) {
+  return kj::heap<ChatService>(std::move(core));
 }
 
 }  // namespace scrollback

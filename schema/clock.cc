@@ -1,4 +1,4 @@
-#include "scrollback/engine/clock.h"
+#include "scrollback/schema/clock.h"
 
 #include <chrono>
 

@@ -2,6 +2,7 @@
 // serves ChatStore / Node over Cap'n Proto, /health and /metrics over HTTP, and runs the inbox
 // fan-out worker. SIGTERM or SIGINT: stop accepting, finish calls in flight, flush, exit 0.
 #include <fmt/format.h>
+#include <spdlog/logger.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -9,16 +10,17 @@
 #include <thread>
 
 #include "scrollback/cluster/etcd_metadata_store.h"
-#include "scrollback/cluster/fanout_worker.h"
-#include "scrollback/cluster/http_server.h"
+#include "scrollback/cluster/shard_map_follower.h"
 #include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/cluster/stop_signals.h"
+#include "scrollback/node/fanout_worker.h"
+#include "scrollback/node/http_server.h"
 
 namespace scrollback {
 namespace {
 
-int Fail(const std::string& what, const Status& status) {
-  fmt::print(stderr, "scrollbackd: {}: {}\n", what, status.ToString());
+int Fail(const Logger& log, const std::string& what, const Status& status) {
+  log->critical("{}: {}", what, status.ToString());
   return 1;
 }
 
@@ -42,6 +44,7 @@ int Run(int argc, char** argv) {
   uint32_t bootstrap_shards = 16;
   std::string bootstrap_nodes;
   int lease_seconds = 5;
+  std::string log_level = "info";
   app.add_option("--node-id", options.node_id, "Unique node id (as named in the shard map)")
       ->required();
   app.add_option("--data-dir", options.data_dir, "Directory of this node's shards")->required();
@@ -58,19 +61,27 @@ int Run(int argc, char** argv) {
                  "Comma-separated node ids of the first map, if none exists yet");
   app.add_option("--lease-seconds", lease_seconds, "TTL of the node's registration")
       ->check(CLI::Range(2, 600));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (stderr)");
   CLI11_PARSE(app, argc, argv);
+  const Logger log = MakeProcessLogger("scrollbackd[" + options.node_id + "]", log_level);
+  options.logger = log;
 
   StopSignals stop_signals;  // Before any thread starts.
 
   EtcdOptions etcd_options;
   etcd_options.endpoint = etcd;
   etcd_options.wait_for_etcd = std::chrono::seconds(30);
+  etcd_options.logger = log;
   auto metadata = NewEtcdMetadataStore(etcd_options);
-  if (!metadata.ok()) return Fail("etcd", metadata.status());
+  if (!metadata.ok()) return Fail(log, "etcd", metadata.status());
 
   auto node = StorageNode::Start(options);
-  if (!node.ok()) return Fail("start", node.status());
+  if (!node.ok()) return Fail(log, "start", node.status());
   std::atomic<bool> serving{true};
+  // Set before the HTTP server can call in; read by its thread.
+  std::atomic<ShardMapFollower*> follower_metrics{nullptr};
+  std::atomic<FanOutWorker*> worker_metrics{nullptr};
+  std::atomic<uint64_t> lease_failures{0};
   auto http = HttpServer::Start(
       http_address, [&](const std::string& method, const std::string& target) -> HttpResponse {
         if (method != "GET") return {405, "text/plain", "GET only\n"};
@@ -79,32 +90,44 @@ int Run(int argc, char** argv) {
                          : HttpResponse{503, "text/plain", "stopping\n"};
         }
         if (target == "/metrics") {
-          return {200, "text/plain; version=0.0.4", (*node)->RenderMetrics()};
+          std::string text = (*node)->RenderMetrics();
+          if (auto* f = follower_metrics.load()) f->RenderMetrics(&text);
+          if (auto* w = worker_metrics.load()) w->RenderMetrics(&text);
+          text +=
+              "# HELP scrollback_lease_renewal_failures_total Registration lease renewals "
+              "that failed (logged).\n# TYPE scrollback_lease_renewal_failures_total counter\n"
+              "scrollback_lease_renewal_failures_total " +
+              std::to_string(lease_failures.load()) + "\n";
+          return {200, "text/plain; version=0.0.4", text};
         }
         return {404, "text/plain", "not found\n"};
       });
-  if (!http.ok()) return Fail("http", http.status());
+  if (!http.ok()) return Fail(log, "http", http.status());
 
   if (!bootstrap_nodes.empty()) {
     Status boot = BootstrapShardMap(**metadata, bootstrap_shards, Split(bootstrap_nodes));
-    if (!boot.ok()) return Fail("bootstrap shard map", boot);
+    if (!boot.ok()) return Fail(log, "bootstrap shard map", boot);
   }
   // Registration under a lease (liveness for operators), and our address in the shard map.
   auto lease = (*metadata)->GrantLease(std::chrono::seconds(lease_seconds));
-  if (!lease.ok()) return Fail("lease", lease.status());
+  if (!lease.ok()) return Fail(log, "lease", lease.status());
   const NodeInfo self{options.node_id, (*node)->address(), (*http)->address()};
   if (auto put = (*metadata)->Put(kNodesPrefix + options.node_id, self.address, *lease);
       !put.ok()) {
-    return Fail("register", put.status());
+    return Fail(log, "register", put.status());
   }
   if (Status published = PublishNodeAddress(**metadata, self); !published.ok()) {
-    return Fail("publish address", published);
+    return Fail(log, "publish address", published);
   }
-  auto follower = ShardMapFollower::Start(*metadata, **node);
-  if (!follower.ok()) return Fail("follow shard map", follower.status());
-  auto maps = MetadataShardMapSource::Create(*metadata);
-  if (!maps.ok()) return Fail("shard map", maps.status());
-  auto worker = std::make_unique<FanOutWorker>(**node, *maps, FanOutOptions{});
+  auto follower = ShardMapFollower::Start(*metadata, **node, log);
+  if (!follower.ok()) return Fail(log, "follow shard map", follower.status());
+  follower_metrics = follower->get();
+  auto maps = MetadataShardMapSource::Create(*metadata, log);
+  if (!maps.ok()) return Fail(log, "shard map", maps.status());
+  FanOutOptions fan_out;
+  fan_out.logger = log;
+  auto worker = std::make_unique<FanOutWorker>(**node, *maps, fan_out);
+  worker_metrics = worker.get();
 
   std::atomic<bool> stopping{false};
   std::thread keepalive([&] {
@@ -112,33 +135,49 @@ int Run(int argc, char** argv) {
       for (int i = 0; i < 10 && !stopping; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(lease_seconds * 1000 / 30));
       }
-      if (!stopping && !(*metadata)->KeepAlive(*lease).ok()) {
-        // The lease lapsed (etcd was unreachable too long): register afresh.
-        auto renewed = (*metadata)->GrantLease(std::chrono::seconds(lease_seconds));
-        if (renewed.ok()) {
-          *lease = *renewed;
-          (void)(*metadata)->Put(kNodesPrefix + options.node_id, self.address, *lease);
-        }
+      if (stopping) break;
+      Status kept = (*metadata)->KeepAlive(*lease);
+      if (kept.ok()) continue;
+      // The lease lapsed (etcd was unreachable too long): register afresh.
+      lease_failures.fetch_add(1);
+      log->warn("renewing the registration lease failed: {}; registering afresh", kept.ToString());
+      auto renewed = (*metadata)->GrantLease(std::chrono::seconds(lease_seconds));
+      if (!renewed.ok()) {
+        log->error("granting a new registration lease failed: {}", renewed.status().ToString());
+        continue;
+      }
+      *lease = *renewed;
+      if (auto put = (*metadata)->Put(kNodesPrefix + options.node_id, self.address, *lease);
+          !put.ok()) {
+        log->error("re-registering failed: {}", put.status().ToString());
       }
     }
   });
 
+  log->info("started: ChatStore on {}, HTTP on {}, etcd {}, data in {}", self.address,
+            self.http_address, etcd, options.data_dir);
+  // The line process supervisors and tests read to learn the addresses (stdout).
   fmt::print("scrollbackd {}: ChatStore on {}, HTTP on {}, etcd {}\n", options.node_id,
              self.address, self.http_address, etcd);
   std::fflush(stdout);
 
   const std::string received = stop_signals.Wait();
-  fmt::print("scrollbackd {}: {} received, stopping\n", options.node_id, received);
-  std::fflush(stdout);
+  log->info("{} received, stopping", received);
   serving = false;
   stopping = true;
   keepalive.join();
+  worker_metrics = nullptr;
+  follower_metrics = nullptr;
   worker.reset();
   follower->reset();
   // Stop accepting, let calls in flight finish, close the shards (RocksDB flushes on close).
   (*node)->Stop(std::chrono::seconds(5));
   (*http)->Stop();
-  (void)(*metadata)->RevokeLease(*lease);
+  if (Status revoked = (*metadata)->RevokeLease(*lease); !revoked.ok()) {
+    log->warn("revoking the registration lease failed (it expires by itself): {}",
+              revoked.ToString());
+  }
+  log->info("stopped");
   return 0;
 }
 

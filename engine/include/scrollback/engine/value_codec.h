@@ -4,7 +4,9 @@
 // and the time / sender index rows, which are empty) is the standard unpacked Cap'n Proto
 // serialization of one struct of schema/types.capnp: a segment table, then the segments.
 // Decoding validates the bytes (Cap'n Proto bounds checks); bad bytes give a corruption Status.
-// Private to engine/.
+// Persisted: this is the one place that owns the byte format of every stored value, as keys.h
+// owns the keys. docs/formats.md describes the same format for humans; keep the two in step.
+// Public so tools and benchmarks can read and write the very same bytes.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,67 @@
+#include "scrollback/cluster/shard_map_follower.h"
+
+#include <spdlog/logger.h>
+
+#include "scrollback/cluster/shard_map_store.h"
+
+namespace scrollback {
+
+Result<std::unique_ptr<ShardMapFollower>> ShardMapFollower::Start(
+    std::shared_ptr<MetadataStore> metadata, StorageNode& node, Logger logger) {
+  std::unique_ptr<ShardMapFollower> follower(
+      new ShardMapFollower(metadata, node, OrNull(std::move(logger))));
+  ShardMapFollower* raw = follower.get();
+  follower->watch_ = metadata->Watch(
+      kShardMapKey, [raw](const std::string&, const std::optional<VersionedValue>& value) {
+        if (!value) return;
+        auto parsed = ShardMap::Parse(value->value);
+        if (!parsed.ok()) {
+          raw->failures_.fetch_add(1, std::memory_order_relaxed);
+          raw->log_->error("the published shard map does not parse (still serving version {}): {}",
+                           raw->node_.map_version(), parsed.status().ToString());
+          return;
+        }
+        // A map this node cannot apply leaves it serving the previous one; the next published
+        // map is tried afresh. Apply logs and counts the failure.
+        (void)raw->Apply(*parsed);
+      });
+  auto map = ReadShardMap(*metadata);
+  if (map.ok()) SB_RETURN_IF_ERROR(follower->Apply(*map));
+  return follower;
+}
+
+ShardMapFollower::ShardMapFollower(std::shared_ptr<MetadataStore> metadata, StorageNode& node,
+                                   Logger logger)
+    : metadata_(std::move(metadata)), node_(node), log_(std::move(logger)) {}
+
+ShardMapFollower::~ShardMapFollower() { watch_.reset(); }
+
+Status ShardMapFollower::Apply(const ShardMap& map) {
+  std::lock_guard lock(mu_);
+  if (map.version() < node_.map_version()) return Status::Ok();  // Older than what we serve.
+  std::vector<ShardAssignment> mine;
+  for (const ShardInfo& shard : map.shards()) {
+    if (shard.primary == node_.node_id()) {
+      mine.push_back(ShardAssignment{shard.shard_id, shard.range, shard.epoch, ShardRole::kPrimary,
+                                     shard.placement_version});
+    }
+  }
+  Status applied = node_.AssignShards(map.version(), mine, map.Serialize());
+  if (!applied.ok()) {
+    failures_.fetch_add(1, std::memory_order_relaxed);
+    log_->error("applying shard map version {} failed (still serving version {}): {}",
+                map.version(), node_.map_version(), applied.ToString());
+  }
+  return applied;
+}
+
+void ShardMapFollower::RenderMetrics(std::string* out) const {
+  *out +=
+      "# HELP scrollback_shard_map_apply_failures_total Published shard maps this node could not "
+      "apply (logged).\n"
+      "# TYPE scrollback_shard_map_apply_failures_total counter\n"
+      "scrollback_shard_map_apply_failures_total " +
+      std::to_string(failures_.load()) + "\n";
+}
+
+}  // namespace scrollback

@@ -1,0 +1,234 @@
+// ShardStoreImpl's inbox methods: the inbox rows of the users this shard owns (cf inbox: one
+// state row and one listing row per user and conversation). Fan-out updates, single and
+// batched; listing by activity; single entries; read cursors. Declared in shard_store_impl.h.
+#include <rocksdb/snapshot.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "rocksdb_status.h"
+#include "scrollback/engine/keys.h"
+#include "scrollback/engine/value_codec.h"
+#include "shard_store_impl.h"
+
+namespace scrollback::engine_internal {
+
+// ---- Inbox ----------------------------------------------------------------------------------
+
+Status ShardStoreImpl::ApplyInboxUpdate(const InboxUpdate& update) {
+  return ApplyInboxUpdates({update}).front();
+}
+
+std::vector<Status> ShardStoreImpl::ApplyInboxUpdates(const std::vector<InboxUpdate>& updates) {
+  std::vector<Status> statuses(updates.size());
+  if (updates.size() > limits_.max_outbox_batch) {
+    Status too_many = Status::InvalidArgument("updates", "more updates than max_outbox_batch");
+    std::fill(statuses.begin(), statuses.end(), too_many);
+    return statuses;
+  }
+  // Lock every user stripe involved, in index order (no deadlock with other batches).
+  std::vector<size_t> stripes;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    statuses[i] = CheckInboxUpdate(updates[i]);
+    if (statuses[i].ok()) stripes.push_back(UserStripe(updates[i].user_id));
+  }
+  std::sort(stripes.begin(), stripes.end());
+  stripes.erase(std::unique(stripes.begin(), stripes.end()), stripes.end());
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(stripes.size());
+  for (size_t stripe : stripes) locks.emplace_back(user_locks_[stripe]);
+
+  // One WriteBatch for all; `overlay` holds the states this batch has already changed, so a
+  // later update of the same (user, conversation) builds on an earlier one.
+  rocksdb::WriteBatch batch;
+  std::map<std::pair<uint64_t, uint64_t>, std::optional<codec::InboxState>> overlay;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    if (!statuses[i].ok()) continue;
+    const InboxUpdate& update = updates[i];
+    auto slot = overlay.find({update.user_id, update.conv_id});
+    if (slot == overlay.end()) {
+      std::optional<codec::InboxState> stored;
+      // Newest data, no snapshot: the user's stripe lock keeps other writers out.
+      statuses[i] = ReadInboxState(update.user_id, update.conv_id, nullptr, &stored);
+      if (!statuses[i].ok()) continue;
+      slot = overlay.emplace(std::make_pair(update.user_id, update.conv_id), stored).first;
+    }
+    statuses[i] = StageInboxUpdate(batch, update, &slot->second);
+  }
+  Status written = batch.Count() == 0 ? Status::Ok() : Write(batch, "apply inbox updates");
+  if (!written.ok()) {
+    for (Status& status : statuses) {
+      if (status.ok()) status = written;
+    }
+  }
+  return statuses;
+}
+
+Result<InboxPage> ShardStoreImpl::ListInbox(const InboxQuery& query) {
+  SB_RETURN_IF_ERROR(CheckId(query.user_id, "user_id"));
+  SB_RETURN_IF_ERROR(CheckOwned(query.user_id, "user_id"));
+  SB_RETURN_IF_ERROR(CheckLimit(query.limit, limits_.max_page_size, "limit"));
+  // The cursor is the suffix of the last listed row's key: ~ordered(activity) | conv_id.
+  constexpr size_t kCursorBytes = 16;
+  if (!query.cursor.empty() && query.cursor.size() != kCursorBytes) {
+    return Status::InvalidArgument("cursor", "malformed inbox cursor");
+  }
+  Key start(query.user_id, Tag::kInboxByActivity);
+  start.AppendBytes(query.cursor);
+  BoundedIterator it(db_.get(), handles_[kInboxCf], Key(query.user_id, Tag::kInboxByActivity),
+                     TagEnd(query.user_id, Tag::kInboxByActivity));
+  it->Seek(ToSlice(start));
+  if (!query.cursor.empty() && it->Valid() && ToView(it->key()) == start.view()) it->Next();
+
+  InboxPage page;
+  page.entries.reserve(query.limit);
+  while (it->Valid() && page.entries.size() < query.limit) {
+    SB_RETURN_IF_ERROR(codec::DecodeInboxEntry(ToView(it->value()), &page.entries.emplace_back()));
+    it->Next();
+  }
+  SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "list inbox"));
+  page.has_more = it->Valid();
+  if (page.has_more) {
+    Key last = keys::InboxByActivityKey(query.user_id, page.entries.back().last_activity_ms,
+                                        page.entries.back().conv_id);
+    page.next_cursor = std::string(last.view().substr(keys::kPrefixSize + 1));
+  }
+  return page;
+}
+
+Result<InboxEntry> ShardStoreImpl::GetInboxEntry(uint64_t user_id, uint64_t conv_id) {
+  SB_RETURN_IF_ERROR(CheckId(user_id, "user_id"));
+  SB_RETURN_IF_ERROR(CheckId(conv_id, "conv_id"));
+  SB_RETURN_IF_ERROR(CheckOwned(user_id, "user_id"));
+  // The state row names the listing row (by last_activity_ms), and a concurrent update replaces
+  // both in one batch: read them at one snapshot, or the listing row the state names may be gone
+  // by the second read. A snapshot, not the user's lock: this read must not wait behind a
+  // writer's WAL write (storage nodes call it on their event loops, under CacheOnlyReads, whose
+  // read tier PointGet keeps).
+  rocksdb::ManagedSnapshot snapshot(db_.get());
+  std::optional<codec::InboxState> state;
+  SB_RETURN_IF_ERROR(ReadInboxState(user_id, conv_id, snapshot.snapshot(), &state));
+  if (!state || state->removed) return InboxNotFound(user_id, conv_id);
+  return ReadInboxEntry(user_id, conv_id, *state, snapshot.snapshot());
+}
+
+Result<InboxEntry> ShardStoreImpl::MarkRead(uint64_t user_id, uint64_t conv_id, uint64_t seq) {
+  SB_RETURN_IF_ERROR(CheckId(user_id, "user_id"));
+  SB_RETURN_IF_ERROR(CheckId(conv_id, "conv_id"));
+  SB_RETURN_IF_ERROR(CheckOwned(user_id, "user_id"));
+  std::lock_guard lock(UserLock(user_id));
+  // Newest data, no snapshot: the user's stripe lock keeps every other inbox writer out from
+  // the first read to the write.
+  std::optional<codec::InboxState> state;
+  SB_RETURN_IF_ERROR(ReadInboxState(user_id, conv_id, nullptr, &state));
+  if (!state || state->removed) return InboxNotFound(user_id, conv_id);
+  auto entry = ReadInboxEntry(user_id, conv_id, *state, nullptr);
+  if (!entry.ok() || seq <= state->read_seq) return entry;
+
+  // Not clamped to last_seq: with fan-out in flight the reader may be ahead of this row.
+  state->read_seq = seq;
+  entry->read_seq = seq;
+  entry->unread_count = entry->last_seq > seq ? entry->last_seq - seq : 0;
+  rocksdb::WriteBatch batch;
+  SB_RETURN_IF_ERROR(
+      Put(batch, kInboxCf, keys::InboxStateKey(user_id, conv_id), codec::EncodeInboxState(*state)));
+  SB_RETURN_IF_ERROR(Put(batch, kInboxCf,
+                         keys::InboxByActivityKey(user_id, state->last_activity_ms, conv_id),
+                         codec::EncodeInboxEntry(*entry)));
+  SB_RETURN_IF_ERROR(Write(batch, "mark read"));
+  return entry;
+}
+
+// ---- Helpers --------------------------------------------------------------------------------
+
+Status ShardStoreImpl::CheckInboxUpdate(const InboxUpdate& update) const {
+  SB_RETURN_IF_ERROR(CheckId(update.user_id, "user_id"));
+  SB_RETURN_IF_ERROR(CheckId(update.conv_id, "conv_id"));
+  SB_RETURN_IF_ERROR(CheckOwned(update.user_id, "user_id"));
+  if (update.preview.size() > limits_.preview_bytes) {
+    return Status::InvalidArgument("preview", "preview longer than preview_bytes");
+  }
+  if (update.title.size() > limits_.max_title_bytes) {
+    return Status::InvalidArgument("title", "title longer than max_title_bytes");
+  }
+  if (update.kind > InboxUpdateKind::kRemoved) {
+    return Status::InvalidArgument("kind", "unknown inbox update kind");
+  }
+  return Status::Ok();
+}
+
+Status ShardStoreImpl::StageInboxUpdate(rocksdb::WriteBatch& batch, const InboxUpdate& update,
+                                        std::optional<codec::InboxState>* state) {
+  if (*state && update.seq <= (*state)->last_seq) return Status::Ok();  // Already applied.
+  codec::InboxState next;
+  next.last_seq = update.seq;
+  next.read_seq = *state ? (*state)->read_seq : 0;
+  // Your own message (or your own membership change) is read by definition.
+  if (update.sender_id == update.user_id) next.read_seq = std::max(next.read_seq, update.seq);
+  if (*state && !(*state)->removed) {
+    SB_RETURN_IF_ERROR(Delete(
+        batch, kInboxCf,
+        keys::InboxByActivityKey(update.user_id, (*state)->last_activity_ms, update.conv_id)));
+  }
+  if (update.kind == InboxUpdateKind::kRemoved) {
+    next.removed = true;
+  } else {
+    next.last_activity_ms = update.activity_ms;
+    InboxEntry entry;
+    entry.user_id = update.user_id;
+    entry.conv_id = update.conv_id;
+    entry.last_seq = update.seq;
+    entry.last_activity_ms = update.activity_ms;
+    entry.last_sender_id = update.sender_id;
+    entry.preview = update.preview;
+    entry.preview_kind = update.message_kind;
+    entry.read_seq = next.read_seq;
+    entry.fan_out = update.fan_out;
+    entry.title = update.title;
+    SB_RETURN_IF_ERROR(
+        Put(batch, kInboxCf,
+            keys::InboxByActivityKey(update.user_id, update.activity_ms, update.conv_id),
+            codec::EncodeInboxEntry(entry)));
+  }
+  SB_RETURN_IF_ERROR(Put(batch, kInboxCf, keys::InboxStateKey(update.user_id, update.conv_id),
+                         codec::EncodeInboxState(next)));
+  *state = next;
+  return Status::Ok();
+}
+
+Status ShardStoreImpl::ReadInboxState(uint64_t user_id, uint64_t conv_id,
+                                      const rocksdb::Snapshot* snapshot,
+                                      std::optional<codec::InboxState>* out) {
+  rocksdb::PinnableSlice value;
+  rocksdb::Status s = PointGet(handles_[kInboxCf], ToSlice(keys::InboxStateKey(user_id, conv_id)),
+                               &value, snapshot);
+  if (s.IsNotFound()) {
+    out->reset();
+    return Status::Ok();
+  }
+  SB_RETURN_IF_ERROR(FromRocksDb(s, "read inbox state"));
+  return codec::DecodeInboxState(ToView(value), &out->emplace());
+}
+
+Result<InboxEntry> ShardStoreImpl::ReadInboxEntry(uint64_t user_id, uint64_t conv_id,
+                                                  const codec::InboxState& state,
+                                                  const rocksdb::Snapshot* snapshot) {
+  rocksdb::PinnableSlice value;
+  rocksdb::Status s =
+      PointGet(handles_[kInboxCf],
+               ToSlice(keys::InboxByActivityKey(user_id, state.last_activity_ms, conv_id)), &value,
+               snapshot);
+  if (s.IsNotFound()) return Status::Corruption("inbox state without its listing row");
+  SB_RETURN_IF_ERROR(FromRocksDb(s, "read inbox entry"));
+  InboxEntry entry;
+  SB_RETURN_IF_ERROR(codec::DecodeInboxEntry(ToView(value), &entry));
+  return entry;
+}
+
+}  // namespace scrollback::engine_internal

@@ -1,0 +1,400 @@
+#include "shard_host.h"
+
+#include <pthread.h>
+#include <spdlog/logger.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "shard_directory.h"
+
+namespace scrollback {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr auto kFirstRetry = std::chrono::milliseconds(50);
+constexpr auto kMaxRetry = std::chrono::seconds(2);
+constexpr auto kClosePoll = std::chrono::milliseconds(10);
+
+std::string Describe(const ShardAssignment& a) {
+  return "shard " + std::to_string(a.shard_id) + " [" + std::to_string(a.range.first) + ", " +
+         std::to_string(a.range.last) + "] epoch " + std::to_string(a.epoch) + " as " +
+         ShardRoleName(a.role) + " (placed at map version " + std::to_string(a.placement_version) +
+         ")";
+}
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+ShardHost::ShardHost(NodeCore& core, std::shared_ptr<StorageResources> resources)
+    : core_(core), resources_(std::move(resources)), log_(core.logger) {
+  const int threads = std::max(1, core_.options.shard_lifecycle_threads);
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] {
+      pthread_setname_np(pthread_self(), "sb-shards");
+      Work();
+    });
+  }
+}
+
+ShardHost::~ShardHost() { Stop(std::chrono::milliseconds(0)); }
+
+Status ShardHost::Assign(uint64_t map_version, const std::vector<ShardAssignment>& shards,
+                         std::string shard_map) {
+  std::vector<ShardAssignment> sorted = shards;
+  std::sort(sorted.begin(), sorted.end(),
+            [](const auto& a, const auto& b) { return a.range.first < b.range.first; });
+  std::set<uint64_t> ids;
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    if (!ids.insert(sorted[i].shard_id).second) {
+      return Status::InvalidArgument(
+          "shards", "shard " + std::to_string(sorted[i].shard_id) + " is assigned twice");
+    }
+    if (i > 0 && sorted[i].range.first <= sorted[i - 1].range.last) {
+      return Status::InvalidArgument(
+          "shards", "the ranges of shards " + std::to_string(sorted[i - 1].shard_id) + " and " +
+                        std::to_string(sorted[i].shard_id) + " overlap");
+    }
+  }
+
+  std::lock_guard lock(mu_);
+  if (stopping_) return Status::Unavailable("node " + core_.options.node_id + " is stopping");
+  if (map_version < map_version_) return Status::Ok();  // Older than what is served.
+  if (map_version != map_version_) {
+    log_->info("shard map version {} -> {}: {} shards assigned", map_version_, map_version,
+               sorted.size());
+  }
+  map_version_ = map_version;
+  shard_map_ = std::move(shard_map);
+
+  std::map<uint64_t, const ShardAssignment*> wanted;
+  for (const ShardAssignment& a : sorted) wanted[a.shard_id] = &a;
+
+  // Dropped, or changed in range or placement (another copy): close what is open.
+  for (auto it = slots_.begin(); it != slots_.end();) {
+    auto next = wanted.find(it->first);
+    const bool keep = next != wanted.end() && next->second->range == it->second.assignment.range &&
+                      next->second->placement_version == it->second.assignment.placement_version;
+    if (keep) {
+      ++it;
+      continue;
+    }
+    log_->info("dropping {}", Describe(it->second.assignment));
+    if (it->second.store) {
+      ++closing_;
+      Schedule(Task{std::chrono::steady_clock::now(), it->first, 0, std::move(it->second.store),
+                    it->second.assignment});
+    }
+    it = slots_.erase(it);
+  }
+  for (const ShardAssignment& a : sorted) {
+    auto it = slots_.find(a.shard_id);
+    if (it != slots_.end()) {
+      Slot& slot = it->second;
+      if (!(slot.assignment == a)) log_->info("now {}", Describe(a));
+      slot.assignment = a;  // Epoch or role changed (or nothing): the open store stays.
+      if (slot.state == ShardState::kRefused) {  // The map changed: try again.
+        slot.state = ShardState::kOpening;
+        slot.generation = next_generation_++;
+        Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}});
+      }
+      continue;
+    }
+    Slot slot;
+    slot.assignment = a;
+    slot.generation = next_generation_++;
+    log_->info("opening {}", Describe(a));
+    Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}});
+    slots_.emplace(a.shard_id, std::move(slot));
+  }
+  PublishLocked();
+  return Status::Ok();
+}
+
+std::vector<ShardStatus> ShardHost::Statuses() const {
+  std::lock_guard lock(mu_);
+  std::vector<ShardStatus> out;
+  for (const auto& [id, slot] : slots_) {
+    out.push_back(ShardStatus{slot.assignment, slot.state, slot.attempts, slot.last_error});
+  }
+  return out;
+}
+
+void ShardHost::Stop(std::chrono::milliseconds grace) {
+  {
+    std::unique_lock lock(mu_);
+    if (!stopping_) {
+      stopping_ = true;
+      stop_deadline_ = std::chrono::steady_clock::now() + grace;
+      for (auto& [id, slot] : slots_) {
+        if (!slot.store) continue;
+        ++closing_;
+        Schedule(
+            Task{std::chrono::steady_clock::now(), id, 0, std::move(slot.store), slot.assignment});
+      }
+      slots_.clear();
+      PublishLocked();
+      cv_.notify_all();
+    }
+  }
+  for (auto& thread : threads_) {
+    if (thread.joinable()) thread.join();
+  }
+}
+
+void ShardHost::Work() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    if (tasks_.empty()) {
+      if (stopping_) return;
+      cv_.wait(lock);
+      continue;
+    }
+    auto first = tasks_.begin();
+    if (first->first > std::chrono::steady_clock::now()) {
+      cv_.wait_until(lock, first->first);
+      continue;
+    }
+    Task task = std::move(first->second);
+    tasks_.erase(first);
+    lock.unlock();
+    if (task.closing) {
+      Close(std::move(task));
+    } else {
+      Open(task);
+    }
+    lock.lock();
+  }
+}
+
+void ShardHost::Schedule(Task task) {
+  tasks_.emplace(task.not_before, std::move(task));
+  cv_.notify_one();
+}
+
+std::string ShardHost::DirectoryOf(uint64_t shard_id) const {
+  return (fs::path(core_.options.data_dir) / ("shard-" + std::to_string(shard_id))).string();
+}
+
+ShardOptions ShardHost::OptionsFor(const ShardAssignment& assignment) const {
+  ShardOptions options = core_.options.shard_options;
+  options.shard_id = assignment.shard_id;
+  options.token_range = assignment.range;
+  if (!options.resources) options.resources = resources_;
+  // Equal shares of the node's budgets for the shards assigned now.
+  const NodeBudgets& budgets = core_.options.budgets;
+  const uint64_t shards = std::max<uint64_t>(1, slots_.size());
+  options.max_open_files =
+      budgets.max_open_files < 0
+          ? -1
+          : std::max<int>(64, static_cast<int>(budgets.max_open_files / shards));
+  options.wal_size_limit_mb = std::max<uint64_t>(64, (budgets.wal_archive_bytes / shards) >> 20);
+  return options;
+}
+
+void ShardHost::Open(const Task& task) {
+  ShardAssignment assignment;
+  ShardOptions options;
+  uint32_t attempt = 0;
+  uint64_t map_version = 0;
+  {
+    std::lock_guard lock(mu_);
+    auto it = slots_.find(task.shard_id);
+    if (stopping_ || it == slots_.end() || it->second.generation != task.generation) return;
+    assignment = it->second.assignment;
+    options = OptionsFor(assignment);
+    attempt = ++it->second.attempts;
+    map_version = map_version_;
+  }
+  const std::string dir = DirectoryOf(assignment.shard_id);
+
+  // Refuses (not retried until the map changes) or retries after a backoff.
+  auto give_up = [&](ShardState state, const Status& why) {
+    std::lock_guard lock(mu_);
+    auto it = slots_.find(task.shard_id);
+    if (it == slots_.end() || it->second.generation != task.generation) return;
+    Slot& slot = it->second;
+    slot.last_error = why.ToString();
+    if (state == ShardState::kRefused) {
+      refusals_.fetch_add(1, std::memory_order_relaxed);
+      log_->error("refusing {} from {}: {}", Describe(assignment), dir, slot.last_error);
+      slot.state = ShardState::kRefused;
+    } else {
+      open_failures_.fetch_add(1, std::memory_order_relaxed);
+      auto wait = std::min<std::chrono::milliseconds>(
+          kMaxRetry, kFirstRetry * (1u << std::min<uint32_t>(attempt - 1, 10)));
+      log_->warn("opening {} failed (attempt {}), retrying in {} ms: {}", Describe(assignment),
+                 attempt, wait.count(), slot.last_error);
+      Schedule(Task{
+          std::chrono::steady_clock::now() + wait, task.shard_id, task.generation, nullptr, {}});
+    }
+    PublishLocked();
+  };
+
+  auto identity = ReadShardIdentity(dir);
+  if (!identity.ok()) return give_up(ShardState::kRefused, identity.status());
+  std::error_code ec;
+  if (*identity) {
+    if (Status fits = CheckShardIdentity(**identity, assignment); !fits.ok()) {
+      return give_up(ShardState::kRefused, fits);
+    }
+  } else if (fs::exists(fs::path(dir) / "CURRENT", ec)) {
+    log_->warn("{} holds a database but no {}: adopting it as {} (written before identity files)",
+               dir, kShardIdentityFile, Describe(assignment));
+  } else if (assignment.placement_version != 0 && assignment.placement_version < map_version) {
+    log_->warn(
+        "{} does not exist: creating an empty {} (if this copy had data, look in {}/dropped)", dir,
+        Describe(assignment), core_.options.data_dir);
+  }
+
+  fs::create_directories(core_.options.data_dir, ec);
+  auto opened = ShardStore::Open(options, dir);
+  if (!opened.ok()) {
+    // invalid-argument: the database itself says it is another shard or an unknown format.
+    const bool permanent = opened.status().code() == ErrorCode::kInvalidArgument;
+    return give_up(permanent ? ShardState::kRefused : ShardState::kOpening, opened.status());
+  }
+  std::shared_ptr<ShardStore> store = std::move(opened).value();
+
+  ShardIdentity written{1,
+                        assignment.shard_id,
+                        assignment.range,
+                        assignment.placement_version,
+                        assignment.epoch,
+                        assignment.role,
+                        store->LatestSequence(),
+                        /*clean_close=*/false,
+                        core_.options.node_id};
+  if (Status saved = WriteShardIdentity(dir, written); !saved.ok()) {
+    lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+    log_->error("writing the identity of {} failed (serving it anyway): {}", dir, saved.ToString());
+  }
+
+  std::lock_guard lock(mu_);
+  auto it = slots_.find(task.shard_id);
+  if (stopping_ || it == slots_.end() || it->second.generation != task.generation) {
+    // Dropped while opening: close it again (nobody else has seen it).
+    ++closing_;
+    Schedule(
+        Task{std::chrono::steady_clock::now(), task.shard_id, 0, std::move(store), assignment});
+    return;
+  }
+  Slot& slot = it->second;
+  slot.store = std::move(store);
+  slot.state = ShardState::kServing;
+  slot.last_error.clear();
+  opens_.fetch_add(1, std::memory_order_relaxed);
+  log_->info("serving {} from {} at lsn {} (attempt {})", Describe(assignment), dir, written.lsn,
+             attempt);
+  PublishLocked();
+}
+
+void ShardHost::Close(Task task) {
+  const std::string dir = DirectoryOf(task.shard_id);
+  if (task.closing.use_count() > 1) {
+    // Calls in flight or a fan-out pass still hold it. Wait for them (past the stop deadline,
+    // leave it to the last holder).
+    std::lock_guard lock(mu_);
+    if (!stopping_ || std::chrono::steady_clock::now() < stop_deadline_) {
+      task.not_before = std::chrono::steady_clock::now() + kClosePoll;
+      Schedule(std::move(task));
+      return;
+    }
+    log_->warn("stopping with shard {} still in use: its last user closes it", task.shard_id);
+    task.closing.reset();
+    --closing_;
+    cv_.notify_all();
+    return;
+  }
+  // The only holder: nothing writes any more, so this is the final log position.
+  ShardIdentity closed{1,
+                       task.shard_id,
+                       task.closing_assignment.range,
+                       task.closing_assignment.placement_version,
+                       task.closing_assignment.epoch,
+                       task.closing_assignment.role,
+                       task.closing->LatestSequence(),
+                       /*clean_close=*/true,
+                       core_.options.node_id};
+  // Written before the database closes: no new holder can open it until then (RocksDB LOCK).
+  if (Status saved = WriteShardIdentity(dir, closed); !saved.ok()) {
+    lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+    log_->error("writing the identity of {} at close failed: {}", dir, saved.ToString());
+  }
+  task.closing.reset();  // Closes the database.
+  closes_.fetch_add(1, std::memory_order_relaxed);
+  log_->info("closed shard {} at lsn {}", task.shard_id, closed.lsn);
+
+  std::lock_guard lock(mu_);
+  --closing_;
+  const bool reassigned = slots_.count(task.shard_id) > 0;
+  if (!reassigned && !stopping_ && !core_.options.keep_dropped_directories) {
+    auto moved = MoveShardDirectoryAside(core_.options.data_dir, dir, "dropped",
+                                         task.closing_assignment.placement_version, UnixMs());
+    if (moved.ok()) {
+      moved_aside_.fetch_add(1, std::memory_order_relaxed);
+      log_->info("moved the directory of dropped shard {} to {}", task.shard_id, *moved);
+    } else {
+      lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+      log_->error("moving the directory of dropped shard {} aside failed: {}", task.shard_id,
+                  moved.status().ToString());
+    }
+  }
+  cv_.notify_all();
+}
+
+void ShardHost::PublishLocked() {
+  auto table = std::make_shared<ShardTable>();
+  table->map_version = map_version_;
+  table->shard_map = shard_map_;
+  for (const auto& [id, slot] : slots_) {
+    if (slot.state == ShardState::kServing) {
+      table->shards.push_back(HostedShard{slot.assignment, slot.store});
+    } else {
+      table->pending.push_back(PendingShard{slot.assignment, slot.state, slot.last_error});
+    }
+  }
+  std::sort(table->shards.begin(), table->shards.end(), [](const auto& a, const auto& b) {
+    return a.assignment.range.first < b.assignment.range.first;
+  });
+  core_.Publish(std::move(table));
+}
+
+void ShardHost::RenderMetrics(std::string* out) const {
+  size_t by_state[3] = {0, 0, 0};
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, slot] : slots_) ++by_state[static_cast<size_t>(slot.state)];
+  }
+  *out +=
+      "# HELP scrollback_shards Shards assigned to this node, by lifecycle state.\n"
+      "# TYPE scrollback_shards gauge\n";
+  for (ShardState state : {ShardState::kOpening, ShardState::kServing, ShardState::kRefused}) {
+    *out += "scrollback_shards{state=\"" + std::string(ShardStateName(state)) + "\"} " +
+            std::to_string(by_state[static_cast<size_t>(state)]) + "\n";
+  }
+  auto counter = [out](const char* name, const char* help, uint64_t value) {
+    *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
+            " " + std::to_string(value) + "\n";
+  };
+  counter("scrollback_shard_opens_total", "Shards opened and served.", opens_.load());
+  counter("scrollback_shard_open_failures_total",
+          "Shard opens that failed and were retried (logged).", open_failures_.load());
+  counter("scrollback_shard_refusals_total",
+          "Shard directories refused: another placement, shard or range (logged).",
+          refusals_.load());
+  counter("scrollback_shard_closes_total", "Shards closed.", closes_.load());
+  counter("scrollback_shard_directories_moved_aside_total",
+          "Directories of dropped shards moved to data_dir/dropped.", moved_aside_.load());
+  counter("scrollback_shard_lifecycle_errors_total",
+          "Identity writes or directory moves that failed (logged).", lifecycle_errors_.load());
+}
+
+}  // namespace scrollback

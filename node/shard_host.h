@@ -1,0 +1,106 @@
+// ShardHost: a storage node's shard lifecycle. Private to node/.
+//
+// The node is told which shards to host (Assign); the host opens new ones and closes dropped ones
+// in the background on `shard_lifecycle_threads` threads, so neither the caller of Assign (the
+// map follower), nor the RPC loops, nor the other shards wait for a slow open.
+//
+// Per shard:   assigned -> opening --(identity ok, RocksDB open)--> serving --(dropped)--> closed
+//                             |  ^ open failed (e.g. the RocksDB LOCK is still held by the
+//                             |  |  previous holder): retried with backoff, 50 ms .. 2 s
+//                             +--> refused: the directory belongs to another placement, shard or
+//                                  range; not retried until the map changes the assignment.
+// A dropped shard leaves the routing table at once (its keys answer not-owner); its store closes
+// when the calls and fan-out passes holding it finish; then its directory is moved aside to
+// data_dir/dropped/ unless NodeOptions::keep_dropped_directories.
+//
+// Every change republishes the node's ShardTable (NodeCore::Publish): serving shards route to
+// their store, shards still opening or refused answer `unavailable`.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "node_core.h"
+
+namespace scrollback {
+
+class ShardHost {
+ public:
+  // `core` must outlive the host. Starts the lifecycle threads.
+  ShardHost(NodeCore& core, std::shared_ptr<StorageResources> resources);
+  ~ShardHost();  // Stop().
+
+  // See StorageNode::AssignShards.
+  Status Assign(uint64_t map_version, const std::vector<ShardAssignment>& shards,
+                std::string shard_map);
+  std::vector<ShardStatus> Statuses() const;
+  // Drops every shard, waits until each is closed (up to `grace` for calls holding one; after
+  // that the last holder closes it), and joins the threads. Idempotent.
+  void Stop(std::chrono::milliseconds grace);
+
+  // Prometheus text: shards by state, open failures, refusals, directories moved aside.
+  void RenderMetrics(std::string* out) const;
+
+ private:
+  using TimePoint = std::chrono::steady_clock::time_point;
+
+  struct Slot {
+    ShardAssignment assignment;
+    ShardState state = ShardState::kOpening;
+    std::shared_ptr<ShardStore> store;  // Set while serving.
+    uint32_t attempts = 0;
+    std::string last_error;
+    uint64_t generation = 0;  // Bumped whenever the assignment changes; stale tasks see it.
+  };
+  struct Task {
+    TimePoint not_before;
+    uint64_t shard_id = 0;
+    uint64_t generation = 0;              // Open: the slot generation it was made for.
+    std::shared_ptr<ShardStore> closing;  // Close: the store to close.
+    ShardAssignment closing_assignment;   // Close: what it was assigned as.
+  };
+
+  void Work();
+  // One attempt to open shard `task.shard_id`; reschedules itself on a retryable failure.
+  void Open(const Task& task);
+  // Closes `task.closing` once nobody else holds it (else reschedules itself), writes its
+  // identity and moves the directory aside if the shard is no longer assigned.
+  void Close(Task task);
+  void Schedule(Task task);  // REQUIRES: mu_ held.
+  void PublishLocked();      // REQUIRES: mu_ held.
+  std::string DirectoryOf(uint64_t shard_id) const;
+  ShardOptions OptionsFor(const ShardAssignment& assignment) const;  // REQUIRES: mu_ held.
+
+  NodeCore& core_;
+  const std::shared_ptr<StorageResources> resources_;
+  const Logger& log_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t map_version_ = 0;              // GUARDED_BY(mu_)
+  std::string shard_map_;                 // GUARDED_BY(mu_)
+  std::map<uint64_t, Slot> slots_;        // GUARDED_BY(mu_). By shard id.
+  std::multimap<TimePoint, Task> tasks_;  // GUARDED_BY(mu_). By when they may run.
+  size_t closing_ = 0;                    // GUARDED_BY(mu_). Close tasks queued or running.
+  uint64_t next_generation_ = 1;          // GUARDED_BY(mu_)
+  bool stopping_ = false;                 // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point stop_deadline_;  // GUARDED_BY(mu_)
+  std::vector<std::thread> threads_;
+
+  std::atomic<uint64_t> opens_{0};
+  std::atomic<uint64_t> open_failures_{0};
+  std::atomic<uint64_t> refusals_{0};
+  std::atomic<uint64_t> closes_{0};
+  std::atomic<uint64_t> moved_aside_{0};
+  std::atomic<uint64_t> lifecycle_errors_{0};  // Identity writes and moves that failed.
+};
+
+}  // namespace scrollback

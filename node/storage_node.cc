@@ -1,0 +1,158 @@
+// StorageNode: the shard host and the Cap'n Proto service over it (served by RpcServer).
+#include "scrollback/node/storage_node.h"
+
+#include <spdlog/logger.h>
+
+#include <filesystem>
+
+#include "chat_service.h"
+#include "node_core.h"
+#include "scrollback/rpc/rpc_server.h"
+#include "shard_host.h"
+
+namespace scrollback {
+
+const char* ShardRoleName(ShardRole role) {
+  switch (role) {
+    case ShardRole::kPrimary:
+      return "primary";
+    case ShardRole::kReplica:
+      return "replica";
+  }
+  return "unknown";
+}
+
+const char* ShardStateName(ShardState state) {
+  switch (state) {
+    case ShardState::kOpening:
+      return "opening";
+    case ShardState::kServing:
+      return "serving";
+    case ShardState::kRefused:
+      return "refused";
+  }
+  return "unknown";
+}
+
+namespace {
+
+class StorageNodeImpl final : public StorageNode {
+ public:
+  explicit StorageNodeImpl(std::shared_ptr<NodeCore> core)
+      : core_(std::move(core)),
+        resources_(StorageResources::Create(
+            {core_->options.budgets.block_cache_bytes, core_->options.budgets.write_buffer_bytes})),
+        host_(*core_, resources_) {}
+  ~StorageNodeImpl() override { Stop(std::chrono::milliseconds(0)); }
+
+  // REQUIRES: called once, before the node is shared.
+  Status Listen() {
+    RpcServerOptions rpc;
+    rpc.listen_address = core_->options.listen_address;
+    rpc.event_loops = core_->options.event_loops;
+    rpc.max_message_bytes = core_->options.max_message_bytes;
+    rpc.flow_limit_bytes = core_->options.flow_limit_bytes;
+    rpc.logger = core_->logger;
+    auto core = core_;
+    auto server = RpcServer::Start(rpc, [core](kj::AsyncIoProvider&) -> capnp::Capability::Client {
+      return NewChatService(core);
+    });
+    if (!server.ok()) return server.status();
+    server_ = std::move(server).value();
+    core_->logger->info(
+        "node {} serving ChatStore on {} ({} event loops, {} engine threads), "
+        "data in {}",
+        core_->options.node_id, server_->address(), core_->options.event_loops,
+        core_->options.engine_threads, core_->options.data_dir);
+    return Status::Ok();
+  }
+
+  std::string address() const override { return server_->address(); }
+
+  std::string RenderMetrics() override {
+    std::string out;
+    core_->metrics.Render(&out);
+    host_.RenderMetrics(&out);
+    server_->RenderMetrics(&out);
+    auto table = core_->Table();
+    out +=
+        "# HELP scrollback_map_version Shard-map version this node serves.\n"
+        "# TYPE scrollback_map_version gauge\n"
+        "scrollback_map_version " +
+        std::to_string(table->map_version) + "\n";
+    out +=
+        "# HELP scrollback_shard_live_bytes Estimated live SST bytes per shard.\n"
+        "# TYPE scrollback_shard_live_bytes gauge\n";
+    std::string memtables =
+        "# HELP scrollback_shard_memtable_bytes Memtable bytes per shard.\n"
+        "# TYPE scrollback_shard_memtable_bytes gauge\n";
+    std::string keys =
+        "# HELP scrollback_shard_keys Estimated keys per shard.\n"
+        "# TYPE scrollback_shard_keys gauge\n";
+    std::string sequences =
+        "# HELP scrollback_shard_lsn Latest RocksDB sequence (log position) per shard.\n"
+        "# TYPE scrollback_shard_lsn gauge\n";
+    for (const HostedShard& shard : table->shards) {
+      const std::string label = "{shard=\"" + std::to_string(shard.assignment.shard_id) +
+                                "\",role=\"" + ShardRoleName(shard.assignment.role) + "\"} ";
+      sequences +=
+          "scrollback_shard_lsn" + label + std::to_string(shard.store->LatestSequence()) + "\n";
+      auto stats = shard.store->GetStats();
+      if (!stats.ok()) {
+        core_->logger->warn("stats of shard {} failed: {}", shard.assignment.shard_id,
+                            stats.status().ToString());
+        continue;
+      }
+      out += "scrollback_shard_live_bytes" + label + std::to_string(stats->live_data_bytes) + "\n";
+      memtables +=
+          "scrollback_shard_memtable_bytes" + label + std::to_string(stats->memtable_bytes) + "\n";
+      keys += "scrollback_shard_keys" + label + std::to_string(stats->estimated_keys) + "\n";
+    }
+    out += memtables + keys + sequences;
+    out +=
+        "# HELP scrollback_block_cache_bytes Shared block cache in use.\n"
+        "# TYPE scrollback_block_cache_bytes gauge\n"
+        "scrollback_block_cache_bytes " +
+        std::to_string(resources_->BlockCacheUsage()) + "\n";
+    return out;
+  }
+  const std::string& node_id() const override { return core_->options.node_id; }
+  uint64_t map_version() const override { return core_->Table()->map_version; }
+  OutboxSignal& outbox_signal() override { return core_->signal; }
+
+  std::vector<HostedShard> Shards() const override { return core_->Table()->shards; }
+  std::vector<ShardStatus> ShardStatuses() const override { return host_.Statuses(); }
+
+  Status AssignShards(uint64_t map_version, const std::vector<ShardAssignment>& shards,
+                      std::string shard_map) override {
+    return host_.Assign(map_version, shards, std::move(shard_map));
+  }
+
+  void Stop(std::chrono::milliseconds grace) override {
+    std::lock_guard lock(stop_mu_);
+    if (stopped_) return;
+    stopped_ = true;
+    if (server_) server_->Stop(grace);
+    host_.Stop(grace);  // Closes every shard (RocksDB flushes on close).
+    core_->logger->info("node {} stopped", core_->options.node_id);
+  }
+
+ private:
+  std::shared_ptr<NodeCore> core_;
+  std::shared_ptr<StorageResources> resources_;
+  ShardHost host_;
+  std::unique_ptr<RpcServer> server_;
+  std::mutex stop_mu_;
+  bool stopped_ = false;  // GUARDED_BY(stop_mu_)
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StorageNode>> StorageNode::Start(const NodeOptions& options) {
+  if (options.data_dir.empty()) return Status::InvalidArgument("data_dir", "data_dir is required");
+  auto node = std::make_unique<StorageNodeImpl>(std::make_shared<NodeCore>(options));
+  SB_RETURN_IF_ERROR(node->Listen());
+  return std::unique_ptr<StorageNode>(std::move(node));
+}
+
+}  // namespace scrollback

@@ -19,7 +19,8 @@ packages=(
   libbenchmark-dev          # micro-benchmarks
   libcli11-dev              # command-line parsing
   libfmt-dev                # formatting
-  nlohmann-json3-dev        # JSON for the etcd gateway client
+  libspdlog-dev             # logging (passed-in loggers, docs/architecture.md)
+  nlohmann-json3-dev        # JSON: the etcd gateway client, shard identity files
   etcd-server etcd-client   # coordination in multi-process mode and its tests
   gnuplot-nox               # scripts/plot-bench.sh
   python3                   # scripts (free ports, benchmark tables)

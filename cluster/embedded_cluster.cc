@@ -139,17 +139,18 @@ Status EmbeddedCluster::StartNode(size_t i) {
   if (!node.ok()) return node.status();
   member.node = std::move(node).value();
   const std::string address = member.node->address();
-  // Publish the new address first: the follower then opens this node's shards.
+  // The follower first (it opens this node's shards in the background), then the new address
+  // in a new map version, which UpdateMap waits for every follower to serve.
+  auto follower = ShardMapFollower::Start(metadata_, *member.node, log_);
+  if (!follower.ok()) return follower.status();
+  member.follower = std::move(follower).value();
   SB_RETURN_IF_ERROR(UpdateMap([&](std::vector<ShardInfo>&, std::vector<NodeInfo>& nodes) {
     for (NodeInfo& info : nodes) {
       if (info.node_id == member.id) info.address = address;
     }
   }));
-  auto follower = ShardMapFollower::Start(metadata_, *member.node, log_);
-  if (!follower.ok()) return follower.status();
-  member.follower = std::move(follower).value();
   StartWorker(member);
-  return WaitUntilServing(member.node->map_version());
+  return Status::Ok();
 }
 
 Status EmbeddedCluster::RestartNode(size_t i) {

@@ -193,6 +193,9 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
   // WAL archive for replica catch-up (DESIGN.md, Replication).
   db_options.WAL_ttl_seconds = options.wal_ttl_seconds;
   db_options.WAL_size_limit_MB = options.wal_size_limit_mb;
+  // The store keeps options.env (ShardStoreImpl::env_) until the DB is closed; on the failure
+  // paths below the DB is closed before Open returns, while the caller's options still hold it.
+  if (options.env) db_options.env = options.env.get();
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (size_t cf = 0; cf < kNumCfs; ++cf) {

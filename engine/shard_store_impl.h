@@ -200,6 +200,7 @@ class ShardStoreImpl final : public ShardStore {
         limits_(options.limits),
         clock_(options.clock ? options.clock : SystemClock()),
         resources_(std::move(resources)),
+        env_(options.env),
         db_(std::move(db)),
         handles_(std::move(handles)) {
     write_options_.sync = options.sync_writes;
@@ -481,6 +482,9 @@ class ShardStoreImpl final : public ShardStore {
   const ShardLimits limits_;
   const std::shared_ptr<Clock> clock_;
   const std::shared_ptr<StorageResources> resources_;  // Outlives db_ (declared first).
+  // ShardOptions::env (null: Env::Default()). The DB uses it until closed: outlives db_
+  // (declared first).
+  const std::shared_ptr<rocksdb::Env> env_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // Indexed by Cf.
   rocksdb::WriteOptions write_options_;

@@ -17,6 +17,8 @@ struct ClusterFixture {
     // Generous: sanitizer builds under parallel ctest are slow, and no test depends on a call
     // timing out (dead nodes refuse connections at once).
     options.fan_out_options.client.call_timeout = std::chrono::seconds(10);
+    // Quiet unless SCROLLBACK_TEST_LOG names a level (e.g. SCROLLBACK_TEST_LOG=debug).
+    if (!options.logger) options.logger = MakeTestLogger("cluster");
     auto started = EmbeddedCluster::Start(options);
     INFO(started.status().ToString());
     REQUIRE(started.ok());

@@ -1,13 +1,19 @@
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "test_util.h"
@@ -184,21 +190,134 @@ TEST_CASE("a writer killed with SIGKILL loses no acknowledged message") {
   }
 }
 
-}  // namespace
-}  // namespace scrollback
+// A FileSystem that counts what RocksDB does to the shard's WAL files ("<number>.log"; the
+// info log is "LOG") and passes every call on to the default FileSystem. RocksDB 7.8 creates a
+// WAL with NewWritableFile (ReuseWritableFile when recycle_log_file_num > 0, which the engine
+// does not set), writes each write group's record with FSWritableFile::Append when it flushes
+// the record to the file, and syncs it for WriteOptions::sync with FSWritableFile::Sync (Fsync
+// when DBOptions::use_fsync).
+class WalCountingFileSystem final : public rocksdb::FileSystemWrapper {
+ public:
+  WalCountingFileSystem() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
 
-namespace scrollback {
-namespace {
+  const char* Name() const override { return "WalCountingFileSystem"; }
 
-TEST_CASE("the fsync mode acknowledges writes that read back after reopen") {
-  testing::StoreFixture f;
-  f.options.sync_writes = true;
-  f.Reopen();
+  uint64_t appends() const { return counts_->appends.load(); }
+  uint64_t syncs() const { return counts_->syncs.load(); }
+
+  rocksdb::IOStatus NewWritableFile(const std::string& fname, const rocksdb::FileOptions& options,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                    rocksdb::IODebugContext* dbg) override {
+    return Wrap(fname, target()->NewWritableFile(fname, options, result, dbg), result);
+  }
+  rocksdb::IOStatus ReopenWritableFile(const std::string& fname,
+                                       const rocksdb::FileOptions& options,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                       rocksdb::IODebugContext* dbg) override {
+    return Wrap(fname, target()->ReopenWritableFile(fname, options, result, dbg), result);
+  }
+  rocksdb::IOStatus ReuseWritableFile(const std::string& fname, const std::string& old_fname,
+                                      const rocksdb::FileOptions& options,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                      rocksdb::IODebugContext* dbg) override {
+    return Wrap(fname, target()->ReuseWritableFile(fname, old_fname, options, result, dbg), result);
+  }
+
+ private:
+  struct Counts {
+    std::atomic<uint64_t> appends{0};
+    std::atomic<uint64_t> syncs{0};  // Sync and Fsync calls.
+  };
+
+  class CountingFile final : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    CountingFile(std::unique_ptr<rocksdb::FSWritableFile> file, std::shared_ptr<Counts> counts)
+        : FSWritableFileOwnerWrapper(std::move(file)), counts_(std::move(counts)) {}
+
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
+                             rocksdb::IODebugContext* dbg) override {
+      ++counts_->appends;
+      return FSWritableFileOwnerWrapper::Append(data, options, dbg);
+    }
+    // With checksum handoff for WAL files (not set by the engine) RocksDB calls this one.
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
+                             const rocksdb::DataVerificationInfo& verification_info,
+                             rocksdb::IODebugContext* dbg) override {
+      ++counts_->appends;
+      return FSWritableFileOwnerWrapper::Append(data, options, verification_info, dbg);
+    }
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& options,
+                           rocksdb::IODebugContext* dbg) override {
+      ++counts_->syncs;
+      return FSWritableFileOwnerWrapper::Sync(options, dbg);
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& options,
+                            rocksdb::IODebugContext* dbg) override {
+      ++counts_->syncs;
+      return FSWritableFileOwnerWrapper::Fsync(options, dbg);
+    }
+
+   private:
+    const std::shared_ptr<Counts> counts_;
+  };
+
+  rocksdb::IOStatus Wrap(const std::string& fname, rocksdb::IOStatus opened,
+                         std::unique_ptr<rocksdb::FSWritableFile>* result) {
+    if (opened.ok() && fname.ends_with(".log")) {
+      *result = std::make_unique<CountingFile>(std::move(*result), counts_);
+    }
+    return opened;
+  }
+
+  const std::shared_ptr<Counts> counts_ = std::make_shared<Counts>();
+};
+
+// WAL calls made by RocksDB while `kSends` messages are sent one by one, each waiting for its
+// acknowledgement, to a new conversation of `f`'s shard, reopened on a WalCountingFileSystem.
+// Only the sends are measured: opening a DB that recovered WALs syncs the new one,
+// ShardStore::Open writes the shard's meta row with sync, and closing may sync too; none of
+// that is sync_writes.
+struct WalCalls {
+  uint64_t appends = 0;
+  uint64_t syncs = 0;
+};
+constexpr uint64_t kSends = 20;
+
+WalCalls CountWalCallsOfSends(StoreFixture& f) {
+  auto fs = std::make_shared<WalCountingFileSystem>();
+  f.options.env = rocksdb::NewCompositeEnv(fs);
+  f.Reopen();  // Opens a new WAL, through fs.
   f.Create(10, 1);
-  for (int i = 0; i < 20; ++i) f.Send(10, 1, std::to_string(i), "synced");
+  const uint64_t appends_before = fs->appends();
+  const uint64_t syncs_before = fs->syncs();
+  for (uint64_t i = 0; i < kSends; ++i) {
+    CHECK(f.Send(10, 1, std::to_string(i), "counted") == i + 1);
+  }
+  return {fs->appends() - appends_before, fs->syncs() - syncs_before};
+}
+
+TEST_CASE("with sync_writes every acknowledged send has synced the WAL") {
+  StoreFixture f;
+  f.options.sync_writes = true;
+  const WalCalls calls = CountWalCallsOfSends(f);
+  // Each send is its own write group (one thread, one write at a time), written to the WAL and
+  // synced before SendMessage returned.
+  CHECK(calls.appends >= kSends);
+  CHECK(calls.syncs >= kSends);
+
+  // The shard reopens on the same env with everything acknowledged.
   f.Reopen();
-  CHECK(f.store->GetConversation(10)->last_seq == 20);
-  CHECK(f.store->GetMessage(10, 20)->body == "synced");
+  CHECK(f.store->GetConversation(10)->last_seq == kSends);
+  CHECK(f.store->GetMessage(10, kSends)->body == "counted");
+}
+
+TEST_CASE("without sync_writes sends write the WAL but never sync it") {
+  StoreFixture f;
+  REQUIRE_FALSE(f.options.sync_writes);  // The default.
+  const WalCalls calls = CountWalCallsOfSends(f);
+  // The WAL was written through the counting file system, so zero syncs is a measurement.
+  CHECK(calls.appends >= kSends);
+  CHECK(calls.syncs == 0);
 }
 
 }  // namespace

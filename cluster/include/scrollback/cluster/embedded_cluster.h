@@ -57,6 +57,14 @@ class EmbeddedCluster {
   const std::string& node_id(size_t i) const { return nodes_[i].id; }
   // nullptr while node `i` is stopped.
   StorageNode* node(size_t i) { return nodes_[i].node.get(); }
+  // Node `i`'s fan-out worker; nullptr while it is stopped or fan-out is off.
+  FanOutWorker* fan_out_worker(size_t i) { return nodes_[i].worker.get(); }
+  // The index of node `node_id`, or node_count() if there is none.
+  size_t IndexOf(const std::string& node_id) const {
+    size_t i = 0;
+    while (i < nodes_.size() && nodes_[i].id != node_id) ++i;
+    return i;
+  }
   const std::string& data_dir() const { return data_dir_; }
 
   // Stops node `i` at once (no grace), as a crash would; its shards become unavailable.

@@ -24,6 +24,10 @@
 #include "scrollback/schema/token.h"
 #include "scrollback/schema/types.h"
 
+namespace rocksdb {
+class Env;
+}  // namespace rocksdb
+
 namespace scrollback {
 
 // Process-wide storage resources shared by every shard of a node: one block cache and one
@@ -120,6 +124,10 @@ struct ShardOptions {
   // Default: 512. SST files this shard keeps open (RocksDB max_open_files; -1: all). A storage
   // node sets it to its share of the node's budget (NodeBudgets::max_open_files).
   int max_open_files = 512;
+  // Default: null (RocksDB's Env::Default()). The environment every file of the shard is
+  // created, written and synced through. The seam for tests: a fault-injecting Env, or one that
+  // counts WAL syncs to check sync_writes. The store keeps it alive until its DB is closed.
+  std::shared_ptr<rocksdb::Env> env;
 };
 
 // Approximate on-disk and in-memory sizes (for status and /metrics).

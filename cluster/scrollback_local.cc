@@ -22,7 +22,12 @@ int Run(int argc, char** argv) {
   app.add_option("--data-dir", options.data_dir,
                  "Where the shards live (default: a temporary directory, removed at exit)");
   app.add_option("--listen", listen, "host:port of the router's ChatStore listener (port 0: any)");
+  std::string log_level = "warn";
+  app.add_option(
+      "--log-level", log_level,
+      "trace, debug, info, warn (default: quiet unless something goes wrong), error, off");
   CLI11_PARSE(app, argc, argv);
+  options.logger = MakeProcessLogger("scrollback-local", log_level);
 
   StopSignals stop_signals;  // Before any thread starts.
 
@@ -33,6 +38,7 @@ int Run(int argc, char** argv) {
   }
   RouterOptions router_options;
   router_options.rpc.listen_address = listen;
+  router_options.rpc.logger = options.logger;
   auto router = RouterServer::Start(router_options, (*cluster)->shard_maps());
   if (!router.ok()) {
     fmt::print(stderr, "scrollback-local: router: {}\n", router.status().ToString());

@@ -1,6 +1,9 @@
 #include "scrollback/node/http_server.h"
 
+#include <spdlog/logger.h>
+
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <thread>
@@ -56,7 +59,11 @@ class Session : public std::enable_shared_from_this<Session> {
 
 class HttpServerImpl final : public HttpServer {
  public:
-  HttpServerImpl(Handler handler) : handler_(std::move(handler)), acceptor_(ioc_) {}
+  HttpServerImpl(Handler handler, Logger logger)
+      : handler_(std::move(handler)),
+        log_(OrNull(std::move(logger))),
+        acceptor_(ioc_),
+        retry_(ioc_) {}
   ~HttpServerImpl() override { Stop(); }
 
   Status Listen(const std::string& address) {
@@ -91,23 +98,33 @@ class HttpServerImpl final : public HttpServer {
  private:
   void Accept() {
     acceptor_.async_accept([this](beast::error_code ec, tcp::socket socket) {
-      if (ec) return;  // The acceptor closed.
+      if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;  // Stopping.
+      if (ec) {
+        // E.g. out of descriptors: keep serving /health and /metrics after a pause.
+        log_->error("HTTP accept failed (retrying in 100 ms): {}", ec.message());
+        retry_.expires_after(std::chrono::milliseconds(100));
+        retry_.async_wait([this](beast::error_code) { Accept(); });
+        return;
+      }
       std::make_shared<Session>(std::move(socket), handler_)->Start();
       Accept();
     });
   }
 
   const Handler handler_;
+  const Logger log_;
   net::io_context ioc_;
   tcp::acceptor acceptor_;
+  net::steady_timer retry_;
   std::string address_;
   std::thread thread_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& address, Handler handler) {
-  auto server = std::make_unique<HttpServerImpl>(std::move(handler));
+Result<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& address, Handler handler,
+                                                      Logger logger) {
+  auto server = std::make_unique<HttpServerImpl>(std::move(handler), std::move(logger));
   SB_RETURN_IF_ERROR(server->Listen(address));
   return std::unique_ptr<HttpServer>(std::move(server));
 }

@@ -83,7 +83,8 @@ int Run(int argc, char** argv) {
   std::atomic<FanOutWorker*> worker_metrics{nullptr};
   std::atomic<uint64_t> lease_failures{0};
   auto http = HttpServer::Start(
-      http_address, [&](const std::string& method, const std::string& target) -> HttpResponse {
+      http_address,
+      [&](const std::string& method, const std::string& target) -> HttpResponse {
         if (method != "GET") return {405, "text/plain", "GET only\n"};
         if (target == "/health") {
           return serving ? HttpResponse{200, "text/plain", "ok\n"}
@@ -101,7 +102,8 @@ int Run(int argc, char** argv) {
           return {200, "text/plain; version=0.0.4", text};
         }
         return {404, "text/plain", "not found\n"};
-      });
+      },
+      log);
   if (!http.ok()) return Fail(log, "http", http.status());
 
   if (!bootstrap_nodes.empty()) {

@@ -158,8 +158,10 @@ void ShardHost::Work() {
       continue;
     }
     auto first = tasks_.begin();
-    if (first->first > std::chrono::steady_clock::now()) {
-      cv_.wait_until(lock, first->first);
+    // A copy: another thread may take (and free) this task while we wait.
+    const TimePoint due = first->first;
+    if (due > std::chrono::steady_clock::now()) {
+      cv_.wait_until(lock, due);
       continue;
     }
     Task task = std::move(first->second);

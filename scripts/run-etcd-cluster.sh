@@ -42,7 +42,7 @@ wait_port "$etcd_port"
 
 nodes=node-1,node-2,node-3
 for n in 1 2 3; do
-  build/cluster/scrollbackd --node-id "node-$n" --data-dir "$data_dir/node-$n" \
+  build/node/scrollbackd --node-id "node-$n" --data-dir "$data_dir/node-$n" \
     --etcd "127.0.0.1:$etcd_port" --bootstrap-shards "$shards" --bootstrap-nodes "$nodes" \
     >"$data_dir/node-$n.log" 2>&1 &
   pids+=($!)

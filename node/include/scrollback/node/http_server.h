@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "scrollback/schema/log.h"
 #include "scrollback/schema/status.h"
 
 namespace scrollback {
@@ -23,7 +24,9 @@ class HttpServer {
   using Handler = std::function<HttpResponse(const std::string& method, const std::string& target)>;
 
   // Listens on IPv4 `address` (host:port; port 0 picks one).
-  static Result<std::unique_ptr<HttpServer>> Start(const std::string& address, Handler handler);
+  // Accept errors are logged to `logger` and retried.
+  static Result<std::unique_ptr<HttpServer>> Start(const std::string& address, Handler handler,
+                                                   Logger logger = nullptr);
   virtual ~HttpServer() = default;
   virtual std::string address() const = 0;
   virtual void Stop() = 0;  // Idempotent; the destructor calls it.

@@ -26,7 +26,16 @@ Result<std::unique_ptr<ShardMapFollower>> ShardMapFollower::Start(
         (void)raw->Apply(*parsed);
       });
   auto map = ReadShardMap(*metadata);
-  if (map.ok()) SB_RETURN_IF_ERROR(follower->Apply(*map));
+  if (map.ok()) {
+    SB_RETURN_IF_ERROR(follower->Apply(*map));
+  } else if (map.status().code() == ErrorCode::kNotFound) {
+    follower->log_->info("no shard map published yet: hosting nothing until one is");
+  } else {
+    // The watch may never fire again (nothing changes): the caller must not carry on without
+    // the map.
+    follower->log_->error("reading the shard map failed: {}", map.status().ToString());
+    return map.status();
+  }
   return follower;
 }
 

@@ -26,13 +26,20 @@ class EnginePool {
       });
     }
   }
-  ~EnginePool() {
+  ~EnginePool() { Shutdown(); }
+
+  // Refuses new tasks, runs what is queued, and joins the threads. Idempotent. REQUIRES: not
+  // called from a pool thread. The node calls it when it stops, so that no pool thread is left
+  // holding the last reference to what owns the pool.
+  void Shutdown() {
     {
       std::lock_guard lock(mu_);
       stopping_ = true;
     }
     cv_.notify_all();
-    for (auto& t : threads_) t.join();
+    for (auto& t : threads_) {
+      if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+    }
   }
 
   // False when the queue is full (the task is dropped unrun).
@@ -52,10 +59,12 @@ class EnginePool {
     for (;;) {
       cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // Stopping, and everything queued has run.
-      kj::Function<void()> task = kj::mv(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      task();
+      {
+        kj::Function<void()> task = kj::mv(queue_.front());
+        queue_.pop_front();
+        lock.unlock();
+        task();
+      }  // The task (and what it captured) is destroyed before the lock is taken again.
       lock.lock();
     }
   }

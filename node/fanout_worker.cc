@@ -37,7 +37,10 @@ void FanOutWorker::Run() {
     std::string position;
     std::optional<std::string> retry_from;
     Clock::time_point retry_at;
+    // The wait before the next retry: retry_wait after a first failure, doubled each time a
+    // retry fails too, up to max_retry_wait; back to zero once a retry delivers everything.
     std::chrono::milliseconds backoff{0};
+    bool retrying = false;  // The current read started at retry_from.
   };
   auto same_store = [](const std::weak_ptr<ShardStore>& a, const std::shared_ptr<ShardStore>& b) {
     return !a.owner_before(b) && !b.owner_before(a);
@@ -57,6 +60,12 @@ void FanOutWorker::Run() {
         cursor = Cursor{};
         cursor.store = shard.store;
       }
+      if (cursor.retry_from && Clock::now() >= cursor.retry_at) {
+        // Time to retry what failed, even while new records keep arriving.
+        cursor.position = *cursor.retry_from;
+        cursor.retry_from.reset();
+        cursor.retrying = true;
+      }
       auto batch = shard.store->ReadOutbox(cursor.position, options_.batch);
       if (!batch.ok()) {
         read_errors_.fetch_add(1, std::memory_order_relaxed);
@@ -68,14 +77,11 @@ void FanOutWorker::Run() {
         continue;
       }
       if (batch->records.empty()) {
+        cursor.retrying = false;
         if (cursor.retry_from) {
-          if (Clock::now() >= cursor.retry_at) {  // Caught up: now retry what failed.
-            cursor.position = *cursor.retry_from;
-            cursor.retry_from.reset();
-            progress = true;  // Go round again at once.
-          } else {
-            next_retry = std::min(next_retry.value_or(cursor.retry_at), cursor.retry_at);
-          }
+          next_retry = std::min(next_retry.value_or(cursor.retry_at), cursor.retry_at);
+        } else {
+          cursor.backoff = std::chrono::milliseconds(0);
         }
         continue;
       }
@@ -87,6 +93,7 @@ void FanOutWorker::Run() {
       std::vector<Status> statuses =
           client->ApplyInboxUpdates(std::move(updates)).wait(io.waitScope);
 
+      const bool had_failures = cursor.retry_from.has_value();
       std::vector<std::string> done;
       bool stale_map = false;
       size_t failed = 0;
@@ -117,7 +124,8 @@ void FanOutWorker::Run() {
       }
       delivered_.fetch_add(done.size(), std::memory_order_relaxed);
       failed_.fetch_add(failed, std::memory_order_relaxed);
-      if (failed > 0) {
+      if (failed > 0 && (cursor.retrying || !had_failures)) {
+        // Once per pass: a retry that failed again doubles the wait; a first failure starts it.
         cursor.backoff = cursor.backoff.count() == 0
                              ? options_.retry_wait
                              : std::min(cursor.backoff * 2, options_.max_retry_wait);
@@ -126,13 +134,16 @@ void FanOutWorker::Run() {
             "{} of {} inbox updates from shard {} not delivered (first: {}); retrying in {} ms",
             failed, statuses.size(), shard.assignment.shard_id, first_failure->ToString(),
             cursor.backoff.count());
-      } else if (!cursor.retry_from) {
-        cursor.backoff = std::chrono::milliseconds(0);
       }
+      cursor.retrying = false;
       if (stale_map) maps_->RequestRefresh();
       if (!done.empty()) {
         if (Status deleted = shard.store->DeleteOutbox(done); !deleted.ok()) {
-          // Only means a repeat delivery later, which is a no-op; but say so.
+          // Read them again with the next retry: a repeat delivery is a no-op.
+          if (!cursor.retry_from || done.front() < *cursor.retry_from) {
+            cursor.retry_from = done.front();
+            cursor.retry_at = Clock::now() + options_.retry_wait;
+          }
           delete_errors_.fetch_add(1, std::memory_order_relaxed);
           log_->warn("deleting {} delivered outbox records of shard {} failed: {}", done.size(),
                      shard.assignment.shard_id, deleted.ToString());

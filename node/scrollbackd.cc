@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 #include "scrollback/cluster/etcd_metadata_store.h"
@@ -78,9 +79,10 @@ int Run(int argc, char** argv) {
   auto node = StorageNode::Start(options);
   if (!node.ok()) return Fail(log, "start", node.status());
   std::atomic<bool> serving{true};
-  // Set before the HTTP server can call in; read by its thread.
-  std::atomic<ShardMapFollower*> follower_metrics{nullptr};
-  std::atomic<FanOutWorker*> worker_metrics{nullptr};
+  // What /metrics renders besides the node; set once they exist, cleared before they go.
+  std::mutex metrics_mu;
+  ShardMapFollower* follower_metrics = nullptr;  // GUARDED_BY(metrics_mu)
+  FanOutWorker* worker_metrics = nullptr;        // GUARDED_BY(metrics_mu)
   std::atomic<uint64_t> lease_failures{0};
   auto http = HttpServer::Start(
       http_address,
@@ -92,8 +94,11 @@ int Run(int argc, char** argv) {
         }
         if (target == "/metrics") {
           std::string text = (*node)->RenderMetrics();
-          if (auto* f = follower_metrics.load()) f->RenderMetrics(&text);
-          if (auto* w = worker_metrics.load()) w->RenderMetrics(&text);
+          {
+            std::lock_guard lock(metrics_mu);
+            if (follower_metrics) follower_metrics->RenderMetrics(&text);
+            if (worker_metrics) worker_metrics->RenderMetrics(&text);
+          }
           text +=
               "# HELP scrollback_lease_renewal_failures_total Registration lease renewals "
               "that failed (logged).\n# TYPE scrollback_lease_renewal_failures_total counter\n"
@@ -123,13 +128,19 @@ int Run(int argc, char** argv) {
   }
   auto follower = ShardMapFollower::Start(*metadata, **node, log);
   if (!follower.ok()) return Fail(log, "follow shard map", follower.status());
-  follower_metrics = follower->get();
+  {
+    std::lock_guard lock(metrics_mu);
+    follower_metrics = follower->get();
+  }
   auto maps = MetadataShardMapSource::Create(*metadata, log);
   if (!maps.ok()) return Fail(log, "shard map", maps.status());
   FanOutOptions fan_out;
   fan_out.logger = log;
   auto worker = std::make_unique<FanOutWorker>(**node, *maps, fan_out);
-  worker_metrics = worker.get();
+  {
+    std::lock_guard lock(metrics_mu);
+    worker_metrics = worker.get();
+  }
 
   std::atomic<bool> stopping{false};
   std::thread keepalive([&] {
@@ -168,8 +179,11 @@ int Run(int argc, char** argv) {
   serving = false;
   stopping = true;
   keepalive.join();
-  worker_metrics = nullptr;
-  follower_metrics = nullptr;
+  {
+    std::lock_guard lock(metrics_mu);
+    worker_metrics = nullptr;
+    follower_metrics = nullptr;
+  }
   worker.reset();
   follower->reset();
   // Stop accepting, let calls in flight finish, close the shards (RocksDB flushes on close).

@@ -89,6 +89,7 @@ Status ShardHost::Assign(uint64_t map_version, const std::vector<ShardAssignment
     log_->info("dropping {}", Describe(it->second.assignment));
     if (it->second.store) {
       ++closing_;
+      ++closing_ids_[it->first];
       Schedule(Task{std::chrono::steady_clock::now(), it->first, 0, std::move(it->second.store),
                     it->second.assignment});
     }
@@ -98,9 +99,20 @@ Status ShardHost::Assign(uint64_t map_version, const std::vector<ShardAssignment
     auto it = slots_.find(a.shard_id);
     if (it != slots_.end()) {
       Slot& slot = it->second;
-      if (!(slot.assignment == a)) log_->info("now {}", Describe(a));
-      slot.assignment = a;  // Epoch or role changed (or nothing): the open store stays.
-      if (slot.state == ShardState::kRefused) {  // The map changed: try again.
+      if (slot.assignment == a) continue;  // Nothing changed for this shard.
+      ShardAssignment next = a;
+      if (next.epoch < slot.assignment.epoch) {
+        // The map went back: never let the recorded epoch (a fence) go back with it.
+        log_->error(
+            "shard map version {} gives shard {} epoch {}, older than its epoch {}: "
+            "keeping {}",
+            map_version, a.shard_id, a.epoch, slot.assignment.epoch, slot.assignment.epoch);
+        next.epoch = slot.assignment.epoch;
+        if (slot.assignment == next) continue;
+      }
+      log_->info("now {}", Describe(next));
+      slot.assignment = next;                    // Epoch or role changed: the open store stays.
+      if (slot.state == ShardState::kRefused) {  // Its assignment changed: try again.
         slot.state = ShardState::kOpening;
         slot.generation = next_generation_++;
         Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}});
@@ -133,9 +145,14 @@ void ShardHost::Stop(std::chrono::milliseconds grace) {
     if (!stopping_) {
       stopping_ = true;
       stop_deadline_ = std::chrono::steady_clock::now() + grace;
+      // Queued opens and their retries will not run: drop them now.
+      for (auto it = tasks_.begin(); it != tasks_.end();) {
+        it = it->second.closing ? std::next(it) : tasks_.erase(it);
+      }
       for (auto& [id, slot] : slots_) {
         if (!slot.store) continue;
         ++closing_;
+        ++closing_ids_[id];
         Schedule(
             Task{std::chrono::steady_clock::now(), id, 0, std::move(slot.store), slot.assignment});
       }
@@ -210,6 +227,14 @@ void ShardHost::Open(const Task& task) {
     std::lock_guard lock(mu_);
     auto it = slots_.find(task.shard_id);
     if (stopping_ || it == slots_.end() || it->second.generation != task.generation) return;
+    if (closing_ids_.count(task.shard_id) > 0) {
+      // An earlier copy of this shard is still closing (its directory may be moved aside):
+      // wait for it, without counting an attempt.
+      Task later = task;
+      later.not_before = std::chrono::steady_clock::now() + kClosePoll;
+      Schedule(std::move(later));
+      return;
+    }
     assignment = it->second.assignment;
     options = OptionsFor(assignment);
     attempt = ++it->second.attempts;
@@ -284,6 +309,7 @@ void ShardHost::Open(const Task& task) {
   if (stopping_ || it == slots_.end() || it->second.generation != task.generation) {
     // Dropped while opening: close it again (nobody else has seen it).
     ++closing_;
+    ++closing_ids_[task.shard_id];
     Schedule(
         Task{std::chrono::steady_clock::now(), task.shard_id, 0, std::move(store), assignment});
     return;
@@ -312,6 +338,7 @@ void ShardHost::Close(Task task) {
     log_->warn("stopping with shard {} still in use: its last user closes it", task.shard_id);
     task.closing.reset();
     --closing_;
+    if (--closing_ids_[task.shard_id] == 0) closing_ids_.erase(task.shard_id);
     cv_.notify_all();
     return;
   }
@@ -336,8 +363,14 @@ void ShardHost::Close(Task task) {
 
   std::lock_guard lock(mu_);
   --closing_;
-  const bool reassigned = slots_.count(task.shard_id) > 0;
-  if (!reassigned && !stopping_ && !core_.options.keep_dropped_directories) {
+  if (--closing_ids_[task.shard_id] == 0) closing_ids_.erase(task.shard_id);
+  // The same copy assigned again (same range and placement) reopens this directory; anything
+  // else (dropped, or another placement of the shard) leaves it to be moved aside.
+  auto again = slots_.find(task.shard_id);
+  const bool same_copy =
+      again != slots_.end() && again->second.assignment.range == task.closing_assignment.range &&
+      again->second.assignment.placement_version == task.closing_assignment.placement_version;
+  if (!same_copy && !stopping_ && !core_.options.keep_dropped_directories) {
     auto moved = MoveShardDirectoryAside(core_.options.data_dir, dir, "dropped",
                                          task.closing_assignment.placement_version, UnixMs());
     if (moved.ok()) {

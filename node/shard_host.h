@@ -90,6 +90,9 @@ class ShardHost {
   std::map<uint64_t, Slot> slots_;        // GUARDED_BY(mu_). By shard id.
   std::multimap<TimePoint, Task> tasks_;  // GUARDED_BY(mu_). By when they may run.
   size_t closing_ = 0;                    // GUARDED_BY(mu_). Close tasks queued or running.
+  // GUARDED_BY(mu_). Close tasks queued or running per shard id: an open of that id waits for
+  // them, so a directory is never opened while its previous copy closes or moves aside.
+  std::map<uint64_t, int> closing_ids_;
   uint64_t next_generation_ = 1;          // GUARDED_BY(mu_)
   bool stopping_ = false;                 // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point stop_deadline_;  // GUARDED_BY(mu_)

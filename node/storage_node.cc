@@ -133,6 +133,9 @@ class StorageNodeImpl final : public StorageNode {
     if (stopped_) return;
     stopped_ = true;
     if (server_) server_->Stop(grace);
+    // Calls the loops left unanswered may still run on the pool: let them finish here, so that
+    // no pool thread ends up holding the last reference to the node's core.
+    if (core_->pool) core_->pool->Shutdown();
     host_.Stop(grace);  // Closes every shard (RocksDB flushes on close).
     core_->logger->info("node {} stopped", core_->options.node_id);
   }

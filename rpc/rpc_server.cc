@@ -87,6 +87,7 @@ class OwnedFd {
 struct RpcCounters {
   std::atomic<uint64_t> accepted{0};
   std::atomic<uint64_t> accept_errors{0};
+  std::atomic<uint64_t> closed{0};
   std::atomic<uint64_t> connection_errors{0};
 };
 
@@ -279,7 +280,8 @@ class EventLoopThread {
     // its last bytes (an Abort message, the shutdown) have reached the kernel or a second has
     // passed, and never inside the network's own callback.
     auto& timer = loop_->io.provider->getTimer();
-    loop_->tasks.add(c.network->onDisconnect().then([&connections, it, &timer] {
+    loop_->tasks.add(c.network->onDisconnect().then([this, &connections, it, &timer] {
+      counters_.closed.fetch_add(1, std::memory_order_relaxed);
       kj::Promise<void> flushed = it->buffered ? it->buffered->whenFlushed() : kj::READY_NOW;
       return timer.timeoutAfter(1 * kj::SECONDS, kj::mv(flushed))
           .then([] {}, [](kj::Exception&&) {})
@@ -289,7 +291,7 @@ class EventLoopThread {
     }));
   }
 
-  // A connection's task failed (a malformed message, a reset): it is dropped; the others go on.
+  // A connection's task failed (e.g. handing it to its loop): it is dropped; the others go on.
   struct ErrorHandler final : kj::TaskSet::ErrorHandler {
     ErrorHandler(const Logger& log, RpcCounters& counters) : log(log), counters(counters) {}
     void taskFailed(kj::Exception&& e) override {
@@ -351,8 +353,12 @@ class RpcServerImpl final : public RpcServer {
             counters_.accepted.load());
     counter("scrollback_rpc_accept_errors_total", "accept() failures, retried (logged).",
             counters_.accept_errors.load());
+    counter("scrollback_rpc_connections_closed_total",
+            "Connections that ended: closed by the peer, reset, or aborted by the server on a "
+            "malformed or oversized message (Cap'n Proto does not tell these apart).",
+            counters_.closed.load());
     counter("scrollback_rpc_connection_errors_total",
-            "Connections dropped on an error: malformed message, reset (logged).",
+            "Connection tasks that failed (e.g. handing a connection to its loop; logged).",
             counters_.connection_errors.load());
   }
 

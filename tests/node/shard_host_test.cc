@@ -558,5 +558,54 @@ TEST_CASE("over RPC the keys of a refused shard answer unavailable and the node 
   CHECK(get(not_hosted) == s::ErrorCode::NOT_OWNER);
 }
 
+TEST_CASE(
+    "a new placement of a shard on the same node moves the old copy aside and starts afresh") {
+  // The old copy closes and moves to dropped/ before the new one opens: the new open never sees
+  // (and never refuses) the directory of the placement it replaces.
+  NodeFixture f;
+  REQUIRE(f.node->AssignShards(3, {Assignment(1, TokenRange::Full(), 3)}, "").ok());
+  REQUIRE(f.WaitFor(1, ShardState::kServing));
+  const uint64_t conv = ConvIn(TokenRange::Full());
+  {
+    std::shared_ptr<ShardStore> store = f.StoreOf(1);
+    REQUIRE(store);
+    CreateConversation(*store, conv);
+  }
+  REQUIRE(f.node->AssignShards(5, {Assignment(1, TokenRange::Full(), 5)}, "").ok());
+  REQUIRE(WaitUntil([&] {
+    auto status = f.StatusOf(1);
+    return status && status->assignment.placement_version == 5 &&
+           status->state != ShardState::kOpening;
+  }));
+  auto status = f.StatusOf(1);
+  INFO(status->last_error);
+  REQUIRE(status->state == ShardState::kServing);
+  auto identity = IdentityIn(f.ShardDir(1));
+  REQUIRE(identity.has_value());
+  CHECK(identity->placement_version == 5);
+  std::shared_ptr<ShardStore> fresh = f.StoreOf(1);
+  REQUIRE(fresh);
+  CHECK(fresh->GetConversation(conv).status().code() == ErrorCode::kNotFound);
+  auto dropped = EntriesOf(f.DroppedDir());
+  REQUIRE(dropped.size() == 1);
+  CHECK(dropped[0].rfind("shard-1.p3.", 0) == 0);
+}
+
+TEST_CASE("a map that gives a serving shard an older epoch does not lower its recorded epoch") {
+  NodeFixture f;
+  REQUIRE(f.node->AssignShards(3, {Assignment(1, TokenRange::Full(), 3, /*epoch=*/4)}, "").ok());
+  REQUIRE(f.WaitFor(1, ShardState::kServing));
+  REQUIRE(f.node->AssignShards(4, {Assignment(1, TokenRange::Full(), 3, /*epoch=*/2)}, "").ok());
+  auto status = f.StatusOf(1);
+  REQUIRE(status.has_value());
+  CHECK(status->assignment.epoch == 4);
+  REQUIRE(f.node->AssignShards(5, {}, "").ok());  // Dropped: the identity is written at close.
+  REQUIRE(WaitUntil([&] { return !EntriesOf(f.DroppedDir()).empty(); }));
+  auto dropped = EntriesOf(f.DroppedDir());
+  auto identity = IdentityIn((fs::path(f.DroppedDir()) / dropped[0]).string());
+  REQUIRE(identity.has_value());
+  CHECK(identity->epoch == 4);
+}
+
 }  // namespace
 }  // namespace scrollback

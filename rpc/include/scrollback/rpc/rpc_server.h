@@ -53,8 +53,8 @@ class RpcServer {
   // completion inside the loops), then closes them and ends the loops. Idempotent.
   virtual void Stop(std::chrono::milliseconds grace) = 0;
 
-  // Prometheus text: connections accepted, accept errors, connections that failed (a malformed
-  // message, a reset) — each error also logged.
+  // Prometheus text: connections accepted and closed, accept errors and failed connection
+  // tasks (each also logged).
   virtual void RenderMetrics(std::string* out) const = 0;
 };
 

@@ -137,7 +137,10 @@ void MetadataShardMapSource::RefreshLoop() {
 
 void MetadataShardMapSource::Offer(ShardMap map) {
   std::lock_guard lock(mu_);
-  if (map.version() > map_->version()) map_ = std::make_shared<const ShardMap>(std::move(map));
+  if (map.version() <= map_->version()) return;
+  log_->info("shard map version {} -> {} ({} shards, {} nodes)", map_->version(), map.version(),
+             map.shards().size(), map.nodes().size());
+  map_ = std::make_shared<const ShardMap>(std::move(map));
 }
 
 }  // namespace scrollback

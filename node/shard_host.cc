@@ -222,7 +222,6 @@ void ShardHost::Open(const Task& task) {
   ShardAssignment assignment;
   ShardOptions options;
   uint32_t attempt = 0;
-  uint64_t map_version = 0;
   {
     std::lock_guard lock(mu_);
     auto it = slots_.find(task.shard_id);
@@ -238,7 +237,6 @@ void ShardHost::Open(const Task& task) {
     assignment = it->second.assignment;
     options = OptionsFor(assignment);
     attempt = ++it->second.attempts;
-    map_version = map_version_;
   }
   const std::string dir = DirectoryOf(assignment.shard_id);
 
@@ -275,10 +273,22 @@ void ShardHost::Open(const Task& task) {
   } else if (fs::exists(fs::path(dir) / "CURRENT", ec)) {
     log_->warn("{} holds a database but no {}: adopting it as {} (written before identity files)",
                dir, kShardIdentityFile, Describe(assignment));
-  } else if (assignment.placement_version != 0 && assignment.placement_version < map_version) {
-    log_->warn(
-        "{} does not exist: creating an empty {} (if this copy had data, look in {}/dropped)", dir,
-        Describe(assignment), core_.options.data_dir);
+  } else {
+    // A new copy. Say so loudly if an earlier copy of this shard was moved aside here: a copy
+    // that had data is not served empty without a trace in the log.
+    std::string earlier;
+    const std::string prefix = "shard-" + std::to_string(assignment.shard_id) + ".";
+    for (const auto& entry :
+         fs::directory_iterator(fs::path(core_.options.data_dir) / "dropped", ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind(prefix, 0) == 0) earlier = entry.path().string();
+    }
+    if (!earlier.empty()) {
+      log_->warn("creating an empty {} in {}; an earlier copy of it is in {}", Describe(assignment),
+                 dir, earlier);
+    } else {
+      log_->info("creating {} in {}", Describe(assignment), dir);
+    }
   }
 
   fs::create_directories(core_.options.data_dir, ec);

@@ -50,17 +50,17 @@ done
 build/router/scrollback-router --listen "$listen" --etcd "127.0.0.1:$etcd_port" \
   >"$data_dir/router.log" 2>&1 &
 pids+=($!)
-# Each process prints one line once it serves.
+# Each process prints one line on stdout once it serves (its log lines go to stderr, same file).
 for log in "$data_dir"/node-1.log "$data_dir"/node-2.log "$data_dir"/node-3.log "$data_dir"/router.log; do
-  for _ in $(seq 1 300); do grep -q ' on ' "$log" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 1 300); do grep -q '^scrollback' "$log" 2>/dev/null && break; sleep 0.1; done
 done
 
 echo "Scrollback multi-process cluster (logs in $data_dir):"
 echo "  etcd             127.0.0.1:$etcd_port"
 cat "$data_dir"/node-*.log | grep '^scrollbackd' || true
 grep '^scrollback-router' "$data_dir/router.log" || true
-first_node=$(grep -ho 'ChatStore on [0-9.:]*' "$data_dir/node-1.log" | awk '{print $3}')
-router=$(grep -ho 'ChatStore on [0-9.:]*' "$data_dir/router.log" | awk '{print $3}')
+first_node=$(grep -h '^scrollbackd' "$data_dir/node-1.log" | grep -o 'ChatStore on [0-9.:]*' | awk '{print $3}')
+router=$(grep -h '^scrollback-router' "$data_dir/router.log" | grep -o 'ChatStore on [0-9.:]*' | awk '{print $3}')
 echo
 echo "ChatStore API (schema/chatstore.capnp) on $router (router)."
 echo "Status:  build/cli/scrollbackctl status --node $first_node"

@@ -15,6 +15,7 @@
 #include "scrollback/engine/keys.h"
 #include "scrollback/engine/value_codec.h"
 #include "shard_store_impl.h"
+#include "utf8.h"
 
 namespace scrollback::engine_internal {
 
@@ -28,6 +29,9 @@ Result<Conversation> ShardStoreImpl::CreateConversation(const CreateConversation
     return Status::InvalidArgument("title", "title is " + std::to_string(request.title.size()) +
                                                 " bytes, limit " +
                                                 std::to_string(limits_.max_title_bytes));
+  }
+  if (!IsValidUtf8(request.title)) {
+    return Status::InvalidArgument("title", "title is not valid UTF-8");
   }
   if (request.member_ids.size() > limits_.max_members_per_change) {
     return Status::InvalidArgument("member_ids",

@@ -16,6 +16,7 @@
 #include "scrollback/engine/keys.h"
 #include "scrollback/engine/value_codec.h"
 #include "shard_store_impl.h"
+#include "utf8.h"
 
 namespace scrollback::engine_internal {
 
@@ -129,9 +130,15 @@ Result<InboxEntry> ShardStoreImpl::MarkRead(uint64_t user_id, uint64_t conv_id, 
   SB_RETURN_IF_ERROR(ReadInboxState(user_id, conv_id, nullptr, &state));
   if (!state || state->removed) return InboxNotFound(user_id, conv_id);
   auto entry = ReadInboxEntry(user_id, conv_id, *state, nullptr);
-  if (!entry.ok() || seq <= state->read_seq) return entry;
+  if (!entry.ok()) return entry;
+  // Clamped to the newest message this row knows of: the read position never moves back, so a
+  // seq past the end would mute the conversation's unread count for good. (A reader ahead of
+  // fan-out in flight is clamped too, and marks read again once the row catches up.) Rows of
+  // conversations above the fan-out limit are not updated per message: their last seq is the
+  // conversation's, which clients complete from its shard (ChatClient::MarkRead clamps there).
+  if (entry->fan_out) seq = std::min(seq, entry->last_seq);
+  if (seq <= state->read_seq) return entry;
 
-  // Not clamped to last_seq: with fan-out in flight the reader may be ahead of this row.
   state->read_seq = seq;
   entry->read_seq = seq;
   entry->unread_count = entry->last_seq > seq ? entry->last_seq - seq : 0;
@@ -157,8 +164,14 @@ Status ShardStoreImpl::CheckInboxUpdate(const InboxUpdate& update) const {
   if (update.title.size() > limits_.max_title_bytes) {
     return Status::InvalidArgument("title", "title longer than max_title_bytes");
   }
+  if (!IsValidUtf8(update.title)) {
+    return Status::InvalidArgument("title", "title is not valid UTF-8");
+  }
   if (update.kind > InboxUpdateKind::kRemoved) {
     return Status::InvalidArgument("kind", "unknown inbox update kind");
+  }
+  if (update.message_kind > MessageKind::kMembersRemoved) {
+    return Status::InvalidArgument("message_kind", "unknown message kind");
   }
   return Status::Ok();
 }

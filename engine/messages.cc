@@ -75,15 +75,19 @@ Result<ShardStoreImpl::HistoryScan> ShardStoreImpl::ScanHistory(const HistoryQue
   uint32_t count = 0;
   uint64_t first_seq = 0, last_seq = 0;  // Of the messages handed over.
   if (scan.newest_first) {
-    if (cursor == 0) {  // From the newest: find it, then read up to it.
-      it->SeekForPrev(ToSlice(keys::MessageKey(query.conv_id, UINT64_MAX)));
-      SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read history"));
-      if (!it->Valid()) {
-        SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
-        return scan;
-      }
-      cursor = SeqOfMessageKey(it->key()) + 1;
+    // From the newest (cursor 0), or from a cursor past the end: clamped to the newest message,
+    // so that a cursor beyond the last seq still reads a full page rather than a short or empty
+    // one that makes the history look empty. (Seqs are dense: the message just below the
+    // cursor exists unless the cursor is past the end.)
+    // cursor >= 2 or 0 here.
+    it->SeekForPrev(
+        ToSlice(keys::MessageKey(query.conv_id, cursor == 0 ? UINT64_MAX : cursor - 1)));
+    SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read history"));
+    if (!it->Valid()) {
+      SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
+      return scan;
     }
+    cursor = SeqOfMessageKey(it->key()) + 1;
     const uint64_t first = cursor > query.limit ? cursor - query.limit : 1;
     for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, first)));
          it->Valid() && SeqOfMessageKey(it->key()) < cursor; it->Next()) {

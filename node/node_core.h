@@ -77,18 +77,4 @@ class NodeCore {
   std::shared_ptr<const ShardTable> table = std::make_shared<ShardTable>();  // GUARDED_BY(mu)
 };
 
-// Where a write landed: returned to clients for read-your-writes.
-struct WriteToken {
-  uint64_t shard_id = 0;
-  uint64_t epoch = 0;
-  uint64_t lsn = 0;
-};
-
-// A write's result with its token.
-template <typename T>
-struct Written {
-  T value;
-  WriteToken token;
-};
-
 }  // namespace scrollback

@@ -49,7 +49,16 @@ Result<T> Answer(const Reply& reply, Read&& read) {
 Result<SendMessageResult> ReadSend(s::SendResult::Reader in) {
   Status error = ReplyError(in);
   if (!error.ok()) return error;
-  return SendMessageResult{in.getSeq(), in.getSentAtMs(), in.getDuplicate()};
+  return SendMessageResult{in.getSeq(), in.getSentAtMs(), in.getDuplicate(),
+                           wire::FromWire(in.getToken())};
+}
+
+// A write's reply: its error, or what `read(reply)` makes of it with the reply's token.
+template <typename T, typename Reply, typename Read>
+Result<Written<T>> AnswerWritten(const Reply& reply, Read&& read) {
+  Status error = ReplyError(reply);
+  if (!error.ok()) return error;
+  return Written<T>{read(reply), wire::FromWire(reply.getToken())};
 }
 
 class ChatClientImpl final : public ChatClient {
@@ -58,8 +67,9 @@ class ChatClientImpl final : public ChatClient {
                  ClientOptions options)
       : io_(io), maps_(std::move(maps)), options_(options) {}
 
-  kj::Promise<Result<Conversation>> CreateConversation(CreateConversationRequest request) override {
-    return Routed<Conversation>(request.conv_id, [request](NodeClient& node) {
+  kj::Promise<Result<Written<Conversation>>> CreateConversation(
+      CreateConversationRequest request) override {
+    return Routed<Written<Conversation>>(request.conv_id, [request](NodeClient& node) {
       auto call = node.createConversationRequest();
       call.setConvId(request.conv_id);
       call.setCreatorId(request.creator_id);
@@ -67,7 +77,7 @@ class ChatClientImpl final : public ChatClient {
              request.member_ids);
       call.setTitle(wire::AsText(request.title));
       return call.send().then([](auto reply) {
-        return Answer<Conversation>(
+        return AnswerWritten<Conversation>(
             reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
       });
     });
@@ -84,27 +94,29 @@ class ChatClientImpl final : public ChatClient {
     });
   }
 
-  kj::Promise<Result<uint64_t>> AddMembers(uint64_t conv_id, uint64_t actor_id,
-                                           std::vector<uint64_t> user_ids) override {
-    return Routed<uint64_t>(conv_id, [=](NodeClient& node) {
+  kj::Promise<Result<Written<uint64_t>>> AddMembers(uint64_t conv_id, uint64_t actor_id,
+                                                    std::vector<uint64_t> user_ids) override {
+    return Routed<Written<uint64_t>>(conv_id, [=](NodeClient& node) {
       auto call = node.addMembersRequest();
       call.setConvId(conv_id);
       call.setActorId(actor_id);
       SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-      return call.send().then(
-          [](auto reply) { return Answer<uint64_t>(reply, [](auto& r) { return r.getSeq(); }); });
+      return call.send().then([](auto reply) {
+        return AnswerWritten<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
+      });
     });
   }
 
-  kj::Promise<Result<uint64_t>> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
-                                              std::vector<uint64_t> user_ids) override {
-    return Routed<uint64_t>(conv_id, [=](NodeClient& node) {
+  kj::Promise<Result<Written<uint64_t>>> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
+                                                       std::vector<uint64_t> user_ids) override {
+    return Routed<Written<uint64_t>>(conv_id, [=](NodeClient& node) {
       auto call = node.removeMembersRequest();
       call.setConvId(conv_id);
       call.setActorId(actor_id);
       SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-      return call.send().then(
-          [](auto reply) { return Answer<uint64_t>(reply, [](auto& r) { return r.getSeq(); }); });
+      return call.send().then([](auto reply) {
+        return AnswerWritten<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
+      });
     });
   }
 
@@ -209,31 +221,31 @@ class ChatClientImpl final : public ChatClient {
     });
   }
 
-  kj::Promise<Result<Message>> EditMessage(uint64_t conv_id, uint64_t seq, uint64_t editor_id,
-                                           std::string body) override {
-    return Routed<Message>(conv_id, [=](NodeClient& node) {
+  kj::Promise<Result<Written<Message>>> EditMessage(uint64_t conv_id, uint64_t seq,
+                                                    uint64_t editor_id, std::string body) override {
+    return Routed<Written<Message>>(conv_id, [=](NodeClient& node) {
       auto call = node.editMessageRequest();
       call.setConvId(conv_id);
       call.setSeq(seq);
       call.setEditorId(editor_id);
       call.setBody(wire::AsData(body));
       return call.send().then([](auto reply) {
-        return Answer<Message>(reply,
-                               [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
+        return AnswerWritten<Message>(
+            reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
       });
     });
   }
 
-  kj::Promise<Result<Message>> DeleteMessage(uint64_t conv_id, uint64_t seq,
-                                             uint64_t actor_id) override {
-    return Routed<Message>(conv_id, [=](NodeClient& node) {
+  kj::Promise<Result<Written<Message>>> DeleteMessage(uint64_t conv_id, uint64_t seq,
+                                                      uint64_t actor_id) override {
+    return Routed<Written<Message>>(conv_id, [=](NodeClient& node) {
       auto call = node.deleteMessageRequest();
       call.setConvId(conv_id);
       call.setSeq(seq);
       call.setActorId(actor_id);
       return call.send().then([](auto reply) {
-        return Answer<Message>(reply,
-                               [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
+        return AnswerWritten<Message>(
+            reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
       });
     });
   }
@@ -259,28 +271,29 @@ class ChatClientImpl final : public ChatClient {
         .then([this](Result<InboxPage> page) { return CompleteLargeConversations(kj::mv(page)); });
   }
 
-  kj::Promise<Result<InboxEntry>> MarkRead(uint64_t user_id, uint64_t conv_id,
-                                           uint64_t seq) override {
-    return Routed<InboxEntry>(user_id,
-                              [=](NodeClient& node) {
-                                auto call = node.markReadRequest();
-                                call.setUserId(user_id);
-                                call.setConvId(conv_id);
-                                call.setSeq(seq);
-                                return call.send().then([](auto reply) {
-                                  return Answer<InboxEntry>(reply, [](auto& r) {
-                                    return wire::Decode<InboxEntry>(r.getEntry());
-                                  });
-                                });
-                              })
-        .then([this](Result<InboxEntry> entry) -> kj::Promise<Result<InboxEntry>> {
-          if (!entry.ok()) return kj::mv(entry);
-          auto shared = kj::heap<InboxEntry>(std::move(entry).value());
-          auto* row = shared.get();
-          return CompleteRow(row).then([shared = kj::mv(shared)]() mutable {
-            return Result<InboxEntry>(std::move(*shared));
-          });
-        });
+  kj::Promise<Result<Written<InboxEntry>>> MarkRead(uint64_t user_id, uint64_t conv_id,
+                                                    uint64_t seq) override {
+    return Routed<Written<InboxEntry>>(user_id,
+                                       [=](NodeClient& node) {
+                                         auto call = node.markReadRequest();
+                                         call.setUserId(user_id);
+                                         call.setConvId(conv_id);
+                                         call.setSeq(seq);
+                                         return call.send().then([](auto reply) {
+                                           return AnswerWritten<InboxEntry>(reply, [](auto& r) {
+                                             return wire::Decode<InboxEntry>(r.getEntry());
+                                           });
+                                         });
+                                       })
+        .then(
+            [this](Result<Written<InboxEntry>> entry) -> kj::Promise<Result<Written<InboxEntry>>> {
+              if (!entry.ok()) return kj::mv(entry);
+              auto shared = kj::heap<Written<InboxEntry>>(std::move(entry).value());
+              auto* row = &shared->value;
+              return CompleteRow(row).then([shared = kj::mv(shared)]() mutable {
+                return Result<Written<InboxEntry>>(std::move(*shared));
+              });
+            });
   }
 
   kj::Promise<std::vector<Status>> ApplyInboxUpdates(std::vector<InboxUpdate> updates) override {

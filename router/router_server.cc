@@ -29,6 +29,7 @@ void WriteSend(const Result<SendMessageResult>& in, s::SendResult::Builder out) 
   out.setSeq(in->seq);
   out.setSentAtMs(in->sent_at_ms);
   out.setDuplicate(in->duplicate);
+  wire::ToWire(in->token, out.initToken());
 }
 
 // The ChatStore API, each call forwarded through the smart client of this event loop.
@@ -49,10 +50,11 @@ class RouterService final : public s::ChatStore::Server {
       return kj::READY_NOW;
     }
     return client_->CreateConversation(std::move(request))
-        .then([context](Result<Conversation> conv) mutable {
+        .then([context](Result<Written<Conversation>> conv) mutable {
           auto results = context.getResults();
           if (!conv.ok()) return SetError(results, conv.status());
-          wire::ToWire(*conv, results.initConversation());
+          wire::ToWire(conv->value, results.initConversation());
+          wire::ToWire(conv->token, results.initToken());
         });
   }
 
@@ -131,16 +133,16 @@ class RouterService final : public s::ChatStore::Server {
     return client_
         ->EditMessage(params.getConvId(), params.getSeq(), params.getEditorId(),
                       std::string(wire::View(params.getBody())))
-        .then([context](Result<Message> message) mutable {
-          WriteMessage(context.getResults(), message);
+        .then([context](Result<Written<Message>> message) mutable {
+          WriteWrittenMessage(context.getResults(), message);
         });
   }
 
   kj::Promise<void> deleteMessage(DeleteMessageContext context) override {
     auto params = context.getParams();
     return client_->DeleteMessage(params.getConvId(), params.getSeq(), params.getActorId())
-        .then([context](Result<Message> message) mutable {
-          WriteMessage(context.getResults(), message);
+        .then([context](Result<Written<Message>> message) mutable {
+          WriteWrittenMessage(context.getResults(), message);
         });
   }
 
@@ -164,10 +166,11 @@ class RouterService final : public s::ChatStore::Server {
   kj::Promise<void> markRead(MarkReadContext context) override {
     auto params = context.getParams();
     return client_->MarkRead(params.getUserId(), params.getConvId(), params.getSeq())
-        .then([context](Result<InboxEntry> entry) mutable {
+        .then([context](Result<Written<InboxEntry>> entry) mutable {
           auto results = context.getResults();
           if (!entry.ok()) return SetError(results, entry.status());
-          wire::ToWire(*entry, results.initEntry());
+          wire::ToWire(entry->value, results.initEntry());
+          wire::ToWire(entry->token, results.initToken());
         });
   }
 
@@ -176,6 +179,12 @@ class RouterService final : public s::ChatStore::Server {
   static void WriteMessage(Results results, const Result<Message>& message) {
     if (!message.ok()) return SetError(results, message.status());
     wire::ToWire(*message, results.initMessage());
+  }
+  template <typename Results>
+  static void WriteWrittenMessage(Results results, const Result<Written<Message>>& message) {
+    if (!message.ok()) return SetError(results, message.status());
+    wire::ToWire(message->value, results.initMessage());
+    wire::ToWire(message->token, results.initToken());
   }
 
   template <typename Context>
@@ -188,10 +197,11 @@ class RouterService final : public s::ChatStore::Server {
     }
     auto changed = adding ? client_->AddMembers(params.getConvId(), params.getActorId(), ids)
                           : client_->RemoveMembers(params.getConvId(), params.getActorId(), ids);
-    return changed.then([context](Result<uint64_t> seq) mutable {
+    return changed.then([context](Result<Written<uint64_t>> seq) mutable {
       auto results = context.getResults();
       if (!seq.ok()) return SetError(results, seq.status());
-      results.setSeq(*seq);
+      results.setSeq(seq->value);
+      wire::ToWire(seq->token, results.initToken());
     });
   }
 

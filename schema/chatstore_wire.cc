@@ -32,8 +32,8 @@ SendMessageRequest ReadSend(schema::SendRequest::Reader in) {
 
 void ToWire(const HistoryQuery& in, schema::HistoryRequest::Builder out) {
   out.setConvId(in.conv_id);
-  out.setDirection(in.direction == Direction::kOldestFirst ? schema::Direction::OLDEST_FIRST
-                                                           : schema::Direction::NEWEST_FIRST);
+  // As it is: an unknown value travels on for the node to refuse.
+  out.setDirection(static_cast<schema::Direction>(static_cast<uint16_t>(in.direction)));
   out.setCursorSeq(in.cursor_seq);
   if (in.from_time_ms) {
     out.setHasFromTime(true);
@@ -45,12 +45,24 @@ void ToWire(const HistoryQuery& in, schema::HistoryRequest::Builder out) {
 HistoryQuery ReadHistory(schema::HistoryRequest::Reader in) {
   HistoryQuery out;
   out.conv_id = in.getConvId();
-  out.direction = in.getDirection() == schema::Direction::OLDEST_FIRST ? Direction::kOldestFirst
-                                                                       : Direction::kNewestFirst;
+  // The raw value: an enumerant this build does not know stays unknown (the engine answers
+  // invalid-argument naming `direction`), never silently read as newest-first.
+  const auto raw = static_cast<uint16_t>(in.getDirection());
+  out.direction = static_cast<Direction>(raw > 0xFF ? 0xFF : raw);
   out.cursor_seq = in.getCursorSeq();
   if (in.getHasFromTime()) out.from_time_ms = in.getFromTimeMs();
   out.limit = in.getLimit();
   return out;
+}
+
+void ToWire(const WriteToken& in, schema::WriteToken::Builder out) {
+  out.setShardId(in.shard_id);
+  out.setEpoch(in.epoch);
+  out.setLsn(in.lsn);
+}
+
+WriteToken FromWire(schema::WriteToken::Reader in) {
+  return WriteToken{in.getShardId(), in.getEpoch(), in.getLsn()};
 }
 
 }  // namespace scrollback::wire

@@ -1,5 +1,7 @@
 #include "scrollback/schema/wire.h"
 
+#include <algorithm>
+
 namespace scrollback::wire {
 
 void ToWire(const Conversation& in, schema::Conversation::Builder out) {
@@ -73,11 +75,14 @@ void FromWire(schema::InboxUpdate::Reader in, InboxUpdate* out) {
   out->user_id = in.getUserId();
   out->conv_id = in.getConvId();
   out->seq = in.getSeq();
-  out->kind = static_cast<InboxUpdateKind>(in.getKind());
+  // Raw values (saturated to the C++ enum's width): the engine refuses unknown ones.
+  out->kind =
+      static_cast<InboxUpdateKind>(std::min<uint16_t>(static_cast<uint16_t>(in.getKind()), 0xFF));
   out->activity_ms = in.getActivityMs();
   out->sender_id = in.getSenderId();
   out->preview = View(in.getPreview());
-  out->message_kind = static_cast<MessageKind>(in.getMessageKind());
+  out->message_kind = static_cast<MessageKind>(
+      std::min<uint16_t>(static_cast<uint16_t>(in.getMessageKind()), 0xFF));
   out->fan_out = in.getFanOut();
   out->title = View(in.getTitle());
 }

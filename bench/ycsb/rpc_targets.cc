@@ -44,7 +44,7 @@ class ClientSession final : public Session {
   kj::Promise<Status> CreateConversation(uint64_t conv_id, uint64_t creator,
                                          std::vector<uint64_t> members) override {
     return client_->CreateConversation({conv_id, creator, std::move(members), "bench"})
-        .then([](Result<Conversation> r) { return r.status(); });
+        .then([](Result<Written<Conversation>> r) { return r.status(); });
   }
   kj::Promise<Result<uint64_t>> Send(uint64_t conv_id, uint64_t sender, std::string client_id,
                                      std::string body) override {
@@ -68,9 +68,8 @@ class ClientSession final : public Session {
   }
   kj::Promise<Status> Edit(uint64_t conv_id, uint64_t seq, uint64_t editor,
                            std::string body) override {
-    return client_->EditMessage(conv_id, seq, editor, std::move(body)).then([](Result<Message> r) {
-      return r.status();
-    });
+    return client_->EditMessage(conv_id, seq, editor, std::move(body))
+        .then([](Result<Written<Message>> r) { return r.status(); });
   }
   kj::Promise<Status> History(HistoryQuery query) override {
     return client_->ReadHistory(query).then([](Result<HistoryPage> r) { return r.status(); });
@@ -82,7 +81,7 @@ class ClientSession final : public Session {
     return client_->ListInbox(query).then([](Result<InboxPage> r) { return r.status(); });
   }
   kj::Promise<Status> MarkRead(uint64_t user_id, uint64_t conv_id, uint64_t seq) override {
-    return client_->MarkRead(user_id, conv_id, seq).then([](Result<InboxEntry> r) {
+    return client_->MarkRead(user_id, conv_id, seq).then([](Result<Written<InboxEntry>> r) {
       // The reader's inbox row may not exist yet (fan-out in flight): not a failure of the store.
       return r.status().code() == ErrorCode::kNotFound ? Status::Ok() : r.status();
     });

@@ -44,13 +44,20 @@ TEST_CASE("every ChatStore call works over real RPC") {
   auto conv = f.Wait(c.CreateConversation({1001, 1, {2, 3}, "rpc"}));
   INFO(conv.status().ToString());
   REQUIRE(conv.ok());
-  CHECK(conv->member_count == 3);
+  CHECK(conv->value.member_count == 3);
+  // Every write answers with where it landed.
+  const ShardInfo& shard = f.cluster->shard_maps()->Current()->ShardForKey(1001);
+  CHECK(conv->token.shard_id == shard.shard_id);
+  CHECK(conv->token.epoch == shard.epoch);
+  CHECK(conv->token.lsn > 0);
   CHECK(f.Wait(c.CreateConversation({1001, 1, {}, "again"})).status().code() ==
         ErrorCode::kAlreadyExists);
 
   auto sent = f.Wait(c.SendMessage({1001, 1, "m1", "hello over rpc"}));
   REQUIRE(sent.ok());
   CHECK(sent->seq == 1);
+  CHECK(sent->token.shard_id == shard.shard_id);
+  CHECK(sent->token.lsn > conv->token.lsn);
   auto retry = f.Wait(c.SendMessage({1001, 1, "m1", "hello over rpc"}));
   CHECK(retry->duplicate);
   CHECK(retry->seq == 1);
@@ -66,18 +73,24 @@ TEST_CASE("every ChatStore call works over real RPC") {
   CHECK(f.Wait(c.GetConversation(1001))->last_seq == 3);
   auto added = f.Wait(c.AddMembers(1001, 1, {4}));
   REQUIRE(added.ok());
-  CHECK(*added == 4);
+  CHECK(added->value == 4);
+  CHECK(added->token.lsn > sent->token.lsn);
   CHECK(*f.Wait(c.ListMembers(1001, 0, 10)) == std::vector<uint64_t>{1, 2, 3, 4});
   auto removed = f.Wait(c.RemoveMembers(1001, 4, {4}));
   REQUIRE(removed.ok());
-  CHECK(*removed == 5);
+  CHECK(removed->value == 5);
+  CHECK(removed->token.lsn > added->token.lsn);
 
   auto edited = f.Wait(c.EditMessage(1001, 1, 1, "hello, edited"));
   REQUIRE(edited.ok());
-  CHECK(edited->edited);
+  CHECK(edited->value.edited);
+  CHECK(edited->token.lsn > removed->token.lsn);
   CHECK(f.Wait(c.EditMessage(1001, 1, 2, "not mine")).status().code() ==
         ErrorCode::kPermissionDenied);
-  CHECK(f.Wait(c.DeleteMessage(1001, 2, 2))->deleted);
+  auto deleted = f.Wait(c.DeleteMessage(1001, 2, 2));
+  REQUIRE(deleted.ok());
+  CHECK(deleted->value.deleted);
+  CHECK(deleted->token.lsn > edited->token.lsn);
 
   auto page = f.Wait(c.ReadHistory(Newest(1001, 2)));
   REQUIRE(page.ok());
@@ -98,7 +111,9 @@ TEST_CASE("every ChatStore call works over real RPC") {
   REQUIRE(f.Eventually([&] { return InboxSeq(f, 2, 1001) == 5; }));
   auto read = f.Wait(c.MarkRead(2, 1001, 4));
   REQUIRE(read.ok());
-  CHECK(read->unread_count == 1);
+  CHECK(read->value.unread_count == 1);
+  CHECK(read->token.shard_id == f.cluster->shard_maps()->Current()->ShardForKey(2).shard_id);
+  CHECK(read->token.lsn > 0);
   CHECK(f.Wait(c.MarkRead(2, 999, 1)).status().code() == ErrorCode::kNotFound);
 
   // Errors name the field.
@@ -377,7 +392,7 @@ TEST_CASE("inbox rows of conversations above the fan-out limit show the conversa
   CHECK(entry.unread_count == 3);
   auto read = f.Wait(f.client->MarkRead(4, 31, 2));
   REQUIRE(read.ok());
-  CHECK(read->unread_count == 1);
+  CHECK(read->value.unread_count == 1);
   auto after = f.Wait(f.client->ListInbox({4, "", 10}));
   REQUIRE(after.ok());
   CHECK(after->entries[0].unread_count == 1);

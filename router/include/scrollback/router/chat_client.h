@@ -73,13 +73,14 @@ class ChatClient {
                                             ClientOptions options = {});
   virtual ~ChatClient() = default;
 
-  virtual kj::Promise<Result<Conversation>> CreateConversation(
+  // Writes answer with the WriteToken of the write (Written<T>::token; SendMessageResult::token).
+  virtual kj::Promise<Result<Written<Conversation>>> CreateConversation(
       CreateConversationRequest request) = 0;
   virtual kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id) = 0;
-  virtual kj::Promise<Result<uint64_t>> AddMembers(uint64_t conv_id, uint64_t actor_id,
-                                                   std::vector<uint64_t> user_ids) = 0;
-  virtual kj::Promise<Result<uint64_t>> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
-                                                      std::vector<uint64_t> user_ids) = 0;
+  virtual kj::Promise<Result<Written<uint64_t>>> AddMembers(uint64_t conv_id, uint64_t actor_id,
+                                                            std::vector<uint64_t> user_ids) = 0;
+  virtual kj::Promise<Result<Written<uint64_t>>> RemoveMembers(
+      uint64_t conv_id, uint64_t actor_id, std::vector<uint64_t> user_ids) = 0;
   virtual kj::Promise<Result<std::vector<uint64_t>>> ListMembers(uint64_t conv_id,
                                                                  uint64_t after_user_id,
                                                                  uint32_t limit) = 0;
@@ -89,16 +90,17 @@ class ChatClient {
       std::vector<SendMessageRequest> requests) = 0;
   virtual kj::Promise<Result<Message>> GetMessage(uint64_t conv_id, uint64_t seq) = 0;
   virtual kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query) = 0;
-  virtual kj::Promise<Result<Message>> EditMessage(uint64_t conv_id, uint64_t seq,
-                                                   uint64_t editor_id, std::string body) = 0;
-  virtual kj::Promise<Result<Message>> DeleteMessage(uint64_t conv_id, uint64_t seq,
-                                                     uint64_t actor_id) = 0;
+  virtual kj::Promise<Result<Written<Message>>> EditMessage(uint64_t conv_id, uint64_t seq,
+                                                            uint64_t editor_id,
+                                                            std::string body) = 0;
+  virtual kj::Promise<Result<Written<Message>>> DeleteMessage(uint64_t conv_id, uint64_t seq,
+                                                              uint64_t actor_id) = 0;
   // For conversations above the fan-out member limit, completes each row's last seq and unread
   // count from the conversation's shard (those rows are not updated per message).
   virtual kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query) = 0;
   // Completed like ListInbox rows for conversations above the fan-out limit.
-  virtual kj::Promise<Result<InboxEntry>> MarkRead(uint64_t user_id, uint64_t conv_id,
-                                                   uint64_t seq) = 0;
+  virtual kj::Promise<Result<Written<InboxEntry>>> MarkRead(uint64_t user_id, uint64_t conv_id,
+                                                            uint64_t seq) = 0;
   // Delivers inbox updates to the users' shards (grouped by node); statuses in input order.
   virtual kj::Promise<std::vector<Status>> ApplyInboxUpdates(std::vector<InboxUpdate> updates) = 0;
 

@@ -14,6 +14,9 @@ Status ReadIdList(capnp::List<uint64_t>::Reader in, uint32_t max, const char* fi
 void ToWire(const SendMessageRequest& in, schema::SendRequest::Builder out);
 SendMessageRequest ReadSend(schema::SendRequest::Reader in);
 
+void ToWire(const WriteToken& in, schema::WriteToken::Builder out);
+WriteToken FromWire(schema::WriteToken::Reader in);
+
 void ToWire(const HistoryQuery& in, schema::HistoryRequest::Builder out);
 HistoryQuery ReadHistory(schema::HistoryRequest::Reader in);
 

@@ -80,10 +80,29 @@ struct SendMessageRequest {
   std::string body;           // 1..max_body_bytes bytes.
 };
 
+// Where a write landed: the shard, its primary's epoch, and the shard's log position (RocksDB
+// sequence) after the write. Returned with every write so that a later read can ask for
+// read-your-writes. `lsn` may include later writes: a lower bound, never compared for equality.
+// All zero when not known (the engine alone, which has no epochs).
+struct WriteToken {
+  uint64_t shard_id = 0;
+  uint64_t epoch = 0;
+  uint64_t lsn = 0;
+  friend bool operator==(const WriteToken&, const WriteToken&) = default;
+};
+
+// A write's result with its token.
+template <typename T>
+struct Written {
+  T value;
+  WriteToken token;
+};
+
 struct SendMessageResult {
   uint64_t seq = 0;
   int64_t sent_at_ms = 0;
   bool duplicate = false;  // True when a retry matched an earlier send; nothing was written.
+  WriteToken token;        // Set by storage nodes (the engine leaves it empty).
 };
 
 enum class Direction : uint8_t {

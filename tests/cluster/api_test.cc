@@ -1,0 +1,234 @@
+// The ChatStore API as a client in another language meets it: raw Cap'n Proto calls (no smart
+// client) through a router in front of an embedded cluster, checking edge cases of input and
+// that replies pass through whole. Each test failed before its fix.
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <kj/encoding.h>
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "cluster_test_util.h"
+#include "scrollback/router/router_server.h"
+#include "scrollback/schema/chatstore.capnp.h"
+
+namespace scrollback {
+namespace {
+
+namespace s = ::scrollback::schema;
+using testing::ClusterFixture;
+
+// An embedded cluster, a router in front of it, and a plain ChatStore client of the router.
+struct RouterFixture : ClusterFixture {
+  RouterFixture() {
+    RouterOptions options;
+    options.rpc.event_loops = 1;
+    auto started = RouterServer::Start(options, cluster->shard_maps());
+    INFO(started.status().ToString());
+    REQUIRE(started.ok());
+    router = std::move(started).value();
+    auto address = io.provider->getNetwork().parseAddress(router->address()).wait(io.waitScope);
+    stream = address->connect().wait(io.waitScope);
+    rpc = kj::heap<capnp::TwoPartyClient>(*stream);
+    store = rpc->bootstrap().castAs<s::ChatStore>();
+  }
+  ~RouterFixture() {
+    store = nullptr;
+    rpc = nullptr;
+    stream = nullptr;
+    router->Stop(std::chrono::milliseconds(0));
+  }
+
+  // Creates conversation `conv` by user 1 with members 2 and 3; fails the test on error.
+  void Create(uint64_t conv, kj::StringPtr title = "api") {
+    auto call = store.createConversationRequest();
+    call.setConvId(conv);
+    call.setCreatorId(1);
+    auto members = call.initMemberIds(2);
+    members.set(0, 2);
+    members.set(1, 3);
+    call.setTitle(title);
+    auto reply = call.send().wait(io.waitScope);
+    INFO((reply.hasError() ? std::string(reply.getError().getMessage().cStr()) : ""));
+    REQUIRE_FALSE(reply.hasError());
+  }
+  // Sends message `n` to `conv` as user 1; returns its seq.
+  uint64_t Send(uint64_t conv, int n) {
+    auto call = store.sendMessageRequest();
+    auto request = call.initRequest();
+    request.setConvId(conv);
+    request.setSenderId(1);
+    const std::string id = "m" + std::to_string(n);
+    request.setClientMsgId(kj::arrayPtr(reinterpret_cast<const kj::byte*>(id.data()), id.size()));
+    request.setBody(kj::arrayPtr(reinterpret_cast<const kj::byte*>(id.data()), id.size()));
+    auto reply = call.send().wait(io.waitScope);
+    REQUIRE_FALSE(reply.getResult().hasError());
+    return reply.getResult().getSeq();
+  }
+
+  std::unique_ptr<RouterServer> router;
+  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::TwoPartyClient> rpc;
+  s::ChatStore::Client store = nullptr;
+};
+
+TEST_CASE("writes through the router answer with their write token") {
+  RouterFixture f;
+  const uint64_t conv = 8101;
+  const ShardInfo& shard = f.cluster->shard_maps()->Current()->ShardForKey(conv);
+
+  auto create = f.store.createConversationRequest();
+  create.setConvId(conv);
+  create.setCreatorId(1);
+  create.initMemberIds(1).set(0, 2);
+  create.setTitle("tokens");
+  auto created = create.send().wait(f.io.waitScope);
+  REQUIRE_FALSE(created.hasError());
+  REQUIRE(created.hasToken());
+  CHECK(created.getToken().getShardId() == shard.shard_id);
+  CHECK(created.getToken().getEpoch() == shard.epoch);
+  const uint64_t created_lsn = created.getToken().getLsn();
+  CHECK(created_lsn > 0);
+
+  auto send = f.store.sendMessageRequest();
+  auto request = send.initRequest();
+  request.setConvId(conv);
+  request.setSenderId(1);
+  request.setClientMsgId(kj::StringPtr("t1").asBytes());
+  request.setBody(kj::StringPtr("hello").asBytes());
+  auto sent = send.send().wait(f.io.waitScope);
+  REQUIRE_FALSE(sent.getResult().hasError());
+  REQUIRE(sent.getResult().hasToken());
+  CHECK(sent.getResult().getToken().getShardId() == shard.shard_id);
+  CHECK(sent.getResult().getToken().getLsn() > created_lsn);
+
+  auto edit = f.store.editMessageRequest();
+  edit.setConvId(conv);
+  edit.setSeq(sent.getResult().getSeq());
+  edit.setEditorId(1);
+  edit.setBody(kj::StringPtr("hello, edited").asBytes());
+  auto edited = edit.send().wait(f.io.waitScope);
+  REQUIRE_FALSE(edited.hasError());
+  CHECK(edited.getToken().getLsn() > sent.getResult().getToken().getLsn());
+
+  auto add = f.store.addMembersRequest();
+  add.setConvId(conv);
+  add.setActorId(1);
+  add.initUserIds(1).set(0, 4);
+  auto added = add.send().wait(f.io.waitScope);
+  REQUIRE_FALSE(added.hasError());
+  CHECK(added.getToken().getLsn() > edited.getToken().getLsn());
+}
+
+TEST_CASE("a newest-first history cursor past the end reads from the newest message") {
+  RouterFixture f;
+  const uint64_t conv = 8201;
+  f.Create(conv);
+  uint64_t last = 0;
+  for (int i = 1; i <= 10; ++i) last = f.Send(conv, i);
+  REQUIRE(last == 10);
+
+  for (uint64_t cursor : {last + 1, last + 5, last + 1000, UINT64_MAX}) {
+    INFO("cursor " << cursor);
+    auto call = f.store.readHistoryRequest();
+    auto request = call.initRequest();
+    request.setConvId(conv);
+    request.setDirection(s::Direction::NEWEST_FIRST);
+    request.setCursorSeq(cursor);
+    request.setLimit(4);
+    auto reply = call.send().wait(f.io.waitScope);
+    REQUIRE_FALSE(reply.hasError());
+    auto messages = reply.getPage().getMessages();
+    REQUIRE(messages.size() == 4);
+    CHECK(messages[0].getSeq() == last);
+    CHECK(messages[3].getSeq() == last - 3);
+    CHECK(reply.getPage().getHasMore());
+    CHECK(reply.getPage().getNextCursorSeq() == last - 3);
+  }
+}
+
+TEST_CASE("markRead beyond the last seq is clamped, so new messages still count as unread") {
+  RouterFixture f;
+  const uint64_t conv = 8301;
+  f.Create(conv);
+  for (int i = 1; i <= 3; ++i) f.Send(conv, i);
+  // Wait until member 2's inbox row shows seq 3.
+  REQUIRE(f.Eventually([&] {
+    auto call = f.store.listInboxRequest();
+    call.setUserId(2);
+    call.setLimit(50);
+    auto reply = call.send().wait(f.io.waitScope);
+    for (auto entry : reply.getEntries()) {
+      if (entry.getConvId() == conv) return entry.getLastSeq() == 3;
+    }
+    return false;
+  }));
+
+  auto mark = f.store.markReadRequest();
+  mark.setUserId(2);
+  mark.setConvId(conv);
+  mark.setSeq(1000);
+  auto marked = mark.send().wait(f.io.waitScope);
+  REQUIRE_FALSE(marked.hasError());
+  CHECK(marked.getEntry().getReadSeq() == 3);
+  CHECK(marked.getEntry().getUnreadCount() == 0);
+  REQUIRE(marked.hasToken());
+  CHECK(marked.getToken().getLsn() > 0);
+
+  f.Send(conv, 4);
+  CHECK(f.Eventually([&] {
+    auto call = f.store.listInboxRequest();
+    call.setUserId(2);
+    call.setLimit(50);
+    auto reply = call.send().wait(f.io.waitScope);
+    for (auto entry : reply.getEntries()) {
+      if (entry.getConvId() == conv) return entry.getUnreadCount() == 1;
+    }
+    return false;
+  }));
+}
+
+TEST_CASE("a title that is not UTF-8 is refused naming the field, and stored nowhere") {
+  RouterFixture f;
+  const uint64_t conv = 8401;
+  for (const char* bad : {"\xff\xfe", "ok \xc3", "\xed\xa0\x80", "\xc0\xaf", "\xf4\x90\x80\x80"}) {
+    INFO("title bytes " << kj::encodeHex(kj::StringPtr(bad).asBytes()).cStr());
+    auto call = f.store.createConversationRequest();
+    call.setConvId(conv);
+    call.setCreatorId(1);
+    call.setTitle(bad);
+    auto reply = call.send().wait(f.io.waitScope);
+    REQUIRE(reply.hasError());
+    CHECK(reply.getError().getCode() == s::ErrorCode::INVALID_ARGUMENT);
+    CHECK(std::string(reply.getError().getField().cStr()) == "title");
+  }
+  auto get = f.store.getConversationRequest();
+  get.setConvId(conv);
+  auto got = get.send().wait(f.io.waitScope);
+  REQUIRE(got.hasError());
+  CHECK(got.getError().getCode() == s::ErrorCode::NOT_FOUND);
+  // Valid multi-byte titles are fine.
+  f.Create(conv, "caf\xc3\xa9 \xf0\x9f\x92\xac");
+}
+
+TEST_CASE("an unknown history direction is refused naming the field") {
+  RouterFixture f;
+  const uint64_t conv = 8501;
+  f.Create(conv);
+  f.Send(conv, 1);
+  for (uint16_t direction : {2, 7, 256, 65535}) {
+    INFO("direction " << direction);
+    auto call = f.store.readHistoryRequest();
+    auto request = call.initRequest();
+    request.setConvId(conv);
+    request.setDirection(static_cast<s::Direction>(direction));
+    request.setLimit(10);
+    auto reply = call.send().wait(f.io.waitScope);
+    REQUIRE(reply.hasError());
+    CHECK(reply.getError().getCode() == s::ErrorCode::INVALID_ARGUMENT);
+    CHECK(std::string(reply.getError().getField().cStr()) == "direction");
+  }
+}
+
+}  // namespace
+}  // namespace scrollback

@@ -167,7 +167,7 @@ Status ShardStoreImpl::CheckInboxUpdate(const InboxUpdate& update) const {
   if (!IsValidUtf8(update.title)) {
     return Status::InvalidArgument("title", "title is not valid UTF-8");
   }
-  if (update.kind > InboxUpdateKind::kRemoved) {
+  if (update.kind > InboxUpdateKind::kChanged) {
     return Status::InvalidArgument("kind", "unknown inbox update kind");
   }
   if (update.message_kind > MessageKind::kMembersRemoved) {
@@ -178,9 +178,15 @@ Status ShardStoreImpl::CheckInboxUpdate(const InboxUpdate& update) const {
 
 Status ShardStoreImpl::StageInboxUpdate(rocksdb::WriteBatch& batch, const InboxUpdate& update,
                                         std::optional<codec::InboxState>* state) {
+  if (update.kind == InboxUpdateKind::kChanged && *state && update.seq == (*state)->last_seq) {
+    return StagePreviewChange(batch, update, state);
+  }
   if (*state && update.seq <= (*state)->last_seq) return Status::Ok();  // Already applied.
+  // A change of a message the row has not seen yet stands for that message (with its newest
+  // text): the message's own update, if it comes later, is then a no-op.
   codec::InboxState next;
   next.last_seq = update.seq;
+  next.preview_revision = update.revision;
   next.read_seq = *state ? (*state)->read_seq : 0;
   // Your own message (or your own membership change) is read by definition.
   if (update.sender_id == update.user_id) next.read_seq = std::max(next.read_seq, update.seq);
@@ -213,6 +219,33 @@ Status ShardStoreImpl::StageInboxUpdate(rocksdb::WriteBatch& batch, const InboxU
                          codec::EncodeInboxState(next)));
   *state = next;
   return Status::Ok();
+}
+
+Status ShardStoreImpl::StagePreviewChange(rocksdb::WriteBatch& batch, const InboxUpdate& update,
+                                          std::optional<codec::InboxState>* state) {
+  codec::InboxState& current = **state;
+  // Idempotent and order-proof: only a newer revision of the row's newest message counts.
+  if (current.removed || update.revision <= current.preview_revision) return Status::Ok();
+  // The update carries everything the listing row shows (it is built like the message's own
+  // update), so the row is rebuilt without reading it: it may exist only in this batch so far.
+  InboxEntry entry;
+  entry.user_id = update.user_id;
+  entry.conv_id = update.conv_id;
+  entry.last_seq = update.seq;
+  entry.last_activity_ms = current.last_activity_ms;  // The row stays where it is.
+  entry.last_sender_id = update.sender_id;
+  entry.preview = update.preview;  // Empty for a deleted message.
+  entry.preview_kind = update.message_kind;
+  entry.read_seq = current.read_seq;
+  entry.fan_out = update.fan_out;
+  entry.title = update.title;
+  current.preview_revision = update.revision;
+  SB_RETURN_IF_ERROR(
+      Put(batch, kInboxCf,
+          keys::InboxByActivityKey(update.user_id, current.last_activity_ms, update.conv_id),
+          codec::EncodeInboxEntry(entry)));
+  return Put(batch, kInboxCf, keys::InboxStateKey(update.user_id, update.conv_id),
+             codec::EncodeInboxState(current));
 }
 
 Status ShardStoreImpl::ReadInboxState(uint64_t user_id, uint64_t conv_id,

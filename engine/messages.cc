@@ -133,9 +133,24 @@ Result<Message> ShardStoreImpl::RewriteMessage(uint64_t conv_id, uint64_t seq, u
   if (!changed.ok()) return changed.status();
   if (!*changed) return message;
   message->edited_at_ms = clock_->NowMs();
+  ++message->revision;
   rocksdb::WriteBatch batch;
   SB_RETURN_IF_ERROR(
       Put(batch, kMessagesCf, keys::MessageKey(conv_id, seq), codec::EncodeMessage(*message)));
+  // Inbox previews show the newest message: when that is the one changed, every member's
+  // preview follows (the edited text, or nothing once deleted), through the outbox like the
+  // message itself. Older messages are in no preview.
+  std::optional<OutboxSequencer::Reservation> reservation;
+  auto loaded = LoadState(stripe, conv_id);
+  if (!loaded.ok()) return loaded.status();
+  const ConvState& state = **loaded;
+  if (seq == state.last_seq && state.fan_out(limits_)) {
+    InboxUpdate update = MessageUpdate(state, *message);
+    update.kind = InboxUpdateKind::kChanged;
+    update.revision = message->revision;
+    reservation.emplace(outbox_.Reserve());
+    SB_RETURN_IF_ERROR(PutOutbox(batch, reservation->seq(), state.members, update));
+  }
   SB_RETURN_IF_ERROR(Write(batch, "rewrite message"));
   return message;
 }
@@ -393,7 +408,7 @@ Result<std::optional<SendMessageResult>> ShardStoreImpl::FindDuplicate(
   auto original = ReadMessage(request.conv_id, seq);
   if (!original.ok()) return original.status();
   return std::optional<SendMessageResult>(
-      SendMessageResult{seq, original->sent_at_ms, /*duplicate=*/true});
+      SendMessageResult{seq, original->sent_at_ms, /*duplicate=*/true, WriteToken{}});
 }
 
 Result<SendMessageResult> ShardStoreImpl::StageSend(
@@ -418,7 +433,7 @@ Result<SendMessageResult> ShardStoreImpl::StageSend(
   }
   state.last_seq = message.seq;
   state.last_activity_ms = message.sent_at_ms;
-  return SendMessageResult{message.seq, message.sent_at_ms, /*duplicate=*/false};
+  return SendMessageResult{message.seq, message.sent_at_ms, /*duplicate=*/false, WriteToken{}};
 }
 
 InboxUpdate ShardStoreImpl::MessageUpdate(const ConvState& state, const Message& message) const {

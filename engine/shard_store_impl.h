@@ -462,6 +462,11 @@ class ShardStoreImpl final : public ShardStore {
   // REQUIRES: the user's stripe lock held.
   Status StageInboxUpdate(rocksdb::WriteBatch& batch, const InboxUpdate& update,
                           std::optional<codec::InboxState>* state);
+  // A kChanged update of the row's newest message: replaces the preview if the revision is
+  // newer. REQUIRES: the user's stripe lock held; `*state` holds a row with last_seq ==
+  // update.seq.
+  Status StagePreviewChange(rocksdb::WriteBatch& batch, const InboxUpdate& update,
+                            std::optional<codec::InboxState>* state);
 
   // The user's state row for the conversation (nullopt: none), read at `snapshot` (nullptr:
   // the newest data).

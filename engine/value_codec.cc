@@ -161,6 +161,7 @@ std::string EncodeInboxState(const InboxState& st) {
   root.setLastActivityMs(st.last_activity_ms);
   root.setReadSeq(st.read_seq);
   root.setRemoved(st.removed);
+  root.setPreviewRevision(st.preview_revision);
   return ToBytes(builder);
 }
 
@@ -170,6 +171,7 @@ Status DecodeInboxState(std::string_view bytes, InboxState* out) {
     out->last_activity_ms = r.getLastActivityMs();
     out->read_seq = r.getReadSeq();
     out->removed = r.getRemoved();
+    out->preview_revision = r.getPreviewRevision();
   });
 }
 

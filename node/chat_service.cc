@@ -583,7 +583,9 @@ class ChatService final : public s::Node::Server {
     return Serve<Written<Message>>(
         method,
         [conv_id, op](NodeCore& core, const ShardTable& table) {
-          return Write(core, table, conv_id, [&](ShardStore& store) { return op(store); });
+          auto done = Write(core, table, conv_id, [&](ShardStore& store) { return op(store); });
+          core.signal.Notify();  // An edit of the newest message updates members' previews.
+          return done;
         },
         [context](const Written<Message>& done) mutable {
           auto results = context.getResults();

@@ -51,12 +51,16 @@ struct Message {
   deleted @8 :Bool;          # A tombstone: the row stays so that paging stays dense.
   editedAtMs @9 :Int64;      # Server time of the last edit or of the delete; 0 if neither.
   memberIds @10 :List(UInt64);  # For membersAdded / membersRemoved: the users concerned.
+  revision @11 :UInt32;      # Edits and the delete so far (0: as sent); increases with each.
 }
 
 enum InboxUpdateKind {
   message @0;   # A new message in a conversation the user belongs to.
   joined @1;    # The user became a member (at conversation creation or by membersAdded).
   removed @2;   # The user stopped being a member; the conversation leaves their inbox.
+  changed @3;   # Message `seq` was edited or deleted (`revision`): if it is the row's newest,
+                # its preview replaces the row's (only a newer revision does); if the row has
+                # not seen `seq` yet, it is applied as that message. Never moves the row.
 }
 
 struct InboxUpdate {
@@ -75,6 +79,7 @@ struct InboxUpdate {
                              # inbox row is not updated per message; readers take lastSeq from
                              # the conversation's shard instead.
   title @9 :Text;            # Conversation title, so the inbox row can show it.
+  revision @10 :UInt32;      # Message.revision of `seq` (0 for a new message).
 }
 
 struct InboxEntry {
@@ -99,6 +104,7 @@ struct InboxState {
   lastActivityMs @1 :Int64;  # Locates the listing row; meaningless when `removed`.
   readSeq @2 :UInt64;
   removed @3 :Bool;          # The user left; no listing row exists.
+  previewRevision @4 :UInt32;  # Revision of message lastSeq that the preview shows.
 }
 
 struct HistoryPage {

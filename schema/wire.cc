@@ -35,6 +35,7 @@ void ToWire(const Message& in, schema::Message::Builder out) {
   out.setEdited(in.edited);
   out.setDeleted(in.deleted);
   out.setEditedAtMs(in.edited_at_ms);
+  out.setRevision(in.revision);
   if (!in.member_ids.empty()) {
     auto ids = out.initMemberIds(static_cast<unsigned>(in.member_ids.size()));
     for (unsigned i = 0; i < in.member_ids.size(); ++i) ids.set(i, in.member_ids[i]);
@@ -52,6 +53,7 @@ void FromWire(schema::Message::Reader in, Message* out) {
   out->edited = in.getEdited();
   out->deleted = in.getDeleted();
   out->edited_at_ms = in.getEditedAtMs();
+  out->revision = in.getRevision();
   out->member_ids.clear();
   if (in.hasMemberIds()) {
     for (uint64_t id : in.getMemberIds()) out->member_ids.push_back(id);
@@ -69,6 +71,7 @@ void ToWire(const InboxUpdate& in, schema::InboxUpdate::Builder out) {
   out.setMessageKind(static_cast<schema::MessageKind>(in.message_kind));
   out.setFanOut(in.fan_out);
   if (!in.title.empty()) out.setTitle(AsText(in.title));
+  out.setRevision(in.revision);
 }
 
 void FromWire(schema::InboxUpdate::Reader in, InboxUpdate* out) {
@@ -85,6 +88,7 @@ void FromWire(schema::InboxUpdate::Reader in, InboxUpdate* out) {
       std::min<uint16_t>(static_cast<uint16_t>(in.getMessageKind()), 0xFF));
   out->fan_out = in.getFanOut();
   out->title = View(in.getTitle());
+  out->revision = in.getRevision();
 }
 
 void ToWire(const InboxEntry& in, schema::InboxEntry::Builder out) {

@@ -6,6 +6,7 @@
 #include <kj/encoding.h>
 
 #include <catch2/catch.hpp>
+#include <optional>
 #include <string>
 
 #include "cluster_test_util.h"
@@ -227,6 +228,53 @@ TEST_CASE("an unknown history direction is refused naming the field") {
     REQUIRE(reply.hasError());
     CHECK(reply.getError().getCode() == s::ErrorCode::INVALID_ARGUMENT);
     CHECK(std::string(reply.getError().getField().cStr()) == "direction");
+  }
+}
+
+TEST_CASE("edited and deleted text leaves every member's inbox preview") {
+  RouterFixture f;
+  const uint64_t conv = 8601;
+  f.Create(conv);
+  f.Send(conv, 1);
+  const uint64_t last = f.Send(conv, 2);
+  // The preview of member `user` for `conv`, once it shows seq `last`.
+  auto preview_of = [&](uint64_t user) -> std::optional<std::string> {
+    auto call = f.store.listInboxRequest();
+    call.setUserId(user);
+    call.setLimit(50);
+    auto reply = call.send().wait(f.io.waitScope);
+    for (auto entry : reply.getEntries()) {
+      if (entry.getConvId() == conv && entry.getLastSeq() == last) {
+        auto bytes = entry.getPreview();
+        return std::string(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+      }
+    }
+    return std::nullopt;
+  };
+  for (uint64_t user : {2, 3}) {
+    REQUIRE(f.Eventually([&] { return preview_of(user) == std::optional<std::string>("m2"); }));
+  }
+
+  auto edit = f.store.editMessageRequest();
+  edit.setConvId(conv);
+  edit.setSeq(last);
+  edit.setEditorId(1);
+  edit.setBody(kj::StringPtr("never mind").asBytes());
+  REQUIRE_FALSE(edit.send().wait(f.io.waitScope).hasError());
+  for (uint64_t user : {2, 3}) {
+    INFO("user " << user);
+    CHECK(
+        f.Eventually([&] { return preview_of(user) == std::optional<std::string>("never mind"); }));
+  }
+
+  auto remove = f.store.deleteMessageRequest();
+  remove.setConvId(conv);
+  remove.setSeq(last);
+  remove.setActorId(1);
+  REQUIRE_FALSE(remove.send().wait(f.io.waitScope).hasError());
+  for (uint64_t user : {2, 3}) {
+    INFO("user " << user);
+    CHECK(f.Eventually([&] { return preview_of(user) == std::optional<std::string>(""); }));
   }
 }
 

@@ -285,5 +285,96 @@ TEST_CASE("reading an inbox entry while newer fan-out updates land never fails o
   CHECK(last->last_seq == applied);
 }
 
+// The inbox row `user` has for `conv`; fails the test if there is none.
+InboxEntry RowOf(ShardStore& store, uint64_t user, uint64_t conv) {
+  auto entry = store.GetInboxEntry(user, conv);
+  INFO(entry.status().ToString());
+  REQUIRE(entry.ok());
+  return *entry;
+}
+
+TEST_CASE("previews follow edits and deletes of the newest message, and only of it") {
+  StoreFixture f;
+  f.Create(10, 1, {2, 3}, "ten");
+  f.Send(10, 1, "a", "first");
+  f.Send(10, 1, "b", "a secret");
+  Deliver(*f.store);
+  CHECK(RowOf(*f.store, 2, 10).preview == "a secret");
+
+  REQUIRE(f.store->EditMessage(10, 2, 1, "a correction").ok());
+  Deliver(*f.store);
+  for (uint64_t user : {2, 3}) {
+    INFO("user " << user);
+    InboxEntry row = RowOf(*f.store, user, 10);
+    CHECK(row.preview == "a correction");
+    CHECK(row.last_seq == 2);
+  }
+  REQUIRE(f.store->DeleteMessage(10, 2, 1).ok());
+  Deliver(*f.store);
+  for (uint64_t user : {2, 3}) {
+    INFO("user " << user);
+    CHECK(RowOf(*f.store, user, 10).preview.empty());
+  }
+  // An older message is in no preview: editing it queues nothing.
+  REQUIRE(f.store->EditMessage(10, 1, 1, "first, edited").ok());
+  CHECK(Deliver(*f.store) == 0);
+  CHECK(RowOf(*f.store, 2, 10).preview.empty());
+}
+
+TEST_CASE("preview changes apply once, in revision order, whatever the delivery order") {
+  StoreFixture f;
+  f.Create(10, 1, {2}, "ten");
+  Deliver(*f.store);
+  InboxUpdate message;
+  message.user_id = 2;
+  message.conv_id = 10;
+  message.seq = 5;
+  message.kind = InboxUpdateKind::kMessage;
+  message.activity_ms = f.clock->NowMs() + 10;
+  message.sender_id = 1;
+  message.preview = "original";
+  message.title = "ten";
+  InboxUpdate edited = message;
+  edited.kind = InboxUpdateKind::kChanged;
+  edited.revision = 1;
+  edited.preview = "edited";
+  InboxUpdate deleted = edited;
+  deleted.revision = 2;
+  deleted.preview = "";
+
+  SECTION("in order, with repeats") {
+    for (const InboxUpdate& u : {message, edited, edited, deleted, edited, message}) {
+      REQUIRE(f.store->ApplyInboxUpdate(u).ok());
+    }
+    InboxEntry row = RowOf(*f.store, 2, 10);
+    CHECK(row.preview.empty());
+    CHECK(row.last_seq == 5);
+  }
+  SECTION("the change before the message it changes") {
+    REQUIRE(f.store->ApplyInboxUpdate(edited).ok());
+    REQUIRE(f.store->ApplyInboxUpdate(message).ok());  // Late: a no-op.
+    InboxEntry row = RowOf(*f.store, 2, 10);
+    CHECK(row.preview == "edited");
+    CHECK(row.last_seq == 5);
+    CHECK(row.unread_count == 5);
+  }
+  SECTION("message and change in one batch") {
+    auto statuses = f.store->ApplyInboxUpdates({message, edited});
+    for (const Status& status : statuses) CHECK(status.ok());
+    CHECK(RowOf(*f.store, 2, 10).preview == "edited");
+  }
+  SECTION("a change of a message that is no longer the newest changes nothing") {
+    InboxUpdate newer = message;
+    newer.seq = 6;
+    newer.preview = "newer";
+    REQUIRE(f.store->ApplyInboxUpdates({message, newer, edited})[2].ok());
+    CHECK(RowOf(*f.store, 2, 10).preview == "newer");
+  }
+  // The row is listed exactly once, where the message put it.
+  auto page = f.store->ListInbox({2, "", 10});
+  REQUIRE(page.ok());
+  CHECK(page->entries.size() == 1);
+}
+
 }  // namespace
 }  // namespace scrollback

@@ -46,6 +46,7 @@ struct InboxState {
   int64_t last_activity_ms = 0;
   uint64_t read_seq = 0;
   bool removed = false;
+  uint32_t preview_revision = 0;  // Revision of message last_seq that the listing row shows.
 };
 std::string EncodeInboxState(const InboxState& state);
 Status DecodeInboxState(std::string_view bytes, InboxState* out);

@@ -11,7 +11,8 @@
 namespace scrollback {
 
 enum class MessageKind : uint8_t { kText = 0, kMembersAdded = 1, kMembersRemoved = 2 };
-enum class InboxUpdateKind : uint8_t { kMessage = 0, kJoined = 1, kRemoved = 2 };
+// kChanged: message `seq` was edited or deleted; the preview follows it (types.capnp).
+enum class InboxUpdateKind : uint8_t { kMessage = 0, kJoined = 1, kRemoved = 2, kChanged = 3 };
 
 struct Conversation {
   uint64_t conv_id = 0;
@@ -35,6 +36,7 @@ struct Message {
   bool deleted = false;
   int64_t edited_at_ms = 0;
   std::vector<uint64_t> member_ids;  // membersAdded / membersRemoved only.
+  uint32_t revision = 0;             // Edits and the delete so far; 0 as sent.
 };
 
 struct InboxUpdate {
@@ -48,6 +50,7 @@ struct InboxUpdate {
   MessageKind message_kind = MessageKind::kText;
   bool fan_out = true;
   std::string title;
+  uint32_t revision = 0;  // Of message `seq` (kChanged); 0 for a new message.
 };
 
 struct InboxEntry {

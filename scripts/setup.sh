@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs every Debian package that the build, the tests and the scripts need (idempotent; a
-# no-op when all are present), then configures and builds Scrollback into build/.
+# Installs every Debian package that the build, the tests and the scripts need, and the Node.js
+# client's npm packages (idempotent; a no-op when all are present), then configures and builds
+# Scrollback into build/.
 #
 # Usage: scripts/setup.sh [--no-build]
 # Environment: BUILD_DIR (default build), BUILD_TYPE (default RelWithDebInfo),
@@ -25,6 +26,11 @@ packages=(
   gnuplot-nox               # scripts/plot-bench.sh
   python3                   # scripts (free ports, benchmark tables)
 )
+# Node.js and npm for the TypeScript client (clients/node), from Debian only when either is
+# missing from PATH: a Node.js installed another way (NodeSource's bundles npm) is kept.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -37,6 +43,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The Node.js client's packages, at the exact versions of clients/node/package-lock.json. The
+# only download: building and running the client afterwards needs no network. Skipped while
+# node_modules matches the lock file (npm ci would delete and reinstall it every time).
+if [ ! -f clients/node/node_modules/.package-lock.json ] ||
+   [ clients/node/package-lock.json -nt clients/node/node_modules/.package-lock.json ]; then
+  echo "setup: npm ci in clients/node"
+  (cd clients/node && npm ci --no-audit --no-fund)
 fi
 
 [ "${1:-}" = "--no-build" ] && exit 0

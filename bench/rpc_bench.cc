@@ -21,6 +21,7 @@
 #include <kj/async-io.h>
 #include <kj/vector.h>
 
+#include <algorithm>
 #include <random>
 
 #include "scrollback/bench/echo.capnp.h"
@@ -172,6 +173,57 @@ void BM_FanOutDelay(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_FanOutDelay)->UseManualTime()->Unit(benchmark::kMillisecond);
+
+// The p-th percentile (0..1) of `samples` (sorted in place), in milliseconds.
+double PercentileMs(std::vector<double>& samples, double p) {
+  if (samples.empty()) return 0;
+  std::sort(samples.begin(), samples.end());
+  const size_t i = std::min(samples.size() - 1, static_cast<size_t>(p * samples.size()));
+  return samples[i] * 1e3;
+}
+
+// The same for the first message of a brand-new conversation (create, then send at once), the
+// case where a slow first delivery would show: p50 / p99 / max over the iterations as counters.
+void BM_FanOutDelayNewConversation(benchmark::State& state) {
+  Env& env = GetEnv();
+  static uint64_t next_conv = 1'000'000;
+  std::vector<double> samples;
+  for (auto _ : state) {
+    const uint64_t conv = next_conv++;
+    const uint64_t reader = 1'000'000 + conv;  // A user with no inbox yet.
+    Env::Check(env.Wait(env.client->CreateConversation({conv, 2, {reader}, "new"})).status());
+    auto sent = env.Wait(env.client->SendMessage({conv, 2, "first", "fan-out probe"}));
+    if (!sent.ok()) {
+      state.SkipWithError("send failed");
+      break;
+    }
+    auto start = std::chrono::steady_clock::now();
+    for (;;) {
+      auto entry = env.Wait(env.client->ListInbox({reader, "", 10}));
+      bool seen = false;
+      if (entry.ok()) {
+        for (auto& e : entry->entries) seen |= e.conv_id == conv && e.last_seq >= sent->seq;
+      }
+      if (seen) break;
+      if (std::chrono::steady_clock::now() - start > std::chrono::seconds(10)) {
+        state.SkipWithError("fan-out did not arrive within 10 s");
+        return;
+      }
+      env.io.provider->getTimer().afterDelay(1 * kj::MILLISECONDS).wait(env.io.waitScope);
+    }
+    const double took =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    samples.push_back(took);
+    state.SetIterationTime(took);
+  }
+  state.counters["max_ms"] = PercentileMs(samples, 1.0);
+  state.counters["p99_ms"] = PercentileMs(samples, 0.99);
+  state.counters["p50_ms"] = PercentileMs(samples, 0.50);
+}
+BENCHMARK(BM_FanOutDelayNewConversation)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(300);
 
 void RunEcho(benchmark::State& state, bench::Echo::Client& echo) {
   const std::string payload(250, 'e');

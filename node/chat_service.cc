@@ -35,8 +35,11 @@ class ChatService final : public s::Node::Server {
         NodeMetrics::kCreateConversation,
         [ids, request](NodeCore& core, const ShardTable& table) -> Result<Written<Conversation>> {
           SB_RETURN_IF_ERROR(ids);
-          return Write(core, table, request.conv_id,
-                       [&](ShardStore& store) { return store.CreateConversation(request); });
+          auto created = Write(core, table, request.conv_id, [&](ShardStore& store) {
+            return store.CreateConversation(request);
+          });
+          core.signal.Notify();  // The members' `joined` updates are in the outbox now.
+          return created;
         },
         [context](const Written<Conversation>& done) mutable {
           auto results = context.getResults();

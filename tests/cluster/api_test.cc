@@ -278,5 +278,75 @@ TEST_CASE("edited and deleted text leaves every member's inbox preview") {
   }
 }
 
+TEST_CASE("a call with malformed parameters fails alone, and its error carries no stack") {
+  RouterFixture f;
+  const uint64_t conv = 8701;
+  f.Create(conv);
+  // sendMessage (method 5) whose `request` pointer holds text where a struct belongs.
+  for (bool through_router : {true, false}) {
+    INFO((through_router ? "through the router" : "on a node"));
+    capnp::Capability::Client target = f.store;
+    kj::Own<kj::AsyncIoStream> stream;
+    kj::Own<capnp::TwoPartyClient> rpc;
+    if (!through_router) {
+      auto address = f.io.provider->getNetwork()
+                         .parseAddress(f.cluster->node(0)->address())
+                         .wait(f.io.waitScope);
+      stream = address->connect().wait(f.io.waitScope);
+      rpc = kj::heap<capnp::TwoPartyClient>(*stream);
+      target = rpc->bootstrap();
+    }
+    auto call = target.typelessRequest(capnp::typeId<s::ChatStore>(), 5, nullptr);
+    auto params = call.initAsAnyStruct(0, 1);
+    params.getPointerSection()[0].template setAs<capnp::Text>("not a struct");
+    std::string what;
+    try {
+      call.send().wait(f.io.waitScope);
+    } catch (const kj::Exception& e) {
+      what = e.getDescription();
+    }
+    INFO(what);
+    CHECK_FALSE(what.empty());
+    CHECK(what.find("stack") == std::string::npos);
+    CHECK(what.find("0x") == std::string::npos);
+    // The connection and the server keep serving.
+    CHECK(f.Send(conv, 100) > 0);
+  }
+}
+
+TEST_CASE("a malformed frame aborts its own connection with a reason and no stack") {
+  RouterFixture f;
+  const uint64_t conv = 8801;
+  f.Create(conv);
+  for (std::string address : {f.router->address(), f.cluster->node(0)->address()}) {
+    INFO(address);
+    auto parsed = f.io.provider->getNetwork().parseAddress(address).wait(f.io.waitScope);
+    auto raw = parsed->connect().wait(f.io.waitScope);
+    // One segment of 2 words whose root pointer is garbage (a far pointer to nowhere).
+    const uint8_t frame[] = {0,    0,    0,    0,    2,    0,    0,    0,
+                             0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                             0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    raw->write(frame, sizeof(frame)).wait(f.io.waitScope);
+    std::string reply;
+    kj::byte buffer[4096];
+    for (;;) {
+      auto timed = f.io.provider->getTimer().timeoutAfter(5 * kj::SECONDS,
+                                                          raw->tryRead(buffer, 1, sizeof(buffer)));
+      size_t n = 0;
+      try {
+        n = timed.wait(f.io.waitScope);
+      } catch (const kj::Exception&) {
+        break;  // Reset or timed out: what arrived so far is the reply.
+      }
+      if (n == 0) break;
+      reply.append(reinterpret_cast<const char*>(buffer), n);
+    }
+    INFO("reply bytes: " << reply.size());
+    CHECK(reply.find("expected") != std::string::npos);  // The reason, as text.
+    CHECK(reply.find("stack") == std::string::npos);
+    CHECK(f.Send(conv, 200 + static_cast<int>(reply.size() % 7)) > 0);  // Others are served.
+  }
+}
+
 }  // namespace
 }  // namespace scrollback

@@ -52,6 +52,10 @@ class StorageNodeImpl final : public StorageNode {
     rpc.event_loops = core_->options.event_loops;
     rpc.max_message_bytes = core_->options.max_message_bytes;
     rpc.flow_limit_bytes = core_->options.flow_limit_bytes;
+    rpc.receive_budget_bytes = core_->options.receive_budget_bytes;
+    rpc.partial_frame_timeout = core_->options.partial_frame_timeout;
+    rpc.idle_timeout = core_->options.idle_timeout;
+    rpc.max_connections = core_->options.max_connections;
     rpc.logger = core_->logger;
     auto core = core_;
     auto server = RpcServer::Start(rpc, [core](kj::AsyncIoProvider&) -> capnp::Capability::Client {

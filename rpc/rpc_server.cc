@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "frame_guard.h"
 #include "scrollback/rpc/buffered_stream.h"
 
 namespace scrollback {
@@ -85,10 +86,16 @@ class OwnedFd {
 
 // What the loops count for /metrics. Shared by every loop of one server.
 struct RpcCounters {
+  explicit RpcCounters(const RpcServerOptions& options)
+      : budget(std::max(options.receive_budget_bytes, options.max_message_bytes)) {}
   std::atomic<uint64_t> accepted{0};
   std::atomic<uint64_t> accept_errors{0};
   std::atomic<uint64_t> closed{0};
   std::atomic<uint64_t> connection_errors{0};
+  std::atomic<uint64_t> refused{0};  // Accepted past max_connections and closed at once.
+  std::atomic<int64_t> open{0};      // Connections being served.
+  ReceiveBudget budget;              // Bytes of frames being received, all connections.
+  FrameGuardCounters frames;
 };
 
 // One event-loop thread serving its share of the connections. The first loop also accepts:
@@ -232,6 +239,17 @@ class EventLoopThread {
     return listener.accept().then(
         [this, &listener](kj::Own<kj::AsyncIoStream>&& stream) {
           counters_.accepted.fetch_add(1, std::memory_order_relaxed);
+          if (counters_.open.load(std::memory_order_relaxed) >=
+              static_cast<int64_t>(options_.max_connections)) {
+            // Over the cap: closed at once (the peer sees the connection end), logged once per
+            // 1,000 so that a flood cannot flood the log too.
+            if (counters_.refused.fetch_add(1, std::memory_order_relaxed) % 1000 == 0) {
+              log_->warn("refusing connections: {} open, max_connections {}", counters_.open.load(),
+                         options_.max_connections);
+            }
+            return AcceptLoop(listener);  // `stream` closes here.
+          }
+          counters_.open.fetch_add(1, std::memory_order_relaxed);
           EventLoopThread* target = next_loop_();
           int duplicate = -1;
           if (target != this) {
@@ -267,10 +285,14 @@ class EventLoopThread {
     if (options_.buffer_streams) {
       auto buffered = NewBufferedStream(kj::mv(stream));
       c.buffered = buffered.get();
-      c.stream = kj::mv(buffered);
-    } else {
-      c.stream = kj::mv(stream);
+      stream = kj::mv(buffered);
     }
+    FrameGuardOptions guard;
+    guard.max_message_bytes = options_.max_message_bytes;
+    guard.partial_frame_timeout = options_.partial_frame_timeout;
+    guard.idle_timeout = options_.idle_timeout;
+    c.stream = NewFrameGuard(kj::mv(stream), counters_.budget, counters_.frames,
+                             loop_->io.provider->getTimer(), guard);
     c.network =
         kj::heap<capnp::TwoPartyVatNetwork>(*c.stream, capnp::rpc::twoparty::Side::SERVER, reader);
     c.rpc = kj::heap(capnp::makeRpcServer(*c.network, loop_->bootstrap));
@@ -285,8 +307,11 @@ class EventLoopThread {
       kj::Promise<void> flushed = it->buffered ? it->buffered->whenFlushed() : kj::READY_NOW;
       return timer.timeoutAfter(1 * kj::SECONDS, kj::mv(flushed))
           .then([] {}, [](kj::Exception&&) {})
-          .then([&connections, it] {
-            return kj::evalLater([&connections, it] { connections.erase(it); });
+          .then([this, &connections, it] {
+            return kj::evalLater([this, &connections, it] {
+              connections.erase(it);
+              counters_.open.fetch_sub(1, std::memory_order_relaxed);
+            });
           });
     }));
   }
@@ -325,7 +350,10 @@ class EventLoopThread {
 class RpcServerImpl final : public RpcServer {
  public:
   RpcServerImpl(const RpcServerOptions& options, BootstrapFactory factory, int listen_fd)
-      : factory_(std::move(factory)), listen_fd_(listen_fd), address_(LocalAddress(listen_fd)) {
+      : factory_(std::move(factory)),
+        listen_fd_(listen_fd),
+        address_(LocalAddress(listen_fd)),
+        counters_(options) {
     const int n = std::max(1, options.event_loops);
     loops_.resize(n);
     // The acceptor (loop 0) starts accepting only once every loop exists.
@@ -353,6 +381,29 @@ class RpcServerImpl final : public RpcServer {
             counters_.accepted.load());
     counter("scrollback_rpc_accept_errors_total", "accept() failures, retried (logged).",
             counters_.accept_errors.load());
+    counter("scrollback_rpc_connections_refused_total",
+            "Connections closed at once because max_connections were open (logged).",
+            counters_.refused.load());
+    counter("scrollback_rpc_receive_budget_waits_total",
+            "Frames that waited for the node-wide receive budget (backpressure).",
+            counters_.frames.budget_waits.load());
+    counter("scrollback_rpc_partial_frame_timeouts_total",
+            "Connections dropped because a started frame stalled past partial_frame_timeout.",
+            counters_.frames.partial_timeouts.load());
+    counter("scrollback_rpc_idle_timeouts_total",
+            "Connections dropped after idle_timeout without a frame.",
+            counters_.frames.idle_timeouts.load());
+    *out +=
+        "# HELP scrollback_rpc_connections_open Connections being served.\n"
+        "# TYPE scrollback_rpc_connections_open gauge\nscrollback_rpc_connections_open " +
+        std::to_string(counters_.open.load()) + "\n";
+    *out +=
+        "# HELP scrollback_rpc_receive_budget_bytes Bytes of incoming frames held now, of "
+        "the budget.\n# TYPE scrollback_rpc_receive_budget_bytes gauge\n"
+        "scrollback_rpc_receive_budget_bytes{kind=\"used\"} " +
+        std::to_string(counters_.budget.used()) +
+        "\nscrollback_rpc_receive_budget_bytes{kind=\"limit\"} " +
+        std::to_string(counters_.budget.limit()) + "\n";
     counter("scrollback_rpc_connections_closed_total",
             "Connections that ended: closed by the peer, reset, or aborted by the server on a "
             "malformed or oversized message (Cap'n Proto does not tell these apart).",

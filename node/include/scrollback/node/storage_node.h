@@ -84,6 +84,15 @@ struct NodeOptions {
   // Default: 16 MiB. Bytes of calls in flight per connection before the node stops reading
   // from it (the client sees backpressure, the node's memory stays bounded).
   size_t flow_limit_bytes = 16ull << 20;
+  // Default: 256 MiB. Bytes of incoming frames held for all connections together; a frame that
+  // does not fit waits (RpcServerOptions::receive_budget_bytes).
+  size_t receive_budget_bytes = 256ull << 20;
+  // Default: 30 s. A connection whose started frame stalls this long is dropped.
+  std::chrono::milliseconds partial_frame_timeout = std::chrono::seconds(30);
+  // Default: 0 (none). A connection with no frame for this long is dropped.
+  std::chrono::milliseconds idle_timeout{0};
+  // Default: 10,000. Connections served at once; more are closed when accepted.
+  size_t max_connections = 10'000;
   // Default: 1,000. Most entries in one sendBatch or applyInboxUpdates call.
   uint32_t max_batch = 1000;
   // Default: 4. Threads that run engine calls off the event loops, so a slow call (an fsync,

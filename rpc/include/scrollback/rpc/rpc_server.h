@@ -33,6 +33,21 @@ struct RpcServerOptions {
   // Default: true. Connections use BufferedStream (one read and one write per loop turn rather
   // than per message). false: Cap'n Proto's stock transport, kept as a benchmark baseline.
   bool buffer_streams = true;
+  // Default: 256 MiB (at least max_message_bytes). Bytes of incoming frames the server holds
+  // for all its connections together: Cap'n Proto allocates a whole message once it has read
+  // the frame's segment table, so a frame's bytes are taken from this budget before that, and
+  // a connection whose frame does not fit waits (backpressure) until others complete.
+  size_t receive_budget_bytes = 256ull << 20;
+  // Default: 30 s. A connection whose started frame receives no byte for this long is dropped
+  // (its budget returns): a client that sends a table and stalls cannot hold memory forever.
+  std::chrono::milliseconds partial_frame_timeout = std::chrono::seconds(30);
+  // Default: 0 (none). When set, a connection on which no frame starts for this long is dropped.
+  // Chat services keep connections open through quiet periods; set it only behind a load
+  // balancer that reconnects.
+  std::chrono::milliseconds idle_timeout{0};
+  // Default: 10,000. Connections served at once; beyond, new ones are closed as soon as they
+  // are accepted (counted and logged). Bounds per-connection memory (buffers, flow limit).
+  size_t max_connections = 10'000;
   // Default: none (quiet). Accept errors and failed connections are logged here.
   Logger logger;
 };

@@ -1,0 +1,203 @@
+#include "frame_guard.h"
+
+#include <kj/debug.h>
+
+#include <string>
+
+namespace scrollback {
+namespace {
+
+// Cap'n Proto refuses more segments than this; such a frame is left to it (never held back).
+constexpr uint32_t kMaxSegments = 512;
+constexpr auto kBudgetPoll = 5 * kj::MILLISECONDS;
+
+class FrameGuard final : public kj::AsyncIoStream {
+ public:
+  FrameGuard(kj::Own<kj::AsyncIoStream> inner, ReceiveBudget& budget, FrameGuardCounters& counters,
+             kj::Timer& timer, const FrameGuardOptions& options)
+      : inner_(kj::mv(inner)),
+        budget_(budget),
+        counters_(counters),
+        timer_(timer),
+        options_(options) {}
+  ~FrameGuard() noexcept(false) {
+    // What was taken and not given back: the frame in progress, and a completed frame whose
+    // release had not been settled, less what was noted but never taken.
+    const size_t outstanding = frame_held_ + to_release_ - to_acquire_;
+    if (outstanding > 0) budget_.Release(outstanding);
+  }
+
+  kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    kj::Promise<size_t> read = inner_->tryRead(buffer, min_bytes, max_bytes);
+    if (InFrame()) {
+      read = Bounded(kj::mv(read), options_.partial_frame_timeout, counters_.partial_timeouts,
+                     "no byte of a started frame");
+    } else if (options_.idle_timeout.count() > 0) {
+      read = Bounded(kj::mv(read), options_.idle_timeout, counters_.idle_timeouts, "no frame");
+    }
+    return read.then([this, buffer](size_t n) -> kj::Promise<size_t> {
+      Scan(static_cast<const kj::byte*>(buffer), n);
+      return Settle(n);
+    });
+  }
+
+  kj::Maybe<uint64_t> tryGetLength() override { return nullptr; }
+  void abortRead() override { inner_->abortRead(); }
+
+  kj::Promise<void> write(const void* buffer, size_t size) override {
+    return inner_->write(buffer, size);
+  }
+  kj::Promise<void> write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) override {
+    return inner_->write(pieces);
+  }
+  kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
+  void shutdownWrite() override { inner_->shutdownWrite(); }
+
+  void getsockopt(int level, int option, void* value, kj::uint* length) override {
+    inner_->getsockopt(level, option, value, length);
+  }
+  void setsockopt(int level, int option, const void* value, kj::uint length) override {
+    inner_->setsockopt(level, option, value, length);
+  }
+  void getsockname(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getsockname(addr, length);
+  }
+  void getpeername(struct sockaddr* addr, kj::uint* length) override {
+    inner_->getpeername(addr, length);
+  }
+  kj::Maybe<int> getFd() const override { return inner_->getFd(); }
+
+ private:
+  enum class Phase { kCount, kTable, kBody, kUnchecked };
+
+  bool InFrame() const { return phase_ != Phase::kCount || word_have_ > 0; }
+
+  kj::Promise<size_t> Bounded(kj::Promise<size_t> read, std::chrono::milliseconds timeout,
+                              std::atomic<uint64_t>& counter, const char* what) {
+    auto expired =
+        timer_.afterDelay(timeout.count() * kj::MILLISECONDS)
+            .then([&counter, what, timeout]() -> kj::Promise<size_t> {
+              counter.fetch_add(1, std::memory_order_relaxed);
+              return KJ_EXCEPTION(DISCONNECTED, "connection dropped", what, timeout.count());
+            });
+    return read.exclusiveJoin(kj::mv(expired));
+  }
+
+  // Follows the framing over `n` bytes handed on: notes the budget to take (a table completed)
+  // and to give back (a frame completed).
+  void Scan(const kj::byte* data, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+      switch (phase_) {
+        case Phase::kUnchecked:
+          return;
+        case Phase::kCount:
+        case Phase::kTable: {
+          // Collect one little-endian uint32 (a count or a size), or skip padding.
+          if (phase_ == Phase::kTable && sizes_seen_ == segments_) {  // Padding.
+            const size_t skip = std::min(padding_left_, n - i);
+            padding_left_ -= skip;
+            i += skip;
+            if (padding_left_ == 0) StartBody();
+            break;
+          }
+          word_ = word_ | (uint32_t{data[i]} << (8 * word_have_));
+          ++i;
+          if (++word_have_ < 4) break;
+          const uint32_t value = word_;
+          word_ = 0;
+          word_have_ = 0;
+          if (phase_ == Phase::kCount) {
+            if (value >= kMaxSegments) {  // Cap'n Proto refuses it; nothing to hold.
+              phase_ = Phase::kUnchecked;
+              return;
+            }
+            segments_ = value + 1;
+            sizes_seen_ = 0;
+            words_ = 0;
+            // The table (count + sizes) is padded to a whole word.
+            padding_left_ = (4 + 4 * size_t{segments_}) % 8 == 0 ? 0 : 4;
+            phase_ = Phase::kTable;
+          } else {
+            words_ += value;
+            ++sizes_seen_;
+            if (sizes_seen_ == segments_ && padding_left_ == 0) StartBody();
+          }
+          break;
+        }
+        case Phase::kBody: {
+          const size_t take = static_cast<size_t>(std::min<uint64_t>(body_left_, n - i));
+          body_left_ -= take;
+          i += take;
+          if (body_left_ == 0) EndFrame();
+          break;
+        }
+      }
+    }
+  }
+
+  // The segment table is complete: the frame's size is known.
+  void StartBody() {
+    const uint64_t bytes = words_ * 8;
+    // A frame the reader will refuse (too large) is not held back; one that the budget could
+    // never hold either (the budget is at least max_message_bytes, so this is only defensive).
+    if (bytes <= options_.max_message_bytes && bytes <= budget_.limit()) {
+      to_acquire_ += bytes;
+      frame_held_ = bytes;
+    }
+    body_left_ = bytes;
+    phase_ = Phase::kBody;
+    if (body_left_ == 0) EndFrame();
+  }
+
+  void EndFrame() {
+    to_release_ += frame_held_;
+    frame_held_ = 0;
+    phase_ = Phase::kCount;
+  }
+
+  // Takes what Scan noted from the budget (waiting while it is spent), gives back what
+  // completed, then hands the read on.
+  kj::Promise<size_t> Settle(size_t n, bool waited = false) {
+    if (to_acquire_ > 0) {
+      if (!budget_.TryAcquire(to_acquire_)) {
+        if (!waited) counters_.budget_waits.fetch_add(1, std::memory_order_relaxed);
+        return timer_.afterDelay(kBudgetPoll).then([this, n] { return Settle(n, true); });
+      }
+      to_acquire_ = 0;
+    }
+    if (to_release_ > 0) {
+      budget_.Release(to_release_);
+      to_release_ = 0;
+    }
+    return n;
+  }
+
+  kj::Own<kj::AsyncIoStream> inner_;
+  ReceiveBudget& budget_;
+  FrameGuardCounters& counters_;
+  kj::Timer& timer_;
+  const FrameGuardOptions options_;
+
+  Phase phase_ = Phase::kCount;
+  uint32_t word_ = 0;     // The uint32 being collected.
+  size_t word_have_ = 0;  // Its bytes so far.
+  uint32_t segments_ = 0;
+  uint32_t sizes_seen_ = 0;
+  uint64_t words_ = 0;  // Of the frame, from its table.
+  size_t padding_left_ = 0;
+  uint64_t body_left_ = 0;
+  size_t frame_held_ = 0;  // Budget taken for the frame in progress.
+  size_t to_acquire_ = 0;  // Noted by Scan, settled before the read is handed on.
+  size_t to_release_ = 0;
+};
+
+}  // namespace
+
+kj::Own<kj::AsyncIoStream> NewFrameGuard(kj::Own<kj::AsyncIoStream> inner, ReceiveBudget& budget,
+                                         FrameGuardCounters& counters, kj::Timer& timer,
+                                         const FrameGuardOptions& options) {
+  return kj::heap<FrameGuard>(kj::mv(inner), budget, counters, timer, options);
+}
+
+}  // namespace scrollback

@@ -102,7 +102,11 @@ class ChatService final : public s::Node::Server {
         [context](const Written<SendMessageResult>& sent) mutable {
           WriteSend(sent, context.getResults().initResult());
         },
-        [context](const Status&) mutable { return context.getResults().initResult().initError(); });
+        [context](const Status& error) mutable {
+          // Mirrored for clients of API version 1, which read result.error.
+          wire::ToWire(error, context.getResults().initResult().initError());
+          return context.getResults().initError();
+        });
   }
 
   kj::Promise<void> sendBatch(SendBatchContext context) override {
@@ -138,11 +142,11 @@ class ChatService final : public s::Node::Server {
             }
           }
         },
-        // The batch as a whole failed: every slot carries the error.
-        [this, context, n](const Status& error) mutable {
+        // The batch as a whole failed: the top-level error says so, and every slot carries it.
+        [context, n](const Status& error) mutable {
           auto results = context.getResults().initResults(n);
-          for (unsigned i = 1; i < n; ++i) WriteError(results[i].initError(), error);
-          return results[0].initError();
+          for (unsigned i = 0; i < n; ++i) wire::ToWire(error, results[i].initError());
+          return context.getResults().initError();
         });
   }
 
@@ -295,10 +299,10 @@ class ChatService final : public s::Node::Server {
             if (!statuses[i].ok()) WriteError(errors[i], statuses[i]);
           }
         },
-        [this, context, n](const Status& error) mutable {
+        [context, n](const Status& error) mutable {
           auto errors = context.getResults().initErrors(n);
-          for (unsigned i = 1; i < n; ++i) WriteError(errors[i], error);
-          return errors[0];
+          for (unsigned i = 0; i < n; ++i) wire::ToWire(error, errors[i]);
+          return context.getResults().initError();
         });
   }
 
@@ -311,6 +315,7 @@ class ChatService final : public s::Node::Server {
     results.setShards(static_cast<uint32_t>(table->shards.size()));
     // Serving: every shard the node was assigned is open (none opening or refused).
     results.setServing(table->pending.empty());
+    results.setApiVersion(s::API_VERSION);
     return kj::READY_NOW;
   }
 

@@ -141,7 +141,10 @@ class ChatClientImpl final : public ChatClient {
     return Routed<SendMessageResult>(request.conv_id, [request](NodeClient& node) {
       auto call = node.sendMessageRequest();
       wire::ToWire(request, call.initRequest());
-      return call.send().then([](auto reply) { return ReadSend(reply.getResult()); });
+      return call.send().then([](auto reply) -> Result<SendMessageResult> {
+        if (reply.hasError()) return wire::FromWire(reply.getError());  // API version 2.
+        return ReadSend(reply.getResult());
+      });
     });
   }
 
@@ -166,6 +169,8 @@ class ChatClientImpl final : public ChatClient {
                 for (unsigned i = 0; i < part.size(); ++i) wire::ToWire(part[i], list[i]);
                 return call.send().then(
                     [](auto reply) -> Result<std::vector<Result<SendMessageResult>>> {
+                      // The batch failed as a whole (API version 2): every send fails with it.
+                      if (reply.hasError()) return wire::FromWire(reply.getError());
                       std::vector<Result<SendMessageResult>> out;
                       for (auto r : reply.getResults()) out.push_back(ReadSend(r));
                       return out;
@@ -310,6 +315,8 @@ class ChatClientImpl final : public ChatClient {
                   for (unsigned i = 0; i < part.size(); ++i) wire::ToWire(part[i], list[i]);
                   return call.send().then(
                       [n = part.size()](auto reply) -> Result<std::vector<Status>> {
+                        // Failed as a whole (API version 2): every update fails with it.
+                        if (reply.hasError()) return wire::FromWire(reply.getError());
                         std::vector<Status> out;
                         for (auto e : reply.getErrors()) out.push_back(wire::FromWire(e));
                         out.resize(n, Status::Internal("short reply"));

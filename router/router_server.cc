@@ -88,7 +88,9 @@ class RouterService final : public s::ChatStore::Server {
   kj::Promise<void> sendMessage(SendMessageContext context) override {
     return client_->SendMessage(wire::ReadSend(context.getParams().getRequest()))
         .then([context](Result<SendMessageResult> sent) mutable {
-          WriteSend(sent, context.getResults().initResult());
+          auto results = context.getResults();
+          WriteSend(sent, results.initResult());  // Mirrors the error for API version 1.
+          if (!sent.ok()) SetError(results, sent.status());
         });
   }
 
@@ -99,6 +101,7 @@ class RouterService final : public s::ChatStore::Server {
       Status too_many = Status::InvalidArgument(
           "requests", "at most " + std::to_string(options_.max_batch) + " sends per batch");
       for (auto result : results) wire::ToWire(too_many, result.initError());
+      SetError(context.getResults(), too_many);
       return kj::READY_NOW;
     }
     std::vector<SendMessageRequest> sends;

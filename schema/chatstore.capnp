@@ -1,15 +1,24 @@
 # The network API: what chat services call (ChatStore), what nodes call on each other (Node),
 # and the shard map that routers and smart clients cache.
 #
-# Every reply that can fail has an `error` field: absent (or code `ok`) means success, and then
-# the other reply fields hold the answer. Errors are values, never RPC exceptions; an RPC
-# exception means the connection or the server failed (treat as `unavailable`).
+# One error shape (API version 2): every call's results have `error` at the top level; absent
+# (or code `ok`) means the call succeeded and the other fields hold the answer. A batch call
+# (sendBatch, applyInboxUpdates) that succeeds as a whole reports each item's own outcome in
+# its list (`results[i].error`, `errors[i]`); when its top-level `error` is set, the call failed
+# as a whole and every item carries the same error. sendMessage also mirrors its error into
+# `result.error` for clients of API version 1 (obsolete; read the top-level `error`).
+# Errors are values, never RPC exceptions; an RPC exception means the connection or the server
+# failed (treat as `unavailable`).
 # Input bounds are enforced by the node (see ShardLimits in engine/shard_store.h) and answered
 # with `invalidArgument` naming the field.
 @0xc3f1a712a078d26a;
 
 using Types = import "types.capnp";
 $import "/capnp/c++.capnp".namespace("scrollback::schema");
+
+const apiVersion :UInt32 = 2;
+# 1: errors of sendMessage only in result.error, whole-batch failures only per item.
+# 2: every call's outcome in a top-level `error` (see above). Node.health reports it.
 
 struct WriteToken {
   # Returned by writes; a later read may pass it to ask for read-your-writes (used once
@@ -27,7 +36,8 @@ struct SendRequest {
 }
 
 struct SendResult {
-  error @0 :Types.Error;
+  error @0 :Types.Error;  # In sendBatch: this send's outcome. In sendMessage: a mirror of the
+                          # call's top-level error (API version 1).
   seq @1 :UInt64;
   sentAtMs @2 :Int64;
   duplicate @3 :Bool;     # A retry: nothing was written, seq is the first send's.
@@ -59,8 +69,8 @@ interface ChatStore {
   listMembers @4 (convId :UInt64, afterUserId :UInt64, limit :UInt32)
       -> (error :Types.Error, userIds :List(UInt64));
 
-  sendMessage @5 (request :SendRequest) -> (result :SendResult);
-  sendBatch @6 (requests :List(SendRequest)) -> (results :List(SendResult));
+  sendMessage @5 (request :SendRequest) -> (result :SendResult, error :Types.Error);
+  sendBatch @6 (requests :List(SendRequest)) -> (results :List(SendResult), error :Types.Error);
   # Up to 1,000 sends, to any conversations of this node; results in request order. Each send
   # is independent (one may fail while others succeed).
   getMessage @7 (convId :UInt64, seq :UInt64) -> (error :Types.Error, message :Types.Message);
@@ -128,10 +138,12 @@ enum ShardState {
 
 interface Node extends(ChatStore) {
   # A storage node: the client API plus node-to-node and admin calls.
-  applyInboxUpdates @0 (updates :List(Types.InboxUpdate)) -> (errors :List(Types.Error));
+  applyInboxUpdates @0 (updates :List(Types.InboxUpdate))
+      -> (errors :List(Types.Error), error :Types.Error);
   # Fan-out delivery. errors[i] is the outcome of updates[i] (absent: applied or already
   # applied). At most 1,000 updates per call.
-  health @1 () -> (nodeId :Text, mapVersion :UInt64, shards :UInt32, serving :Bool);
+  health @1 () -> (nodeId :Text, mapVersion :UInt64, shards :UInt32, serving :Bool,
+                   apiVersion :UInt32);
   # serving: every shard assigned to the node is open (none still opening or refused).
   shardStats @2 () -> (stats :List(ShardStats));
   shardMap @3 () -> (map :Data);

@@ -348,5 +348,77 @@ TEST_CASE("a malformed frame aborts its own connection with a reason and no stac
   }
 }
 
+TEST_CASE("every call reports its failure in a top-level error, batches too") {
+  RouterFixture f;
+  const uint64_t conv = 8901;
+  f.Create(conv);
+  // Through the router and straight to the conversation's node.
+  auto address =
+      f.io.provider->getNetwork()
+          .parseAddress(f.cluster
+                            ->node(f.cluster->IndexOf(
+                                f.cluster->shard_maps()->Current()->ShardForKey(conv).primary))
+                            ->address())
+          .wait(f.io.waitScope);
+  auto stream = address->connect().wait(f.io.waitScope);
+  capnp::TwoPartyClient rpc(*stream);
+  auto node = rpc.bootstrap().castAs<s::Node>();
+  CHECK(node.healthRequest().send().wait(f.io.waitScope).getApiVersion() == s::API_VERSION);
+
+  for (int target = 0; target < 2; ++target) {
+    s::ChatStore::Client store = target == 0 ? f.store : node;
+    INFO((target == 0 ? "through the router" : "on the node"));
+    auto send = store.sendMessageRequest();
+    auto request = send.initRequest();
+    request.setConvId(conv);
+    request.setSenderId(1);
+    request.setBody(kj::StringPtr("no client id").asBytes());
+    auto sent = send.send().wait(f.io.waitScope);
+    REQUIRE(sent.hasError());
+    CHECK(sent.getError().getCode() == s::ErrorCode::INVALID_ARGUMENT);
+    CHECK(std::string(sent.getError().getField().cStr()) == "client_msg_id");
+    // Mirrored for clients of API version 1.
+    CHECK(sent.getResult().getError().getCode() == s::ErrorCode::INVALID_ARGUMENT);
+
+    auto batch = store.sendBatchRequest();
+    auto requests = batch.initRequests(1001);
+    for (unsigned i = 0; i < requests.size(); ++i) {
+      requests[i].setConvId(conv);
+      requests[i].setSenderId(1);
+      requests[i].setClientMsgId(kj::StringPtr("b").asBytes());
+      requests[i].setBody(kj::StringPtr("x").asBytes());
+    }
+    auto batched = batch.send().wait(f.io.waitScope);
+    REQUIRE(batched.hasError());
+    CHECK(batched.getError().getCode() == s::ErrorCode::INVALID_ARGUMENT);
+    CHECK(std::string(batched.getError().getField().cStr()) == "requests");
+    for (auto result : batched.getResults()) {
+      CHECK(result.getError().getCode() == s::ErrorCode::INVALID_ARGUMENT);
+    }
+  }
+
+  auto apply = node.applyInboxUpdatesRequest();
+  apply.initUpdates(1001);
+  auto applied = apply.send().wait(f.io.waitScope);
+  REQUIRE(applied.hasError());
+  CHECK(applied.getError().getCode() == s::ErrorCode::INVALID_ARGUMENT);
+  CHECK(std::string(applied.getError().getField().cStr()) == "updates");
+
+  // A batch that succeeds as a whole has no top-level error; its items say each outcome.
+  auto mixed = f.store.sendBatchRequest();
+  auto two = mixed.initRequests(2);
+  for (unsigned i = 0; i < 2; ++i) {
+    two[i].setConvId(conv);
+    two[i].setSenderId(i == 0 ? 1 : 99);  // 99 is not a member.
+    two[i].setClientMsgId(kj::StringPtr("mixed").asBytes());
+    two[i].setBody(kj::StringPtr("x").asBytes());
+  }
+  auto outcome = mixed.send().wait(f.io.waitScope);
+  CHECK_FALSE(outcome.hasError());
+  REQUIRE(outcome.getResults().size() == 2);
+  CHECK_FALSE(outcome.getResults()[0].hasError());
+  CHECK(outcome.getResults()[1].getError().getCode() == s::ErrorCode::PERMISSION_DENIED);
+}
+
 }  // namespace
 }  // namespace scrollback

@@ -198,13 +198,14 @@ export class ChatStoreClient {
       "sendMessage",
       this.raw.sendMessage((p) => fillSend(p._initRequest(), input)),
     );
-    const result = reply.result; // The error lives here for sendMessage, not at the top.
-    throwIfError(result);
+    throwIfError(reply); // API version 2: the call's outcome is the top-level error.
+    const result = reply.result;
     return { seq: result.seq, sentAtMs: result.sentAtMs, duplicate: result.duplicate };
   }
 
   // Up to 1,000 sends in one call; one outcome per input, in order. Each send succeeds or fails
-  // on its own, so the call itself only throws when the connection fails.
+  // on its own; the call throws when it failed as a whole (its top-level error: e.g. too many
+  // sends) or the connection failed.
   async sendBatch(inputs: SendInput[]): Promise<Array<Sent | ChatStoreError>> {
     const reply = await this.call(
       "sendBatch",
@@ -213,6 +214,7 @@ export class ChatStoreClient {
         inputs.forEach((input, i) => fillSend(list.get(i), input));
       }),
     );
+    throwIfError(reply);
     return reply.results.map(
       (r) => errorOf(r) ?? { seq: r.seq, sentAtMs: r.sentAtMs, duplicate: r.duplicate },
     );

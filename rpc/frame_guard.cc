@@ -19,7 +19,9 @@ class FrameGuard final : public kj::AsyncIoStream {
         budget_(budget),
         counters_(counters),
         timer_(timer),
-        options_(options) {}
+        options_(options),
+        last_progress_(timer.now()),
+        watchdog_(Watch().eagerlyEvaluate(nullptr)) {}
   ~FrameGuard() noexcept(false) {
     // What was taken and not given back: the frame in progress, and a completed frame whose
     // release had not been settled, less what was noted but never taken.
@@ -28,17 +30,13 @@ class FrameGuard final : public kj::AsyncIoStream {
   }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
-    kj::Promise<size_t> read = inner_->tryRead(buffer, min_bytes, max_bytes);
-    if (InFrame()) {
-      read = Bounded(kj::mv(read), options_.partial_frame_timeout, counters_.partial_timeouts,
-                     "no byte of a started frame");
-    } else if (options_.idle_timeout.count() > 0) {
-      read = Bounded(kj::mv(read), options_.idle_timeout, counters_.idle_timeouts, "no frame");
-    }
-    return read.then([this, buffer](size_t n) -> kj::Promise<size_t> {
-      Scan(static_cast<const kj::byte*>(buffer), n);
-      return Settle(n);
-    });
+    // No timer per read (reads are the hot path): a watchdog per connection checks progress.
+    return canceler_.wrap(inner_->tryRead(buffer, min_bytes, max_bytes))
+        .then([this, buffer](size_t n) -> kj::Promise<size_t> {
+          last_progress_ = timer_.now();
+          Scan(static_cast<const kj::byte*>(buffer), n);
+          return Settle(n);
+        });
   }
 
   kj::Maybe<uint64_t> tryGetLength() override { return nullptr; }
@@ -72,15 +70,31 @@ class FrameGuard final : public kj::AsyncIoStream {
 
   bool InFrame() const { return phase_ != Phase::kCount || word_have_ > 0; }
 
-  kj::Promise<size_t> Bounded(kj::Promise<size_t> read, std::chrono::milliseconds timeout,
-                              std::atomic<uint64_t>& counter, const char* what) {
-    auto expired =
-        timer_.afterDelay(timeout.count() * kj::MILLISECONDS)
-            .then([&counter, what, timeout]() -> kj::Promise<size_t> {
-              counter.fetch_add(1, std::memory_order_relaxed);
-              return KJ_EXCEPTION(DISCONNECTED, "connection dropped", what, timeout.count());
-            });
-    return read.exclusiveJoin(kj::mv(expired));
+  // Wakes a few times per timeout; fails the pending read (and so the connection) when a
+  // started frame, or with idle_timeout an idle connection, made no progress for that long.
+  kj::Promise<void> Watch() {
+    const auto partial = options_.partial_frame_timeout.count() * kj::MILLISECONDS;
+    const auto idle = options_.idle_timeout.count() * kj::MILLISECONDS;
+    auto shortest = partial;
+    if (options_.idle_timeout.count() > 0 && idle < shortest) shortest = idle;
+    return timer_.afterDelay(shortest / 4).then([this, partial, idle]() -> kj::Promise<void> {
+      const auto quiet = timer_.now() - last_progress_;
+      // A frame waiting for the budget is not stalled by its peer.
+      const bool waiting_for_budget = to_acquire_ > 0;
+      if (InFrame() && !waiting_for_budget && quiet >= partial) {
+        counters_.partial_timeouts.fetch_add(1, std::memory_order_relaxed);
+        canceler_.cancel(KJ_EXCEPTION(DISCONNECTED, "no byte of a started frame in time",
+                                      options_.partial_frame_timeout.count()));
+        return kj::READY_NOW;
+      }
+      if (!InFrame() && options_.idle_timeout.count() > 0 && quiet >= idle) {
+        counters_.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+        canceler_.cancel(
+            KJ_EXCEPTION(DISCONNECTED, "no frame in time", options_.idle_timeout.count()));
+        return kj::READY_NOW;
+      }
+      return Watch();
+    });
   }
 
   // Follows the framing over `n` bytes handed on: notes the budget to take (a table completed)
@@ -190,6 +204,9 @@ class FrameGuard final : public kj::AsyncIoStream {
   size_t frame_held_ = 0;  // Budget taken for the frame in progress.
   size_t to_acquire_ = 0;  // Noted by Scan, settled before the read is handed on.
   size_t to_release_ = 0;
+  kj::TimePoint last_progress_;  // When a read last completed (or the connection began).
+  kj::Canceler canceler_;        // Wraps the pending read, so the watchdog can fail it.
+  kj::Promise<void> watchdog_;   // Last: destroyed first, before what it watches.
 };
 
 }  // namespace

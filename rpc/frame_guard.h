@@ -16,6 +16,8 @@
 //    held back: Cap'n Proto refuses it by itself.
 //  - fails the connection (DISCONNECTED) when a frame has started and no byte of it arrives for
 //    `partial_frame_timeout`, and, if `idle_timeout` is set, when no frame starts for that long.
+//    A watchdog per connection checks four times per timeout (so a timeout fires within 1.25x
+//    of its value): reads, the hot path, arm no timer.
 // Writes pass through untouched.
 #pragma once
 

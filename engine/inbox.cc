@@ -134,9 +134,9 @@ Result<InboxEntry> ShardStoreImpl::MarkRead(uint64_t user_id, uint64_t conv_id, 
   // Clamped to the newest message this row knows of: the read position never moves back, so a
   // seq past the end would mute the conversation's unread count for good. (A reader ahead of
   // fan-out in flight is clamped too, and marks read again once the row catches up.)
-  // TODO(api): rows of conversations above the fan-out limit are not updated per message, so
-  // this shard cannot know their last seq and does not clamp them yet; clamping needs the
-  // conversation's shard (docs/client-guide.md says so).
+  // Rows of conversations above the fan-out limit are not updated per message, so this shard
+  // cannot know their last seq: the smart client (and so the router) clamps to the
+  // conversation's last seq before calling (ChatClient::MarkRead).
   if (entry->fan_out) seq = std::min(seq, entry->last_seq);
   if (seq <= state->read_seq) return entry;
 

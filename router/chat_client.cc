@@ -278,6 +278,17 @@ class ChatClientImpl final : public ChatClient {
 
   kj::Promise<Result<Written<InboxEntry>>> MarkRead(uint64_t user_id, uint64_t conv_id,
                                                     uint64_t seq) override {
+    // The seq is clamped to the conversation's last seq first: the user's shard clamps rows it
+    // updates per message, but rows of conversations above the fan-out limit do not track the
+    // last seq, and a read position never moves back. (If the conversation's shard cannot
+    // answer, the mark goes ahead as asked.)
+    return GetConversation(conv_id).then([this, user_id, conv_id, seq](Result<Conversation> conv) {
+      return MarkReadClamped(user_id, conv_id, conv.ok() ? std::min(seq, conv->last_seq) : seq);
+    });
+  }
+
+  kj::Promise<Result<Written<InboxEntry>>> MarkReadClamped(uint64_t user_id, uint64_t conv_id,
+                                                           uint64_t seq) {
     return Routed<Written<InboxEntry>>(user_id,
                                        [=](NodeClient& node) {
                                          auto call = node.markReadRequest();

@@ -396,6 +396,14 @@ TEST_CASE("inbox rows of conversations above the fan-out limit show the conversa
   auto after = f.Wait(f.client->ListInbox({4, "", 10}));
   REQUIRE(after.ok());
   CHECK(after->entries[0].unread_count == 1);
+  // Past the end: clamped to the conversation's last seq, so a new message is unread again.
+  auto past = f.Wait(f.client->MarkRead(4, 31, 1000));
+  REQUIRE(past.ok());
+  CHECK(past->value.read_seq == 3);
+  REQUIRE(f.Wait(f.client->SendMessage({31, 1, "b-next", "one more"})).ok());
+  auto later = f.Wait(f.client->ListInbox({4, "", 10}));
+  REQUIRE(later.ok());
+  CHECK(later->entries[0].unread_count == 1);
 }
 
 }  // namespace

@@ -257,6 +257,11 @@ class ShardStoreImpl final : public ShardStore {
   Result<ShardStats> GetStats() override;
   uint64_t LatestSequence() const override;
   Status Flush() override;
+  // Replication (replication_log.cc).
+  Result<LogChunk> ReadLog(uint64_t from_lsn, size_t max_bytes) override;
+  Status ApplyLog(const LogBatch& batch) override;
+  Result<uint64_t> CreateCheckpoint(const std::string& dir) override;
+  Result<ShardChecksum> Checksum() override;
   Status CompactAll() override;
 
  private:
@@ -499,6 +504,8 @@ class ShardStoreImpl final : public ShardStore {
   // User stripes: user_locks_[UserStripe(user)] guards the writes to the user's inbox rows,
   // held from reading the inbox state to the end of the write.
   std::array<std::mutex, kStripes> user_locks_;
+  // Serializes ApplyLog: a replica applies its primary's batches one at a time, in order.
+  std::mutex apply_mu_;
   OutboxSequencer outbox_;
 };
 

@@ -43,7 +43,7 @@ class NodeMetrics {
   // Upper bounds of the latency buckets, in microseconds (+Inf is implicit).
   static constexpr std::array<uint64_t, 10> kBucketsUs = {25,   50,   100,   250,   500,
                                                           1000, 2500, 10000, 50000, 250000};
-  static constexpr size_t kNumCodes = static_cast<size_t>(ErrorCode::kWouldBlock) + 1;
+  static constexpr size_t kNumCodes = static_cast<size_t>(ErrorCode::kLogGap) + 1;
 
   void Record(Method method, std::chrono::nanoseconds took) {
     auto& m = methods_[method];

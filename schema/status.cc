@@ -32,6 +32,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "corruption";
     case ErrorCode::kWouldBlock:
       return "would-block";
+    case ErrorCode::kLogGap:
+      return "log-gap";
   }
   return "unknown";
 }

@@ -130,6 +130,29 @@ struct ShardOptions {
   std::shared_ptr<rocksdb::Env> env;
 };
 
+// One write group of a primary as its WAL holds it: `data` is a RocksDB WriteBatch of `count`
+// operations with sequence numbers first_lsn .. first_lsn + count - 1. Applying the batches in
+// order on a replica reproduces the primary's data and its sequence numbers (DESIGN.md,
+// Replication).
+struct LogBatch {
+  uint64_t first_lsn = 0;
+  uint32_t count = 0;
+  std::string data;
+};
+
+struct LogChunk {
+  std::vector<LogBatch> batches;  // In log order, contiguous.
+  uint64_t next_lsn = 0;          // Where the next ReadLog starts (one past the last batch).
+};
+
+// A digest of every key and value of every column family at one log position: two copies of a
+// shard at the same LSN are identical exactly when their checksums are (scrollbackctl verify).
+struct ShardChecksum {
+  uint64_t lsn = 0;
+  uint64_t checksum = 0;  // XXH3 over (column family, key, value) in key order.
+  uint64_t keys = 0;
+};
+
 // Approximate on-disk and in-memory sizes (for status and /metrics).
 struct ShardStats {
   uint64_t live_data_bytes = 0;  // Estimated live SST bytes.
@@ -216,6 +239,26 @@ class ShardStore {
   virtual Result<OutboxBatch> ReadOutbox(const std::string& from_position, uint32_t limit) = 0;
   // Deletes delivered records by position. Unknown positions are ignored.
   virtual Status DeleteOutbox(const std::vector<std::string>& positions) = 0;
+
+  // ---- Replication: the log --------------------------------------------------------------------
+
+  // The write groups from `from_lsn` on (the first returned batch contains it; a batch may
+  // start before it), at most about `max_bytes` of batch data but at least one batch. Empty
+  // when `from_lsn` is past the latest LSN. log-gap when the WAL that holds `from_lsn` is gone
+  // (the reader must re-bootstrap from a checkpoint), never a silent skip.
+  virtual Result<LogChunk> ReadLog(uint64_t from_lsn, size_t max_bytes) = 0;
+  // Replica side: applies one batch of the primary's log. A batch this store already holds
+  // (it ends at or before LatestSequence()) is skipped; one that does not start right after it
+  // is refused (failed-precondition: out of order; nothing applied). Corruption if the
+  // resulting sequence differs from the primary's (the copy must re-bootstrap). Nothing else
+  // may write to a replica's store: its sequence numbers must stay the primary's.
+  virtual Status ApplyLog(const LogBatch& batch) = 0;
+  // A consistent copy of the shard in `dir` (which must not exist), made of hard links where
+  // the filesystem allows. Returns the LSN it holds: a replica opened on it catches up from
+  // there with ReadLog(lsn + 1).
+  virtual Result<uint64_t> CreateCheckpoint(const std::string& dir) = 0;
+  // See ShardChecksum. Reads the whole shard: for verification, not for serving paths.
+  virtual Result<ShardChecksum> Checksum() = 0;
 
   // ---- Administration -----------------------------------------------------------------------
 

@@ -32,6 +32,9 @@ enum class ErrorCode : uint16_t {
   // Engine-internal, never on the wire: a cache-only read (CacheOnlyReads) would have needed
   // the disk. Storage nodes retry such calls on their engine pool.
   kWouldBlock = 13,
+  // Engine-internal, never on the wire: the log (WAL) a replica needs to catch up is gone; it
+  // must re-bootstrap from a checkpoint (ShardStore::ReadLog).
+  kLogGap = 14,
 };
 
 std::string_view ErrorCodeName(ErrorCode code);

@@ -1,0 +1,143 @@
+// ShardStoreImpl: the shard's log for replication — reading write groups from the WAL (primary),
+// applying them (replica), checkpoints and checksums (DESIGN.md, Replication).
+#include <rocksdb/db.h>
+#include <rocksdb/transaction_log.h>
+#include <rocksdb/utilities/checkpoint.h>
+#include <rocksdb/write_batch.h>
+#include <xxhash.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+#include "rocksdb_status.h"
+#include "shard_store_impl.h"
+
+namespace scrollback::engine_internal {
+
+namespace {
+
+Status LogGap(uint64_t wanted, const std::string& why) {
+  return Status::FromCode(ErrorCode::kLogGap, "the log from lsn " + std::to_string(wanted) +
+                                                  " is no longer available (" + why +
+                                                  "): re-bootstrap from a checkpoint");
+}
+
+}  // namespace
+
+Result<LogChunk> ShardStoreImpl::ReadLog(uint64_t from_lsn, size_t max_bytes) {
+  if (from_lsn == 0) return Status::InvalidArgument("from_lsn", "log positions start at 1");
+  LogChunk chunk;
+  chunk.next_lsn = from_lsn;
+  if (from_lsn > db_->GetLatestSequenceNumber()) return chunk;  // Nothing new.
+
+  // TryAgain: the WAL rotated under the iterator; open a new one (a few times at most).
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::unique_ptr<rocksdb::TransactionLogIterator> it;
+    rocksdb::Status opened = db_->GetUpdatesSince(chunk.next_lsn, &it);
+    if (opened.IsNotFound()) return LogGap(from_lsn, opened.ToString());
+    SB_RETURN_IF_ERROR(FromRocksDb(opened, "open the log"));
+    size_t bytes = 0;
+    for (; it->Valid(); it->Next()) {
+      rocksdb::BatchResult result = it->GetBatch();
+      const uint64_t first = result.sequence;
+      const uint32_t count = static_cast<uint32_t>(result.writeBatchPtr->Count());
+      // The first batch must contain `from_lsn`; after that, batches must follow each other.
+      // A batch that starts later is a hole in the log (RocksDB answers OK there).
+      if (first > chunk.next_lsn) {
+        if (chunk.batches.empty()) return LogGap(from_lsn, "the oldest log starts later");
+        return Status::Corruption("the log skips from lsn " + std::to_string(chunk.next_lsn) +
+                                  " to " + std::to_string(first));
+      }
+      if (count == 0 || first + count <= chunk.next_lsn) continue;  // Before what was asked.
+      const std::string& data = result.writeBatchPtr->Data();
+      if (!chunk.batches.empty() && bytes + data.size() > max_bytes) return chunk;
+      bytes += data.size();
+      chunk.batches.push_back(LogBatch{first, count, data});
+      chunk.next_lsn = first + count;
+    }
+    rocksdb::Status status = it->status();
+    if (!chunk.batches.empty()) return chunk;  // The caller continues from next_lsn.
+    if (status.IsTryAgain()) continue;
+    if (!status.ok() && !status.IsNotFound()) return FromRocksDb(status, "read the log");
+    // Nothing readable although `from_lsn` is at or below the latest LSN: its WAL is gone.
+    return LogGap(from_lsn, status.ok() ? "no log holds it" : status.ToString());
+  }
+  return chunk;
+}
+
+Status ShardStoreImpl::ApplyLog(const LogBatch& batch) {
+  if (batch.count == 0) return Status::InvalidArgument("count", "an empty log batch");
+  std::lock_guard apply(apply_mu_);
+  const uint64_t latest = db_->GetLatestSequenceNumber();
+  if (batch.first_lsn + batch.count - 1 <= latest) return Status::Ok();  // Already applied.
+  if (batch.first_lsn != latest + 1) {
+    return Status::FailedPrecondition("log batch at lsn " + std::to_string(batch.first_lsn) +
+                                      " does not follow this copy's lsn " + std::to_string(latest));
+  }
+  rocksdb::WriteBatch write(batch.data);
+  if (write.Count() != batch.count) {
+    return Status::InvalidArgument("data", "the batch holds " + std::to_string(write.Count()) +
+                                               " operations, not " + std::to_string(batch.count));
+  }
+  SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &write), "apply a log batch"));
+  const uint64_t now = db_->GetLatestSequenceNumber();
+  if (now != batch.first_lsn + batch.count - 1) {
+    return Status::Corruption("after applying lsn " + std::to_string(batch.first_lsn) + " (+" +
+                              std::to_string(batch.count) + ") this copy is at lsn " +
+                              std::to_string(now) + ": its log diverged from the primary's");
+  }
+  // Conversation states cached for reads may predate the batch: forget them all (a replica's
+  // cache refills from its data; writers never run on a replica).
+  for (Stripe& stripe : conv_stripes_) {
+    std::lock_guard lock(stripe.mu);
+    stripe.convs.clear();
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> ShardStoreImpl::CreateCheckpoint(const std::string& dir) {
+  rocksdb::Checkpoint* raw = nullptr;
+  SB_RETURN_IF_ERROR(FromRocksDb(rocksdb::Checkpoint::Create(db_.get(), &raw), "checkpoint"));
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  uint64_t lsn = 0;
+  // log_size_for_flush 0: memtables are flushed, so the copy holds SST files only.
+  SB_RETURN_IF_ERROR(
+      FromRocksDb(checkpoint->CreateCheckpoint(dir, /*log_size_for_flush=*/0, &lsn), "checkpoint"));
+  return lsn;
+}
+
+Result<ShardChecksum> ShardStoreImpl::Checksum() {
+  ShardChecksum out;
+  const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
+  out.lsn = snapshot->GetSequenceNumber();
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  Status status = Status::Ok();
+  for (size_t cf = 0; cf < handles_.size() && status.ok(); ++cf) {
+    rocksdb::ReadOptions options;
+    options.snapshot = snapshot;
+    options.total_order_seek = true;
+    options.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, handles_[cf]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      // (column family, key length, key, value length, value): unambiguous concatenation.
+      const uint32_t header[3] = {static_cast<uint32_t>(cf),
+                                  static_cast<uint32_t>(it->key().size()),
+                                  static_cast<uint32_t>(it->value().size())};
+      XXH3_64bits_update(state, header, sizeof(header));
+      XXH3_64bits_update(state, it->key().data(), it->key().size());
+      XXH3_64bits_update(state, it->value().data(), it->value().size());
+      ++out.keys;
+    }
+    status = FromRocksDb(it->status(), "checksum");
+  }
+  out.checksum = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  db_->ReleaseSnapshot(snapshot);
+  if (!status.ok()) return status;
+  return out;
+}
+
+}  // namespace scrollback::engine_internal

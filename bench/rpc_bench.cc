@@ -22,6 +22,7 @@
 #include <kj/vector.h>
 
 #include <algorithm>
+#include <optional>
 #include <random>
 
 #include "scrollback/bench/echo.capnp.h"
@@ -141,6 +142,24 @@ void RunPipelined(benchmark::State& state, MakeCall&& make_call) {
   state.SetItemsProcessed(state.iterations() * inflight);
 }
 
+// Seconds from now until `reader`'s inbox shows `conv` at `seq` or later, polling every
+// millisecond; nullopt if it does not within 10 s.
+std::optional<double> SecondsUntilInInbox(Env& env, uint64_t reader, uint64_t conv, uint64_t seq) {
+  const auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    auto page = env.Wait(env.client->ListInbox({reader, "", 200}));
+    if (page.ok()) {
+      for (auto& e : page->entries) {
+        if (e.conv_id == conv && e.last_seq >= seq) {
+          return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        }
+      }
+    }
+    if (std::chrono::steady_clock::now() - start > std::chrono::seconds(10)) return std::nullopt;
+    env.io.provider->getTimer().afterDelay(1 * kj::MILLISECONDS).wait(env.io.waitScope);
+  }
+}
+
 // Fan-out delay: from a send's reply to the message showing in another member's inbox (on
 // another shard), polled every millisecond. Reported as the iteration time.
 void BM_FanOutDelay(benchmark::State& state) {
@@ -154,22 +173,12 @@ void BM_FanOutDelay(benchmark::State& state) {
       state.SkipWithError("send failed");
       break;
     }
-    auto start = std::chrono::steady_clock::now();
-    for (;;) {
-      auto entry = env.Wait(env.client->ListInbox({reader, "", 200}));
-      bool seen = false;
-      if (entry.ok()) {
-        for (auto& e : entry->entries) seen |= e.conv_id == conv && e.last_seq >= sent->seq;
-      }
-      if (seen) break;
-      if (std::chrono::steady_clock::now() - start > std::chrono::seconds(10)) {
-        state.SkipWithError("fan-out did not arrive within 10 s");
-        return;
-      }
-      env.io.provider->getTimer().afterDelay(1 * kj::MILLISECONDS).wait(env.io.waitScope);
+    auto took = SecondsUntilInInbox(env, reader, conv, sent->seq);
+    if (!took) {
+      state.SkipWithError("fan-out did not arrive within 10 s");
+      return;
     }
-    state.SetIterationTime(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    state.SetIterationTime(*took);
   }
 }
 BENCHMARK(BM_FanOutDelay)->UseManualTime()->Unit(benchmark::kMillisecond);
@@ -197,24 +206,13 @@ void BM_FanOutDelayNewConversation(benchmark::State& state) {
       state.SkipWithError("send failed");
       break;
     }
-    auto start = std::chrono::steady_clock::now();
-    for (;;) {
-      auto entry = env.Wait(env.client->ListInbox({reader, "", 10}));
-      bool seen = false;
-      if (entry.ok()) {
-        for (auto& e : entry->entries) seen |= e.conv_id == conv && e.last_seq >= sent->seq;
-      }
-      if (seen) break;
-      if (std::chrono::steady_clock::now() - start > std::chrono::seconds(10)) {
-        state.SkipWithError("fan-out did not arrive within 10 s");
-        return;
-      }
-      env.io.provider->getTimer().afterDelay(1 * kj::MILLISECONDS).wait(env.io.waitScope);
+    auto took = SecondsUntilInInbox(env, reader, conv, sent->seq);
+    if (!took) {
+      state.SkipWithError("fan-out did not arrive within 10 s");
+      return;
     }
-    const double took =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    samples.push_back(took);
-    state.SetIterationTime(took);
+    samples.push_back(*took);
+    state.SetIterationTime(*took);
   }
   state.counters["max_ms"] = PercentileMs(samples, 1.0);
   state.counters["p99_ms"] = PercentileMs(samples, 0.99);

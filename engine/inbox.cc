@@ -200,26 +200,30 @@ Status ShardStoreImpl::StageInboxUpdate(rocksdb::WriteBatch& batch, const InboxU
     next.removed = true;
   } else {
     next.last_activity_ms = update.activity_ms;
-    InboxEntry entry;
-    entry.user_id = update.user_id;
-    entry.conv_id = update.conv_id;
-    entry.last_seq = update.seq;
-    entry.last_activity_ms = update.activity_ms;
-    entry.last_sender_id = update.sender_id;
-    entry.preview = update.preview;
-    entry.preview_kind = update.message_kind;
-    entry.read_seq = next.read_seq;
-    entry.fan_out = update.fan_out;
-    entry.title = update.title;
-    SB_RETURN_IF_ERROR(
-        Put(batch, kInboxCf,
-            keys::InboxByActivityKey(update.user_id, update.activity_ms, update.conv_id),
-            codec::EncodeInboxEntry(entry)));
+    SB_RETURN_IF_ERROR(PutListingRow(batch, update, next));
   }
   SB_RETURN_IF_ERROR(Put(batch, kInboxCf, keys::InboxStateKey(update.user_id, update.conv_id),
                          codec::EncodeInboxState(next)));
   *state = next;
   return Status::Ok();
+}
+
+Status ShardStoreImpl::PutListingRow(rocksdb::WriteBatch& batch, const InboxUpdate& update,
+                                     const codec::InboxState& state) {
+  InboxEntry entry;
+  entry.user_id = update.user_id;
+  entry.conv_id = update.conv_id;
+  entry.last_seq = update.seq;
+  entry.last_activity_ms = state.last_activity_ms;
+  entry.last_sender_id = update.sender_id;
+  entry.preview = update.preview;
+  entry.preview_kind = update.message_kind;
+  entry.read_seq = state.read_seq;
+  entry.fan_out = update.fan_out;
+  entry.title = update.title;
+  return Put(batch, kInboxCf,
+             keys::InboxByActivityKey(update.user_id, state.last_activity_ms, update.conv_id),
+             codec::EncodeInboxEntry(entry));
 }
 
 Status ShardStoreImpl::StagePreviewChange(rocksdb::WriteBatch& batch, const InboxUpdate& update,
@@ -229,22 +233,9 @@ Status ShardStoreImpl::StagePreviewChange(rocksdb::WriteBatch& batch, const Inbo
   if (current.removed || update.revision <= current.preview_revision) return Status::Ok();
   // The update carries everything the listing row shows (it is built like the message's own
   // update), so the row is rebuilt without reading it: it may exist only in this batch so far.
-  InboxEntry entry;
-  entry.user_id = update.user_id;
-  entry.conv_id = update.conv_id;
-  entry.last_seq = update.seq;
-  entry.last_activity_ms = current.last_activity_ms;  // The row stays where it is.
-  entry.last_sender_id = update.sender_id;
-  entry.preview = update.preview;  // Empty for a deleted message.
-  entry.preview_kind = update.message_kind;
-  entry.read_seq = current.read_seq;
-  entry.fan_out = update.fan_out;
-  entry.title = update.title;
+  // It stays where it is (current.last_activity_ms); a deleted message's preview is empty.
   current.preview_revision = update.revision;
-  SB_RETURN_IF_ERROR(
-      Put(batch, kInboxCf,
-          keys::InboxByActivityKey(update.user_id, current.last_activity_ms, update.conv_id),
-          codec::EncodeInboxEntry(entry)));
+  SB_RETURN_IF_ERROR(PutListingRow(batch, update, current));
   return Put(batch, kInboxCf, keys::InboxStateKey(update.user_id, update.conv_id),
              codec::EncodeInboxState(current));
 }

@@ -467,6 +467,10 @@ class ShardStoreImpl final : public ShardStore {
   // REQUIRES: the user's stripe lock held.
   Status StageInboxUpdate(rocksdb::WriteBatch& batch, const InboxUpdate& update,
                           std::optional<codec::InboxState>* state);
+  // Writes the listing row that `update` (of message update.seq) shows, at `state`'s activity
+  // time and read position.
+  Status PutListingRow(rocksdb::WriteBatch& batch, const InboxUpdate& update,
+                       const codec::InboxState& state);
   // A kChanged update of the row's newest message: replaces the preview if the revision is
   // newer. REQUIRES: the user's stripe lock held; `*state` holds a row with last_seq ==
   // update.seq.

@@ -38,7 +38,7 @@ class EnginePool {
     }
     cv_.notify_all();
     for (auto& t : threads_) {
-      if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+      if (t.joinable()) t.join();
     }
   }
 

@@ -47,8 +47,7 @@ HistoryQuery ReadHistory(schema::HistoryRequest::Reader in) {
   out.conv_id = in.getConvId();
   // The raw value: an enumerant this build does not know stays unknown (the engine answers
   // invalid-argument naming `direction`), never silently read as newest-first.
-  const auto raw = static_cast<uint16_t>(in.getDirection());
-  out.direction = static_cast<Direction>(raw > 0xFF ? 0xFF : raw);
+  out.direction = RawEnum<Direction>(in.getDirection());
   out.cursor_seq = in.getCursorSeq();
   if (in.getHasFromTime()) out.from_time_ms = in.getFromTimeMs();
   out.limit = in.getLimit();

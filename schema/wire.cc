@@ -1,7 +1,5 @@
 #include "scrollback/schema/wire.h"
 
-#include <algorithm>
-
 namespace scrollback::wire {
 
 void ToWire(const Conversation& in, schema::Conversation::Builder out) {
@@ -78,14 +76,11 @@ void FromWire(schema::InboxUpdate::Reader in, InboxUpdate* out) {
   out->user_id = in.getUserId();
   out->conv_id = in.getConvId();
   out->seq = in.getSeq();
-  // Raw values (saturated to the C++ enum's width): the engine refuses unknown ones.
-  out->kind =
-      static_cast<InboxUpdateKind>(std::min<uint16_t>(static_cast<uint16_t>(in.getKind()), 0xFF));
+  out->kind = RawEnum<InboxUpdateKind>(in.getKind());
   out->activity_ms = in.getActivityMs();
   out->sender_id = in.getSenderId();
   out->preview = View(in.getPreview());
-  out->message_kind = static_cast<MessageKind>(
-      std::min<uint16_t>(static_cast<uint16_t>(in.getMessageKind()), 0xFF));
+  out->message_kind = RawEnum<MessageKind>(in.getMessageKind());
   out->fan_out = in.getFanOut();
   out->title = View(in.getTitle());
   out->revision = in.getRevision();

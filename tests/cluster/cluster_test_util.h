@@ -49,4 +49,32 @@ struct ClusterFixture {
   std::unique_ptr<ChatClient> client;
 };
 
+// A query for the first page (up to 200 rows) of `user`'s inbox.
+inline InboxQuery Inbox(uint64_t user) {
+  InboxQuery q;
+  q.user_id = user;
+  q.limit = 200;
+  return q;
+}
+
+// The newest seq `user`'s inbox shows for `conv` (0 if the row is missing).
+inline uint64_t InboxSeq(ClusterFixture& f, uint64_t user, uint64_t conv) {
+  auto page = f.Wait(f.client->ListInbox(Inbox(user)));
+  if (!page.ok()) return 0;
+  for (auto& e : page->entries) {
+    if (e.conv_id == conv) return e.last_seq;
+  }
+  return 0;
+}
+
+// Whether `user`'s inbox has a row for `conv`.
+inline bool HasInboxRow(ClusterFixture& f, uint64_t user, uint64_t conv) {
+  auto page = f.Wait(f.client->ListInbox(Inbox(user)));
+  if (!page.ok()) return false;
+  for (auto& e : page->entries) {
+    if (e.conv_id == conv) return true;
+  }
+  return false;
+}
+
 }  // namespace scrollback::testing

@@ -13,29 +13,14 @@ namespace scrollback {
 namespace {
 
 using testing::ClusterFixture;
+using testing::Inbox;
+using testing::InboxSeq;
 
 HistoryQuery Newest(uint64_t conv, uint32_t limit = 50) {
   HistoryQuery q;
   q.conv_id = conv;
   q.limit = limit;
   return q;
-}
-
-InboxQuery Inbox(uint64_t user) {
-  InboxQuery q;
-  q.user_id = user;
-  q.limit = 200;
-  return q;
-}
-
-// The newest seq `user`'s inbox shows for `conv` (0 if the row is missing).
-uint64_t InboxSeq(ClusterFixture& f, uint64_t user, uint64_t conv) {
-  auto page = f.Wait(f.client->ListInbox(Inbox(user)));
-  if (!page.ok()) return 0;
-  for (auto& e : page->entries) {
-    if (e.conv_id == conv) return e.last_seq;
-  }
-  return 0;
 }
 
 TEST_CASE("every ChatStore call works over real RPC") {

@@ -12,32 +12,8 @@ namespace scrollback {
 namespace {
 
 using testing::ClusterFixture;
-
-InboxQuery Inbox(uint64_t user) {
-  InboxQuery q;
-  q.user_id = user;
-  q.limit = 200;
-  return q;
-}
-
-// The newest seq `user`'s inbox shows for `conv` (0 if the row is missing).
-uint64_t InboxSeq(ClusterFixture& f, uint64_t user, uint64_t conv) {
-  auto page = f.Wait(f.client->ListInbox(Inbox(user)));
-  if (!page.ok()) return 0;
-  for (auto& e : page->entries) {
-    if (e.conv_id == conv) return e.last_seq;
-  }
-  return 0;
-}
-
-bool HasInboxRow(ClusterFixture& f, uint64_t user, uint64_t conv) {
-  auto page = f.Wait(f.client->ListInbox(Inbox(user)));
-  if (!page.ok()) return false;
-  for (auto& e : page->entries) {
-    if (e.conv_id == conv) return true;
-  }
-  return false;
-}
+using testing::HasInboxRow;
+using testing::InboxSeq;
 
 size_t OwnerOf(EmbeddedCluster& cluster, uint64_t key) {
   return cluster.IndexOf(cluster.shard_maps()->Current()->ShardForKey(key).primary);

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "node_test_util.h"
 #include "scrollback/node/storage_node.h"
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/log.h"
@@ -23,14 +24,8 @@ namespace s = ::scrollback::schema;
 using testing::TempDir;
 
 struct LimitsFixture {
-  explicit LimitsFixture(void (*configure)(NodeOptions&)) {
-    options.node_id = "limits";
-    options.data_dir = dir.Sub("data");
-    options.event_loops = 1;
-    options.engine_threads = 1;
-    options.budgets.block_cache_bytes = 8ull << 20;
-    options.budgets.write_buffer_bytes = 8ull << 20;
-    options.logger = MakeTestLogger("rpc_limits_test");
+  explicit LimitsFixture(void (*configure)(NodeOptions&))
+      : options(testing::SmallNodeOptions("limits", dir.Sub("data"))) {
     configure(options);
     auto started = StorageNode::Start(options);
     INFO(started.status().ToString());

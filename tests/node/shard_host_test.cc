@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "node_test_util.h"
 #include "scrollback/node/storage_node.h"
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/log.h"
@@ -145,15 +146,9 @@ bool SameStatuses(const std::vector<ShardStatus>& a, const std::vector<ShardStat
 
 // A started node on a temporary data directory.
 struct NodeFixture {
-  explicit NodeFixture(bool keep_dropped_directories = false) {
-    options.node_id = "node-a";
-    options.data_dir = dir.Sub("data");
-    options.event_loops = 1;
-    options.engine_threads = 1;
-    options.budgets.block_cache_bytes = 8ull << 20;
-    options.budgets.write_buffer_bytes = 8ull << 20;
+  explicit NodeFixture(bool keep_dropped_directories = false)
+      : options(testing::SmallNodeOptions("node-a", dir.Sub("data"))) {
     options.keep_dropped_directories = keep_dropped_directories;
-    options.logger = MakeTestLogger("shard_host_test");
     auto started = StorageNode::Start(options);
     INFO(started.status().ToString());
     REQUIRE(started.ok());

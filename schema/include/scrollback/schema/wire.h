@@ -25,6 +25,15 @@ inline capnp::Text::Reader AsText(const std::string& text) {
   return capnp::Text::Reader(text.data(), text.size());
 }
 
+// A Cap'n Proto enum value read from the network as the C++ enum `E` (uint8_t-based): the raw
+// value, saturated to 0xFF so that no unknown value wraps onto a known one. Values this build
+// does not know stay unknown, for the engine to refuse naming the field.
+template <typename E, typename WireEnum>
+E RawEnum(WireEnum value) {
+  const auto raw = static_cast<uint16_t>(value);
+  return static_cast<E>(raw > 0xFF ? 0xFF : raw);
+}
+
 void ToWire(const Conversation& in, schema::Conversation::Builder out);
 void FromWire(schema::Conversation::Reader in, Conversation* out);
 

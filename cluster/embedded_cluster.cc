@@ -2,6 +2,7 @@
 
 #include <spdlog/logger.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -41,7 +42,8 @@ Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterO
     cluster->nodes_[i].node = std::move(node).value();
     infos[i].address = cluster->nodes_[i].node->address();
   }
-  ShardMap map = ShardMap::Uniform(1, options.shards, infos);
+  ShardMap map =
+      ShardMap::Uniform(1, options.shards, infos, cluster->replication_factor());
   auto published = PublishShardMap(*cluster->metadata_, map, 0);
   if (!published.ok()) return published.status();
   auto source = MetadataShardMapSource::Create(cluster->metadata_, cluster->log_);
@@ -81,15 +83,25 @@ void EmbeddedCluster::StopNode(size_t i) {
   member.node.reset();
 }
 
+uint32_t EmbeddedCluster::replication_factor() const {
+  return std::clamp<uint32_t>(options_.replication_factor, 1,
+                              static_cast<uint32_t>(options_.nodes));
+}
+
+std::string EmbeddedCluster::node_data_dir(size_t i) const {
+  if (replication_factor() == 1) return data_dir_;
+  return (std::filesystem::path(data_dir_) / nodes_[i].id).string();
+}
+
 NodeOptions EmbeddedCluster::OptionsOf(size_t i) const {
   NodeOptions node_options = options_.node;
   node_options.node_id = nodes_[i].id;
-  node_options.data_dir = data_dir_;
+  node_options.data_dir = node_data_dir(i);
   node_options.listen_address = "127.0.0.1:0";
   node_options.event_loops = options_.event_loops_per_node;
-  // Nodes share one directory per shard (MoveShard moves no data): a node that drops a shard
-  // must leave its directory for the next owner (decision 0007).
-  node_options.keep_dropped_directories = true;
+  // Without replication, nodes share one directory per shard (MoveShard moves no data): a node
+  // that drops a shard must leave its directory for the next owner (decision 0007).
+  node_options.keep_dropped_directories = replication_factor() == 1;
   if (!node_options.logger) node_options.logger = log_;
   if (options_.customize_node) options_.customize_node(i, node_options);
   return node_options;
@@ -160,6 +172,11 @@ Status EmbeddedCluster::RestartNode(size_t i) {
 
 Status EmbeddedCluster::MoveShard(uint64_t shard_id, size_t to_node) {
   if (to_node >= nodes_.size()) return Status::InvalidArgument("to_node", "no such node");
+  if (replication_factor() > 1) {
+    return Status::FailedPrecondition(
+        "MoveShard moves a shared directory: only with replication_factor 1 (a replicated "
+        "shard changes primary by a switchover)");
+  }
   return UpdateMap([&](std::vector<ShardInfo>& shards, std::vector<NodeInfo>&) {
     for (ShardInfo& shard : shards) {
       if (shard.shard_id == shard_id) {

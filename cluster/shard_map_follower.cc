@@ -2,6 +2,8 @@
 
 #include <spdlog/logger.h>
 
+#include <algorithm>
+
 #include "scrollback/cluster/shard_map_store.h"
 
 namespace scrollback {
@@ -50,10 +52,15 @@ Status ShardMapFollower::Apply(const ShardMap& map) {
   if (map.version() < node_.map_version()) return Status::Ok();  // Older than what we serve.
   std::vector<ShardAssignment> mine;
   for (const ShardInfo& shard : map.shards()) {
-    if (shard.primary == node_.node_id()) {
-      mine.push_back(ShardAssignment{shard.shard_id, shard.range, shard.epoch, ShardRole::kPrimary,
-                                     shard.placement_version});
-    }
+    const bool primary = shard.primary == node_.node_id();
+    const bool replica = std::find(shard.replicas.begin(), shard.replicas.end(),
+                                   node_.node_id()) != shard.replicas.end();
+    if (!primary && !replica) continue;
+    const NodeInfo* primary_node = map.FindNode(shard.primary);
+    mine.push_back(ShardAssignment{shard.shard_id, shard.range, shard.epoch,
+                                   primary ? ShardRole::kPrimary : ShardRole::kReplica,
+                                   shard.placement_version, shard.primary,
+                                   primary_node ? primary_node->address : std::string()});
   }
   Status applied = node_.AssignShards(map.version(), mine, map.Serialize());
   if (!applied.ok()) {

@@ -94,6 +94,7 @@ Status ShardStoreImpl::ApplyLog(const LogBatch& batch) {
     std::lock_guard lock(stripe.mu);
     stripe.convs.clear();
   }
+  Committed();
   return Status::Ok();
 }
 

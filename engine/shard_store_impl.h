@@ -352,7 +352,13 @@ class ShardStoreImpl final : public ShardStore {
     return FromRocksDb(batch.Delete(handles_[cf], ToSlice(key)), "batch delete");
   }
   Status Write(rocksdb::WriteBatch& batch, const char* what) {
-    return FromRocksDb(db_->Write(write_options_, &batch), what);
+    SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &batch), what));
+    Committed();
+    return Status::Ok();
+  }
+  // Tells ShardOptions::on_commit (if any) the shard's new latest LSN.
+  void Committed() {
+    if (options_.on_commit) options_.on_commit(db_->GetLatestSequenceNumber());
   }
 
   // One outbox record per target user, all with the same value (the target is in the key).

@@ -4,6 +4,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <kj/async.h>
+#include <spdlog/logger.h>
 
 #include <algorithm>
 #include <map>
@@ -22,7 +23,8 @@ namespace s = ::scrollback::schema;
 // errors as values (types.capnp Error), never as exceptions.
 class ChatService final : public s::Node::Server {
  public:
-  explicit ChatService(std::shared_ptr<NodeCore> core) : core_(std::move(core)) {}
+  ChatService(std::shared_ptr<NodeCore> core, kj::Timer& timer)
+      : core_(std::move(core)), timer_(timer) {}
 
   kj::Promise<void> createConversation(CreateConversationContext context) override {
     auto params = context.getParams();
@@ -51,10 +53,12 @@ class ChatService final : public s::Node::Server {
 
   kj::Promise<void> getConversation(GetConversationContext context) override {
     const uint64_t conv_id = context.getParams().getConvId();
+    const ReadOptions read = wire::FromWire(context.getParams().getOptions());
+    return AfterSessionWait(conv_id, read).then([this, context, conv_id, read]() mutable {
     return Serve<Conversation>(
         NodeMetrics::kGetConversation,
-        [conv_id](NodeCore& core, const ShardTable& table) -> Result<Conversation> {
-          auto shard = Route(core, table, conv_id, "conv_id");
+        [conv_id, read](NodeCore& core, const ShardTable& table) -> Result<Conversation> {
+          auto shard = RouteRead(core, table, conv_id, "conv_id", read);
           if (!shard.ok()) return shard.status();
           return (*shard)->store->GetConversation(conv_id);
         },
@@ -62,6 +66,7 @@ class ChatService final : public s::Node::Server {
           wire::ToWire(conv, context.getResults().initConversation());
         },
         [context](const Status&) mutable { return context.getResults().initError(); });
+    });
   }
 
   kj::Promise<void> addMembers(AddMembersContext context) override {
@@ -75,11 +80,14 @@ class ChatService final : public s::Node::Server {
     auto params = context.getParams();
     const uint64_t conv_id = params.getConvId(), after = params.getAfterUserId();
     const uint32_t limit = params.getLimit();
+    const ReadOptions read = wire::FromWire(params.getOptions());
+    return AfterSessionWait(conv_id, read).then([this, context, conv_id, after, limit,
+                                                 read]() mutable {
     return Serve<std::vector<uint64_t>>(
         NodeMetrics::kListMembers,
-        [conv_id, after, limit](NodeCore& core,
-                                const ShardTable& table) -> Result<std::vector<uint64_t>> {
-          auto shard = Route(core, table, conv_id, "conv_id");
+        [conv_id, after, limit, read](NodeCore& core,
+                                      const ShardTable& table) -> Result<std::vector<uint64_t>> {
+          auto shard = RouteRead(core, table, conv_id, "conv_id", read);
           if (!shard.ok()) return shard.status();
           return (*shard)->store->ListMembers(conv_id, after, limit);
         },
@@ -88,6 +96,7 @@ class ChatService final : public s::Node::Server {
           for (unsigned i = 0; i < members.size(); ++i) ids.set(i, members[i]);
         },
         [context](const Status&) mutable { return context.getResults().initError(); });
+    });
   }
 
   kj::Promise<void> sendMessage(SendMessageContext context) override {
@@ -153,10 +162,12 @@ class ChatService final : public s::Node::Server {
   kj::Promise<void> getMessage(GetMessageContext context) override {
     auto params = context.getParams();
     const uint64_t conv_id = params.getConvId(), seq = params.getSeq();
+    const ReadOptions read = wire::FromWire(params.getOptions());
+    return AfterSessionWait(conv_id, read).then([this, context, conv_id, seq, read]() mutable {
     return Serve<Message>(
         NodeMetrics::kGetMessage,
-        [conv_id, seq](NodeCore& core, const ShardTable& table) -> Result<Message> {
-          auto shard = Route(core, table, conv_id, "conv_id");
+        [conv_id, seq, read](NodeCore& core, const ShardTable& table) -> Result<Message> {
+          auto shard = RouteRead(core, table, conv_id, "conv_id", read);
           if (!shard.ok()) return shard.status();
           return (*shard)->store->GetMessage(conv_id, seq);
         },
@@ -164,14 +175,17 @@ class ChatService final : public s::Node::Server {
           wire::ToWire(message, context.getResults().initMessage());
         },
         [context](const Status&) mutable { return context.getResults().initError(); });
+    });
   }
 
   kj::Promise<void> readHistory(ReadHistoryContext context) override {
     auto query = wire::ReadHistory(context.getParams().getRequest());
+    const ReadOptions read = wire::FromWire(context.getParams().getOptions());
+    return AfterSessionWait(query.conv_id, read).then([this, context, query, read]() mutable {
     return Serve<EncodedHistoryPage>(
         NodeMetrics::kReadHistory,
-        [query](NodeCore& core, const ShardTable& table) -> Result<EncodedHistoryPage> {
-          auto shard = Route(core, table, query.conv_id, "conv_id");
+        [query, read](NodeCore& core, const ShardTable& table) -> Result<EncodedHistoryPage> {
+          auto shard = RouteRead(core, table, query.conv_id, "conv_id", read);
           if (!shard.ok()) return shard.status();
           return (*shard)->store->ReadHistoryEncoded(query);
         },
@@ -194,6 +208,7 @@ class ChatService final : public s::Node::Server {
           }
         },
         [context](const Status&) mutable { return context.getResults().initError(); });
+    });
   }
 
   kj::Promise<void> editMessage(EditMessageContext context) override {
@@ -223,10 +238,12 @@ class ChatService final : public s::Node::Server {
     query.user_id = params.getUserId();
     query.cursor = wire::View(params.getCursor());
     query.limit = params.getLimit();
+    const ReadOptions read = wire::FromWire(params.getOptions());
+    return AfterSessionWait(query.user_id, read).then([this, context, query, read]() mutable {
     return Serve<InboxPage>(
         NodeMetrics::kListInbox,
-        [query](NodeCore& core, const ShardTable& table) -> Result<InboxPage> {
-          auto shard = Route(core, table, query.user_id, "user_id");
+        [query, read](NodeCore& core, const ShardTable& table) -> Result<InboxPage> {
+          auto shard = RouteRead(core, table, query.user_id, "user_id", read);
           if (!shard.ok()) return shard.status();
           return (*shard)->store->ListInbox(query);
         },
@@ -240,6 +257,7 @@ class ChatService final : public s::Node::Server {
           results.setHasMore(page.has_more);
         },
         [context](const Status&) mutable { return context.getResults().initError(); });
+    });
   }
 
   kj::Promise<void> markRead(MarkReadContext context) override {
@@ -340,6 +358,22 @@ class ChatService final : public s::Node::Server {
       out.setShardId(shard.assignment.shard_id);
       out.setRole(role(shard.assignment.role));
       out.setState(s::ShardState::SERVING);
+      out.setEpoch(shard.assignment.epoch);
+      out.setPrimaryNode(wire::AsText(shard.assignment.primary_node));
+      out.setAppliedLsn(shard.log->lsn());
+      if (shard.assignment.role == ShardRole::kReplica) {
+        out.setLagLsn(shard.log->lag_lsn());
+        out.setLagMs(shard.log->lag_ms());
+      } else {
+        auto pulls = shard.log->Pulls();
+        auto list = out.initReplicasOnPrimary(static_cast<unsigned>(pulls.size()));
+        const int64_t now = replication::SteadyMs();
+        for (unsigned k = 0; k < pulls.size(); ++k) {
+          list[k].setNodeId(wire::AsText(pulls[k].node_id));
+          list[k].setAppliedLsn(pulls[k].applied_lsn);
+          list[k].setLastPullAgeMs(static_cast<uint64_t>(std::max<int64_t>(0, now - pulls[k].at_ms)));
+        }
+      }
       auto got = shard.store->GetStats();
       if (!got.ok()) {
         out.setLastError(wire::AsText(got.status().ToString()));
@@ -354,14 +388,236 @@ class ChatService final : public s::Node::Server {
       auto out = stats[i++];
       out.setShardId(pending.assignment.shard_id);
       out.setRole(role(pending.assignment.role));
-      out.setState(pending.state == ShardState::kRefused ? s::ShardState::REFUSED
-                                                         : s::ShardState::OPENING);
+      out.setEpoch(pending.assignment.epoch);
+      out.setPrimaryNode(wire::AsText(pending.assignment.primary_node));
+      out.setState(pending.state == ShardState::kRefused         ? s::ShardState::REFUSED
+                   : pending.state == ShardState::kBootstrapping ? s::ShardState::BOOTSTRAPPING
+                                                                  : s::ShardState::OPENING);
+      if (pending.log) {
+        out.setBootstrapBytesDone(pending.log->bootstrap_done.load());
+        out.setBootstrapBytesTotal(pending.log->bootstrap_total.load());
+      }
       out.setLastError(wire::AsText(pending.why));
     }
     return kj::READY_NOW;
   }
 
+  // ---- Replication (schema/replication.capnp; docs/replication.md) ----------------------------
+
+  kj::Promise<void> pullLog(PullLogContext context) override {
+    auto params = context.getParams();
+    const uint64_t shard_id = params.getShardId(), epoch = params.getEpoch();
+    const uint64_t from = params.getFromLsn();
+    const size_t max_bytes = std::clamp<size_t>(params.getMaxBytes(), 1, kMaxPullBytes);
+    const auto wait = std::chrono::milliseconds(std::min<uint32_t>(params.getWaitMs(), kMaxPullWaitMs));
+    const std::string replica(wire::View(params.getReplicaNodeId()));
+    auto table = core_->Table();
+    auto primary = PrimaryFor(*core_, *table, shard_id, epoch);
+    Status refused = !primary.ok() ? primary.status()
+                     : from == 0   ? Status::InvalidArgument("from_lsn", "log positions start at 1")
+                                   : Status::Ok();
+    if (refused.ok()) {
+      const HostedShard& h = **primary;
+      const uint64_t latest = h.store->LatestSequence();
+      if (from - 1 > latest) {
+        // The copy holds writes this primary never had (an old primary's): never merged.
+        refused = Status::FailedPrecondition(
+            "the replica is at lsn " + std::to_string(from - 1) + ", past primary " +
+            core_->options.node_id + "'s lsn " + std::to_string(latest) + " of shard " +
+            std::to_string(shard_id) + ": its log diverged; bootstrap it again");
+      } else if (!replica.empty()) {
+        h.log->RecordPull(replica, from - 1);
+      }
+    }
+    if (!refused.ok()) {
+      CallTimer timer(core_->metrics, NodeMetrics::kPullLog);
+      WriteError(context.getResults().initError(), refused);
+      return kj::READY_NOW;
+    }
+    // Nothing new: a long poll, woken by the shard's next commit (or the wait's end).
+    std::shared_ptr<replication::ShardLog> log = (*primary)->log;
+    kj::Promise<bool> ready = from <= log->lsn() || wait.count() == 0
+                                  ? kj::Promise<bool>(true)
+                                  : log->WaitFor(from, timer_, wait);
+    return ready.attach(kj::mv(log)).then([this, context, shard_id, epoch, from,
+                                           max_bytes](bool) mutable {
+      struct Pulled {
+        LogChunk chunk;
+        uint64_t latest = 0;
+      };
+      return Serve<Pulled>(
+          NodeMetrics::kPullLog,
+          [shard_id, epoch, from, max_bytes](NodeCore& core,
+                                             const ShardTable& table) -> Result<Pulled> {
+            auto primary = PrimaryFor(core, table, shard_id, epoch);
+            if (!primary.ok()) return primary.status();
+            Pulled out;
+            out.latest = (*primary)->store->LatestSequence();
+            auto chunk = (*primary)->store->ReadLog(from, max_bytes);
+            if (!chunk.ok()) return chunk.status();
+            out.chunk = std::move(chunk).value();
+            return out;
+          },
+          [context](const Pulled& pulled) mutable {
+            auto results = context.getResults();
+            auto batches =
+                results.initBatches(static_cast<unsigned>(pulled.chunk.batches.size()));
+            for (unsigned i = 0; i < pulled.chunk.batches.size(); ++i) {
+              const LogBatch& batch = pulled.chunk.batches[i];
+              batches[i].setFirstLsn(batch.first_lsn);
+              batches[i].setCount(batch.count);
+              batches[i].setData(wire::AsData(batch.data));
+            }
+            // The chunk may end past `latest` (writes since): report the larger.
+            uint64_t latest = pulled.latest;
+            if (!pulled.chunk.batches.empty()) {
+              latest = std::max(latest, pulled.chunk.next_lsn - 1);
+            }
+            results.setLatestLsn(latest);
+            results.setPrimaryTimeMs(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         std::chrono::system_clock::now().time_since_epoch())
+                                         .count());
+          },
+          [context](const Status&) mutable { return context.getResults().initError(); });
+    });
+  }
+
+  kj::Promise<void> beginCheckpoint(BeginCheckpointContext context) override {
+    auto params = context.getParams();
+    const uint64_t shard_id = params.getShardId(), epoch = params.getEpoch();
+    const std::string replica(wire::View(params.getReplicaNodeId()));
+    return Serve<replication::CheckpointInfo>(
+        NodeMetrics::kBeginCheckpoint,
+        [shard_id, epoch, replica](NodeCore& core,
+                                   const ShardTable& table) -> Result<replication::CheckpointInfo> {
+          auto primary = PrimaryFor(core, table, shard_id, epoch);
+          if (!primary.ok()) return primary.status();
+          core.logger->info("checkpoint of shard {} for replica {}", shard_id, replica);
+          return core.checkpoints.Begin(*(*primary)->store);
+        },
+        [context](const replication::CheckpointInfo& info) mutable {
+          auto results = context.getResults();
+          results.setCheckpointId(info.id);
+          results.setLsn(info.lsn);
+          auto files = results.initFiles(static_cast<unsigned>(info.files.size()));
+          for (unsigned i = 0; i < info.files.size(); ++i) {
+            files[i].setName(wire::AsText(info.files[i].name));
+            files[i].setSize(info.files[i].size);
+            files[i].setXxh64(info.files[i].xxh64);
+          }
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
+  }
+
+  kj::Promise<void> readCheckpoint(ReadCheckpointContext context) override {
+    auto params = context.getParams();
+    const uint64_t id = params.getCheckpointId(), offset = params.getOffset();
+    const uint32_t file = params.getFileIndex(), max_bytes = params.getMaxBytes();
+    return Serve<std::string>(
+        NodeMetrics::kReadCheckpoint,
+        [id, file, offset, max_bytes](NodeCore& core, const ShardTable&) {
+          return core.checkpoints.Read(id, file, offset, max_bytes);
+        },
+        [context](const std::string& data) mutable {
+          context.getResults().setData(wire::AsData(data));
+        },
+        [context](const Status&) mutable { return context.getResults().initError(); });
+  }
+
+  kj::Promise<void> endCheckpoint(EndCheckpointContext context) override {
+    const uint64_t id = context.getParams().getCheckpointId();
+    return Serve<bool>(
+        NodeMetrics::kEndCheckpoint,
+        [id](NodeCore& core, const ShardTable&) -> Result<bool> {
+          SB_RETURN_IF_ERROR(core.checkpoints.End(id));
+          return true;
+        },
+        [](bool) {}, [context](const Status&) mutable { return context.getResults().initError(); });
+  }
+
+  kj::Promise<void> checksumShard(ChecksumShardContext context) override {
+    auto params = context.getParams();
+    const uint64_t shard_id = params.getShardId(), at = params.getAtLsn();
+    auto table = core_->Table();
+    const HostedShard* shard = table->FindShard(shard_id);
+    kj::Promise<bool> ready = true;
+    std::shared_ptr<replication::ShardLog> log;
+    if (shard != nullptr && at != 0 && shard->assignment.role == ShardRole::kReplica &&
+        shard->store->LatestSequence() < at) {
+      // Hold the copy at exactly `at` (the primary's write groups end there), digest, resume.
+      log = shard->log;
+      log->SetPauseAt(at);
+      ready = log->WaitFor(at, timer_, kChecksumWait);
+    }
+    return ready.then([this, context, shard_id, at, log](bool) mutable {
+      return Serve<ShardChecksum>(
+                 NodeMetrics::kChecksumShard,
+                 [shard_id, at](NodeCore& core, const ShardTable& table) -> Result<ShardChecksum> {
+                   const HostedShard* shard = table.FindShard(shard_id);
+                   if (shard == nullptr) {
+                     return Status::NotFound("node " + core.options.node_id +
+                                             " serves no copy of shard " +
+                                             std::to_string(shard_id));
+                   }
+                   auto sum = shard->store->Checksum();
+                   if (sum.ok() && at != 0 && sum->lsn != at) {
+                     return Status::FailedPrecondition(
+                         "shard " + std::to_string(shard_id) + " on node " + core.options.node_id +
+                         " is at lsn " + std::to_string(sum->lsn) + ", not " + std::to_string(at) +
+                         "; ask again at a newer lsn");
+                   }
+                   return sum;
+                 },
+                 [context](const ShardChecksum& sum) mutable {
+                   auto results = context.getResults();
+                   results.setLsn(sum.lsn);
+                   results.setChecksum(sum.checksum);
+                   results.setKeys(sum.keys);
+                 },
+                 [context](const Status&) mutable { return context.getResults().initError(); })
+          .then([log, at] {
+            if (log && log->pause_at() == at) log->SetPauseAt(0);
+          });
+    });
+  }
+
  private:
+  static constexpr size_t kMaxPullBytes = 16u << 20;
+  static constexpr uint32_t kMaxPullWaitMs = 5000;
+  static constexpr std::chrono::milliseconds kChecksumWait = std::chrono::seconds(30);
+
+  // The shard `shard_id` held here as primary at `epoch`: notPrimary (with the primary's
+  // address) if this node holds a replica, staleEpoch if the epochs differ, unavailable while
+  // it opens, notOwner if the node does not host it.
+  static Result<const HostedShard*> PrimaryFor(const NodeCore& core, const ShardTable& table,
+                                               uint64_t shard_id, uint64_t epoch) {
+    const HostedShard* h = table.FindShard(shard_id);
+    if (h == nullptr) {
+      for (const PendingShard& p : table.pending) {
+        if (p.assignment.shard_id == shard_id) {
+          return Status::Unavailable("shard " + std::to_string(shard_id) + " is still opening on " +
+                                     core.options.node_id);
+        }
+      }
+      return Status::NotOwner("node " + core.options.node_id + " does not host shard " +
+                              std::to_string(shard_id) + " at shard-map version " +
+                              std::to_string(table.map_version));
+    }
+    const ShardAssignment& a = h->assignment;
+    if (a.role != ShardRole::kPrimary) {
+      return Status::NotPrimary("node " + core.options.node_id + " holds a replica of shard " +
+                                    std::to_string(shard_id) + "; its primary is " + a.primary_node,
+                                a.primary_address);
+    }
+    if (epoch != a.epoch) {
+      return Status::StaleEpoch("shard " + std::to_string(shard_id) + " is at epoch " +
+                                    std::to_string(a.epoch) + " on node " + core.options.node_id +
+                                    ", not " + std::to_string(epoch),
+                                a.epoch);
+    }
+    return h;
+  }
+
   // Runs `work` (on the engine pool, or inline when there is none), then on the event loop
   // either `fill(value)` or writes the error into the builder `error_slot(status)` returns.
   // Records the call's latency (queueing included) and error code.
@@ -450,7 +706,10 @@ class ChatService final : public s::Node::Server {
       return Status::Unavailable(
           std::string(field) + " " + std::to_string(key) + " belongs to shard " +
           std::to_string(pending->assignment.shard_id) + ", which node " + core.options.node_id +
-          " is " + (pending->state == ShardState::kRefused ? "refusing to open" : "still opening") +
+          " is " +
+          (pending->state == ShardState::kRefused         ? "refusing to open"
+           : pending->state == ShardState::kBootstrapping ? "still bootstrapping"
+                                                          : "still opening") +
           (pending->why.empty() ? std::string() : ": " + pending->why));
     }
     return Status::NotOwner(std::string(field) + " " + std::to_string(key) +
@@ -463,11 +722,81 @@ class ChatService final : public s::Node::Server {
                                                uint64_t key, const char* field) {
     auto shard = Route(core, table, key, field);
     if (shard.ok() && (*shard)->assignment.role != ShardRole::kPrimary) {
-      return Status::FromCode(ErrorCode::kNotPrimary,
-                              "shard " + std::to_string((*shard)->assignment.shard_id) +
-                                  " is a replica on node " + core.options.node_id);
+      const ShardAssignment& a = (*shard)->assignment;
+      return Status::NotPrimary("shard " + std::to_string(a.shard_id) + " is a replica on node " +
+                                    core.options.node_id + "; its primary is " + a.primary_node,
+                                a.primary_address);
     }
     return shard;
+  }
+
+  // Routes a read: a primary serves every consistency; a replica serves `replica` reads while
+  // its staleness is under the bound and `session` reads once it has applied the caller's
+  // token (AfterSessionWait waited for it). Otherwise notPrimary (the client reads from the
+  // primary) or, for a session read still behind after the wait, unavailable.
+  static Result<const HostedShard*> RouteRead(const NodeCore& core, const ShardTable& table,
+                                              uint64_t key, const char* field,
+                                              const ReadOptions& read) {
+    auto shard = Route(core, table, key, field);
+    if (!shard.ok() || (*shard)->assignment.role == ShardRole::kPrimary) return shard;
+    const HostedShard& h = **shard;
+    const ShardAssignment& a = h.assignment;
+    auto to_primary = [&](const std::string& why) {
+      return Status::NotPrimary("shard " + std::to_string(a.shard_id) + " on node " +
+                                    core.options.node_id + " is a replica: " + why,
+                                a.primary_address);
+    };
+    switch (read.consistency) {
+      case Consistency::kStrong:
+        return to_primary("strong reads go to the primary " + a.primary_node);
+      case Consistency::kReplica: {
+        const uint64_t bound = read.max_lag_ms != 0
+                                   ? read.max_lag_ms
+                                   : static_cast<uint64_t>(
+                                         core.options.replication.default_max_lag.count());
+        const uint64_t lag = h.log->lag_ms();
+        if (lag > bound) {
+          return to_primary("it is " + std::to_string(lag) + " ms stale, over the bound of " +
+                            std::to_string(bound) + " ms");
+        }
+        return shard;
+      }
+      case Consistency::kSession: {
+        const WriteToken& token = read.token;
+        if (token.shard_id == 0 && token.lsn == 0) return shard;  // Nothing written yet.
+        if (token.shard_id != a.shard_id || token.epoch != a.epoch) {
+          return to_primary("the token is of shard " + std::to_string(token.shard_id) +
+                            " epoch " + std::to_string(token.epoch) + ", not epoch " +
+                            std::to_string(a.epoch));
+        }
+        const uint64_t applied = h.log->lsn();
+        if (applied < token.lsn) {
+          return Status::Unavailable("shard " + std::to_string(a.shard_id) + " on node " +
+                                     core.options.node_id + " has applied lsn " +
+                                     std::to_string(applied) + ", not yet the token's " +
+                                     std::to_string(token.lsn) + "; read from the primary");
+        }
+        return shard;
+      }
+    }
+    return shard;
+  }
+
+  // A session read of a key this node holds as a replica waits (up to the session wait) until
+  // the copy has applied the caller's token. Everything else proceeds at once.
+  kj::Promise<void> AfterSessionWait(uint64_t key, const ReadOptions& read) {
+    if (read.consistency != Consistency::kSession || read.token.lsn == 0) return kj::READY_NOW;
+    auto table = core_->Table();
+    const HostedShard* shard = table->Find(TokenOf(key));
+    if (shard == nullptr || shard->assignment.role == ShardRole::kPrimary ||
+        shard->assignment.shard_id != read.token.shard_id ||
+        shard->log->lsn() >= read.token.lsn) {
+      return kj::READY_NOW;
+    }
+    return shard->log
+        ->WaitFor(read.token.lsn, timer_, core_->options.replication.session_wait)
+        .ignoreResult()
+        .attach(std::shared_ptr<const ShardTable>(table));
   }
 
   // Routes `key`, runs the write `op` on its shard, and attaches the write token.
@@ -604,12 +933,13 @@ class ChatService final : public s::Node::Server {
   }
 
   std::shared_ptr<NodeCore> core_;
+  kj::Timer& timer_;
 };
 
 }  // namespace
 
-capnp::Capability::Client NewChatService(std::shared_ptr<NodeCore> core) {
-  return kj::heap<ChatService>(std::move(core));
+capnp::Capability::Client NewChatService(std::shared_ptr<NodeCore> core, kj::Timer& timer) {
+  return kj::heap<ChatService>(std::move(core), timer);
 }
 
 }  // namespace scrollback

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <capnp/capability.h>
+#include <kj/timer.h>
 
 #include <memory>
 
@@ -15,6 +16,7 @@
 
 namespace scrollback {
 
-capnp::Capability::Client NewChatService(std::shared_ptr<NodeCore> core);
+// `timer`: the event loop's (long polls and session reads wait on it).
+capnp::Capability::Client NewChatService(std::shared_ptr<NodeCore> core, kj::Timer& timer);
 
 }  // namespace scrollback

@@ -12,6 +12,7 @@
 #include "engine_pool.h"
 #include "node_metrics.h"
 #include "scrollback/node/storage_node.h"
+#include "scrollback/replication/replication.h"
 
 namespace scrollback {
 
@@ -21,6 +22,7 @@ struct PendingShard {
   ShardAssignment assignment;
   ShardState state = ShardState::kOpening;
   std::string why;  // The last open error, if any.
+  std::shared_ptr<replication::ShardLog> log;  // Bootstrap progress.
 };
 
 // Which shards the node serves, at one shard-map version. Published whole by the ShardHost and
@@ -40,6 +42,13 @@ struct ShardTable {
     return it->assignment.range.Contains(token) ? &*it : nullptr;
   }
   // Linear: a node has few shards in transition at once.
+  // By shard id (linear: replication calls are few per shard).
+  const HostedShard* FindShard(uint64_t shard_id) const {
+    for (const HostedShard& h : shards) {
+      if (h.assignment.shard_id == shard_id) return &h;
+    }
+    return nullptr;
+  }
   const PendingShard* FindPending(uint64_t token) const {
     for (const PendingShard& p : pending) {
       if (p.assignment.range.Contains(token)) return &p;
@@ -55,7 +64,9 @@ class NodeCore {
         logger(OrNull(options.logger)),
         pool(options.engine_threads > 0
                  ? std::make_unique<EnginePool>(options.engine_threads, options.max_queued_calls)
-                 : nullptr) {}
+                 : nullptr),
+        checkpoints(options.data_dir + "/checkpoints", options.replication.checkpoint_idle_timeout,
+                    logger) {}
 
   std::shared_ptr<const ShardTable> Table() const {
     std::lock_guard lock(mu);
@@ -71,6 +82,9 @@ class NodeCore {
   OutboxSignal signal;
   NodeMetrics metrics;
   std::unique_ptr<EnginePool> pool;  // Null: engine calls run on the event loops.
+  // Checkpoints served to bootstrapping replicas (data_dir/checkpoints: the shards' filesystem,
+  // so they are hard links).
+  replication::CheckpointSource checkpoints;
 
  private:
   mutable std::mutex mu;

@@ -33,13 +33,19 @@ class NodeMetrics {
     kHealth,
     kShardStats,
     kShardMap,
+    kPullLog,
+    kBeginCheckpoint,
+    kReadCheckpoint,
+    kEndCheckpoint,
+    kChecksumShard,
     kNumMethods
   };
   static constexpr std::array<const char*, kNumMethods> kMethodNames = {
       "createConversation", "getConversation", "addMembers", "removeMembers",     "listMembers",
       "sendMessage",        "sendBatch",       "getMessage", "readHistory",       "editMessage",
       "deleteMessage",      "listInbox",       "markRead",   "applyInboxUpdates", "health",
-      "shardStats",         "shardMap"};
+      "shardStats",         "shardMap",        "pullLog",    "beginCheckpoint",   "readCheckpoint",
+      "endCheckpoint",      "checksumShard"};
   // Upper bounds of the latency buckets, in microseconds (+Inf is implicit).
   static constexpr std::array<uint64_t, 10> kBucketsUs = {25,   50,   100,   250,   500,
                                                           1000, 2500, 10000, 50000, 250000};

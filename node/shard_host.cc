@@ -35,6 +35,17 @@ int64_t UnixMs() {
 
 ShardHost::ShardHost(NodeCore& core, std::shared_ptr<StorageResources> resources)
     : core_(core), resources_(std::move(resources)), log_(core.logger) {
+  const ReplicationOptions& replication = core_.options.replication;
+  replication::FollowerOptions follower;
+  follower.node_id = core_.options.node_id;
+  follower.pull_max_bytes = replication.pull_max_bytes;
+  follower.pull_wait = replication.pull_wait;
+  follower.bootstrap_mb_per_s = replication.bootstrap_mb_per_s;
+  follower.max_message_bytes = core_.options.max_message_bytes;
+  follower.tamper_chunk = replication.tamper_chunk;
+  follower.logger = core_.logger;
+  follower_ = replication::ReplicaFollower::Start(
+      follower, [this](uint64_t shard_id, const Status& why) { OnRebootstrap(shard_id, why); });
   const int threads = std::max(1, core_.options.shard_lifecycle_threads);
   for (int i = 0; i < threads; ++i) {
     threads_.emplace_back([this] {
@@ -64,7 +75,19 @@ Status ShardHost::Assign(uint64_t map_version, const std::vector<ShardAssignment
     }
   }
 
-  std::lock_guard lock(mu_);
+  std::set<uint64_t> touched;  // Shards whose following may change.
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, slot] : slots_) touched.insert(id);
+    for (const ShardAssignment& a : sorted) touched.insert(a.shard_id);
+    SB_RETURN_IF_ERROR(AssignLocked(map_version, sorted, std::move(shard_map)));
+  }
+  for (uint64_t id : touched) SyncFollow(id);
+  return Status::Ok();
+}
+
+Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssignment>& sorted,
+                               std::string shard_map) {
   if (stopping_) return Status::Unavailable("node " + core_.options.node_id + " is stopping");
   if (map_version < map_version_) return Status::Ok();  // Older than what is served.
   if (map_version != map_version_) {
@@ -161,6 +184,9 @@ void ShardHost::Stop(std::chrono::milliseconds grace) {
       cv_.notify_all();
     }
   }
+  // The follower holds the replica stores that are closing: let go of them (and of any
+  // bootstrap in progress) first.
+  follower_->Stop();
   for (auto& thread : threads_) {
     if (thread.joinable()) thread.join();
   }
@@ -202,8 +228,13 @@ std::string ShardHost::DirectoryOf(uint64_t shard_id) const {
   return (fs::path(core_.options.data_dir) / ("shard-" + std::to_string(shard_id))).string();
 }
 
-ShardOptions ShardHost::OptionsFor(const ShardAssignment& assignment) const {
+ShardOptions ShardHost::OptionsFor(const ShardAssignment& assignment,
+                                   const std::shared_ptr<replication::ShardLog>& log) const {
   ShardOptions options = core_.options.shard_options;
+  options.on_commit = [log](uint64_t lsn) { log->Publish(lsn); };
+  // A replica's database comes from its primary's checkpoint, never from an empty create (its
+  // own first write would take LSNs that belong to the primary's log).
+  if (assignment.role == ShardRole::kReplica) options.create_if_missing = false;
   options.shard_id = assignment.shard_id;
   options.token_range = assignment.range;
   if (!options.resources) options.resources = resources_;
@@ -220,6 +251,7 @@ ShardOptions ShardHost::OptionsFor(const ShardAssignment& assignment) const {
 
 void ShardHost::Open(const Task& task) {
   ShardAssignment assignment;
+  std::shared_ptr<replication::ShardLog> shard_log;
   ShardOptions options;
   uint32_t attempt = 0;
   {
@@ -235,7 +267,8 @@ void ShardHost::Open(const Task& task) {
       return;
     }
     assignment = it->second.assignment;
-    options = OptionsFor(assignment);
+    shard_log = it->second.log;
+    options = OptionsFor(assignment, shard_log);
     attempt = ++it->second.attempts;
   }
   const std::string dir = DirectoryOf(assignment.shard_id);
@@ -273,6 +306,21 @@ void ShardHost::Open(const Task& task) {
   } else if (fs::exists(fs::path(dir) / "CURRENT", ec)) {
     log_->warn("{} holds a database but no {}: adopting it as {} (written before identity files)",
                dir, kShardIdentityFile, Describe(assignment));
+  } else if (assignment.role == ShardRole::kReplica) {
+    // A new replica copy: a checkpoint of the primary, copied and checked, then opened.
+    {
+      std::lock_guard lock(mu_);
+      auto it = slots_.find(task.shard_id);
+      if (it == slots_.end() || it->second.generation != task.generation) return;
+      it->second.state = ShardState::kBootstrapping;
+      PublishLocked();
+    }
+    fs::create_directories(core_.options.data_dir, ec);
+    fs::remove_all(dir, ec);  // An identity file alone, or an empty directory, is no copy.
+    replication::FollowTarget target{assignment.shard_id, assignment.epoch,
+                                     assignment.primary_node, assignment.primary_address};
+    auto copied = follower_->Bootstrap(target, dir, *shard_log);
+    if (!copied.ok()) return give_up(ShardState::kOpening, copied.status());
   } else {
     // A new copy. Say so loudly if an earlier copy of this shard was moved aside here: a copy
     // that had data is not served empty without a trace in the log.
@@ -314,28 +362,84 @@ void ShardHost::Open(const Task& task) {
     log_->error("writing the identity of {} failed (serving it anyway): {}", dir, saved.ToString());
   }
 
+  {
+    std::lock_guard lock(mu_);
+    auto it = slots_.find(task.shard_id);
+    if (stopping_ || it == slots_.end() || it->second.generation != task.generation) {
+      // Dropped while opening: close it again (nobody else has seen it).
+      ++closing_;
+      ++closing_ids_[task.shard_id];
+      Schedule(
+          Task{std::chrono::steady_clock::now(), task.shard_id, 0, std::move(store), assignment});
+      return;
+    }
+    Slot& slot = it->second;
+    slot.log->Publish(store->LatestSequence());
+    slot.store = std::move(store);
+    slot.state = ShardState::kServing;
+    slot.last_error.clear();
+    opens_.fetch_add(1, std::memory_order_relaxed);
+    log_->info("serving {} from {} at lsn {} (attempt {})", Describe(assignment), dir,
+               written.lsn, attempt);
+    PublishLocked();
+  }
+  SyncFollow(task.shard_id);  // A replica starts pulling its primary's log.
+}
+
+void ShardHost::SyncFollow(uint64_t shard_id) {
+  std::lock_guard follow(follow_mu_);
+  std::shared_ptr<ShardStore> store;
+  std::shared_ptr<replication::ShardLog> shard_log;
+  replication::FollowTarget target;
+  {
+    std::lock_guard lock(mu_);
+    auto it = slots_.find(shard_id);
+    if (!stopping_ && it != slots_.end() && it->second.state == ShardState::kServing &&
+        it->second.assignment.role == ShardRole::kReplica) {
+      const ShardAssignment& a = it->second.assignment;
+      store = it->second.store;
+      shard_log = it->second.log;
+      target = {a.shard_id, a.epoch, a.primary_node, a.primary_address};
+    }
+  }
+  if (store) {
+    follower_->Follow(target, std::move(store), std::move(shard_log));
+  } else {
+    follower_->Unfollow(shard_id);
+  }
+}
+
+void ShardHost::OnRebootstrap(uint64_t shard_id, const Status& why) {
   std::lock_guard lock(mu_);
-  auto it = slots_.find(task.shard_id);
-  if (stopping_ || it == slots_.end() || it->second.generation != task.generation) {
-    // Dropped while opening: close it again (nobody else has seen it).
-    ++closing_;
-    ++closing_ids_[task.shard_id];
-    Schedule(
-        Task{std::chrono::steady_clock::now(), task.shard_id, 0, std::move(store), assignment});
+  auto it = slots_.find(shard_id);
+  if (stopping_ || it == slots_.end() || it->second.state != ShardState::kServing ||
+      it->second.assignment.role != ShardRole::kReplica) {
     return;
   }
   Slot& slot = it->second;
-  slot.store = std::move(store);
-  slot.state = ShardState::kServing;
-  slot.last_error.clear();
-  opens_.fetch_add(1, std::memory_order_relaxed);
-  log_->info("serving {} from {} at lsn {} (attempt {})", Describe(assignment), dir, written.lsn,
-             attempt);
+  rebootstraps_.fetch_add(1, std::memory_order_relaxed);
+  log_->warn("replica {} cannot continue from its log ({}): moving it aside to bootstrap again",
+             Describe(slot.assignment), why.ToString());
+  ++closing_;
+  ++closing_ids_[shard_id];
+  Task close{std::chrono::steady_clock::now(), shard_id, 0, std::move(slot.store),
+             slot.assignment};
+  close.discard = true;
+  Schedule(std::move(close));
+  slot.state = ShardState::kOpening;
+  slot.last_error = why.ToString();
+  slot.log = std::make_shared<replication::ShardLog>();  // The new copy starts from nothing.
+  slot.generation = next_generation_++;
+  Schedule(Task{std::chrono::steady_clock::now(), shard_id, slot.generation, nullptr, {}});
   PublishLocked();
 }
 
 void ShardHost::Close(Task task) {
   const std::string dir = DirectoryOf(task.shard_id);
+  if (!task.unfollowed) {
+    SyncFollow(task.shard_id);  // The follower lets go of a copy that is no longer serving.
+    task.unfollowed = true;
+  }
   if (task.closing.use_count() > 1) {
     // Calls in flight or a fan-out pass still hold it. Wait for them (past the stop deadline,
     // leave it to the last holder).
@@ -380,7 +484,7 @@ void ShardHost::Close(Task task) {
   const bool same_copy =
       again != slots_.end() && again->second.assignment.range == task.closing_assignment.range &&
       again->second.assignment.placement_version == task.closing_assignment.placement_version;
-  if (!same_copy && !stopping_ && !core_.options.keep_dropped_directories) {
+  if (task.discard || (!same_copy && !stopping_ && !core_.options.keep_dropped_directories)) {
     auto moved = MoveShardDirectoryAside(core_.options.data_dir, dir, "dropped",
                                          task.closing_assignment.placement_version, UnixMs());
     if (moved.ok()) {
@@ -401,9 +505,10 @@ void ShardHost::PublishLocked() {
   table->shard_map = shard_map_;
   for (const auto& [id, slot] : slots_) {
     if (slot.state == ShardState::kServing) {
-      table->shards.push_back(HostedShard{slot.assignment, slot.store});
+      table->shards.push_back(HostedShard{slot.assignment, slot.store, slot.log});
     } else {
-      table->pending.push_back(PendingShard{slot.assignment, slot.state, slot.last_error});
+      table->pending.push_back(
+          PendingShard{slot.assignment, slot.state, slot.last_error, slot.log});
     }
   }
   std::sort(table->shards.begin(), table->shards.end(), [](const auto& a, const auto& b) {
@@ -413,7 +518,7 @@ void ShardHost::PublishLocked() {
 }
 
 void ShardHost::RenderMetrics(std::string* out) const {
-  size_t by_state[3] = {0, 0, 0};
+  size_t by_state[4] = {0, 0, 0, 0};
   {
     std::lock_guard lock(mu_);
     for (const auto& [id, slot] : slots_) ++by_state[static_cast<size_t>(slot.state)];
@@ -421,7 +526,8 @@ void ShardHost::RenderMetrics(std::string* out) const {
   *out +=
       "# HELP scrollback_shards Shards assigned to this node, by lifecycle state.\n"
       "# TYPE scrollback_shards gauge\n";
-  for (ShardState state : {ShardState::kOpening, ShardState::kServing, ShardState::kRefused}) {
+  for (ShardState state : {ShardState::kOpening, ShardState::kServing, ShardState::kRefused,
+                           ShardState::kBootstrapping}) {
     *out += "scrollback_shards{state=\"" + std::string(ShardStateName(state)) + "\"} " +
             std::to_string(by_state[static_cast<size_t>(state)]) + "\n";
   }
@@ -440,6 +546,10 @@ void ShardHost::RenderMetrics(std::string* out) const {
           "Directories of dropped shards moved to data_dir/dropped.", moved_aside_.load());
   counter("scrollback_shard_lifecycle_errors_total",
           "Identity writes or directory moves that failed (logged).", lifecycle_errors_.load());
+  counter("scrollback_shard_rebootstraps_total",
+          "Replica copies moved aside to bootstrap again (log gap or divergence; logged).",
+          rebootstraps_.load());
+  follower_->RenderMetrics(out);
 }
 
 }  // namespace scrollback

@@ -15,6 +15,13 @@
 //
 // Every change republishes the node's ShardTable (NodeCore::Publish): serving shards route to
 // their store, shards still opening or refused answer `unavailable`.
+//
+// Replicas (docs/replication.md): a replica copy with no database yet is bootstrapped from its
+// primary's checkpoint before it opens (state bootstrapping, on the lifecycle thread); once
+// serving, the node's ReplicaFollower pulls its primary's log into it. A replica that cannot
+// continue from its log (a gap, divergence) is closed, its directory moved aside, and opened
+// again, which bootstraps it afresh. Which shards the follower follows is derived from the slots
+// by SyncFollow, never while holding mu_ (the follower's thread calls back into the host).
 #pragma once
 
 #include <atomic>
@@ -29,6 +36,7 @@
 #include <vector>
 
 #include "node_core.h"
+#include "scrollback/replication/replication.h"
 
 namespace scrollback {
 
@@ -46,7 +54,8 @@ class ShardHost {
   // that the last holder closes it), and joins the threads. Idempotent.
   void Stop(std::chrono::milliseconds grace);
 
-  // Prometheus text: shards by state, open failures, refusals, directories moved aside.
+  // Prometheus text: shards by state, open failures, refusals, directories moved aside, and the
+  // follower's pulls and bootstraps.
   void RenderMetrics(std::string* out) const;
 
  private:
@@ -56,6 +65,7 @@ class ShardHost {
     ShardAssignment assignment;
     ShardState state = ShardState::kOpening;
     std::shared_ptr<ShardStore> store;  // Set while serving.
+    std::shared_ptr<replication::ShardLog> log = std::make_shared<replication::ShardLog>();
     uint32_t attempts = 0;
     std::string last_error;
     uint64_t generation = 0;  // Bumped whenever the assignment changes; stale tasks see it.
@@ -66,6 +76,8 @@ class ShardHost {
     uint64_t generation = 0;              // Open: the slot generation it was made for.
     std::shared_ptr<ShardStore> closing;  // Close: the store to close.
     ShardAssignment closing_assignment;   // Close: what it was assigned as.
+    bool discard = false;  // Close: move the directory aside even if still assigned (rebootstrap).
+    bool unfollowed = false;  // Close: the follower was told to let go of it.
   };
 
   void Work();
@@ -75,9 +87,18 @@ class ShardHost {
   // identity and moves the directory aside if the shard is no longer assigned.
   void Close(Task task);
   void Schedule(Task task);  // REQUIRES: mu_ held.
+  Status AssignLocked(uint64_t map_version, const std::vector<ShardAssignment>& sorted,
+                      std::string shard_map);  // REQUIRES: mu_ held.
+  // Makes the follower follow shard `shard_id` iff its slot is a serving replica. REQUIRES: mu_
+  // not held.
+  void SyncFollow(uint64_t shard_id);
+  // The follower gave up on a copy (on its thread): reopen it from a fresh bootstrap.
+  void OnRebootstrap(uint64_t shard_id, const Status& why);
   void PublishLocked();      // REQUIRES: mu_ held.
   std::string DirectoryOf(uint64_t shard_id) const;
-  ShardOptions OptionsFor(const ShardAssignment& assignment) const;  // REQUIRES: mu_ held.
+  // REQUIRES: mu_ held.
+  ShardOptions OptionsFor(const ShardAssignment& assignment,
+                          const std::shared_ptr<replication::ShardLog>& log) const;
 
   NodeCore& core_;
   const std::shared_ptr<StorageResources> resources_;
@@ -97,6 +118,8 @@ class ShardHost {
   bool stopping_ = false;                 // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point stop_deadline_;  // GUARDED_BY(mu_)
   std::vector<std::thread> threads_;
+  std::unique_ptr<replication::ReplicaFollower> follower_;
+  std::mutex follow_mu_;  // Serializes SyncFollow. Taken before mu_, never while holding it.
 
   std::atomic<uint64_t> opens_{0};
   std::atomic<uint64_t> open_failures_{0};
@@ -104,6 +127,7 @@ class ShardHost {
   std::atomic<uint64_t> closes_{0};
   std::atomic<uint64_t> moved_aside_{0};
   std::atomic<uint64_t> lifecycle_errors_{0};  // Identity writes and moves that failed.
+  std::atomic<uint64_t> rebootstraps_{0};
 };
 
 }  // namespace scrollback

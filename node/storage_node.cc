@@ -30,6 +30,8 @@ const char* ShardStateName(ShardState state) {
       return "serving";
     case ShardState::kRefused:
       return "refused";
+    case ShardState::kBootstrapping:
+      return "bootstrapping";
   }
   return "unknown";
 }
@@ -58,9 +60,10 @@ class StorageNodeImpl final : public StorageNode {
     rpc.max_connections = core_->options.max_connections;
     rpc.logger = core_->logger;
     auto core = core_;
-    auto server = RpcServer::Start(rpc, [core](kj::AsyncIoProvider&) -> capnp::Capability::Client {
-      return NewChatService(core);
-    });
+    auto server =
+        RpcServer::Start(rpc, [core](kj::AsyncIoProvider& io) -> capnp::Capability::Client {
+          return NewChatService(core, io.getTimer());
+        });
     if (!server.ok()) return server.status();
     server_ = std::move(server).value();
     core_->logger->info(

@@ -83,10 +83,12 @@ class ChatClientImpl final : public ChatClient {
     });
   }
 
-  kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id) override {
-    return Routed<Conversation>(conv_id, [conv_id](NodeClient& node) {
+  kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id,
+                                                    const ReadOptions& read) override {
+    return RoutedRead<Conversation>(conv_id, read, [conv_id, read](NodeClient& node) {
       auto call = node.getConversationRequest();
       call.setConvId(conv_id);
+      SetRead(call, read);
       return call.send().then([](auto reply) {
         return Answer<Conversation>(
             reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
@@ -121,12 +123,14 @@ class ChatClientImpl final : public ChatClient {
   }
 
   kj::Promise<Result<std::vector<uint64_t>>> ListMembers(uint64_t conv_id, uint64_t after,
-                                                         uint32_t limit) override {
-    return Routed<std::vector<uint64_t>>(conv_id, [=](NodeClient& node) {
+                                                         uint32_t limit,
+                                                         const ReadOptions& read) override {
+    return RoutedRead<std::vector<uint64_t>>(conv_id, read, [=](NodeClient& node) {
       auto call = node.listMembersRequest();
       call.setConvId(conv_id);
       call.setAfterUserId(after);
       call.setLimit(limit);
+      SetRead(call, read);
       return call.send().then([](auto reply) -> Result<std::vector<uint64_t>> {
         Status error = ReplyError(reply);
         if (!error.ok()) return error;
@@ -203,11 +207,13 @@ class ChatClientImpl final : public ChatClient {
     });
   }
 
-  kj::Promise<Result<Message>> GetMessage(uint64_t conv_id, uint64_t seq) override {
-    return Routed<Message>(conv_id, [=](NodeClient& node) {
+  kj::Promise<Result<Message>> GetMessage(uint64_t conv_id, uint64_t seq,
+                                          const ReadOptions& read) override {
+    return RoutedRead<Message>(conv_id, read, [=](NodeClient& node) {
       auto call = node.getMessageRequest();
       call.setConvId(conv_id);
       call.setSeq(seq);
+      SetRead(call, read);
       return call.send().then([](auto reply) {
         return Answer<Message>(reply,
                                [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
@@ -215,10 +221,12 @@ class ChatClientImpl final : public ChatClient {
     });
   }
 
-  kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query) override {
-    return Routed<HistoryPage>(query.conv_id, [query](NodeClient& node) {
+  kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query,
+                                               const ReadOptions& read) override {
+    return RoutedRead<HistoryPage>(query.conv_id, read, [query, read](NodeClient& node) {
       auto call = node.readHistoryRequest();
       wire::ToWire(query, call.initRequest());
+      SetRead(call, read);
       return call.send().then([](auto reply) {
         return Answer<HistoryPage>(reply,
                                    [](auto& r) { return wire::Decode<HistoryPage>(r.getPage()); });
@@ -255,13 +263,14 @@ class ChatClientImpl final : public ChatClient {
     });
   }
 
-  kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query) override {
-    return Routed<InboxPage>(query.user_id,
-                             [query](NodeClient& node) {
+  kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query, const ReadOptions& read) override {
+    return RoutedRead<InboxPage>(query.user_id, read,
+                             [query, read](NodeClient& node) {
                                auto call = node.listInboxRequest();
                                call.setUserId(query.user_id);
                                call.setCursor(wire::AsData(query.cursor));
                                call.setLimit(query.limit);
+                               SetRead(call, read);
                                return call.send().then([](auto reply) -> Result<InboxPage> {
                                  Status error = ReplyError(reply);
                                  if (!error.ok()) return error;
@@ -273,7 +282,9 @@ class ChatClientImpl final : public ChatClient {
                                  return page;
                                });
                              })
-        .then([this](Result<InboxPage> page) { return CompleteLargeConversations(kj::mv(page)); });
+        .then([this, read](Result<InboxPage> page) {
+          return CompleteLargeConversations(kj::mv(page), read);
+        });
   }
 
   kj::Promise<Result<Written<InboxEntry>>> MarkRead(uint64_t user_id, uint64_t conv_id,
@@ -282,7 +293,7 @@ class ChatClientImpl final : public ChatClient {
     // updates per message, but rows of conversations above the fan-out limit do not track the
     // last seq, and a read position never moves back. (If the conversation's shard cannot
     // answer, the mark goes ahead as asked.)
-    return GetConversation(conv_id).then([this, user_id, conv_id, seq](Result<Conversation> conv) {
+    return GetConversation(conv_id, {}).then([this, user_id, conv_id, seq](Result<Conversation> conv) {
       return MarkReadClamped(user_id, conv_id, conv.ok() ? std::min(seq, conv->last_seq) : seq);
     });
   }
@@ -347,9 +358,12 @@ class ChatClientImpl final : public ChatClient {
   // Rows of conversations above the fan-out limit are not updated per message (DESIGN.md):
   // their last seq, activity and unread count come from the conversation's own shard. A row
   // whose conversation cannot be read keeps what the inbox stored.
-  kj::Promise<void> CompleteRow(InboxEntry* row) {
+  kj::Promise<void> CompleteRow(InboxEntry* row, const ReadOptions& read = {}) {
     if (row->fan_out) return kj::READY_NOW;
-    return GetConversation(row->conv_id).then([row](Result<Conversation> conv) {
+    // A session token is the inbox shard's, not the conversation's: read that one as `replica`.
+    ReadOptions conv_read = read;
+    if (conv_read.consistency == Consistency::kSession) conv_read = {Consistency::kReplica, {}, 0};
+    return GetConversation(row->conv_id, conv_read).then([row](Result<Conversation> conv) {
       if (!conv.ok() || conv->last_seq <= row->last_seq) return;
       row->last_seq = conv->last_seq;
       row->last_activity_ms = std::max(row->last_activity_ms, conv->last_activity_ms);
@@ -358,11 +372,12 @@ class ChatClientImpl final : public ChatClient {
   }
 
   // CompleteRow for every row of a page, in parallel.
-  kj::Promise<Result<InboxPage>> CompleteLargeConversations(Result<InboxPage> page) {
+  kj::Promise<Result<InboxPage>> CompleteLargeConversations(Result<InboxPage> page,
+                                                            const ReadOptions& read) {
     if (!page.ok()) return kj::mv(page);
     auto shared = kj::heap<InboxPage>(std::move(page).value());
     kj::Vector<kj::Promise<void>> lookups;
-    for (InboxEntry& entry : shared->entries) lookups.add(CompleteRow(&entry));
+    for (InboxEntry& entry : shared->entries) lookups.add(CompleteRow(&entry, read));
     return kj::joinPromises(lookups.releaseAsArray()).then([shared = kj::mv(shared)]() mutable {
       return Result<InboxPage>(std::move(*shared));
     });
@@ -371,6 +386,10 @@ class ChatClientImpl final : public ChatClient {
   bool IsDown(const std::string& node_id) override {
     auto it = connections_.find(node_id);
     return it != connections_.end() && it->second->down;
+  }
+  uint32_t Outstanding(const std::string& node_id) override {
+    auto it = outstanding_.find(node_id);
+    return it == outstanding_.end() ? 0 : it->second;
   }
 
   std::shared_ptr<const ShardMap> shard_map() override { return maps_->Current(); }
@@ -478,14 +497,64 @@ class ChatClientImpl final : public ChatClient {
     return c;
   }
 
-  // Sends `call` to the primary of the shard owning `shard_key`, with a timeout, marking the
-  // node down on failure and retrying (after a map refresh) on not-owner.
+  // Where a call goes: the shard's primary, or (reads that allow it) one of its replicas.
+  enum class Target { kPrimary, kReplica };
+
+  template <typename Request>
+  static void SetRead(Request& call, const ReadOptions& read) {
+    if (read.consistency != Consistency::kStrong) wire::ToWire(read, call.initOptions());
+  }
+
   template <typename T, typename Call>
-  kj::Promise<Result<T>> Routed(uint64_t shard_key, Call call, int attempt = 0) {
+  kj::Promise<Result<T>> RoutedRead(uint64_t shard_key, const ReadOptions& read, Call call) {
+    return Routed<T>(shard_key, kj::mv(call), 0,
+                     read.consistency == Consistency::kStrong ? Target::kPrimary
+                                                              : Target::kReplica);
+  }
+
+  // The replica of `shard` with the fewest calls outstanding from this client, skipping nodes
+  // marked down (and not yet due for a retry); empty when none is up.
+  std::string PickReplica(const ShardInfo& shard) {
+    std::string best;
+    uint32_t best_outstanding = UINT32_MAX;
+    for (const std::string& node : shard.replicas) {
+      auto it = connections_.find(node);
+      if (it != connections_.end() && it->second->down &&
+          Clock::now() - it->second->down_since < options_.down_retry) {
+        continue;
+      }
+      const uint32_t outstanding = Outstanding(node);
+      if (outstanding < best_outstanding) {
+        best = node;
+        best_outstanding = outstanding;
+      }
+    }
+    return best;
+  }
+
+  // Sends `call` to the primary (or, for `target` kReplica, a replica) of the shard owning
+  // `shard_key`, with a timeout, marking the node down on failure and retrying (after a map
+  // refresh) on not-owner / not-primary. A replica that declines a read (notPrimary,
+  // unavailable) or fails is followed by the same read at the primary.
+  template <typename T, typename Call>
+  kj::Promise<Result<T>> Routed(uint64_t shard_key, Call call, int attempt = 0,
+                                Target target = Target::kPrimary) {
     auto map = maps_->Current();
-    const std::string node_id = map->ShardForKey(shard_key).primary;
+    const ShardInfo& shard = map->ShardForKey(shard_key);
+    std::string node_id = shard.primary;
+    if (target == Target::kReplica) {
+      std::string replica = PickReplica(shard);
+      if (replica.empty()) {
+        target = Target::kPrimary;  // No replica up: the primary answers.
+      } else {
+        node_id = replica;
+      }
+    }
     auto connection = ConnectionTo(*map, node_id);
-    if (!connection.ok()) return Result<T>(connection.status());
+    if (!connection.ok()) {
+      if (target == Target::kReplica) return Routed<T>(shard_key, call, attempt);
+      return Result<T>(connection.status());
+    }
     const Connection* used = *connection;
     kj::Promise<Result<T>> sent = nullptr;
     try {
@@ -493,18 +562,29 @@ class ChatClientImpl final : public ChatClient {
     } catch (kj::Exception& e) {
       sent = kj::mv(e);
     }
+    ++outstanding_[node_id];
     auto timeout = options_.call_timeout.count() * kj::MILLISECONDS;
     return io_.getTimer()
         .timeoutAfter(timeout, kj::mv(sent))
         .then(
-            [this, shard_key, call, attempt](Result<T> result) -> kj::Promise<Result<T>> {
-              // Retried: not-owner (a stale map here or there) and unavailable answered by the
-              // node itself (a shard still opening: nothing was applied). Transport failures
-              // are not retried here (below).
+            [this, shard_key, call, attempt, target, node_id](
+                Result<T> result) -> kj::Promise<Result<T>> {
+              --outstanding_[node_id];
               const ErrorCode code = result.ok() ? ErrorCode::kOk : result.status().code();
-              if ((code == ErrorCode::kNotOwner || code == ErrorCode::kUnavailable) &&
+              if (target == Target::kReplica &&
+                  (code == ErrorCode::kNotPrimary || code == ErrorCode::kUnavailable ||
+                   code == ErrorCode::kNotOwner)) {
+                // The replica declined (too stale, token not applied, map moved): the primary.
+                if (code == ErrorCode::kNotOwner) maps_->RequestRefresh();
+                return Routed<T>(shard_key, call, attempt);
+              }
+              // Retried: not-owner and not-primary (a stale map here or there) and unavailable
+              // answered by the node itself (a shard still opening: nothing was applied).
+              // Transport failures are not retried here (below).
+              if ((code == ErrorCode::kNotOwner || code == ErrorCode::kNotPrimary ||
+                   code == ErrorCode::kUnavailable) &&
                   attempt + 1 < options_.max_attempts) {
-                if (code == ErrorCode::kNotOwner) {
+                if (code != ErrorCode::kUnavailable) {
                   maps_->RequestRefresh();  // Off the loop: the metadata store may be slow.
                 }
                 // The node may be the one behind (still applying the map): back off a little,
@@ -518,8 +598,11 @@ class ChatClientImpl final : public ChatClient {
               }
               return kj::mv(result);
             },
-            [this, node_id, used](kj::Exception&& e) -> kj::Promise<Result<T>> {
+            [this, shard_key, call, attempt, target, node_id,
+             used](kj::Exception&& e) -> kj::Promise<Result<T>> {
+              --outstanding_[node_id];
               MarkDown(node_id, used);
+              if (target == Target::kReplica) return Routed<T>(shard_key, call, attempt);
               return Result<T>(
                   Status::Unavailable("node " + node_id + ": " + e.getDescription().cStr()));
             });
@@ -529,6 +612,7 @@ class ChatClientImpl final : public ChatClient {
   std::shared_ptr<ShardMapSource> maps_;
   const ClientOptions options_;
   std::map<std::string, std::unique_ptr<Connection>> connections_;
+  std::map<std::string, uint32_t> outstanding_;  // By node id: calls sent, not yet answered.
 };
 
 }  // namespace

@@ -59,7 +59,8 @@ class RouterService final : public s::ChatStore::Server {
   }
 
   kj::Promise<void> getConversation(GetConversationContext context) override {
-    return client_->GetConversation(context.getParams().getConvId())
+    return client_->GetConversation(context.getParams().getConvId(),
+                                    wire::FromWire(context.getParams().getOptions()))
         .then([context](Result<Conversation> conv) mutable {
           auto results = context.getResults();
           if (!conv.ok()) return SetError(results, conv.status());
@@ -76,7 +77,8 @@ class RouterService final : public s::ChatStore::Server {
 
   kj::Promise<void> listMembers(ListMembersContext context) override {
     auto params = context.getParams();
-    return client_->ListMembers(params.getConvId(), params.getAfterUserId(), params.getLimit())
+    return client_->ListMembers(params.getConvId(), params.getAfterUserId(), params.getLimit(),
+                                wire::FromWire(params.getOptions()))
         .then([context](Result<std::vector<uint64_t>> ids) mutable {
           auto results = context.getResults();
           if (!ids.ok()) return SetError(results, ids.status());
@@ -116,7 +118,8 @@ class RouterService final : public s::ChatStore::Server {
 
   kj::Promise<void> getMessage(GetMessageContext context) override {
     auto params = context.getParams();
-    return client_->GetMessage(params.getConvId(), params.getSeq())
+    return client_->GetMessage(params.getConvId(), params.getSeq(),
+                               wire::FromWire(params.getOptions()))
         .then([context](Result<Message> message) mutable {
           WriteMessage(context.getResults(), message);
         });
@@ -124,7 +127,8 @@ class RouterService final : public s::ChatStore::Server {
 
   kj::Promise<void> readHistory(ReadHistoryContext context) override {
     auto query = wire::ReadHistory(context.getParams().getRequest());
-    return client_->ReadHistory(query).then([context](Result<HistoryPage> page) mutable {
+    const ReadOptions read = wire::FromWire(context.getParams().getOptions());
+    return client_->ReadHistory(query, read).then([context](Result<HistoryPage> page) mutable {
       auto results = context.getResults();
       if (!page.ok()) return SetError(results, page.status());
       wire::ToWire(*page, results.initPage());
@@ -155,7 +159,8 @@ class RouterService final : public s::ChatStore::Server {
     query.user_id = params.getUserId();
     query.cursor = wire::View(params.getCursor());
     query.limit = params.getLimit();
-    return client_->ListInbox(query).then([context](Result<InboxPage> page) mutable {
+    return client_->ListInbox(query, wire::FromWire(params.getOptions()))
+        .then([context](Result<InboxPage> page) mutable {
       auto results = context.getResults();
       if (!page.ok()) return SetError(results, page.status());
       auto entries = results.initEntries(static_cast<unsigned>(page->entries.size()));

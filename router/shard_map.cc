@@ -42,9 +42,14 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
       return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
                                                    " names unknown primary " + shard.primary);
     }
+    std::set<std::string> holders = {shard.primary};
     for (const std::string& replica : shard.replicas) {
       if (!node_ids.count(replica)) {
         return Status::InvalidArgument("shards", "unknown replica node " + replica);
+      }
+      if (!holders.insert(replica).second) {
+        return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
+                                                     " has two copies on node " + replica);
       }
     }
     bool last = i + 1 == shards.size();
@@ -60,7 +65,9 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
   return map;
 }
 
-ShardMap ShardMap::Uniform(uint64_t version, uint32_t shard_count, std::vector<NodeInfo> nodes) {
+ShardMap ShardMap::Uniform(uint64_t version, uint32_t shard_count, std::vector<NodeInfo> nodes,
+                           uint32_t replication_factor) {
+  const size_t copies = std::clamp<size_t>(replication_factor, 1, nodes.size());
   std::vector<ShardInfo> shards;
   // Shard i starts at floor(i * 2^64 / n): exact powers of two for power-of-two counts.
   auto start = [shard_count](uint32_t i) {
@@ -72,6 +79,7 @@ ShardMap ShardMap::Uniform(uint64_t version, uint32_t shard_count, std::vector<N
     shard.range.first = start(i);
     shard.range.last = i + 1 == shard_count ? UINT64_MAX : start(i + 1) - 1;
     shard.primary = nodes[i % nodes.size()].node_id;
+    for (size_t r = 1; r < copies; ++r) shard.replicas.push_back(nodes[(i + r) % nodes.size()].node_id);
     shard.epoch = 1;
     shard.placement_version = version;
     shards.push_back(std::move(shard));

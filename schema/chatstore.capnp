@@ -14,11 +14,14 @@
 @0xc3f1a712a078d26a;
 
 using Types = import "types.capnp";
+using Replication = import "replication.capnp";
 $import "/capnp/c++.capnp".namespace("scrollback::schema");
 
-const apiVersion :UInt32 = 2;
+const apiVersion :UInt32 = 3;
 # 1: errors of sendMessage only in result.error, whole-batch failures only per item.
 # 2: every call's outcome in a top-level `error` (see above). Node.health reports it.
+# 3: reads take ReadOptions (consistency); Node serves the Replication interface. Additive: a
+#    client of version 2 reads strongly, as before.
 
 struct WriteToken {
   # Returned by writes; a later read may pass it to ask for read-your-writes (used once
@@ -26,6 +29,20 @@ struct WriteToken {
   shardId @0 :UInt64;
   epoch @1 :UInt64;
   lsn @2 :UInt64;      # The shard's RocksDB sequence number after the write.
+}
+
+enum Consistency {
+  strong @0;    # The primary answers (the default).
+  replica @1;   # Any replica whose lag is under maxLagMs may answer; else the primary.
+  session @2;   # Read-your-writes: a replica answers once it has applied `token` (same shard and
+                # epoch); it waits up to the node's session wait, then answers unavailable.
+}
+
+struct ReadOptions {
+  # Where a read may be served (docs/replication.md, Reads). Absent: strong.
+  consistency @0 :Consistency;
+  token @1 :WriteToken;     # session: the token the caller's last write to this key returned.
+  maxLagMs @2 :UInt32;      # replica: the staleness bound; 0 = the node's default (1 s).
 }
 
 struct SendRequest {
@@ -59,28 +76,30 @@ struct HistoryRequest {
 }
 
 interface ChatStore {
+  # Reads take `options` (ReadOptions): which copy may answer. A replica answers writes with
+  # notPrimary (primaryHint: the primary's address) and strong reads likewise.
   createConversation @0 (convId :UInt64, creatorId :UInt64, memberIds :List(UInt64), title :Text)
       -> (error :Types.Error, conversation :Types.Conversation, token :WriteToken);
-  getConversation @1 (convId :UInt64) -> (error :Types.Error, conversation :Types.Conversation);
+  getConversation @1 (convId :UInt64, options :ReadOptions) -> (error :Types.Error, conversation :Types.Conversation);
   addMembers @2 (convId :UInt64, actorId :UInt64, userIds :List(UInt64))
       -> (error :Types.Error, seq :UInt64, token :WriteToken);
   removeMembers @3 (convId :UInt64, actorId :UInt64, userIds :List(UInt64))
       -> (error :Types.Error, seq :UInt64, token :WriteToken);
-  listMembers @4 (convId :UInt64, afterUserId :UInt64, limit :UInt32)
+  listMembers @4 (convId :UInt64, afterUserId :UInt64, limit :UInt32, options :ReadOptions)
       -> (error :Types.Error, userIds :List(UInt64));
 
   sendMessage @5 (request :SendRequest) -> (result :SendResult, error :Types.Error);
   sendBatch @6 (requests :List(SendRequest)) -> (results :List(SendResult), error :Types.Error);
   # Up to 1,000 sends, to any conversations of this node; results in request order. Each send
   # is independent (one may fail while others succeed).
-  getMessage @7 (convId :UInt64, seq :UInt64) -> (error :Types.Error, message :Types.Message);
-  readHistory @8 (request :HistoryRequest) -> (error :Types.Error, page :Types.HistoryPage);
+  getMessage @7 (convId :UInt64, seq :UInt64, options :ReadOptions) -> (error :Types.Error, message :Types.Message);
+  readHistory @8 (request :HistoryRequest, options :ReadOptions) -> (error :Types.Error, page :Types.HistoryPage);
   editMessage @9 (convId :UInt64, seq :UInt64, editorId :UInt64, body :Data)
       -> (error :Types.Error, message :Types.Message, token :WriteToken);
   deleteMessage @10 (convId :UInt64, seq :UInt64, actorId :UInt64)
       -> (error :Types.Error, message :Types.Message, token :WriteToken);
 
-  listInbox @11 (userId :UInt64, cursor :Data, limit :UInt32)
+  listInbox @11 (userId :UInt64, cursor :Data, limit :UInt32, options :ReadOptions)
       -> (error :Types.Error, entries :List(Types.InboxEntry), nextCursor :Data, hasMore :Bool);
   markRead @12 (userId :UInt64, convId :UInt64, seq :UInt64)
       -> (error :Types.Error, entry :Types.InboxEntry, token :WriteToken);
@@ -91,7 +110,8 @@ struct ShardInfo {
   tokenFirst @1 :UInt64;    # Inclusive range [tokenFirst, tokenLast] of the ring.
   tokenLast @2 :UInt64;
   primary @3 :Text;         # Node id of the primary.
-  replicas @4 :List(Text);  # Node ids of the other replicas (none before replication).
+  replicas @4 :List(Text);  # Node ids of the other copies (read-only, kept current by the log);
+                            # never the primary's node, no node twice.
   epoch @5 :UInt64;
   placementVersion @6 :UInt64;
   # The map version at which the primary's copy of the shard was placed. A node's shard
@@ -122,6 +142,21 @@ struct ShardStats {
   role @6 :ShardRole;
   state @7 :ShardState;
   lastError @8 :Text;       # Why the shard is not serving, if it is not.
+  epoch @9 :UInt64;
+  # Replicas: how far this copy has applied its primary's log, and how far behind it is.
+  appliedLsn @10 :UInt64;   # Equals latestSequence.
+  lagLsn @11 :UInt64;       # Primary's latest LSN (as of the last pull) - appliedLsn.
+  lagMs @12 :UInt64;        # How long the copy has not been caught up (0 when it is).
+  primaryNode @13 :Text;
+  bootstrapBytesDone @14 :UInt64;   # While bootstrapping: bytes copied so far, of
+  bootstrapBytesTotal @15 :UInt64;  # the checkpoint's total.
+  replicasOnPrimary @16 :List(ReplicaProgress);  # Primaries: each replica's last pull.
+}
+
+struct ReplicaProgress {
+  nodeId @0 :Text;
+  appliedLsn @1 :UInt64;
+  lastPullAgeMs @2 :UInt64;
 }
 
 enum ShardRole {
@@ -134,9 +169,10 @@ enum ShardState {
   opening @0;               # Assigned; being opened (or retried after a failed open).
   serving @1;
   refused @2;               # Its directory belongs to another placement, shard or range.
+  bootstrapping @3;         # A replica copying a checkpoint of its primary.
 }
 
-interface Node extends(ChatStore) {
+interface Node extends(ChatStore, Replication.Replication) {
   # A storage node: the client API plus node-to-node and admin calls.
   applyInboxUpdates @0 (updates :List(Types.InboxUpdate))
       -> (errors :List(Types.Error), error :Types.Error);

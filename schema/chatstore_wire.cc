@@ -64,4 +64,22 @@ WriteToken FromWire(schema::WriteToken::Reader in) {
   return WriteToken{in.getShardId(), in.getEpoch(), in.getLsn()};
 }
 
+void ToWire(const ReadOptions& in, schema::ReadOptions::Builder out) {
+  out.setConsistency(static_cast<schema::Consistency>(in.consistency));
+  if (in.consistency == Consistency::kSession) ToWire(in.token, out.initToken());
+  out.setMaxLagMs(in.max_lag_ms);
+}
+
+ReadOptions FromWire(schema::ReadOptions::Reader in) {
+  ReadOptions out;
+  // An unknown level (a newer client) reads strongly: the one answer that is never stale.
+  const auto level = RawEnum<Consistency>(in.getConsistency());
+  out.consistency = level == Consistency::kReplica || level == Consistency::kSession
+                        ? level
+                        : Consistency::kStrong;
+  if (in.hasToken()) out.token = FromWire(in.getToken());
+  out.max_lag_ms = in.getMaxLagMs();
+  return out;
+}
+
 }  // namespace scrollback::wire

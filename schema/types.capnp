@@ -138,6 +138,8 @@ enum ErrorCode {
   unavailable @10;        # The shard or node cannot serve now (down, shutting down).
   internal @11;           # A bug or an I/O failure; the message says which.
   corruption @12;         # Stored data failed validation.
+  wouldBlock @13;         # Never sent (engine-internal); reserved so that numbers match.
+  logGap @14;             # Replication: the log asked for is gone; the replica re-bootstraps.
 }
 
 struct Error {

@@ -138,18 +138,28 @@ void ToWire(const Status& in, schema::Error::Builder out) {
                                                   : static_cast<schema::ErrorCode>(in.code()));
   out.setMessage(AsText(in.message()));
   if (!in.field().empty()) out.setField(AsText(in.field()));
+  if (!in.primary_hint().empty()) out.setPrimaryHint(AsText(in.primary_hint()));
+  if (in.epoch() != 0) out.setEpoch(in.epoch());
 }
 
 Status FromWire(schema::Error::Reader in) {
   auto code = static_cast<uint16_t>(in.getCode());
   if (code == 0) return Status::Ok();
-  if (code > static_cast<uint16_t>(ErrorCode::kCorruption)) {
+  if (code > static_cast<uint16_t>(ErrorCode::kLogGap) ||
+      code == static_cast<uint16_t>(ErrorCode::kWouldBlock)) {
     return Status::Internal("unknown error code " + std::to_string(code) + ": " +
                             std::string(View(in.getMessage())));
   }
   if (code == static_cast<uint16_t>(ErrorCode::kInvalidArgument)) {
     return Status::InvalidArgument(std::string(View(in.getField())),
                                    std::string(View(in.getMessage())));
+  }
+  if (code == static_cast<uint16_t>(ErrorCode::kNotPrimary)) {
+    return Status::NotPrimary(std::string(View(in.getMessage())),
+                              std::string(View(in.getPrimaryHint())));
+  }
+  if (code == static_cast<uint16_t>(ErrorCode::kStaleEpoch)) {
+    return Status::StaleEpoch(std::string(View(in.getMessage())), in.getEpoch());
   }
   return Status::FromCode(static_cast<ErrorCode>(code), std::string(View(in.getMessage())));
 }

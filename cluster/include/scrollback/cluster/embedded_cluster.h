@@ -3,9 +3,11 @@
 // real Cap'n Proto connections over loopback, an in-memory metadata store holding the shard
 // map, and a fan-out worker per node.
 //
-// Shards are laid out as data_dir/shard-<id>, shared by all nodes, so that moving a shard's
-// primary between nodes needs no copy in this mode (MoveShard); a multi-machine cluster moves
-// data by replication instead (decision 0007).
+// With replication (the default: replication_factor 3, capped at the node count) every node has
+// its own directory, data_dir/node-<i>/shard-<id>, and each shard a primary and replicas kept
+// current by log shipping, as on separate machines. With replication_factor 1, shards are laid
+// out as data_dir/shard-<id>, shared by all nodes, so that moving a shard's primary between
+// nodes needs no copy (MoveShard; decision 0007).
 #pragma once
 
 #include <chrono>
@@ -27,6 +29,8 @@ struct EmbeddedClusterOptions {
   // Default: 3 nodes, 16 shards (equal token ranges, primaries round robin).
   int nodes = 3;
   uint32_t shards = 16;
+  // Default: 3 (capped at `nodes`). Copies of each shard: one primary, the rest replicas.
+  uint32_t replication_factor = 3;
   // Default: empty, meaning a fresh temporary directory removed when the cluster is destroyed.
   std::string data_dir;
   // Default: 1. Event-loop threads per node (nodes share the machine's cores).
@@ -66,6 +70,9 @@ class EmbeddedCluster {
     return i;
   }
   const std::string& data_dir() const { return data_dir_; }
+  // The directory node `i` keeps its shards in.
+  std::string node_data_dir(size_t i) const;
+  uint32_t replication_factor() const;
 
   // Stops node `i` at once (no grace), as a crash would; its shards become unavailable.
   void StopNode(size_t i);
@@ -74,6 +81,8 @@ class EmbeddedCluster {
   // Makes `to_node` the primary of `shard_id` (a new map version); the old primary answers
   // not-owner from then on. Returns once every running node serves the new map with all of its
   // shards open (unavailable on timeout, failed-precondition if a node refuses a shard).
+  // Only with replication_factor 1 (shared directories): a replicated shard changes primary by
+  // a switchover (failover), failed-precondition here.
   Status MoveShard(uint64_t shard_id, size_t to_node);
   // Waits until every running node serves map `version` (or newer) with all its shards open.
   Status WaitUntilServing(uint64_t version,

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -128,6 +129,11 @@ struct ShardOptions {
   // created, written and synced through. The seam for tests: a fault-injecting Env, or one that
   // counts WAL syncs to check sync_writes. The store keeps it alive until its DB is closed.
   std::shared_ptr<rocksdb::Env> env;
+  // Default: none. Called after every write the shard commits (its own writes and ApplyLog)
+  // with the shard's latest LSN, on the writing thread. Must be quick and must not call into
+  // the store: the seam that log shipping waits on (a primary's long polls, a replica's
+  // session reads).
+  std::function<void(uint64_t lsn)> on_commit;
 };
 
 // One write group of a primary as its WAL holds it: `data` is a RocksDB WriteBatch of `count`

@@ -20,6 +20,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,11 +33,15 @@
 
 namespace scrollback {
 
+namespace replication {
+class ShardLog;  // replication/replication.h
+}
+
 // What a node does with a shard it hosts. Persisted in the shard directory's identity file by
 // name ("primary", "replica"); never renumber.
 enum class ShardRole : uint8_t {
   kPrimary = 1,  // Takes writes and reads; delivers its outbox.
-  kReplica = 2,  // Read-only copy kept current by log shipping (replication/; not yet built).
+  kReplica = 2,  // Read-only copy kept current by log shipping from the primary (replication/).
 };
 const char* ShardRoleName(ShardRole role);
 
@@ -50,6 +55,10 @@ struct ShardAssignment {
   // A shard directory records the placement it was created for; a directory left by another
   // placement is never served as if it were current (docs/architecture.md, Shard lifecycle).
   uint64_t placement_version = 0;
+  // The shard's primary: the node itself for a primary; for a replica, where it pulls the log
+  // from (and what notPrimary answers point clients to).
+  std::string primary_node;
+  std::string primary_address;
 
   friend bool operator==(const ShardAssignment&, const ShardAssignment&) = default;
 };
@@ -68,6 +77,25 @@ struct NodeBudgets {
   // Default: 4 GiB. WAL archive kept for replica catch-up, all shards together; each shard keeps
   // an equal share (at least 64 MiB) for the shards hosted when it opens.
   uint64_t wal_archive_bytes = 4ull << 30;
+};
+
+// Log shipping and replica reads (docs/replication.md).
+struct ReplicationOptions {
+  // Default: 0 (unlimited). Checkpoint copy rate of a bootstrapping replica, MB/s.
+  double bootstrap_mb_per_s = 0;
+  // Default: 250 ms. How long a replica's pull waits on the primary for new writes.
+  std::chrono::milliseconds pull_wait{250};
+  // Default: 4 MiB. Log bytes per pull.
+  uint32_t pull_max_bytes = 4u << 20;
+  // Default: 200 ms. How long a replica holds a session read for the caller's token before
+  // answering unavailable (the client then reads from the primary).
+  std::chrono::milliseconds session_wait{200};
+  // Default: 1 s. Staleness bound of `replica` reads that give none.
+  std::chrono::milliseconds default_max_lag = std::chrono::seconds(1);
+  // Default: 5 min. A checkpoint served to a replica and not read for this long is released.
+  std::chrono::milliseconds checkpoint_idle_timeout = std::chrono::minutes(5);
+  // Test seam (see FollowerOptions::tamper_chunk). Default: none.
+  std::function<void(const std::string& file, uint64_t offset, std::string* data)> tamper_chunk;
 };
 
 struct NodeOptions {
@@ -112,6 +140,7 @@ struct NodeOptions {
   // data_dir/dropped/ (never deleted) with a log line. true keeps it in place: only for
   // EmbeddedCluster, whose nodes share one directory per shard (decision 0007).
   bool keep_dropped_directories = false;
+  ReplicationOptions replication;
   // Default: none (quiet). Start-up, shard lifecycle, and every error the node swallows.
   Logger logger;
 };
@@ -122,6 +151,7 @@ enum class ShardState : uint8_t {
   kServing,  // Open: calls are served.
   kRefused,  // Its directory belongs to another placement, shard or range: not opened until the
              // map changes (an operator's decision; see last_error).
+  kBootstrapping,  // A replica copying a checkpoint of its primary before it opens.
 };
 const char* ShardStateName(ShardState state);
 
@@ -158,6 +188,9 @@ class OutboxSignal {
 struct HostedShard {
   ShardAssignment assignment;
   std::shared_ptr<ShardStore> store;
+  // The LSN the store has reached with its waiters, and replication progress (never null for a
+  // serving shard).
+  std::shared_ptr<replication::ShardLog> log;
 };
 
 class StorageNode {

@@ -6,6 +6,13 @@
 // Health: a node whose connection fails or whose call times out is marked down; calls routed to
 // it fail fast with `unavailable` until `down_retry` has passed, then the client reconnects.
 //
+// Reads take ReadOptions (docs/replication.md, Reads): `strong` reads go to the shard's
+// primary; `replica` and `session` reads go to the replica with the fewest calls outstanding
+// from this client, skipping nodes marked down, and fall back to the primary when the replica
+// answers notPrimary (too stale, another epoch) or unavailable (a session token not applied in
+// time), or when no replica is up. Writes that reach a replica (a stale map) answer notPrimary:
+// the client refreshes its map and retries, as for not-owner.
+//
 // Threading: a ChatClient lives on one thread's KJ event loop (the `io` it was created with);
 // its promises resolve on that loop. Create one per thread. The same library serves the
 // embedded cluster, the router process and the fan-out worker.
@@ -76,20 +83,24 @@ class ChatClient {
   // Writes answer with the WriteToken of the write (Written<T>::token; SendMessageResult::token).
   virtual kj::Promise<Result<Written<Conversation>>> CreateConversation(
       CreateConversationRequest request) = 0;
-  virtual kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id) = 0;
+  virtual kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id,
+                                                            const ReadOptions& read = {}) = 0;
   virtual kj::Promise<Result<Written<uint64_t>>> AddMembers(uint64_t conv_id, uint64_t actor_id,
                                                             std::vector<uint64_t> user_ids) = 0;
   virtual kj::Promise<Result<Written<uint64_t>>> RemoveMembers(
       uint64_t conv_id, uint64_t actor_id, std::vector<uint64_t> user_ids) = 0;
   virtual kj::Promise<Result<std::vector<uint64_t>>> ListMembers(uint64_t conv_id,
                                                                  uint64_t after_user_id,
-                                                                 uint32_t limit) = 0;
+                                                                 uint32_t limit,
+                                                                 const ReadOptions& read = {}) = 0;
   virtual kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request) = 0;
   // Groups the sends by owning node (one call per node); results in request order.
   virtual kj::Promise<std::vector<Result<SendMessageResult>>> SendBatch(
       std::vector<SendMessageRequest> requests) = 0;
-  virtual kj::Promise<Result<Message>> GetMessage(uint64_t conv_id, uint64_t seq) = 0;
-  virtual kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query) = 0;
+  virtual kj::Promise<Result<Message>> GetMessage(uint64_t conv_id, uint64_t seq,
+                                                  const ReadOptions& read = {}) = 0;
+  virtual kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query,
+                                                       const ReadOptions& read = {}) = 0;
   virtual kj::Promise<Result<Written<Message>>> EditMessage(uint64_t conv_id, uint64_t seq,
                                                             uint64_t editor_id,
                                                             std::string body) = 0;
@@ -97,7 +108,8 @@ class ChatClient {
                                                               uint64_t actor_id) = 0;
   // For conversations above the fan-out member limit, completes each row's last seq and unread
   // count from the conversation's shard (those rows are not updated per message).
-  virtual kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query) = 0;
+  virtual kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query,
+                                                   const ReadOptions& read = {}) = 0;
   // Completed like ListInbox rows for conversations above the fan-out limit.
   virtual kj::Promise<Result<Written<InboxEntry>>> MarkRead(uint64_t user_id, uint64_t conv_id,
                                                             uint64_t seq) = 0;
@@ -106,6 +118,8 @@ class ChatClient {
 
   // True while `node_id` is marked down.
   virtual bool IsDown(const std::string& node_id) = 0;
+  // Calls this client has sent to `node_id` and not yet had answered.
+  virtual uint32_t Outstanding(const std::string& node_id) = 0;
   virtual std::shared_ptr<const ShardMap> shard_map() = 0;
 };
 

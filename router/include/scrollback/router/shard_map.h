@@ -19,7 +19,7 @@ struct ShardInfo {
   uint64_t shard_id = 0;
   TokenRange range;
   std::string primary;                // Node id.
-  std::vector<std::string> replicas;  // Node ids of the other replicas.
+  std::vector<std::string> replicas;  // Node ids of the other copies (no node twice).
   uint64_t epoch = 0;
   // The map version at which the primary's copy was placed (schema ShardInfo.placementVersion).
   // Kept when the same copy changes node (EmbeddedCluster's shared directories); a new copy
@@ -39,9 +39,11 @@ class ShardMap {
   // overlap, unique shard ids, and every primary / replica naming a listed node.
   static Result<ShardMap> Make(uint64_t version, std::vector<ShardInfo> shards,
                                std::vector<NodeInfo> nodes);
-  // `shard_count` equal token ranges (ids 1..shard_count), primaries assigned round robin.
+  // `shard_count` equal token ranges (ids 1..shard_count), primaries assigned round robin, each
+  // shard's replicas on the next replication_factor - 1 nodes (capped at the node count).
   // REQUIRES: shard_count >= 1 and !nodes.empty().
-  static ShardMap Uniform(uint64_t version, uint32_t shard_count, std::vector<NodeInfo> nodes);
+  static ShardMap Uniform(uint64_t version, uint32_t shard_count, std::vector<NodeInfo> nodes,
+                          uint32_t replication_factor = 1);
 
   static Result<ShardMap> Parse(std::string_view bytes);
   std::string Serialize() const;

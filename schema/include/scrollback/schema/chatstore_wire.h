@@ -20,4 +20,7 @@ WriteToken FromWire(schema::WriteToken::Reader in);
 void ToWire(const HistoryQuery& in, schema::HistoryRequest::Builder out);
 HistoryQuery ReadHistory(schema::HistoryRequest::Reader in);
 
+void ToWire(const ReadOptions& in, schema::ReadOptions::Builder out);
+ReadOptions FromWire(schema::ReadOptions::Reader in);
+
 }  // namespace scrollback::wire

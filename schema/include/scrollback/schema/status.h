@@ -32,8 +32,8 @@ enum class ErrorCode : uint16_t {
   // Engine-internal, never on the wire: a cache-only read (CacheOnlyReads) would have needed
   // the disk. Storage nodes retry such calls on their engine pool.
   kWouldBlock = 13,
-  // Engine-internal, never on the wire: the log (WAL) a replica needs to catch up is gone; it
-  // must re-bootstrap from a checkpoint (ShardStore::ReadLog).
+  // The log (WAL) a replica needs to catch up is gone; it must re-bootstrap from a checkpoint
+  // (ShardStore::ReadLog; on the wire only in the replication protocol's pullLog).
   kLogGap = 14,
 };
 
@@ -77,11 +77,25 @@ class [[nodiscard]] Status {
   static Status FromCode(ErrorCode code, std::string message) {
     return Status(code, std::move(message));
   }
+  // `primary_hint`: host:port of the shard's primary, when known (empty otherwise).
+  static Status NotPrimary(std::string message, std::string primary_hint) {
+    Status s(ErrorCode::kNotPrimary, std::move(message));
+    s.primary_hint_ = std::move(primary_hint);
+    return s;
+  }
+  // `current_epoch`: the shard's epoch as the answering node knows it.
+  static Status StaleEpoch(std::string message, uint64_t current_epoch) {
+    Status s(ErrorCode::kStaleEpoch, std::move(message));
+    s.epoch_ = current_epoch;
+    return s;
+  }
 
   bool ok() const { return code_ == ErrorCode::kOk; }
   ErrorCode code() const { return code_; }
   const std::string& message() const { return message_; }
   const std::string& field() const { return field_; }
+  const std::string& primary_hint() const { return primary_hint_; }  // notPrimary.
+  uint64_t epoch() const { return epoch_; }                          // staleEpoch.
   // "invalid-argument (body): body is 70000 bytes, limit 65536".
   std::string ToString() const;
 
@@ -91,6 +105,8 @@ class [[nodiscard]] Status {
   ErrorCode code_ = ErrorCode::kOk;
   std::string message_;
   std::string field_;
+  std::string primary_hint_;
+  uint64_t epoch_ = 0;
 };
 
 // A value or the Status explaining why there is none. Never holds an OK status.

@@ -94,6 +94,20 @@ struct WriteToken {
   friend bool operator==(const WriteToken&, const WriteToken&) = default;
 };
 
+// Which copy of a shard may answer a read (chatstore.capnp Consistency; same numbers).
+enum class Consistency : uint8_t {
+  kStrong = 0,   // The primary.
+  kReplica = 1,  // Any replica whose lag is under max_lag_ms, else the primary.
+  kSession = 2,  // Read-your-writes: a replica that has applied `token`, else the primary.
+};
+
+// Per-read options (chatstore.capnp ReadOptions). The default reads strongly.
+struct ReadOptions {
+  Consistency consistency = Consistency::kStrong;
+  WriteToken token;         // kSession: what the caller's last write to this key returned.
+  uint32_t max_lag_ms = 0;  // kReplica: the staleness bound; 0 = the node's default.
+};
+
 // A write's result with its token.
 template <typename T>
 struct Written {

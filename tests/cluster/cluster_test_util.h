@@ -11,6 +11,14 @@
 
 namespace scrollback::testing {
 
+// Options for a cluster whose tests move shard directories between nodes (MoveShard): one copy
+// per shard, in directories the nodes share.
+inline EmbeddedClusterOptions SharedDirectoryOptions() {
+  EmbeddedClusterOptions options;
+  options.replication_factor = 1;
+  return options;
+}
+
 // A cluster plus an event loop and a smart client on the test's thread.
 struct ClusterFixture {
   explicit ClusterFixture(EmbeddedClusterOptions options = {}) {

@@ -13,6 +13,7 @@ namespace scrollback {
 namespace {
 
 using testing::ClusterFixture;
+using testing::SharedDirectoryOptions;
 using testing::Inbox;
 using testing::InboxSeq;
 
@@ -185,7 +186,7 @@ class LaggingSource final : public ShardMapSource {
 };
 
 TEST_CASE("a client with a stale shard map refreshes on not-owner and retries") {
-  ClusterFixture f;
+  ClusterFixture f(SharedDirectoryOptions());
   auto lagging = std::make_shared<LaggingSource>(f.cluster->shard_maps());
   auto stale_client = ChatClient::Create(*f.io.provider, lagging);
   const uint64_t conv = 5150;

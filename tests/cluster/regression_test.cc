@@ -12,6 +12,7 @@ namespace scrollback {
 namespace {
 
 using testing::ClusterFixture;
+using testing::SharedDirectoryOptions;
 using testing::HasInboxRow;
 using testing::InboxSeq;
 
@@ -29,7 +30,7 @@ uint64_t UserNotOn(EmbeddedCluster& cluster, size_t avoid, uint64_t from) {
 TEST_CASE("inbox fan-out keeps delivering for a shard that moved away and back") {
   // Bug: the fan-out worker kept its cursor per shard id, past the positions of the reopened
   // outbox (which restart at 1 when it is empty), so nothing was delivered until a restart.
-  ClusterFixture f;
+  ClusterFixture f(SharedDirectoryOptions());
   const uint64_t conv = 4242;
   const size_t home = OwnerOf(*f.cluster, conv);
   const uint64_t member = UserNotOn(*f.cluster, home, 900);
@@ -155,7 +156,7 @@ class GatedMetadataStore final : public MetadataStore {
 TEST_CASE("a slow metadata store does not stall the smart client's event loop on a map refresh") {
   // Bug: after a not-owner answer the client re-read the shard map with a blocking metadata
   // call from inside its event loop, stalling every other call on that loop.
-  ClusterFixture f;
+  ClusterFixture f(SharedDirectoryOptions());
   auto gated = std::make_shared<GatedMetadataStore>(f.cluster->metadata());
   auto source = MetadataShardMapSource::Create(gated);
   REQUIRE(source.ok());
@@ -194,7 +195,7 @@ TEST_CASE("a slow metadata store does not stall the smart client's event loop on
 TEST_CASE("moving a shard whose store is still held never leaves it hosted by no node") {
   // Bug: the new owner's open hit the RocksDB LOCK still held by the old owner's fan-out worker
   // or a call in flight; the failure was dropped and the shard was hosted by nobody.
-  ClusterFixture f;
+  ClusterFixture f(SharedDirectoryOptions());
   const uint64_t conv = 5555;
   REQUIRE(f.Wait(f.client->CreateConversation({conv, 1, {}, "held"})).ok());
   const ShardInfo shard = f.cluster->shard_maps()->Current()->ShardForKey(conv);

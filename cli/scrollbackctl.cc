@@ -1,14 +1,20 @@
 // scrollbackctl: the admin CLI.
 //
-//   scrollbackctl status --node HOST:PORT   nodes, shards, owners and sizes of the cluster that
-//                                            node belongs to
+//   scrollbackctl status --node HOST:PORT [--json]   nodes, and every copy of every shard (role,
+//                                                     state, LSN, replica lag, bootstrap progress,
+//                                                     sizes) of the cluster that node belongs to
+//   scrollbackctl verify --node HOST:PORT [--shard N] [--json]
+//                                                     compares the checksums of every copy of
+//                                                     each shard at one LSN; exit 1 on a mismatch
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
 
 #include <CLI/CLI.hpp>
 #include <map>
+#include <nlohmann/json.hpp>
 
+#include "scrollback/admin/verify.h"
 #include "scrollback/router/shard_map.h"
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/wire.h"
@@ -51,41 +57,73 @@ Result<NodeSession> Connect(kj::AsyncIoContext& io, const std::string& address,
   }
 }
 
-int Status_(const std::string& node_address, int timeout_ms) {
+// The shard map as `node_address` serves it.
+Result<ShardMap> FetchMap(kj::AsyncIoContext& io, const std::string& node_address,
+                          kj::Duration timeout) {
+  auto first = Connect(io, node_address, timeout);
+  if (!first.ok()) return first.status();
+  std::string map_bytes;
+  try {
+    auto reply = io.provider->getTimer()
+                     .timeoutAfter(timeout, first->node.shardMapRequest().send())
+                     .wait(io.waitScope);
+    map_bytes = std::string(wire::View(reply.getMap()));
+  } catch (const kj::Exception& e) {
+    return Status::Unavailable(node_address + ": " + e.getDescription().cStr());
+  }
+  if (map_bytes.empty()) return Status::Unavailable(node_address + " has no shard map yet");
+  return ShardMap::Parse(map_bytes);
+}
+
+const char* RoleName(s::ShardRole role) {
+  switch (role) {
+    case s::ShardRole::PRIMARY:
+      return "primary";
+    case s::ShardRole::REPLICA:
+      return "replica";
+    default:
+      return "?";
+  }
+}
+const char* StateName(s::ShardState state) {
+  switch (state) {
+    case s::ShardState::OPENING:
+      return "opening";
+    case s::ShardState::SERVING:
+      return "serving";
+    case s::ShardState::REFUSED:
+      return "refused";
+    case s::ShardState::BOOTSTRAPPING:
+      return "bootstrapping";
+    default:
+      return "?";
+  }
+}
+
+int Status_(const std::string& node_address, int timeout_ms, bool json) {
   auto io = kj::setupAsyncIo();
   const auto timeout = timeout_ms * kj::MILLISECONDS;
   auto& timer = io.provider->getTimer();
-  auto first = Connect(io, node_address, timeout);
-  if (!first.ok()) {
-    fmt::print(stderr, "scrollbackctl: {}\n", first.status().ToString());
-    return 1;
-  }
-  std::string map_bytes;
-  try {
-    auto reply =
-        timer.timeoutAfter(timeout, first->node.shardMapRequest().send()).wait(io.waitScope);
-    map_bytes = std::string(wire::View(reply.getMap()));
-  } catch (const kj::Exception& e) {
-    fmt::print(stderr, "scrollbackctl: {}: {}\n", node_address, e.getDescription().cStr());
-    return 1;
-  }
-  if (map_bytes.empty()) {
-    fmt::print(stderr, "scrollbackctl: {} has no shard map yet\n", node_address);
-    return 1;
-  }
-  auto map = ShardMap::Parse(map_bytes);
+  auto map = FetchMap(io, node_address, timeout);
   if (!map.ok()) {
-    fmt::print(stderr, "scrollbackctl: bad shard map: {}\n", map.status().ToString());
+    fmt::print(stderr, "scrollbackctl: {}\n", map.status().ToString());
     return 1;
   }
 
-  struct Stats {
-    uint64_t keys = 0, live = 0, memtable = 0, lsn = 0;
+  // One row per copy of a shard, as the node holding it reports it.
+  struct Copy {
+    std::string node, role, state, primary, error;
+    uint64_t epoch = 0, keys = 0, live = 0, memtable = 0, lsn = 0, lag_lsn = 0, lag_ms = 0;
+    uint64_t bootstrap_done = 0, bootstrap_total = 0;
   };
-  std::map<uint64_t, Stats> shard_stats;
-  fmt::print("shard map version {}: {} shards on {} nodes\n\n", map->version(),
-             map->shards().size(), map->nodes().size());
-  fmt::print("{:<12} {:<22} {:<6} {:>6} {:>6}\n", "NODE", "ADDRESS", "STATE", "SHARDS", "MAP");
+  std::map<uint64_t, std::vector<Copy>> copies;
+  nlohmann::json out = {{"map_version", map->version()}, {"nodes", nlohmann::json::array()},
+                        {"shards", nlohmann::json::array()}};
+  if (!json) {
+    fmt::print("shard map version {}: {} shards on {} nodes\n\n", map->version(),
+               map->shards().size(), map->nodes().size());
+    fmt::print("{:<12} {:<22} {:<8} {:>6} {:>6}\n", "NODE", "ADDRESS", "STATE", "SHARDS", "MAP");
+  }
   for (const NodeInfo& info : map->nodes()) {
     auto session = Connect(io, info.address, timeout);
     std::string state = "down";
@@ -95,38 +133,150 @@ int Status_(const std::string& node_address, int timeout_ms) {
       try {
         auto health =
             timer.timeoutAfter(timeout, session->node.healthRequest().send()).wait(io.waitScope);
-        state = health.getServing() ? "up" : "stopping";
+        state = health.getServing() ? "up" : "starting";
         shards = health.getShards();
         version = health.getMapVersion();
         auto stats = timer.timeoutAfter(timeout, session->node.shardStatsRequest().send())
                          .wait(io.waitScope);
         for (auto st : stats.getStats()) {
-          shard_stats[st.getShardId()] = {st.getEstimatedKeys(), st.getLiveDataBytes(),
-                                          st.getMemtableBytes(), st.getLatestSequence()};
+          Copy c;
+          c.node = info.node_id;
+          c.role = RoleName(st.getRole());
+          c.state = StateName(st.getState());
+          c.primary = std::string(wire::View(st.getPrimaryNode()));
+          c.error = std::string(wire::View(st.getLastError()));
+          c.epoch = st.getEpoch();
+          c.keys = st.getEstimatedKeys();
+          c.live = st.getLiveDataBytes();
+          c.memtable = st.getMemtableBytes();
+          c.lsn = st.getLatestSequence();
+          c.lag_lsn = st.getLagLsn();
+          c.lag_ms = st.getLagMs();
+          c.bootstrap_done = st.getBootstrapBytesDone();
+          c.bootstrap_total = st.getBootstrapBytesTotal();
+          copies[st.getShardId()].push_back(std::move(c));
         }
       } catch (const kj::Exception&) {
         state = "down";
       }
     }
-    fmt::print("{:<12} {:<22} {:<6} {:>6} {:>6}\n", info.node_id, info.address, state, shards,
-               version);
-  }
-  fmt::print("\n{:<6} {:<35} {:<12} {:>5} {:>10} {:>10} {:>10} {:>10}\n", "SHARD", "TOKENS",
-             "PRIMARY", "EPOCH", "KEYS~", "SST", "MEMTABLE", "LSN");
-  for (const ShardInfo& shard : map->shards()) {
-    auto it = shard_stats.find(shard.shard_id);
-    std::string keys = "?", live = "?", mem = "?", lsn = "?";
-    if (it != shard_stats.end()) {
-      keys = std::to_string(it->second.keys);
-      live = Bytes(it->second.live);
-      mem = Bytes(it->second.memtable);
-      lsn = std::to_string(it->second.lsn);
+    if (json) {
+      out["nodes"].push_back({{"node", info.node_id},
+                              {"address", info.address},
+                              {"state", state},
+                              {"shards", shards},
+                              {"map_version", version}});
+    } else {
+      fmt::print("{:<12} {:<22} {:<8} {:>6} {:>6}\n", info.node_id, info.address, state, shards,
+                 version);
     }
-    fmt::print("{:<6} {:016x}-{:016x} {:<12} {:>5} {:>10} {:>10} {:>10} {:>10}\n", shard.shard_id,
-               shard.range.first, shard.range.last, shard.primary, shard.epoch, keys, live, mem,
-               lsn);
   }
+  if (!json) {
+    fmt::print("\n{:<6} {:<33} {:<10} {:<8} {:<13} {:>5} {:>9} {:>8} {:>8} {:>9} {:>10}  {}\n",
+               "SHARD", "TOKENS", "NODE", "ROLE", "STATE", "EPOCH", "LSN", "LAG", "LAG_MS",
+               "KEYS~", "SST", "NOTE");
+  }
+  for (const ShardInfo& shard : map->shards()) {
+    std::vector<std::string> holders = {shard.primary};
+    holders.insert(holders.end(), shard.replicas.begin(), shard.replicas.end());
+    nlohmann::json shard_json = {{"shard", shard.shard_id},
+                                 {"token_first", shard.range.first},
+                                 {"token_last", shard.range.last},
+                                 {"epoch", shard.epoch},
+                                 {"primary", shard.primary},
+                                 {"replicas", shard.replicas},
+                                 {"copies", nlohmann::json::array()}};
+    for (const std::string& holder : holders) {
+      const Copy* found = nullptr;
+      for (const Copy& c : copies[shard.shard_id]) {
+        if (c.node == holder) found = &c;
+      }
+      Copy missing;
+      missing.node = holder;
+      missing.role = holder == shard.primary ? "primary" : "replica";
+      missing.state = "unknown";
+      const Copy& c = found ? *found : missing;
+      std::string note = c.error;
+      if (c.state == "bootstrapping") {
+        note = fmt::format("bootstrap {} of {}", Bytes(c.bootstrap_done), Bytes(c.bootstrap_total));
+      }
+      if (json) {
+        shard_json["copies"].push_back({{"node", c.node},
+                                        {"role", c.role},
+                                        {"state", c.state},
+                                        {"epoch", c.epoch},
+                                        {"lsn", c.lsn},
+                                        {"lag_lsn", c.lag_lsn},
+                                        {"lag_ms", c.lag_ms},
+                                        {"keys", c.keys},
+                                        {"sst_bytes", c.live},
+                                        {"memtable_bytes", c.memtable},
+                                        {"bootstrap_done", c.bootstrap_done},
+                                        {"bootstrap_total", c.bootstrap_total},
+                                        {"error", c.error}});
+      } else {
+        const bool replica = c.role == "replica";
+        fmt::print("{:<6} {:016x}-{:016x} {:<10} {:<8} {:<13} {:>5} {:>9} {:>8} {:>8} {:>9} {:>10}  {}\n",
+                   shard.shard_id, shard.range.first, shard.range.last, c.node, c.role, c.state,
+                   c.epoch, c.lsn, replica ? std::to_string(c.lag_lsn) : "-",
+                   replica ? std::to_string(c.lag_ms) : "-", c.keys, Bytes(c.live), note);
+      }
+    }
+    out["shards"].push_back(std::move(shard_json));
+  }
+  if (json) fmt::print("{}\n", out.dump(2));
   return 0;
+}
+
+int Verify(const std::string& node_address, int timeout_ms, uint64_t shard, bool json) {
+  auto io = kj::setupAsyncIo();
+  auto map = FetchMap(io, node_address, timeout_ms * kj::MILLISECONDS);
+  if (!map.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", map.status().ToString());
+    return 1;
+  }
+  admin::VerifyOptions options;
+  options.call_timeout = std::chrono::milliseconds(std::max(timeout_ms, 35000));
+  options.only_shard = shard;
+  auto verdicts = admin::VerifyShards(io, *map, options);
+  int bad = 0;
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& v : verdicts) {
+    bad += v.identical ? 0 : 1;
+    if (json) {
+      nlohmann::json copies = nlohmann::json::array();
+      for (const auto& c : v.copies) {
+        copies.push_back({{"node", c.node_id},
+                          {"primary", c.primary},
+                          {"lsn", c.lsn},
+                          {"checksum", fmt::format("{:016x}", c.checksum)},
+                          {"keys", c.keys},
+                          {"error", c.error.ok() ? "" : c.error.ToString()}});
+      }
+      out.push_back({{"shard", v.shard_id},
+                     {"identical", v.identical},
+                     {"lsn", v.lsn},
+                     {"copies", copies},
+                     {"problem", v.problem}});
+    } else if (v.identical) {
+      fmt::print("shard {:<5} identical: {} copies at lsn {}, {} keys, checksum {:016x}\n",
+                 v.shard_id, v.copies.size(), v.lsn, v.copies.front().keys,
+                 v.copies.front().checksum);
+    } else {
+      fmt::print("shard {:<5} DIFFERS: {}\n", v.shard_id, v.problem);
+    }
+  }
+  if (json) {
+    fmt::print("{}\n", out.dump(2));
+  } else {
+    fmt::print("{} of {} shards identical on every copy\n", verdicts.size() - bad,
+               verdicts.size());
+  }
+  if (verdicts.empty()) {
+    fmt::print(stderr, "scrollbackctl: no such shard\n");
+    return 1;
+  }
+  return bad == 0 ? 0 : 1;
 }
 
 int Run(int argc, char** argv) {
@@ -134,11 +284,22 @@ int Run(int argc, char** argv) {
   app.require_subcommand(1);
   std::string node;
   int timeout_ms = 3000;
-  auto* status = app.add_subcommand("status", "Print nodes, shards, owners and sizes");
+  bool json = false;
+  uint64_t shard = 0;
+  auto* status = app.add_subcommand(
+      "status", "Print nodes and every copy of every shard: role, state, LSN, lag, sizes");
   status->add_option("--node", node, "host:port of any storage node of the cluster")->required();
   status->add_option("--timeout-ms", timeout_ms, "Per-call timeout")->check(CLI::Range(1, 600000));
+  status->add_flag("--json", json, "Machine-readable output");
+  auto* verify = app.add_subcommand(
+      "verify", "Compare the checksums of every copy of each shard at one LSN (exit 1 if any differ)");
+  verify->add_option("--node", node, "host:port of any storage node of the cluster")->required();
+  verify->add_option("--shard", shard, "Only this shard id");
+  verify->add_option("--timeout-ms", timeout_ms, "Connect timeout")->check(CLI::Range(1, 600000));
+  verify->add_flag("--json", json, "Machine-readable output");
   CLI11_PARSE(app, argc, argv);
-  if (*status) return Status_(node, timeout_ms);
+  if (*status) return Status_(node, timeout_ms, json);
+  if (*verify) return Verify(node, timeout_ms, shard, json);
   return 2;
 }
 

@@ -19,6 +19,10 @@ int Run(int argc, char** argv) {
   app.add_option("--nodes", options.nodes, "Storage nodes")->check(CLI::Range(1, 32));
   app.add_option("--shards", options.shards, "Shards (equal token ranges)")
       ->check(CLI::Range(1u, 4096u));
+  app.add_option("--replication-factor", options.replication_factor,
+                 "Copies of each shard: a primary and replicas kept current by log shipping "
+                 "(default 3, capped at --nodes)")
+      ->check(CLI::Range(1u, 32u));
   app.add_option("--data-dir", options.data_dir,
                  "Where the shards live (default: a temporary directory, removed at exit)");
   app.add_option("--listen", listen, "host:port of the router's ChatStore listener (port 0: any)");
@@ -46,8 +50,9 @@ int Run(int argc, char** argv) {
   }
 
   auto map = (*cluster)->shard_maps()->Current();
-  fmt::print("Scrollback local cluster: {} nodes, {} shards, data in {}\n",
-             (*cluster)->node_count(), map->shards().size(), (*cluster)->data_dir());
+  fmt::print("Scrollback local cluster: {} nodes, {} shards x {} copies, data in {}\n",
+             (*cluster)->node_count(), map->shards().size(), (*cluster)->replication_factor(),
+             (*cluster)->data_dir());
   for (size_t i = 0; i < (*cluster)->node_count(); ++i) {
     fmt::print("  {}  {}  ({} shards)\n", (*cluster)->node_id(i), (*cluster)->node(i)->address(),
                (*cluster)->node(i)->Shards().size());
@@ -55,6 +60,7 @@ int Run(int argc, char** argv) {
   fmt::print("\nChatStore API (schema/chatstore.capnp) on {} (router).\n", (*router)->address());
   fmt::print("Smart clients may also connect to the nodes directly.\n");
   fmt::print("Status:  build/cli/scrollbackctl status --node {}\n", (*cluster)->node(0)->address());
+  fmt::print("Verify:  build/cli/scrollbackctl verify --node {}\n", (*cluster)->node(0)->address());
   fmt::print("Stop with Ctrl-C.\n");
   std::fflush(stdout);
 

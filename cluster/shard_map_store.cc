@@ -18,13 +18,13 @@ Result<int64_t> PublishShardMap(MetadataStore& metadata, const ShardMap& map,
 }
 
 Status BootstrapShardMap(MetadataStore& metadata, uint32_t shards,
-                         const std::vector<std::string>& node_ids) {
+                         const std::vector<std::string>& node_ids, uint32_t replication_factor) {
   if (shards == 0 || node_ids.empty()) {
     return Status::InvalidArgument("shards", "need at least one shard and one node");
   }
   std::vector<NodeInfo> nodes;
   for (const std::string& id : node_ids) nodes.push_back({id, "", ""});
-  auto published = PublishShardMap(metadata, ShardMap::Uniform(1, shards, nodes), 0);
+  auto published = PublishShardMap(metadata, ShardMap::Uniform(1, shards, nodes, replication_factor), 0);
   if (published.ok() || published.status().code() == ErrorCode::kFailedPrecondition) {
     return Status::Ok();  // Ours, or someone else's first.
   }

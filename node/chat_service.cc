@@ -734,7 +734,7 @@ class ChatService final : public s::Node::Server {
   // its staleness is under the bound and `session` reads once it has applied the caller's
   // token (AfterSessionWait waited for it). Otherwise notPrimary (the client reads from the
   // primary) or, for a session read still behind after the wait, unavailable.
-  static Result<const HostedShard*> RouteRead(const NodeCore& core, const ShardTable& table,
+  static Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table,
                                               uint64_t key, const char* field,
                                               const ReadOptions& read) {
     auto shard = Route(core, table, key, field);
@@ -759,11 +759,15 @@ class ChatService final : public s::Node::Server {
           return to_primary("it is " + std::to_string(lag) + " ms stale, over the bound of " +
                             std::to_string(bound) + " ms");
         }
+        core.metrics.RecordReplicaRead(1);
         return shard;
       }
       case Consistency::kSession: {
         const WriteToken& token = read.token;
-        if (token.shard_id == 0 && token.lsn == 0) return shard;  // Nothing written yet.
+        if (token.shard_id == 0 && token.lsn == 0) {  // Nothing written yet.
+          core.metrics.RecordReplicaRead(2);
+          return shard;
+        }
         if (token.shard_id != a.shard_id || token.epoch != a.epoch) {
           return to_primary("the token is of shard " + std::to_string(token.shard_id) +
                             " epoch " + std::to_string(token.epoch) + ", not epoch " +
@@ -776,6 +780,7 @@ class ChatService final : public s::Node::Server {
                                      std::to_string(applied) + ", not yet the token's " +
                                      std::to_string(token.lsn) + "; read from the primary");
         }
+        core.metrics.RecordReplicaRead(2);
         return shard;
       }
     }

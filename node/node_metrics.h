@@ -60,6 +60,10 @@ class NodeMetrics {
     while (b < kBucketsUs.size() && us > kBucketsUs[b]) ++b;
     m.buckets[b].fetch_add(1, std::memory_order_relaxed);
   }
+  // A read served by a replica copy (consistency 1 = replica, 2 = session).
+  void RecordReplicaRead(size_t consistency) {
+    replica_reads_[consistency == 2 ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+  }
   void RecordError(ErrorCode code) {
     errors_[static_cast<size_t>(code)].fetch_add(1, std::memory_order_relaxed);
   }
@@ -112,6 +116,15 @@ class NodeMetrics {
         "\n"
         "scrollback_engine_calls_total{where=\"pool\"} " +
         std::to_string(engine_calls_[kOnPool].load()) + "\n";
+    *out +=
+        "# HELP scrollback_replica_reads_total Reads served by this node's replica copies, by "
+        "consistency.\n"
+        "# TYPE scrollback_replica_reads_total counter\n"
+        "scrollback_replica_reads_total{consistency=\"replica\"} " +
+        std::to_string(replica_reads_[0].load()) +
+        "\n"
+        "scrollback_replica_reads_total{consistency=\"session\"} " +
+        std::to_string(replica_reads_[1].load()) + "\n";
   }
 
  private:
@@ -123,6 +136,7 @@ class NodeMetrics {
   std::array<PerMethod, kNumMethods> methods_;
   std::array<std::atomic<uint64_t>, kNumCodes> errors_{};
   std::array<std::atomic<uint64_t>, kNumWheres> engine_calls_{};
+  std::array<std::atomic<uint64_t>, 2> replica_reads_{};
 };
 
 // Times one call into NodeMetrics (calls complete within the method: the engine is synchronous).

@@ -43,6 +43,7 @@ int Run(int argc, char** argv) {
   std::string etcd = "127.0.0.1:2379";
   std::string http_address = "127.0.0.1:0";
   uint32_t bootstrap_shards = 16;
+  uint32_t bootstrap_replication_factor = 3;
   std::string bootstrap_nodes;
   int lease_seconds = 5;
   std::string log_level = "info";
@@ -60,6 +61,12 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(1u, 4096u));
   app.add_option("--bootstrap-nodes", bootstrap_nodes,
                  "Comma-separated node ids of the first map, if none exists yet");
+  app.add_option("--bootstrap-replication-factor", bootstrap_replication_factor,
+                 "Copies of each shard in the first map (capped at the node count; default 3)")
+      ->check(CLI::Range(1u, 32u));
+  app.add_option("--bootstrap-mb-per-s", options.replication.bootstrap_mb_per_s,
+                 "Checkpoint copy rate of a bootstrapping replica, MB/s (default 0: unlimited)")
+      ->check(CLI::Range(0.0, 1e6));
   app.add_option("--lease-seconds", lease_seconds, "TTL of the node's registration")
       ->check(CLI::Range(2, 600));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (stderr)");
@@ -112,7 +119,8 @@ int Run(int argc, char** argv) {
   if (!http.ok()) return Fail(log, "http", http.status());
 
   if (!bootstrap_nodes.empty()) {
-    Status boot = BootstrapShardMap(**metadata, bootstrap_shards, Split(bootstrap_nodes));
+    Status boot = BootstrapShardMap(**metadata, bootstrap_shards, Split(bootstrap_nodes),
+                                    bootstrap_replication_factor);
     if (!boot.ok()) return Fail(log, "bootstrap shard map", boot);
   }
   // Registration under a lease (liveness for operators), and our address in the shard map.

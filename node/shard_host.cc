@@ -288,8 +288,16 @@ void ShardHost::Open(const Task& task) {
       open_failures_.fetch_add(1, std::memory_order_relaxed);
       auto wait = std::min<std::chrono::milliseconds>(
           kMaxRetry, kFirstRetry * (1u << std::min<uint32_t>(attempt - 1, 10)));
-      log_->warn("opening {} failed (attempt {}), retrying in {} ms: {}", Describe(assignment),
-                 attempt, wait.count(), slot.last_error);
+      // A replica whose primary is not serving yet (a cluster starting, a map still spreading)
+      // is expected to wait a little: only a wait that goes on is worth a warning.
+      const ErrorCode code = why.code();
+      const bool primary_not_ready =
+          assignment.role == ShardRole::kReplica &&
+          (code == ErrorCode::kUnavailable || code == ErrorCode::kNotOwner ||
+           code == ErrorCode::kNotPrimary || code == ErrorCode::kStaleEpoch);
+      log_->log(primary_not_ready && attempt <= 5 ? spdlog::level::info : spdlog::level::warn,
+                "opening {} failed (attempt {}), retrying in {} ms: {}", Describe(assignment),
+                attempt, wait.count(), slot.last_error);
       Schedule(Task{
           std::chrono::steady_clock::now() + wait, task.shard_id, task.generation, nullptr, {}});
     }

@@ -99,9 +99,45 @@ class StorageNodeImpl final : public StorageNode {
     std::string sequences =
         "# HELP scrollback_shard_lsn Latest RocksDB sequence (log position) per shard.\n"
         "# TYPE scrollback_shard_lsn gauge\n";
+    std::string lag_lsn =
+        "# HELP scrollback_replica_lag_lsn How far a replica is behind its primary's last known "
+        "LSN.\n"
+        "# TYPE scrollback_replica_lag_lsn gauge\n";
+    std::string lag_ms =
+        "# HELP scrollback_replica_lag_ms Milliseconds since a replica last held everything its "
+        "primary had (staleness).\n"
+        "# TYPE scrollback_replica_lag_ms gauge\n";
+    std::string replica_applied =
+        "# HELP scrollback_primary_replica_applied_lsn A primary's view of each replica: the LSN "
+        "its last pull said it had applied.\n"
+        "# TYPE scrollback_primary_replica_applied_lsn gauge\n";
+    std::string bootstrap =
+        "# HELP scrollback_replica_bootstrap_bytes A bootstrapping replica's progress: bytes "
+        "copied (done) of the checkpoint's total.\n"
+        "# TYPE scrollback_replica_bootstrap_bytes gauge\n";
+    for (const PendingShard& pending : table->pending) {
+      if (pending.state != ShardState::kBootstrapping || !pending.log) continue;
+      const std::string shard = "shard=\"" + std::to_string(pending.assignment.shard_id) + "\"";
+      bootstrap += "scrollback_replica_bootstrap_bytes{" + shard + ",of=\"done\"} " +
+                   std::to_string(pending.log->bootstrap_done.load()) + "\n";
+      bootstrap += "scrollback_replica_bootstrap_bytes{" + shard + ",of=\"total\"} " +
+                   std::to_string(pending.log->bootstrap_total.load()) + "\n";
+    }
     for (const HostedShard& shard : table->shards) {
       const std::string label = "{shard=\"" + std::to_string(shard.assignment.shard_id) +
                                 "\",role=\"" + ShardRoleName(shard.assignment.role) + "\"} ";
+      const std::string id = "shard=\"" + std::to_string(shard.assignment.shard_id) + "\"";
+      if (shard.assignment.role == ShardRole::kReplica) {
+        lag_lsn += "scrollback_replica_lag_lsn{" + id + "} " +
+                   std::to_string(shard.log->lag_lsn()) + "\n";
+        lag_ms +=
+            "scrollback_replica_lag_ms{" + id + "} " + std::to_string(shard.log->lag_ms()) + "\n";
+      } else {
+        for (const replication::ReplicaPull& pull : shard.log->Pulls()) {
+          replica_applied += "scrollback_primary_replica_applied_lsn{" + id + ",replica=\"" +
+                             pull.node_id + "\"} " + std::to_string(pull.applied_lsn) + "\n";
+        }
+      }
       sequences +=
           "scrollback_shard_lsn" + label + std::to_string(shard.store->LatestSequence()) + "\n";
       auto stats = shard.store->GetStats();
@@ -115,7 +151,17 @@ class StorageNodeImpl final : public StorageNode {
           "scrollback_shard_memtable_bytes" + label + std::to_string(stats->memtable_bytes) + "\n";
       keys += "scrollback_shard_keys" + label + std::to_string(stats->estimated_keys) + "\n";
     }
-    out += memtables + keys + sequences;
+    out += memtables + keys + sequences + lag_lsn + lag_ms + replica_applied + bootstrap;
+    out +=
+        "# HELP scrollback_checkpoints_open Checkpoints kept for bootstrapping replicas.\n"
+        "# TYPE scrollback_checkpoints_open gauge\n"
+        "scrollback_checkpoints_open " +
+        std::to_string(core_->checkpoints.open_checkpoints()) +
+        "\n"
+        "# HELP scrollback_checkpoint_bytes_served_total Checkpoint bytes sent to replicas.\n"
+        "# TYPE scrollback_checkpoint_bytes_served_total counter\n"
+        "scrollback_checkpoint_bytes_served_total " +
+        std::to_string(core_->checkpoints.bytes_served()) + "\n";
     out +=
         "# HELP scrollback_block_cache_bytes Shared block cache in use.\n"
         "# TYPE scrollback_block_cache_bytes gauge\n"

@@ -400,8 +400,12 @@ class FollowerImpl final : public ReplicaFollower {
           }
           return ended.then([this, &c, copied]() -> Result<uint64_t> {
             if (!copied.ok()) {
-              log_->warn("bootstrap of shard {} from {} failed: {}", c.target.shard_id,
-                         c.target.primary_node, copied.ToString());
+              // The caller (the shard host) logs the failure and retries; corruption is worth
+              // a line of its own.
+              log_->log(copied.code() == ErrorCode::kCorruption ? spdlog::level::warn
+                                                                 : spdlog::level::debug,
+                        "bootstrap of shard {} from {} failed: {}", c.target.shard_id,
+                        c.target.primary_node, copied.ToString());
               return copied;
             }
             std::error_code ec;

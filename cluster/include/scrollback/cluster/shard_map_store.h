@@ -33,10 +33,12 @@ Result<int64_t> PublishShardMap(MetadataStore& metadata, const ShardMap& map,
                                 int64_t expected_store_version);
 
 // Publishes a first map — `shards` equal ranges, primaries round robin over `node_ids` (whose
-// addresses are filled in as the nodes start) — unless a map exists already. Safe to call from
-// every node at once: one wins, the others see the existing map.
+// addresses are filled in as the nodes start), each with replication_factor - 1 replicas on the
+// next nodes — unless a map exists already. Safe to call from every node at once: one wins, the
+// others see the existing map.
 Status BootstrapShardMap(MetadataStore& metadata, uint32_t shards,
-                         const std::vector<std::string>& node_ids);
+                         const std::vector<std::string>& node_ids,
+                         uint32_t replication_factor = 3);
 // Sets `node_id`'s addresses in the current map (a new map version) unless they are already
 // current. Retries on concurrent changes. not-found if the map does not name the node.
 Status PublishNodeAddress(MetadataStore& metadata, const NodeInfo& node);

@@ -293,7 +293,13 @@ TEST_CASE("replica reads under a write load only return messages the primary ack
       newest.limit = 5;
       calls.add(f.client->ReadHistory(newest, replica_read)
                     .then([&replica_reads, conv](Result<HistoryPage> page) {
-                      REQUIRE(page.ok());
+                      // A replica within the staleness bound may not have the conversation
+                      // yet (bounded staleness, not an error); anything else is.
+                      INFO(page.status().ToString());
+                      if (!page.ok()) {
+                        REQUIRE(page.status().code() == ErrorCode::kNotFound);
+                        return;
+                      }
                       for (const Message& m : page->messages) {
                         if (m.kind == MessageKind::kText) {
                           replica_reads.emplace_back(conv, m.seq, m.body);

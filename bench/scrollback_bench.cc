@@ -38,7 +38,7 @@ Result<std::unique_ptr<Target>> MakeTarget(const std::string& name, const Target
   if (name == "embedded") return NewEmbeddedTarget(options);
   if (name == "echo") return NewEchoTarget(options);
   if (name == "embedded-router") return NewEmbeddedRouterTarget(options);
-  if (name.rfind("cluster=", 0) == 0) return NewClusterTarget(name.substr(8));
+  if (name.rfind("cluster=", 0) == 0) return NewClusterTarget(name.substr(8), options);
   if (name.rfind("router=", 0) == 0) return NewRouterTarget(name.substr(7));
   return Status::InvalidArgument("target", "unknown target " + name +
                                                " (raw, engine, embedded, embedded-router, echo, "
@@ -77,6 +77,14 @@ int Main(int argc, char** argv) {
   app.add_option("--seed", run.seed);
   app.add_option("--json", json_path, "Write a JSON report here");
   app.add_option("--data-dir", data_dir, "Where in-process targets keep data (default: temp)");
+  uint32_t replication_factor = 3;
+  app.add_option("--replication-factor", replication_factor,
+                 "Copies per shard of in-process clusters (embedded, embedded-router; default 3)")
+      ->check(CLI::Range(1u, 3u));
+  std::string consistency = "strong";
+  app.add_option("--consistency", consistency,
+                 "Where cluster targets read: strong (primary), replica, session")
+      ->check(CLI::IsMember({"strong", "replica", "session"}));
   CLI11_PARSE(app, argc, argv);
   data_set.max_run_inserts = run.operations + 1'000'000;
 
@@ -103,6 +111,10 @@ int Main(int argc, char** argv) {
               .string();
       std::filesystem::create_directories(target_options.data_dir);
       target_options.body_bytes = data_set.body_bytes;
+      target_options.replication_factor = replication_factor;
+      target_options.consistency = consistency == "replica"   ? Consistency::kReplica
+                                   : consistency == "session" ? Consistency::kSession
+                                                              : Consistency::kStrong;
       auto target = MakeTarget(target_name, target_options);
       if (!target.ok()) {
         fmt::print(stderr, "scrollback-bench: {}\n", target.status().ToString());
@@ -117,9 +129,15 @@ int Main(int argc, char** argv) {
         status = 1;
         continue;
       }
+      (*target)->RunStarted();
       PhaseResult result = runner.Run();
+      auto figures = (*target)->RunEnded();
       PrintYcsb(stdout, target_name, *workload, result);
+      for (const auto& [name, value] : figures) fmt::print("[TARGET], {}, {}\n", name, value);
       report.push_back(ToJson(target_name, *workload, run, data_set.records, result));
+      report.back()["replication_factor"] = replication_factor;
+      report.back()["consistency"] = consistency;
+      for (const auto& [name, value] : figures) report.back()["target_figures"][name] = value;
     }
   }
   if (!json_path.empty()) std::ofstream(json_path) << report.dump(2) << "\n";

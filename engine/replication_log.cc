@@ -32,39 +32,103 @@ Result<LogChunk> ShardStoreImpl::ReadLog(uint64_t from_lsn, size_t max_bytes) {
   chunk.next_lsn = from_lsn;
   if (from_lsn > db_->GetLatestSequenceNumber()) return chunk;  // Nothing new.
 
+  // A reader usually asks next for where it stopped: continue the iterator left there instead
+  // of opening a new one (GetUpdatesSince lists and searches the WAL files: costly per pull).
+  LogCursor cursor = TakeLogCursor(from_lsn);
+  size_t bytes = 0;
+  // Takes one batch into the chunk; false when the chunk is full (the batch is kept in the
+  // cursor for the next reader) or the log is broken (`*error`).
+  auto take = [&](rocksdb::BatchResult&& result, Status* error) {
+    const uint64_t first = result.sequence;
+    const uint32_t count = static_cast<uint32_t>(result.writeBatchPtr->Count());
+    // The first batch must contain `from_lsn`; after that, batches must follow each other.
+    // A batch that starts later is a hole in the log (RocksDB answers OK there).
+    if (first > chunk.next_lsn) {
+      *error = chunk.batches.empty()
+                   ? LogGap(from_lsn, "the oldest log starts later")
+                   : Status::Corruption("the log skips from lsn " +
+                                        std::to_string(chunk.next_lsn) + " to " +
+                                        std::to_string(first));
+      return false;
+    }
+    if (count == 0 || first + count <= chunk.next_lsn) return true;  // Before what was asked.
+    const std::string& data = result.writeBatchPtr->Data();
+    if (!chunk.batches.empty() && bytes + data.size() > max_bytes) {
+      cursor.unread = std::move(result);  // The next reader's first batch.
+      return false;
+    }
+    bytes += data.size();
+    chunk.batches.push_back(LogBatch{first, count, data});
+    chunk.next_lsn = first + count;
+    return true;
+  };
+  auto keep = [&] {
+    cursor.next_lsn = chunk.next_lsn;
+    PutLogCursor(std::move(cursor));
+  };
+
   // TryAgain: the WAL rotated under the iterator; open a new one (a few times at most).
   for (int attempt = 0; attempt < 3; ++attempt) {
-    std::unique_ptr<rocksdb::TransactionLogIterator> it;
-    rocksdb::Status opened = db_->GetUpdatesSince(chunk.next_lsn, &it);
-    if (opened.IsNotFound()) return LogGap(from_lsn, opened.ToString());
-    SB_RETURN_IF_ERROR(FromRocksDb(opened, "open the log"));
-    size_t bytes = 0;
-    for (; it->Valid(); it->Next()) {
-      rocksdb::BatchResult result = it->GetBatch();
-      const uint64_t first = result.sequence;
-      const uint32_t count = static_cast<uint32_t>(result.writeBatchPtr->Count());
-      // The first batch must contain `from_lsn`; after that, batches must follow each other.
-      // A batch that starts later is a hole in the log (RocksDB answers OK there).
-      if (first > chunk.next_lsn) {
-        if (chunk.batches.empty()) return LogGap(from_lsn, "the oldest log starts later");
-        return Status::Corruption("the log skips from lsn " + std::to_string(chunk.next_lsn) +
-                                  " to " + std::to_string(first));
+    Status error;
+    if (cursor.it) {
+      if (cursor.unread.writeBatchPtr) {
+        rocksdb::BatchResult unread = std::move(cursor.unread);
+        cursor.unread = rocksdb::BatchResult{};
+        if (!take(std::move(unread), &error)) {
+          if (!error.ok()) return error;
+          keep();
+          return chunk;
+        }
       }
-      if (count == 0 || first + count <= chunk.next_lsn) continue;  // Before what was asked.
-      const std::string& data = result.writeBatchPtr->Data();
-      if (!chunk.batches.empty() && bytes + data.size() > max_bytes) return chunk;
-      bytes += data.size();
-      chunk.batches.push_back(LogBatch{first, count, data});
-      chunk.next_lsn = first + count;
+      cursor.it->Next();  // Past the last batch returned; tails the live WAL.
+    } else {
+      rocksdb::Status opened = db_->GetUpdatesSince(chunk.next_lsn, &cursor.it);
+      if (opened.IsNotFound()) return LogGap(from_lsn, opened.ToString());
+      SB_RETURN_IF_ERROR(FromRocksDb(opened, "open the log"));
     }
-    rocksdb::Status status = it->status();
+    for (; cursor.it->Valid(); cursor.it->Next()) {
+      if (!take(cursor.it->GetBatch(), &error)) {
+        if (!error.ok()) return error;
+        keep();
+        return chunk;
+      }
+    }
+    rocksdb::Status status = cursor.it->status();
+    if (status.ok()) {
+      if (!chunk.batches.empty()) {  // At the end of what is written: kept for the next pull.
+        keep();
+        return chunk;
+      }
+      cursor = LogCursor{};  // Nothing, although there should be: try a fresh iterator once.
+      if (attempt == 0) continue;
+      // Nothing readable although `from_lsn` is at or below the latest LSN: its WAL is gone.
+      return LogGap(from_lsn, "no log holds it");
+    }
+    cursor = LogCursor{};
     if (!chunk.batches.empty()) return chunk;  // The caller continues from next_lsn.
     if (status.IsTryAgain()) continue;
-    if (!status.ok() && !status.IsNotFound()) return FromRocksDb(status, "read the log");
-    // Nothing readable although `from_lsn` is at or below the latest LSN: its WAL is gone.
-    return LogGap(from_lsn, status.ok() ? "no log holds it" : status.ToString());
+    if (!status.IsNotFound()) return FromRocksDb(status, "read the log");
+    return LogGap(from_lsn, status.ToString());
   }
   return chunk;
+}
+
+ShardStoreImpl::LogCursor ShardStoreImpl::TakeLogCursor(uint64_t next_lsn) {
+  std::lock_guard lock(log_cursors_mu_);
+  for (auto it = log_cursors_.begin(); it != log_cursors_.end(); ++it) {
+    if (it->next_lsn == next_lsn) {
+      LogCursor found = std::move(*it);
+      log_cursors_.erase(it);
+      return found;
+    }
+  }
+  return LogCursor{};
+}
+
+void ShardStoreImpl::PutLogCursor(LogCursor cursor) {
+  std::lock_guard lock(log_cursors_mu_);
+  log_cursors_.push_front(std::move(cursor));
+  if (log_cursors_.size() > kMaxLogCursors) log_cursors_.pop_back();  // The least recent.
 }
 
 Status ShardStoreImpl::ApplyLog(const LogBatch& batch) {

@@ -35,6 +35,10 @@ namespace engine_internal {
 // ---- Administration -------------------------------------------------------------------------
 
 ShardStoreImpl::~ShardStoreImpl() {
+  {
+    std::lock_guard lock(log_cursors_mu_);
+    log_cursors_.clear();  // Log iterators read the DB's files: gone before it closes.
+  }
   for (auto* handle : handles_) {
     // Dropping the status is deliberate: nothing can be done about a failing destroy here.
     (void)db_->DestroyColumnFamilyHandle(handle);

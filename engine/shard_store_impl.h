@@ -36,6 +36,7 @@
 #pragma once
 
 #include <rocksdb/db.h>
+#include <rocksdb/transaction_log.h>
 #include <rocksdb/options.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/write_batch.h>
@@ -43,6 +44,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -516,6 +518,20 @@ class ShardStoreImpl final : public ShardStore {
   std::array<std::mutex, kStripes> user_locks_;
   // Serializes ApplyLog: a replica applies its primary's batches one at a time, in order.
   std::mutex apply_mu_;
+
+  // ReadLog's iterators, left where a reader stopped (most recent first): one per replica
+  // following the shard, so each pull continues where the last ended.
+  struct LogCursor {
+    uint64_t next_lsn = 0;  // The LSN the reader asks for next.
+    std::unique_ptr<rocksdb::TransactionLogIterator> it;
+    // A batch taken from `it` that did not fit the last chunk: the next reader's first.
+    rocksdb::BatchResult unread;
+  };
+  static constexpr size_t kMaxLogCursors = 8;
+  LogCursor TakeLogCursor(uint64_t next_lsn);
+  void PutLogCursor(LogCursor cursor);
+  std::mutex log_cursors_mu_;
+  std::list<LogCursor> log_cursors_;  // GUARDED_BY(log_cursors_mu_)
   OutboxSequencer outbox_;
 };
 

@@ -5,10 +5,14 @@
 
 #include <capnp/rpc-twoparty.h>
 
+#include <algorithm>
+#include <atomic>
+#include <map>
 #include <thread>
 
 #include "scrollback/bench/echo.capnp.h"
 #include "scrollback/cluster/embedded_cluster.h"
+#include "scrollback/replication/replication.h"
 #include "scrollback/router/router_server.h"
 #include "scrollback/rpc/buffered_stream.h"
 #include "scrollback/rpc/rpc_server.h"
@@ -36,10 +40,12 @@ Status WaitForFanOut(EmbeddedCluster& cluster, std::chrono::seconds limit) {
   return Status::Unavailable("fan-out still busy after " + std::to_string(limit.count()) + " s");
 }
 
-// Chat operations through the smart client.
+// Chat operations through the smart client. Reads use `consistency`; for session reads, each
+// session passes the token of its own last write to the key's shard (read-your-writes).
 class ClientSession final : public Session {
  public:
-  explicit ClientSession(std::unique_ptr<ChatClient> client) : client_(std::move(client)) {}
+  ClientSession(std::unique_ptr<ChatClient> client, Consistency consistency)
+      : client_(std::move(client)), consistency_(consistency) {}
 
   kj::Promise<Status> CreateConversation(uint64_t conv_id, uint64_t creator,
                                          std::vector<uint64_t> members) override {
@@ -49,8 +55,9 @@ class ClientSession final : public Session {
   kj::Promise<Result<uint64_t>> Send(uint64_t conv_id, uint64_t sender, std::string client_id,
                                      std::string body) override {
     return client_->SendMessage({conv_id, sender, std::move(client_id), std::move(body)})
-        .then([](Result<SendMessageResult> r) -> Result<uint64_t> {
+        .then([this](Result<SendMessageResult> r) -> Result<uint64_t> {
           if (!r.ok()) return r.status();
+          if (consistency_ == Consistency::kSession) tokens_[r->token.shard_id] = r->token;
           return r->seq;
         });
   }
@@ -64,7 +71,9 @@ class ClientSession final : public Session {
         });
   }
   kj::Promise<Status> GetMessage(uint64_t conv_id, uint64_t seq) override {
-    return client_->GetMessage(conv_id, seq).then([](Result<Message> r) { return r.status(); });
+    return client_->GetMessage(conv_id, seq, ReadFor(conv_id)).then([](Result<Message> r) {
+      return r.status();
+    });
   }
   kj::Promise<Status> Edit(uint64_t conv_id, uint64_t seq, uint64_t editor,
                            std::string body) override {
@@ -72,13 +81,17 @@ class ClientSession final : public Session {
         .then([](Result<Written<Message>> r) { return r.status(); });
   }
   kj::Promise<Status> History(HistoryQuery query) override {
-    return client_->ReadHistory(query).then([](Result<HistoryPage> r) { return r.status(); });
+    return client_->ReadHistory(query, ReadFor(query.conv_id)).then([](Result<HistoryPage> r) {
+      return r.status();
+    });
   }
   kj::Promise<Status> InboxList(uint64_t user_id, uint32_t limit) override {
     InboxQuery query;
     query.user_id = user_id;
     query.limit = limit;
-    return client_->ListInbox(query).then([](Result<InboxPage> r) { return r.status(); });
+    return client_->ListInbox(query, ReadFor(user_id)).then([](Result<InboxPage> r) {
+      return r.status();
+    });
   }
   kj::Promise<Status> MarkRead(uint64_t user_id, uint64_t conv_id, uint64_t seq) override {
     return client_->MarkRead(user_id, conv_id, seq).then([](Result<Written<InboxEntry>> r) {
@@ -88,35 +101,100 @@ class ClientSession final : public Session {
   }
 
  private:
+  ReadOptions ReadFor(uint64_t key) {
+    ReadOptions read;
+    read.consistency = consistency_;
+    if (consistency_ == Consistency::kSession) {
+      auto it = tokens_.find(client_->shard_map()->ShardForKey(key).shard_id);
+      if (it != tokens_.end()) read.token = it->second;
+    }
+    return read;
+  }
+
   std::unique_ptr<ChatClient> client_;
+  const Consistency consistency_;
+  std::map<uint64_t, WriteToken> tokens_;  // By shard id: this session's last write there.
+};
+
+// Samples every replica copy's lag (LSNs behind, ms stale) every 10 ms while a run is measured.
+class LagSampler {
+ public:
+  void Start(EmbeddedCluster& cluster) {
+    stop_ = false;
+    lag_ms_.clear();
+    lag_lsn_.clear();
+    thread_ = std::thread([this, &cluster] {
+      while (!stop_) {
+        for (size_t i = 0; i < cluster.node_count(); ++i) {
+          StorageNode* node = cluster.node(i);
+          if (node == nullptr) continue;
+          for (const HostedShard& shard : node->Shards()) {
+            if (shard.assignment.role != ShardRole::kReplica) continue;
+            lag_ms_.push_back(static_cast<double>(shard.log->lag_ms()));
+            lag_lsn_.push_back(static_cast<double>(shard.log->lag_lsn()));
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    });
+  }
+  std::vector<std::pair<std::string, double>> Stop() {
+    if (!thread_.joinable()) return {};
+    stop_ = true;
+    thread_.join();
+    if (lag_ms_.empty()) return {};
+    auto pct = [](std::vector<double> v, double p) {
+      std::sort(v.begin(), v.end());
+      return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+    };
+    return {{"ReplicaLagMsP50", pct(lag_ms_, 0.50)},
+            {"ReplicaLagMsP99", pct(lag_ms_, 0.99)},
+            {"ReplicaLagLsnP50", pct(lag_lsn_, 0.50)},
+            {"ReplicaLagLsnP99", pct(lag_lsn_, 0.99)},
+            {"ReplicaLagSamples", static_cast<double>(lag_ms_.size())}};
+  }
+  ~LagSampler() { Stop(); }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::vector<double> lag_ms_, lag_lsn_;  // Written by the thread until Stop joins it.
 };
 
 class EmbeddedTarget final : public Target {
  public:
-  explicit EmbeddedTarget(std::unique_ptr<EmbeddedCluster> cluster)
-      : cluster_(std::move(cluster)) {}
+  EmbeddedTarget(std::unique_ptr<EmbeddedCluster> cluster, Consistency consistency)
+      : cluster_(std::move(cluster)), consistency_(consistency) {}
   std::string name() const override { return "embedded"; }
   bool pipelined() const override { return true; }
   Status WaitIdle(std::chrono::seconds limit) override { return WaitForFanOut(*cluster_, limit); }
   std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
-    return std::make_unique<ClientSession>(cluster_->NewClient(io));
+    return std::make_unique<ClientSession>(cluster_->NewClient(io), consistency_);
   }
+  void RunStarted() override {
+    if (cluster_->replication_factor() > 1) lag_.Start(*cluster_);
+  }
+  std::vector<std::pair<std::string, double>> RunEnded() override { return lag_.Stop(); }
 
  private:
   std::unique_ptr<EmbeddedCluster> cluster_;
+  const Consistency consistency_;
+  LagSampler lag_;
 };
 
 class ClusterTarget final : public Target {
  public:
-  explicit ClusterTarget(std::shared_ptr<ShardMapSource> maps) : maps_(std::move(maps)) {}
+  ClusterTarget(std::shared_ptr<ShardMapSource> maps, Consistency consistency)
+      : maps_(std::move(maps)), consistency_(consistency) {}
   std::string name() const override { return "cluster"; }
   bool pipelined() const override { return true; }
   std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
-    return std::make_unique<ClientSession>(ChatClient::Create(io, maps_));
+    return std::make_unique<ClientSession>(ChatClient::Create(io, maps_), consistency_);
   }
 
  private:
   std::shared_ptr<ShardMapSource> maps_;
+  const Consistency consistency_;
 };
 
 // A Cap'n Proto connection to `address` over BufferedStream (as every Scrollback client), whose
@@ -361,12 +439,15 @@ class EchoTarget final : public Target {
 Result<std::unique_ptr<Target>> NewEmbeddedTarget(const TargetOptions& options) {
   EmbeddedClusterOptions cluster;
   cluster.data_dir = options.data_dir;
+  cluster.replication_factor = options.replication_factor;
   auto started = EmbeddedCluster::Start(cluster);
   if (!started.ok()) return started.status();
-  return std::unique_ptr<Target>(std::make_unique<EmbeddedTarget>(std::move(started).value()));
+  return std::unique_ptr<Target>(
+      std::make_unique<EmbeddedTarget>(std::move(started).value(), options.consistency));
 }
 
-Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address) {
+Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address,
+                                                 const TargetOptions& options) {
   // The shard map, from any node of the cluster.
   auto io = kj::setupAsyncIo();
   std::string bytes;
@@ -383,7 +464,7 @@ Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address
   auto map = ShardMap::Parse(bytes);
   if (!map.ok()) return map.status();
   return std::unique_ptr<Target>(std::make_unique<ClusterTarget>(
-      std::make_shared<StaticShardMapSource>(std::move(map).value())));
+      std::make_shared<StaticShardMapSource>(std::move(map).value()), options.consistency));
 }
 
 capnp::Capability::Client NewEchoService() { return kj::heap<EchoImpl>(); }
@@ -395,6 +476,7 @@ Result<std::unique_ptr<Target>> NewRouterTarget(const std::string& router_addres
 Result<std::unique_ptr<Target>> NewEmbeddedRouterTarget(const TargetOptions& options) {
   EmbeddedClusterOptions cluster_options;
   cluster_options.data_dir = options.data_dir;
+  cluster_options.replication_factor = options.replication_factor;
   auto cluster = EmbeddedCluster::Start(cluster_options);
   if (!cluster.ok()) return cluster.status();
   RouterOptions router_options;

@@ -9,11 +9,13 @@
 
 namespace scrollback::ycsb {
 
-// `embedded`: an EmbeddedCluster (3 nodes, 16 shards) started in this process.
+// `embedded`: an EmbeddedCluster (3 nodes, 16 shards, options.replication_factor copies)
+// started in this process; reads with options.consistency.
 Result<std::unique_ptr<Target>> NewEmbeddedTarget(const TargetOptions& options);
 // `cluster=HOST:PORT`: a running cluster, reached through the smart client; the shard map is
 // read from the node at HOST:PORT.
-Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address);
+Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address,
+                                                 const TargetOptions& options);
 // `router=HOST:PORT`: a running scrollback-router, called as a plain ChatStore client (what a
 // service that does not link the smart client does).
 Result<std::unique_ptr<Target>> NewRouterTarget(const std::string& router_address);

@@ -48,11 +48,18 @@ class Target {
     (void)limit;
     return Status::Ok();
   }
+  // Figures of the target itself over the measured run (e.g. replica lag percentiles), sampled
+  // between RunStarted and RunEnded; none by default. Printed after the YCSB sections.
+  virtual void RunStarted() {}
+  virtual std::vector<std::pair<std::string, double>> RunEnded() { return {}; }
 };
 
 struct TargetOptions {
   std::string data_dir;       // Where in-process targets keep their RocksDB data.
   uint32_t body_bytes = 200;  // Message body size (for sizing raw values).
+  // Cluster targets: copies per shard (in-process clusters), and where reads go.
+  uint32_t replication_factor = 3;
+  Consistency consistency = Consistency::kStrong;
 };
 
 // `raw`: RocksDB directly, with the engine's message keys and values of the same size.

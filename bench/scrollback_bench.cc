@@ -133,7 +133,11 @@ int Main(int argc, char** argv) {
       PhaseResult result = runner.Run();
       auto figures = (*target)->RunEnded();
       PrintYcsb(stdout, target_name, *workload, result);
-      for (const auto& [name, value] : figures) fmt::print("[TARGET], {}, {}\n", name, value);
+      // Target figures (replica lag) go to stderr and the JSON report: the YCSB text on stdout
+      // keeps YCSB's sections only.
+      for (const auto& [name, value] : figures) {
+        fmt::print(stderr, "{} {}: {} {}\n", target_name, workload_name, name, value);
+      }
       report.push_back(ToJson(target_name, *workload, run, data_set.records, result));
       report.back()["replication_factor"] = replication_factor;
       report.back()["consistency"] = consistency;

@@ -18,6 +18,16 @@ namespace scrollback::engine_internal {
 
 namespace {
 
+// Little-endian fixed32, as in a WriteBatch header (RocksDB's own helpers are not public).
+uint32_t LoadFixed32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+void StoreFixed32(char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
 Status LogGap(uint64_t wanted, const std::string& why) {
   return Status::FromCode(ErrorCode::kLogGap, "the log from lsn " + std::to_string(wanted) +
                                                   " is no longer available (" + why +
@@ -131,25 +141,57 @@ void ShardStoreImpl::PutLogCursor(LogCursor cursor) {
   if (log_cursors_.size() > kMaxLogCursors) log_cursors_.pop_back();  // The least recent.
 }
 
-Status ShardStoreImpl::ApplyLog(const LogBatch& batch) {
-  if (batch.count == 0) return Status::InvalidArgument("count", "an empty log batch");
+Status ShardStoreImpl::ApplyLogBatches(const std::vector<LogBatch>& batches) {
+  // A WriteBatch's representation: fixed64 sequence, fixed32 count, then the records. Batches
+  // that follow each other are one batch of their records in order: applied as one write, they
+  // take the same sequence numbers as applied one by one.
+  constexpr size_t kHeader = 12;
   std::lock_guard apply(apply_mu_);
   const uint64_t latest = db_->GetLatestSequenceNumber();
-  if (batch.first_lsn + batch.count - 1 <= latest) return Status::Ok();  // Already applied.
-  if (batch.first_lsn != latest + 1) {
-    return Status::FailedPrecondition("log batch at lsn " + std::to_string(batch.first_lsn) +
-                                      " does not follow this copy's lsn " + std::to_string(latest));
+  size_t first = 0;
+  while (first < batches.size() &&
+         batches[first].count > 0 &&
+         batches[first].first_lsn + batches[first].count - 1 <= latest) {
+    ++first;  // Already applied.
   }
-  rocksdb::WriteBatch write(batch.data);
-  if (write.Count() != batch.count) {
-    return Status::InvalidArgument("data", "the batch holds " + std::to_string(write.Count()) +
-                                               " operations, not " + std::to_string(batch.count));
+  if (first == batches.size()) return Status::Ok();
+  std::string rep;
+  uint64_t expected = latest + 1;
+  uint64_t total = 0;
+  for (size_t i = first; i < batches.size(); ++i) {
+    const LogBatch& batch = batches[i];
+    if (batch.count == 0) return Status::InvalidArgument("count", "an empty log batch");
+    if (batch.first_lsn != expected) {
+      return Status::FailedPrecondition("log batch at lsn " + std::to_string(batch.first_lsn) +
+                                        " does not follow lsn " + std::to_string(expected - 1) +
+                                        (i == first ? " (this copy's)" : " (the batch before)"));
+    }
+    if (batch.data.size() < kHeader ||
+        LoadFixed32(batch.data.data() + 8) != batch.count) {
+      return Status::InvalidArgument("data", "the batch at lsn " +
+                                                 std::to_string(batch.first_lsn) + " does not hold " +
+                                                 std::to_string(batch.count) + " operations");
+    }
+    if (rep.empty()) {
+      rep = batch.data;
+    } else {
+      rep.append(batch.data, kHeader, std::string::npos);
+    }
+    total += batch.count;
+    expected += batch.count;
   }
-  SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &write), "apply a log batch"));
+  if (total > UINT32_MAX) return Status::InvalidArgument("batches", "too many operations at once");
+  StoreFixed32(rep.data() + 8, static_cast<uint32_t>(total));
+  rocksdb::WriteBatch write(std::move(rep));
+  if (write.Count() != total) {
+    return Status::InvalidArgument("data", "the batches hold " + std::to_string(write.Count()) +
+                                               " operations, not " + std::to_string(total));
+  }
+  SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &write), "apply log batches"));
   const uint64_t now = db_->GetLatestSequenceNumber();
-  if (now != batch.first_lsn + batch.count - 1) {
-    return Status::Corruption("after applying lsn " + std::to_string(batch.first_lsn) + " (+" +
-                              std::to_string(batch.count) + ") this copy is at lsn " +
+  if (now != expected - 1) {
+    return Status::Corruption("after applying lsn " + std::to_string(latest + 1) + " .. " +
+                              std::to_string(expected - 1) + " this copy is at lsn " +
                               std::to_string(now) + ": its log diverged from the primary's");
   }
   // Conversation states cached for reads may predate the batch: forget them all (a replica's

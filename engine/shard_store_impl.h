@@ -261,7 +261,7 @@ class ShardStoreImpl final : public ShardStore {
   Status Flush() override;
   // Replication (replication_log.cc).
   Result<LogChunk> ReadLog(uint64_t from_lsn, size_t max_bytes) override;
-  Status ApplyLog(const LogBatch& batch) override;
+  Status ApplyLogBatches(const std::vector<LogBatch>& batches) override;
   Result<uint64_t> CreateCheckpoint(const std::string& dir) override;
   Result<ShardChecksum> Checksum() override;
   Status CompactAll() override;

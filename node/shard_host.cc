@@ -40,6 +40,7 @@ ShardHost::ShardHost(NodeCore& core, std::shared_ptr<StorageResources> resources
   follower.node_id = core_.options.node_id;
   follower.pull_max_bytes = replication.pull_max_bytes;
   follower.pull_wait = replication.pull_wait;
+  follower.pull_linger = replication.pull_linger;
   follower.bootstrap_mb_per_s = replication.bootstrap_mb_per_s;
   follower.max_message_bytes = core_.options.max_message_bytes;
   follower.tamper_chunk = replication.tamper_chunk;

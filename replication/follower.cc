@@ -264,6 +264,15 @@ class FollowerImpl final : public ReplicaFollower {
               f.failures = 0;
               const uint64_t latest = reply.getLatestLsn();
               f.log->RecordPrimaryState(latest, f.store->LatestSequence() >= latest);
+              // A pull that found a little (a write or two, woken by the first): let a few
+              // more accumulate before the next, so that a busy shard ships in groups rather
+              // than one call and one replica write per primary write.
+              if (options_.pull_linger.count() > 0 && reply.getBatches().size() > 0 &&
+                  reply.getBatches().size() < 64) {
+                return timer()
+                    .afterDelay(options_.pull_linger.count() * kj::MICROSECONDS)
+                    .then([this, &f] { return PullLoop(f); });
+              }
               return PullLoop(f);
             },
             [this, &f](kj::Exception&& e) -> kj::Promise<void> {
@@ -309,16 +318,21 @@ class FollowerImpl final : public ReplicaFollower {
       }
       expected = first + count;
     }
+    // One write for all of them, stopping at a checksum's pause LSN (batches end there).
+    const uint64_t pause = f.log->pause_at();
+    std::vector<LogBatch> group;
+    group.reserve(batches.size());
+    size_t bytes = 0;
     for (auto batch : batches) {
-      const uint64_t pause = f.log->pause_at();
-      if (pause != 0 && f.store->LatestSequence() >= pause) break;  // Held for a checksum.
-      LogBatch entry{batch.getFirstLsn(), batch.getCount(),
-                     std::string(wire::View(batch.getData()))};
-      Status applied = f.store->ApplyLog(entry);
-      if (!applied.ok()) return applied;
-      batches_.fetch_add(1, std::memory_order_relaxed);
-      bytes_.fetch_add(entry.data.size(), std::memory_order_relaxed);
+      if (pause != 0 && batch.getFirstLsn() > pause) break;  // Held for a checksum.
+      group.push_back(LogBatch{batch.getFirstLsn(), batch.getCount(),
+                               std::string(wire::View(batch.getData()))});
+      bytes += group.back().data.size();
     }
+    if (group.empty()) return Status::Ok();
+    SB_RETURN_IF_ERROR(f.store->ApplyLogBatches(group));
+    batches_.fetch_add(group.size(), std::memory_order_relaxed);
+    bytes_.fetch_add(bytes, std::memory_order_relaxed);
     return Status::Ok();
   }
 

@@ -253,12 +253,14 @@ class ShardStore {
   // when `from_lsn` is past the latest LSN. log-gap when the WAL that holds `from_lsn` is gone
   // (the reader must re-bootstrap from a checkpoint), never a silent skip.
   virtual Result<LogChunk> ReadLog(uint64_t from_lsn, size_t max_bytes) = 0;
-  // Replica side: applies one batch of the primary's log. A batch this store already holds
-  // (it ends at or before LatestSequence()) is skipped; one that does not start right after it
-  // is refused (failed-precondition: out of order; nothing applied). Corruption if the
-  // resulting sequence differs from the primary's (the copy must re-bootstrap). Nothing else
-  // may write to a replica's store: its sequence numbers must stay the primary's.
-  virtual Status ApplyLog(const LogBatch& batch) = 0;
+  // Replica side: applies consecutive batches of the primary's log as one write. Batches this
+  // store already holds (ending at or before LatestSequence()) are skipped; the first one it
+  // does not hold must start right after it, and each next one right after the one before
+  // (failed-precondition otherwise: out of order; nothing applied). Corruption if the resulting
+  // sequence differs from the primary's (the copy must re-bootstrap). Nothing else may write to
+  // a replica's store: its sequence numbers must stay the primary's.
+  virtual Status ApplyLogBatches(const std::vector<LogBatch>& batches) = 0;
+  Status ApplyLog(const LogBatch& batch) { return ApplyLogBatches({batch}); }
   // A consistent copy of the shard in `dir` (which must not exist), made of hard links where
   // the filesystem allows. Returns the LSN it holds: a replica opened on it catches up from
   // there with ReadLog(lsn + 1).

@@ -85,6 +85,10 @@ struct ReplicationOptions {
   double bootstrap_mb_per_s = 0;
   // Default: 250 ms. How long a replica's pull waits on the primary for new writes.
   std::chrono::milliseconds pull_wait{250};
+  // Default: 0. After a pull that brought a few batches, a replica waits this long before the
+  // next, so that a busy shard ships in groups (FollowerOptions::pull_linger). Measured on the
+  // 2-core reference machine, 1-8 ms gained nothing over 0 (docs/benchmarks.md).
+  std::chrono::microseconds pull_linger{0};
   // Default: 4 MiB. Log bytes per pull.
   uint32_t pull_max_bytes = 4u << 20;
   // Default: 200 ms. How long a replica holds a session read for the caller's token before

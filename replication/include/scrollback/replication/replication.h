@@ -160,6 +160,10 @@ struct FollowerOptions {
   // Default: 250 ms. How long a pull waits on the primary for a write when there is nothing new
   // (also how often an idle replica hears that it is current).
   std::chrono::milliseconds pull_wait{250};
+  // Default: 0 (pull again at once). After a pull that brought only a few batches, wait this
+  // long before the next: a busy shard then ships in groups (one call and one replica write
+  // per group) at the cost of this much more lag.
+  std::chrono::microseconds pull_linger{0};
   // Default: 10 s. A call without an answer by then counts as a failure (the connection is
   // dropped and made afresh).
   std::chrono::milliseconds call_timeout = std::chrono::seconds(10);

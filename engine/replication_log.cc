@@ -45,6 +45,12 @@ Result<LogChunk> ShardStoreImpl::ReadLog(uint64_t from_lsn, size_t max_bytes) {
   // A reader usually asks next for where it stopped: continue the iterator left there instead
   // of opening a new one (GetUpdatesSince lists and searches the WAL files: costly per pull).
   LogCursor cursor = TakeLogCursor(from_lsn);
+  // Under CacheOnlyReads (a node's event loop) only a reader's iterator is continued: it reads
+  // the live WAL's tail, just written and in the page cache. Opening the log searches the WAL
+  // files: that is for the engine pool.
+  if (cache_only_reads && !cursor.it) {
+    return Status::FromCode(ErrorCode::kWouldBlock, "opening the log reads the WAL directory");
+  }
   size_t bytes = 0;
   // Takes one batch into the chunk; false when the chunk is full (the batch is kept in the
   // cursor for the next reader) or the log is broken (`*error`).
@@ -110,12 +116,18 @@ Result<LogChunk> ShardStoreImpl::ReadLog(uint64_t from_lsn, size_t max_bytes) {
         return chunk;
       }
       cursor = LogCursor{};  // Nothing, although there should be: try a fresh iterator once.
+      if (cache_only_reads) {
+        return Status::FromCode(ErrorCode::kWouldBlock, "the log must be reopened");
+      }
       if (attempt == 0) continue;
       // Nothing readable although `from_lsn` is at or below the latest LSN: its WAL is gone.
       return LogGap(from_lsn, "no log holds it");
     }
     cursor = LogCursor{};
     if (!chunk.batches.empty()) return chunk;  // The caller continues from next_lsn.
+    if (status.IsTryAgain() && cache_only_reads) {
+      return Status::FromCode(ErrorCode::kWouldBlock, "the WAL rotated: the log must be reopened");
+    }
     if (status.IsTryAgain()) continue;
     if (!status.IsNotFound()) return FromRocksDb(status, "read the log");
     return LogGap(from_lsn, status.ToString());

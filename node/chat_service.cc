@@ -681,10 +681,11 @@ class ChatService final : public s::Node::Server {
 
   // Reads that take no engine lock, so running them on the loop can only wait for memory.
   // (getConversation and listMembers take the conversation's lock, which writers hold across
-  // their WAL write.)
+  // their WAL write.) pullLog continues a replica's log iterator on the loop (the live WAL's
+  // tail, in the page cache); opening the log goes to the pool.
   static bool IsLockFreeRead(NodeMetrics::Method method) {
     return method == NodeMetrics::kGetMessage || method == NodeMetrics::kReadHistory ||
-           method == NodeMetrics::kListInbox;
+           method == NodeMetrics::kListInbox || method == NodeMetrics::kPullLog;
   }
 
   void WriteError(s::Error::Builder error, const Status& status) {

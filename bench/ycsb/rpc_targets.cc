@@ -23,7 +23,8 @@
 namespace scrollback::ycsb {
 namespace {
 
-// Waits until every outbox of every node is empty (all fan-out delivered), at most `limit`.
+// Waits until every outbox of every node is empty (all fan-out delivered) and every replica has
+// caught up with its primary, at most `limit`.
 Status WaitForFanOut(EmbeddedCluster& cluster, std::chrono::seconds limit) {
   auto deadline = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -34,10 +35,30 @@ Status WaitForFanOut(EmbeddedCluster& cluster, std::chrono::seconds limit) {
         if (!pending.ok() || !pending->records.empty()) idle = false;
       }
     }
+    // And every replica has applied everything its primary has (the fan-out's own writes
+    // included): a run after the load measures the run, not the load's replication.
+    if (idle) {
+      std::map<uint64_t, uint64_t> primary_lsn;
+      std::vector<std::pair<uint64_t, uint64_t>> replica_lsn;  // (shard, lsn)
+      for (size_t i = 0; i < cluster.node_count(); ++i) {
+        for (const HostedShard& shard : cluster.node(i)->Shards()) {
+          const uint64_t lsn = shard.store->LatestSequence();
+          if (shard.assignment.role == ShardRole::kPrimary) {
+            primary_lsn[shard.assignment.shard_id] = lsn;
+          } else {
+            replica_lsn.emplace_back(shard.assignment.shard_id, lsn);
+          }
+        }
+      }
+      for (auto [shard_id, lsn] : replica_lsn) {
+        if (lsn < primary_lsn[shard_id]) idle = false;
+      }
+    }
     if (idle) return Status::Ok();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  return Status::Unavailable("fan-out still busy after " + std::to_string(limit.count()) + " s");
+  return Status::Unavailable("fan-out or replication still busy after " +
+                             std::to_string(limit.count()) + " s");
 }
 
 // Chat operations through the smart client. Reads use `consistency`; for session reads, each
@@ -123,6 +144,10 @@ class LagSampler {
     stop_ = false;
     lag_ms_.clear();
     lag_lsn_.clear();
+    cluster_ = &cluster;
+    start_ = std::chrono::steady_clock::now();
+    pulls_at_start_ = Counter("scrollback_replica_pulls_total");
+    batches_at_start_ = Counter("scrollback_replica_batches_applied_total");
     thread_ = std::thread([this, &cluster] {
       while (!stop_) {
         for (size_t i = 0; i < cluster.node_count(); ++i) {
@@ -147,15 +172,40 @@ class LagSampler {
       std::sort(v.begin(), v.end());
       return v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
     };
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double pulls = static_cast<double>(Counter("scrollback_replica_pulls_total") -
+                                             pulls_at_start_);
+    const double batches = static_cast<double>(
+        Counter("scrollback_replica_batches_applied_total") - batches_at_start_);
     return {{"ReplicaLagMsP50", pct(lag_ms_, 0.50)},
             {"ReplicaLagMsP99", pct(lag_ms_, 0.99)},
             {"ReplicaLagLsnP50", pct(lag_lsn_, 0.50)},
             {"ReplicaLagLsnP99", pct(lag_lsn_, 0.99)},
-            {"ReplicaLagSamples", static_cast<double>(lag_ms_.size())}};
+            {"ReplicaLagSamples", static_cast<double>(lag_ms_.size())},
+            {"ReplicaPullsPerSecond", pulls / seconds},
+            {"ReplicaBatchesPerPull", pulls > 0 ? batches / pulls : 0}};
   }
   ~LagSampler() { Stop(); }
 
  private:
+  // A counter summed over the nodes' /metrics text.
+  uint64_t Counter(const std::string& name) const {
+    uint64_t total = 0;
+    for (size_t i = 0; i < cluster_->node_count(); ++i) {
+      StorageNode* node = cluster_->node(i);
+      if (node == nullptr) continue;
+      const std::string text = node->RenderMetrics();
+      const std::string key = "\n" + name + " ";
+      auto at = text.find(key);
+      if (at != std::string::npos) total += std::stoull(text.substr(at + key.size()));
+    }
+    return total;
+  }
+
+  EmbeddedCluster* cluster_ = nullptr;
+  std::chrono::steady_clock::time_point start_;
+  uint64_t pulls_at_start_ = 0, batches_at_start_ = 0;
   std::atomic<bool> stop_{false};
   std::thread thread_;
   std::vector<double> lag_ms_, lag_lsn_;  // Written by the thread until Stop joins it.

@@ -251,7 +251,9 @@ class ShardStore {
   // The write groups from `from_lsn` on (the first returned batch contains it; a batch may
   // start before it), at most about `max_bytes` of batch data but at least one batch. Empty
   // when `from_lsn` is past the latest LSN. log-gap when the WAL that holds `from_lsn` is gone
-  // (the reader must re-bootstrap from a checkpoint), never a silent skip.
+  // (the reader must re-bootstrap from a checkpoint), never a silent skip. A reader that asks
+  // next for where it stopped continues the iterator the store kept for it (up to 8 readers),
+  // tailing the live WAL; under CacheOnlyReads only that is done (else would-block).
   virtual Result<LogChunk> ReadLog(uint64_t from_lsn, size_t max_bytes) = 0;
   // Replica side: applies consecutive batches of the primary's log as one write. Batches this
   // store already holds (ending at or before LatestSequence()) are skipped; the first one it

@@ -66,8 +66,11 @@ struct ShardAssignment {
 // Per-node resource budgets, shared by every shard the node hosts (however many): memory and
 // files stay bounded by these, not by shards x per-shard settings.
 struct NodeBudgets {
-  // Default: 256 MiB. One LRU block cache (data, index and filter blocks) for all shards.
-  size_t block_cache_bytes = 256ull << 20;
+  // Default: 1 GiB. One LRU block cache (data, index and filter blocks) for all shards; the
+  // memtables (below) are charged to it too. With 3 copies per shard a node holds 3x the data
+  // of a single-copy cluster: at 256 MiB the memtables of its replicas crowded the data blocks
+  // out and halved read throughput (docs/benchmarks.md, Replication).
+  size_t block_cache_bytes = 1ull << 30;
   // Default: 256 MiB. Memtable memory of all shards together (one WriteBufferManager); a shard
   // over its share flushes.
   size_t write_buffer_bytes = 256ull << 20;

@@ -46,8 +46,8 @@ int Run(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   const bool temporary = data_dir.empty();
   if (temporary) {
-    data_dir = (fs::temp_directory_path() / ("scrollback-bootstrap-" + std::to_string(getpid())))
-                   .string();
+    data_dir =
+        (fs::temp_directory_path() / ("scrollback-bootstrap-" + std::to_string(getpid()))).string();
   }
   fs::create_directories(data_dir);
 
@@ -60,8 +60,8 @@ int Run(int argc, char** argv) {
     fmt::print(stderr, "{}\n", node.status().ToString());
     return 1;
   }
-  ShardAssignment shard{1, TokenRange::Full(), 1, ShardRole::kPrimary, 1, "primary",
-                        (*node)->address()};
+  ShardAssignment shard{1,         TokenRange::Full(), 1, ShardRole::kPrimary, 1,
+                        "primary", (*node)->address()};
   if (Status assigned = (*node)->AssignShards(1, {shard}, ""); !assigned.ok()) {
     fmt::print(stderr, "{}\n", assigned.ToString());
     return 1;
@@ -105,9 +105,11 @@ int Run(int argc, char** argv) {
     fmt::print(stderr, "{}\n", compacted.ToString());
     return 1;
   }
-  fmt::print("loaded {} messages in {:.1f} s; the shard directory holds {:.1f} MB (WAL archive included)\n", messages,
-             Seconds(Clock::now() - load_start),
-             DirectoryBytes(fs::path(options.data_dir) / "shard-1") / 1e6);
+  fmt::print(
+      "loaded {} messages in {:.1f} s; the shard directory holds {:.1f} MB (WAL archive "
+      "included)\n",
+      messages, Seconds(Clock::now() - load_start),
+      DirectoryBytes(fs::path(options.data_dir) / "shard-1") / 1e6);
 
   // Baseline: a checkpoint of the same shard copied with the filesystem.
   const fs::path baseline_src = fs::path(data_dir) / "baseline-checkpoint";

@@ -117,7 +117,8 @@ int Status_(const std::string& node_address, int timeout_ms, bool json) {
     uint64_t bootstrap_done = 0, bootstrap_total = 0;
   };
   std::map<uint64_t, std::vector<Copy>> copies;
-  nlohmann::json out = {{"map_version", map->version()}, {"nodes", nlohmann::json::array()},
+  nlohmann::json out = {{"map_version", map->version()},
+                        {"nodes", nlohmann::json::array()},
                         {"shards", nlohmann::json::array()}};
   if (!json) {
     fmt::print("shard map version {}: {} shards on {} nodes\n\n", map->version(),
@@ -173,19 +174,17 @@ int Status_(const std::string& node_address, int timeout_ms, bool json) {
   }
   if (!json) {
     fmt::print("\n{:<6} {:<33} {:<10} {:<8} {:<13} {:>5} {:>9} {:>8} {:>8} {:>9} {:>10}  {}\n",
-               "SHARD", "TOKENS", "NODE", "ROLE", "STATE", "EPOCH", "LSN", "LAG", "LAG_MS",
-               "KEYS~", "SST", "NOTE");
+               "SHARD", "TOKENS", "NODE", "ROLE", "STATE", "EPOCH", "LSN", "LAG", "LAG_MS", "KEYS~",
+               "SST", "NOTE");
   }
   for (const ShardInfo& shard : map->shards()) {
     std::vector<std::string> holders = {shard.primary};
     holders.insert(holders.end(), shard.replicas.begin(), shard.replicas.end());
-    nlohmann::json shard_json = {{"shard", shard.shard_id},
-                                 {"token_first", shard.range.first},
-                                 {"token_last", shard.range.last},
-                                 {"epoch", shard.epoch},
-                                 {"primary", shard.primary},
-                                 {"replicas", shard.replicas},
-                                 {"copies", nlohmann::json::array()}};
+    nlohmann::json shard_json = {
+        {"shard", shard.shard_id},          {"token_first", shard.range.first},
+        {"token_last", shard.range.last},   {"epoch", shard.epoch},
+        {"primary", shard.primary},         {"replicas", shard.replicas},
+        {"copies", nlohmann::json::array()}};
     for (const std::string& holder : holders) {
       const Copy* found = nullptr;
       for (const Copy& c : copies[shard.shard_id]) {
@@ -216,10 +215,11 @@ int Status_(const std::string& node_address, int timeout_ms, bool json) {
                                         {"error", c.error}});
       } else {
         const bool replica = c.role == "replica";
-        fmt::print("{:<6} {:016x}-{:016x} {:<10} {:<8} {:<13} {:>5} {:>9} {:>8} {:>8} {:>9} {:>10}  {}\n",
-                   shard.shard_id, shard.range.first, shard.range.last, c.node, c.role, c.state,
-                   c.epoch, c.lsn, replica ? std::to_string(c.lag_lsn) : "-",
-                   replica ? std::to_string(c.lag_ms) : "-", c.keys, Bytes(c.live), note);
+        fmt::print(
+            "{:<6} {:016x}-{:016x} {:<10} {:<8} {:<13} {:>5} {:>9} {:>8} {:>8} {:>9} {:>10}  {}\n",
+            shard.shard_id, shard.range.first, shard.range.last, c.node, c.role, c.state, c.epoch,
+            c.lsn, replica ? std::to_string(c.lag_lsn) : "-",
+            replica ? std::to_string(c.lag_ms) : "-", c.keys, Bytes(c.live), note);
       }
     }
     out["shards"].push_back(std::move(shard_json));
@@ -269,8 +269,7 @@ int Verify(const std::string& node_address, int timeout_ms, uint64_t shard, bool
   if (json) {
     fmt::print("{}\n", out.dump(2));
   } else {
-    fmt::print("{} of {} shards identical on every copy\n", verdicts.size() - bad,
-               verdicts.size());
+    fmt::print("{} of {} shards identical on every copy\n", verdicts.size() - bad, verdicts.size());
   }
   if (verdicts.empty()) {
     fmt::print(stderr, "scrollbackctl: no such shard\n");
@@ -292,7 +291,8 @@ int Run(int argc, char** argv) {
   status->add_option("--timeout-ms", timeout_ms, "Per-call timeout")->check(CLI::Range(1, 600000));
   status->add_flag("--json", json, "Machine-readable output");
   auto* verify = app.add_subcommand(
-      "verify", "Compare the checksums of every copy of each shard at one LSN (exit 1 if any differ)");
+      "verify",
+      "Compare the checksums of every copy of each shard at one LSN (exit 1 if any differ)");
   verify->add_option("--node", node, "host:port of any storage node of the cluster")->required();
   verify->add_option("--shard", shard, "Only this shard id");
   verify->add_option("--timeout-ms", timeout_ms, "Connect timeout")->check(CLI::Range(1, 600000));

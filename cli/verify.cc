@@ -28,8 +28,7 @@ CopyDigest Digest(kj::AsyncIoContext& io, Session& session, const std::string& n
     auto request = session.node.checksumShardRequest();
     request.setShardId(shard_id);
     request.setAtLsn(at);
-    auto reply =
-        io.provider->getTimer().timeoutAfter(timeout, request.send()).wait(io.waitScope);
+    auto reply = io.provider->getTimer().timeoutAfter(timeout, request.send()).wait(io.waitScope);
     if (reply.hasError()) {
       out.error = wire::FromWire(reply.getError());
       return out;
@@ -108,12 +107,11 @@ std::vector<ShardVerdict> VerifyShards(kj::AsyncIoContext& io, const ShardMap& m
           verdict.problem += (verdict.problem.empty() ? "" : "; ") + std::string("replica ") +
                              replica + ": " + copy.error.ToString();
         } else if (copy.checksum != primary.checksum || copy.keys != primary.keys) {
-          verdict.problem += (verdict.problem.empty() ? "" : "; ") + std::string("replica ") +
-                             replica + " differs at lsn " + std::to_string(primary.lsn) + ": " +
-                             std::to_string(copy.keys) + " keys, checksum " +
-                             std::to_string(copy.checksum) + " vs the primary's " +
-                             std::to_string(primary.keys) + " keys, checksum " +
-                             std::to_string(primary.checksum);
+          verdict.problem +=
+              (verdict.problem.empty() ? "" : "; ") + std::string("replica ") + replica +
+              " differs at lsn " + std::to_string(primary.lsn) + ": " + std::to_string(copy.keys) +
+              " keys, checksum " + std::to_string(copy.checksum) + " vs the primary's " +
+              std::to_string(primary.keys) + " keys, checksum " + std::to_string(primary.checksum);
         }
       }
       if (verdict.problem.empty() || !retry) break;

@@ -42,8 +42,7 @@ Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterO
     cluster->nodes_[i].node = std::move(node).value();
     infos[i].address = cluster->nodes_[i].node->address();
   }
-  ShardMap map =
-      ShardMap::Uniform(1, options.shards, infos, cluster->replication_factor());
+  ShardMap map = ShardMap::Uniform(1, options.shards, infos, cluster->replication_factor());
   auto published = PublishShardMap(*cluster->metadata_, map, 0);
   if (!published.ok()) return published.status();
   auto source = MetadataShardMapSource::Create(cluster->metadata_, cluster->log_);

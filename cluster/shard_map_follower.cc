@@ -53,8 +53,8 @@ Status ShardMapFollower::Apply(const ShardMap& map) {
   std::vector<ShardAssignment> mine;
   for (const ShardInfo& shard : map.shards()) {
     const bool primary = shard.primary == node_.node_id();
-    const bool replica = std::find(shard.replicas.begin(), shard.replicas.end(),
-                                   node_.node_id()) != shard.replicas.end();
+    const bool replica = std::find(shard.replicas.begin(), shard.replicas.end(), node_.node_id()) !=
+                         shard.replicas.end();
     if (!primary && !replica) continue;
     const NodeInfo* primary_node = map.FindNode(shard.primary);
     mine.push_back(ShardAssignment{shard.shard_id, shard.range, shard.epoch,

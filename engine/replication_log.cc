@@ -62,9 +62,8 @@ Result<LogChunk> ShardStoreImpl::ReadLog(uint64_t from_lsn, size_t max_bytes) {
     if (first > chunk.next_lsn) {
       *error = chunk.batches.empty()
                    ? LogGap(from_lsn, "the oldest log starts later")
-                   : Status::Corruption("the log skips from lsn " +
-                                        std::to_string(chunk.next_lsn) + " to " +
-                                        std::to_string(first));
+                   : Status::Corruption("the log skips from lsn " + std::to_string(chunk.next_lsn) +
+                                        " to " + std::to_string(first));
       return false;
     }
     if (count == 0 || first + count <= chunk.next_lsn) return true;  // Before what was asked.
@@ -161,8 +160,7 @@ Status ShardStoreImpl::ApplyLogBatches(const std::vector<LogBatch>& batches) {
   std::lock_guard apply(apply_mu_);
   const uint64_t latest = db_->GetLatestSequenceNumber();
   size_t first = 0;
-  while (first < batches.size() &&
-         batches[first].count > 0 &&
+  while (first < batches.size() && batches[first].count > 0 &&
          batches[first].first_lsn + batches[first].count - 1 <= latest) {
     ++first;  // Already applied.
   }
@@ -178,11 +176,10 @@ Status ShardStoreImpl::ApplyLogBatches(const std::vector<LogBatch>& batches) {
                                         " does not follow lsn " + std::to_string(expected - 1) +
                                         (i == first ? " (this copy's)" : " (the batch before)"));
     }
-    if (batch.data.size() < kHeader ||
-        LoadFixed32(batch.data.data() + 8) != batch.count) {
-      return Status::InvalidArgument("data", "the batch at lsn " +
-                                                 std::to_string(batch.first_lsn) + " does not hold " +
-                                                 std::to_string(batch.count) + " operations");
+    if (batch.data.size() < kHeader || LoadFixed32(batch.data.data() + 8) != batch.count) {
+      return Status::InvalidArgument("data", "the batch at lsn " + std::to_string(batch.first_lsn) +
+                                                 " does not hold " + std::to_string(batch.count) +
+                                                 " operations");
     }
     if (rep.empty()) {
       rep = batch.data;

@@ -36,9 +36,9 @@
 #pragma once
 
 #include <rocksdb/db.h>
-#include <rocksdb/transaction_log.h>
 #include <rocksdb/options.h>
 #include <rocksdb/snapshot.h>
+#include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>

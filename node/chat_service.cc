@@ -55,17 +55,17 @@ class ChatService final : public s::Node::Server {
     const uint64_t conv_id = context.getParams().getConvId();
     const ReadOptions read = wire::FromWire(context.getParams().getOptions());
     return AfterSessionWait(conv_id, read).then([this, context, conv_id, read]() mutable {
-    return Serve<Conversation>(
-        NodeMetrics::kGetConversation,
-        [conv_id, read](NodeCore& core, const ShardTable& table) -> Result<Conversation> {
-          auto shard = RouteRead(core, table, conv_id, "conv_id", read);
-          if (!shard.ok()) return shard.status();
-          return (*shard)->store->GetConversation(conv_id);
-        },
-        [context](const Conversation& conv) mutable {
-          wire::ToWire(conv, context.getResults().initConversation());
-        },
-        [context](const Status&) mutable { return context.getResults().initError(); });
+      return Serve<Conversation>(
+          NodeMetrics::kGetConversation,
+          [conv_id, read](NodeCore& core, const ShardTable& table) -> Result<Conversation> {
+            auto shard = RouteRead(core, table, conv_id, "conv_id", read);
+            if (!shard.ok()) return shard.status();
+            return (*shard)->store->GetConversation(conv_id);
+          },
+          [context](const Conversation& conv) mutable {
+            wire::ToWire(conv, context.getResults().initConversation());
+          },
+          [context](const Status&) mutable { return context.getResults().initError(); });
     });
   }
 
@@ -81,22 +81,22 @@ class ChatService final : public s::Node::Server {
     const uint64_t conv_id = params.getConvId(), after = params.getAfterUserId();
     const uint32_t limit = params.getLimit();
     const ReadOptions read = wire::FromWire(params.getOptions());
-    return AfterSessionWait(conv_id, read).then([this, context, conv_id, after, limit,
-                                                 read]() mutable {
-    return Serve<std::vector<uint64_t>>(
-        NodeMetrics::kListMembers,
-        [conv_id, after, limit, read](NodeCore& core,
-                                      const ShardTable& table) -> Result<std::vector<uint64_t>> {
-          auto shard = RouteRead(core, table, conv_id, "conv_id", read);
-          if (!shard.ok()) return shard.status();
-          return (*shard)->store->ListMembers(conv_id, after, limit);
-        },
-        [context](const std::vector<uint64_t>& members) mutable {
-          auto ids = context.getResults().initUserIds(static_cast<unsigned>(members.size()));
-          for (unsigned i = 0; i < members.size(); ++i) ids.set(i, members[i]);
-        },
-        [context](const Status&) mutable { return context.getResults().initError(); });
-    });
+    return AfterSessionWait(conv_id, read)
+        .then([this, context, conv_id, after, limit, read]() mutable {
+          return Serve<std::vector<uint64_t>>(
+              NodeMetrics::kListMembers,
+              [conv_id, after, limit, read](
+                  NodeCore& core, const ShardTable& table) -> Result<std::vector<uint64_t>> {
+                auto shard = RouteRead(core, table, conv_id, "conv_id", read);
+                if (!shard.ok()) return shard.status();
+                return (*shard)->store->ListMembers(conv_id, after, limit);
+              },
+              [context](const std::vector<uint64_t>& members) mutable {
+                auto ids = context.getResults().initUserIds(static_cast<unsigned>(members.size()));
+                for (unsigned i = 0; i < members.size(); ++i) ids.set(i, members[i]);
+              },
+              [context](const Status&) mutable { return context.getResults().initError(); });
+        });
   }
 
   kj::Promise<void> sendMessage(SendMessageContext context) override {
@@ -164,17 +164,17 @@ class ChatService final : public s::Node::Server {
     const uint64_t conv_id = params.getConvId(), seq = params.getSeq();
     const ReadOptions read = wire::FromWire(params.getOptions());
     return AfterSessionWait(conv_id, read).then([this, context, conv_id, seq, read]() mutable {
-    return Serve<Message>(
-        NodeMetrics::kGetMessage,
-        [conv_id, seq, read](NodeCore& core, const ShardTable& table) -> Result<Message> {
-          auto shard = RouteRead(core, table, conv_id, "conv_id", read);
-          if (!shard.ok()) return shard.status();
-          return (*shard)->store->GetMessage(conv_id, seq);
-        },
-        [context](const Message& message) mutable {
-          wire::ToWire(message, context.getResults().initMessage());
-        },
-        [context](const Status&) mutable { return context.getResults().initError(); });
+      return Serve<Message>(
+          NodeMetrics::kGetMessage,
+          [conv_id, seq, read](NodeCore& core, const ShardTable& table) -> Result<Message> {
+            auto shard = RouteRead(core, table, conv_id, "conv_id", read);
+            if (!shard.ok()) return shard.status();
+            return (*shard)->store->GetMessage(conv_id, seq);
+          },
+          [context](const Message& message) mutable {
+            wire::ToWire(message, context.getResults().initMessage());
+          },
+          [context](const Status&) mutable { return context.getResults().initError(); });
     });
   }
 
@@ -182,32 +182,32 @@ class ChatService final : public s::Node::Server {
     auto query = wire::ReadHistory(context.getParams().getRequest());
     const ReadOptions read = wire::FromWire(context.getParams().getOptions());
     return AfterSessionWait(query.conv_id, read).then([this, context, query, read]() mutable {
-    return Serve<EncodedHistoryPage>(
-        NodeMetrics::kReadHistory,
-        [query, read](NodeCore& core, const ShardTable& table) -> Result<EncodedHistoryPage> {
-          auto shard = RouteRead(core, table, query.conv_id, "conv_id", read);
-          if (!shard.ok()) return shard.status();
-          return (*shard)->store->ReadHistoryEncoded(query);
-        },
-        [this, context](const EncodedHistoryPage& page) mutable {
-          // Stored messages are copied onto the wire as they are: no decoding, no re-encoding.
-          auto out = context.getResults().initPage();
-          out.setNextCursorSeq(page.next_cursor_seq);
-          out.setHasMore(page.has_more);
-          auto messages = out.initMessages(static_cast<unsigned>(page.spans.size()));
-          for (unsigned i = 0; i < page.spans.size(); ++i) {
-            auto [offset, size] = page.spans[i];
-            kj::ArrayPtr<const capnp::word> words(
-                reinterpret_cast<const capnp::word*>(page.words.data() + offset), size);
-            Status copied = CopyStoredMessage(words, messages, i);
-            if (!copied.ok()) {
-              context.getResults().disownPage();
-              WriteError(context.getResults().initError(), copied);
-              return;
+      return Serve<EncodedHistoryPage>(
+          NodeMetrics::kReadHistory,
+          [query, read](NodeCore& core, const ShardTable& table) -> Result<EncodedHistoryPage> {
+            auto shard = RouteRead(core, table, query.conv_id, "conv_id", read);
+            if (!shard.ok()) return shard.status();
+            return (*shard)->store->ReadHistoryEncoded(query);
+          },
+          [this, context](const EncodedHistoryPage& page) mutable {
+            // Stored messages are copied onto the wire as they are: no decoding, no re-encoding.
+            auto out = context.getResults().initPage();
+            out.setNextCursorSeq(page.next_cursor_seq);
+            out.setHasMore(page.has_more);
+            auto messages = out.initMessages(static_cast<unsigned>(page.spans.size()));
+            for (unsigned i = 0; i < page.spans.size(); ++i) {
+              auto [offset, size] = page.spans[i];
+              kj::ArrayPtr<const capnp::word> words(
+                  reinterpret_cast<const capnp::word*>(page.words.data() + offset), size);
+              Status copied = CopyStoredMessage(words, messages, i);
+              if (!copied.ok()) {
+                context.getResults().disownPage();
+                WriteError(context.getResults().initError(), copied);
+                return;
+              }
             }
-          }
-        },
-        [context](const Status&) mutable { return context.getResults().initError(); });
+          },
+          [context](const Status&) mutable { return context.getResults().initError(); });
     });
   }
 
@@ -240,23 +240,23 @@ class ChatService final : public s::Node::Server {
     query.limit = params.getLimit();
     const ReadOptions read = wire::FromWire(params.getOptions());
     return AfterSessionWait(query.user_id, read).then([this, context, query, read]() mutable {
-    return Serve<InboxPage>(
-        NodeMetrics::kListInbox,
-        [query, read](NodeCore& core, const ShardTable& table) -> Result<InboxPage> {
-          auto shard = RouteRead(core, table, query.user_id, "user_id", read);
-          if (!shard.ok()) return shard.status();
-          return (*shard)->store->ListInbox(query);
-        },
-        [context](const InboxPage& page) mutable {
-          auto results = context.getResults();
-          auto entries = results.initEntries(static_cast<unsigned>(page.entries.size()));
-          for (unsigned i = 0; i < page.entries.size(); ++i) {
-            wire::ToWire(page.entries[i], entries[i]);
-          }
-          if (!page.next_cursor.empty()) results.setNextCursor(wire::AsData(page.next_cursor));
-          results.setHasMore(page.has_more);
-        },
-        [context](const Status&) mutable { return context.getResults().initError(); });
+      return Serve<InboxPage>(
+          NodeMetrics::kListInbox,
+          [query, read](NodeCore& core, const ShardTable& table) -> Result<InboxPage> {
+            auto shard = RouteRead(core, table, query.user_id, "user_id", read);
+            if (!shard.ok()) return shard.status();
+            return (*shard)->store->ListInbox(query);
+          },
+          [context](const InboxPage& page) mutable {
+            auto results = context.getResults();
+            auto entries = results.initEntries(static_cast<unsigned>(page.entries.size()));
+            for (unsigned i = 0; i < page.entries.size(); ++i) {
+              wire::ToWire(page.entries[i], entries[i]);
+            }
+            if (!page.next_cursor.empty()) results.setNextCursor(wire::AsData(page.next_cursor));
+            results.setHasMore(page.has_more);
+          },
+          [context](const Status&) mutable { return context.getResults().initError(); });
     });
   }
 
@@ -371,7 +371,8 @@ class ChatService final : public s::Node::Server {
         for (unsigned k = 0; k < pulls.size(); ++k) {
           list[k].setNodeId(wire::AsText(pulls[k].node_id));
           list[k].setAppliedLsn(pulls[k].applied_lsn);
-          list[k].setLastPullAgeMs(static_cast<uint64_t>(std::max<int64_t>(0, now - pulls[k].at_ms)));
+          list[k].setLastPullAgeMs(
+              static_cast<uint64_t>(std::max<int64_t>(0, now - pulls[k].at_ms)));
         }
       }
       auto got = shard.store->GetStats();
@@ -392,7 +393,7 @@ class ChatService final : public s::Node::Server {
       out.setPrimaryNode(wire::AsText(pending.assignment.primary_node));
       out.setState(pending.state == ShardState::kRefused         ? s::ShardState::REFUSED
                    : pending.state == ShardState::kBootstrapping ? s::ShardState::BOOTSTRAPPING
-                                                                  : s::ShardState::OPENING);
+                                                                 : s::ShardState::OPENING);
       if (pending.log) {
         out.setBootstrapBytesDone(pending.log->bootstrap_done.load());
         out.setBootstrapBytesTotal(pending.log->bootstrap_total.load());
@@ -409,7 +410,8 @@ class ChatService final : public s::Node::Server {
     const uint64_t shard_id = params.getShardId(), epoch = params.getEpoch();
     const uint64_t from = params.getFromLsn();
     const size_t max_bytes = std::clamp<size_t>(params.getMaxBytes(), 1, kMaxPullBytes);
-    const auto wait = std::chrono::milliseconds(std::min<uint32_t>(params.getWaitMs(), kMaxPullWaitMs));
+    const auto wait =
+        std::chrono::milliseconds(std::min<uint32_t>(params.getWaitMs(), kMaxPullWaitMs));
     const std::string replica(wire::View(params.getReplicaNodeId()));
     auto table = core_->Table();
     auto primary = PrimaryFor(*core_, *table, shard_id, epoch);
@@ -439,47 +441,47 @@ class ChatService final : public s::Node::Server {
     kj::Promise<bool> ready = from <= log->lsn() || wait.count() == 0
                                   ? kj::Promise<bool>(true)
                                   : log->WaitFor(from, timer_, wait);
-    return ready.attach(kj::mv(log)).then([this, context, shard_id, epoch, from,
-                                           max_bytes](bool) mutable {
-      struct Pulled {
-        LogChunk chunk;
-        uint64_t latest = 0;
-      };
-      return Serve<Pulled>(
-          NodeMetrics::kPullLog,
-          [shard_id, epoch, from, max_bytes](NodeCore& core,
-                                             const ShardTable& table) -> Result<Pulled> {
-            auto primary = PrimaryFor(core, table, shard_id, epoch);
-            if (!primary.ok()) return primary.status();
-            Pulled out;
-            out.latest = (*primary)->store->LatestSequence();
-            auto chunk = (*primary)->store->ReadLog(from, max_bytes);
-            if (!chunk.ok()) return chunk.status();
-            out.chunk = std::move(chunk).value();
-            return out;
-          },
-          [context](const Pulled& pulled) mutable {
-            auto results = context.getResults();
-            auto batches =
-                results.initBatches(static_cast<unsigned>(pulled.chunk.batches.size()));
-            for (unsigned i = 0; i < pulled.chunk.batches.size(); ++i) {
-              const LogBatch& batch = pulled.chunk.batches[i];
-              batches[i].setFirstLsn(batch.first_lsn);
-              batches[i].setCount(batch.count);
-              batches[i].setData(wire::AsData(batch.data));
-            }
-            // The chunk may end past `latest` (writes since): report the larger.
-            uint64_t latest = pulled.latest;
-            if (!pulled.chunk.batches.empty()) {
-              latest = std::max(latest, pulled.chunk.next_lsn - 1);
-            }
-            results.setLatestLsn(latest);
-            results.setPrimaryTimeMs(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         std::chrono::system_clock::now().time_since_epoch())
-                                         .count());
-          },
-          [context](const Status&) mutable { return context.getResults().initError(); });
-    });
+    return ready.attach(kj::mv(log))
+        .then([this, context, shard_id, epoch, from, max_bytes](bool) mutable {
+          struct Pulled {
+            LogChunk chunk;
+            uint64_t latest = 0;
+          };
+          return Serve<Pulled>(
+              NodeMetrics::kPullLog,
+              [shard_id, epoch, from, max_bytes](NodeCore& core,
+                                                 const ShardTable& table) -> Result<Pulled> {
+                auto primary = PrimaryFor(core, table, shard_id, epoch);
+                if (!primary.ok()) return primary.status();
+                Pulled out;
+                out.latest = (*primary)->store->LatestSequence();
+                auto chunk = (*primary)->store->ReadLog(from, max_bytes);
+                if (!chunk.ok()) return chunk.status();
+                out.chunk = std::move(chunk).value();
+                return out;
+              },
+              [context](const Pulled& pulled) mutable {
+                auto results = context.getResults();
+                auto batches =
+                    results.initBatches(static_cast<unsigned>(pulled.chunk.batches.size()));
+                for (unsigned i = 0; i < pulled.chunk.batches.size(); ++i) {
+                  const LogBatch& batch = pulled.chunk.batches[i];
+                  batches[i].setFirstLsn(batch.first_lsn);
+                  batches[i].setCount(batch.count);
+                  batches[i].setData(wire::AsData(batch.data));
+                }
+                // The chunk may end past `latest` (writes since): report the larger.
+                uint64_t latest = pulled.latest;
+                if (!pulled.chunk.batches.empty()) {
+                  latest = std::max(latest, pulled.chunk.next_lsn - 1);
+                }
+                results.setLatestLsn(latest);
+                results.setPrimaryTimeMs(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             std::chrono::system_clock::now().time_since_epoch())
+                                             .count());
+              },
+              [context](const Status&) mutable { return context.getResults().initError(); });
+        });
   }
 
   kj::Promise<void> beginCheckpoint(BeginCheckpointContext context) override {
@@ -735,9 +737,8 @@ class ChatService final : public s::Node::Server {
   // its staleness is under the bound and `session` reads once it has applied the caller's
   // token (AfterSessionWait waited for it). Otherwise notPrimary (the client reads from the
   // primary) or, for a session read still behind after the wait, unavailable.
-  static Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table,
-                                              uint64_t key, const char* field,
-                                              const ReadOptions& read) {
+  static Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
+                                              const char* field, const ReadOptions& read) {
     auto shard = Route(core, table, key, field);
     if (!shard.ok() || (*shard)->assignment.role == ShardRole::kPrimary) return shard;
     const HostedShard& h = **shard;
@@ -751,10 +752,10 @@ class ChatService final : public s::Node::Server {
       case Consistency::kStrong:
         return to_primary("strong reads go to the primary " + a.primary_node);
       case Consistency::kReplica: {
-        const uint64_t bound = read.max_lag_ms != 0
-                                   ? read.max_lag_ms
-                                   : static_cast<uint64_t>(
-                                         core.options.replication.default_max_lag.count());
+        const uint64_t bound =
+            read.max_lag_ms != 0
+                ? read.max_lag_ms
+                : static_cast<uint64_t>(core.options.replication.default_max_lag.count());
         const uint64_t lag = h.log->lag_ms();
         if (lag > bound) {
           return to_primary("it is " + std::to_string(lag) + " ms stale, over the bound of " +
@@ -770,9 +771,8 @@ class ChatService final : public s::Node::Server {
           return shard;
         }
         if (token.shard_id != a.shard_id || token.epoch != a.epoch) {
-          return to_primary("the token is of shard " + std::to_string(token.shard_id) +
-                            " epoch " + std::to_string(token.epoch) + ", not epoch " +
-                            std::to_string(a.epoch));
+          return to_primary("the token is of shard " + std::to_string(token.shard_id) + " epoch " +
+                            std::to_string(token.epoch) + ", not epoch " + std::to_string(a.epoch));
         }
         const uint64_t applied = h.log->lsn();
         if (applied < token.lsn) {
@@ -795,12 +795,10 @@ class ChatService final : public s::Node::Server {
     auto table = core_->Table();
     const HostedShard* shard = table->Find(TokenOf(key));
     if (shard == nullptr || shard->assignment.role == ShardRole::kPrimary ||
-        shard->assignment.shard_id != read.token.shard_id ||
-        shard->log->lsn() >= read.token.lsn) {
+        shard->assignment.shard_id != read.token.shard_id || shard->log->lsn() >= read.token.lsn) {
       return kj::READY_NOW;
     }
-    return shard->log
-        ->WaitFor(read.token.lsn, timer_, core_->options.replication.session_wait)
+    return shard->log->WaitFor(read.token.lsn, timer_, core_->options.replication.session_wait)
         .ignoreResult()
         .attach(std::shared_ptr<const ShardTable>(table));
   }

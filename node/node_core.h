@@ -21,7 +21,7 @@ namespace scrollback {
 struct PendingShard {
   ShardAssignment assignment;
   ShardState state = ShardState::kOpening;
-  std::string why;  // The last open error, if any.
+  std::string why;                             // The last open error, if any.
   std::shared_ptr<replication::ShardLog> log;  // Bootstrap progress.
 };
 

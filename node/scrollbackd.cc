@@ -67,10 +67,18 @@ int Run(int argc, char** argv) {
   app.add_option("--bootstrap-mb-per-s", options.replication.bootstrap_mb_per_s,
                  "Checkpoint copy rate of a bootstrapping replica, MB/s (default 0: unlimited)")
       ->check(CLI::Range(0.0, 1e6));
+  uint64_t wal_archive_mb = options.budgets.wal_archive_bytes >> 20;
+  app.add_option("--wal-archive-mb", wal_archive_mb,
+                 "WAL kept for replica catch-up, all shards of the node together (default 4096)")
+      ->check(CLI::Range(uint64_t{64}, uint64_t{1} << 30));
+  app.add_option("--wal-ttl-seconds", options.shard_options.wal_ttl_seconds,
+                 "How long archived WAL is kept for replica catch-up (default 21600)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{30} * 24 * 3600));
   app.add_option("--lease-seconds", lease_seconds, "TTL of the node's registration")
       ->check(CLI::Range(2, 600));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (stderr)");
   CLI11_PARSE(app, argc, argv);
+  options.budgets.wal_archive_bytes = wal_archive_mb << 20;
   const Logger log = MakeProcessLogger("scrollbackd[" + options.node_id + "]", log_level);
   options.logger = log;
 

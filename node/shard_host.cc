@@ -38,10 +38,15 @@ ShardHost::ShardHost(NodeCore& core, std::shared_ptr<StorageResources> resources
   const ReplicationOptions& replication = core_.options.replication;
   replication::FollowerOptions follower;
   follower.node_id = core_.options.node_id;
-  follower.pull_max_bytes = replication.pull_max_bytes;
+  // A reply must fit the node's message limit (the follower reads with it), with room for the
+  // batches' framing.
+  follower.pull_max_bytes = static_cast<uint32_t>(
+      std::min<uint64_t>(replication.pull_max_bytes, core_.options.max_message_bytes / 2));
   follower.pull_wait = replication.pull_wait;
   follower.pull_linger = replication.pull_linger;
   follower.bootstrap_mb_per_s = replication.bootstrap_mb_per_s;
+  follower.bootstrap_chunk_bytes = static_cast<uint32_t>(
+      std::min<uint64_t>(follower.bootstrap_chunk_bytes, core_.options.max_message_bytes / 2));
   follower.max_message_bytes = core_.options.max_message_bytes;
   follower.tamper_chunk = replication.tamper_chunk;
   follower.logger = core_.logger;
@@ -326,8 +331,8 @@ void ShardHost::Open(const Task& task) {
     }
     fs::create_directories(core_.options.data_dir, ec);
     fs::remove_all(dir, ec);  // An identity file alone, or an empty directory, is no copy.
-    replication::FollowTarget target{assignment.shard_id, assignment.epoch,
-                                     assignment.primary_node, assignment.primary_address};
+    replication::FollowTarget target{assignment.shard_id, assignment.epoch, assignment.primary_node,
+                                     assignment.primary_address};
     auto copied = follower_->Bootstrap(target, dir, *shard_log);
     if (!copied.ok()) return give_up(ShardState::kOpening, copied.status());
   } else {
@@ -388,8 +393,8 @@ void ShardHost::Open(const Task& task) {
     slot.state = ShardState::kServing;
     slot.last_error.clear();
     opens_.fetch_add(1, std::memory_order_relaxed);
-    log_->info("serving {} from {} at lsn {} (attempt {})", Describe(assignment), dir,
-               written.lsn, attempt);
+    log_->info("serving {} from {} at lsn {} (attempt {})", Describe(assignment), dir, written.lsn,
+               attempt);
     PublishLocked();
   }
   SyncFollow(task.shard_id);  // A replica starts pulling its primary's log.
@@ -431,8 +436,7 @@ void ShardHost::OnRebootstrap(uint64_t shard_id, const Status& why) {
              Describe(slot.assignment), why.ToString());
   ++closing_;
   ++closing_ids_[shard_id];
-  Task close{std::chrono::steady_clock::now(), shard_id, 0, std::move(slot.store),
-             slot.assignment};
+  Task close{std::chrono::steady_clock::now(), shard_id, 0, std::move(slot.store), slot.assignment};
   close.discard = true;
   Schedule(std::move(close));
   slot.state = ShardState::kOpening;

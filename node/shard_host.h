@@ -94,7 +94,7 @@ class ShardHost {
   void SyncFollow(uint64_t shard_id);
   // The follower gave up on a copy (on its thread): reopen it from a fresh bootstrap.
   void OnRebootstrap(uint64_t shard_id, const Status& why);
-  void PublishLocked();      // REQUIRES: mu_ held.
+  void PublishLocked();  // REQUIRES: mu_ held.
   std::string DirectoryOf(uint64_t shard_id) const;
   // REQUIRES: mu_ held.
   ShardOptions OptionsFor(const ShardAssignment& assignment,
@@ -114,8 +114,8 @@ class ShardHost {
   // GUARDED_BY(mu_). Close tasks queued or running per shard id: an open of that id waits for
   // them, so a directory is never opened while its previous copy closes or moves aside.
   std::map<uint64_t, int> closing_ids_;
-  uint64_t next_generation_ = 1;          // GUARDED_BY(mu_)
-  bool stopping_ = false;                 // GUARDED_BY(mu_)
+  uint64_t next_generation_ = 1;                         // GUARDED_BY(mu_)
+  bool stopping_ = false;                                // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point stop_deadline_;  // GUARDED_BY(mu_)
   std::vector<std::thread> threads_;
   std::unique_ptr<replication::ReplicaFollower> follower_;

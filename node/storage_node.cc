@@ -128,8 +128,8 @@ class StorageNodeImpl final : public StorageNode {
                                 "\",role=\"" + ShardRoleName(shard.assignment.role) + "\"} ";
       const std::string id = "shard=\"" + std::to_string(shard.assignment.shard_id) + "\"";
       if (shard.assignment.role == ShardRole::kReplica) {
-        lag_lsn += "scrollback_replica_lag_lsn{" + id + "} " +
-                   std::to_string(shard.log->lag_lsn()) + "\n";
+        lag_lsn +=
+            "scrollback_replica_lag_lsn{" + id + "} " + std::to_string(shard.log->lag_lsn()) + "\n";
         lag_ms +=
             "scrollback_replica_lag_ms{" + id + "} " + std::to_string(shard.log->lag_ms()) + "\n";
       } else {

@@ -68,8 +68,7 @@ class FollowerImpl final : public ReplicaFollower {
 
   void Follow(const FollowTarget& target, std::shared_ptr<ShardStore> store,
               std::shared_ptr<ShardLog> log) override {
-    if (!Running()) return;
-    executor_->executeSync([&] {
+    OnLoop([&] {
       auto it = loop_->followed.find(target.shard_id);
       if (it != loop_->followed.end() && it->second->target == target &&
           it->second->store == store && !it->second->stopped) {
@@ -94,8 +93,7 @@ class FollowerImpl final : public ReplicaFollower {
   }
 
   void Unfollow(uint64_t shard_id) override {
-    if (!Running()) return;
-    executor_->executeSync([&] {
+    OnLoop([&] {
       if (loop_->followed.erase(shard_id) > 0) log_->info("stopped following shard {}", shard_id);
     });
   }
@@ -108,8 +106,8 @@ class FollowerImpl final : public ReplicaFollower {
                    result = executor_->executeSync(
                        [&] { return loop_->bootstraps.wrap(BootstrapAsync(target, dir, log)); });
                  })) {
-      result = Status::Unavailable(std::string("bootstrap interrupted: ") +
-                                   e->getDescription().cStr());
+      result =
+          Status::Unavailable(std::string("bootstrap interrupted: ") + e->getDescription().cStr());
     }
     if (!result.ok()) {
       bootstrap_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -170,11 +168,24 @@ class FollowerImpl final : public ReplicaFollower {
     std::shared_ptr<ShardStore> store;
     std::shared_ptr<ShardLog> log;
     uint32_t failures = 0;
-    bool stopped = false;  // Handed back for a bootstrap; the loop has ended.
+    bool stopped = false;              // Handed back for a bootstrap; the loop has ended.
     kj::Promise<void> loop = nullptr;  // Last: destroyed first, cancelling the loop.
   };
 
   bool Running() const { return !stopped_.load() && thread_.joinable(); }
+
+  // Runs `fn` on the follower's loop and waits for it. Nothing happens once the follower is
+  // stopping: its loop drops every followed copy itself (a Stop racing this call makes
+  // executeSync throw, which is the same outcome).
+  template <typename Fn>
+  void OnLoop(Fn&& fn) {
+    if (!Running()) return;
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] { executor_->executeSync(fn); })) {
+      if (!stopped_.load()) {
+        log_->error("the replica follower's loop failed a call: {}", e->getDescription().cStr());
+      }
+    }
+  }
 
   kj::Timer& timer() { return io_->provider->getTimer(); }
 
@@ -248,8 +259,8 @@ class FollowerImpl final : public ReplicaFollower {
     request.setReplicaNodeId(wire::AsText(options_.node_id));
     return WithTimeout(request.send())
         .then(
-            [this, &f, from](capnp::Response<s::Replication::PullLogResults> reply)
-                -> kj::Promise<void> {
+            [this, &f,
+             from](capnp::Response<s::Replication::PullLogResults> reply) -> kj::Promise<void> {
               Status error = ReplyError(reply);
               if (!error.ok()) return PullRefused(f, error);
               pulls_.fetch_add(1, std::memory_order_relaxed);
@@ -308,13 +319,12 @@ class FollowerImpl final : public ReplicaFollower {
     uint64_t expected = from;
     for (unsigned i = 0; i < batches.size(); ++i) {
       const uint64_t first = batches[i].getFirstLsn(), count = batches[i].getCount();
-      const bool fits = count > 0 && (i == 0 ? first <= from && from < first + count
-                                             : first == expected);
+      const bool fits =
+          count > 0 && (i == 0 ? first <= from && from < first + count : first == expected);
       if (!fits) {
-        return Status::FailedPrecondition("the primary sent batch " + std::to_string(i) +
-                                          " at lsn " + std::to_string(first) + " (+" +
-                                          std::to_string(count) + "), expected lsn " +
-                                          std::to_string(expected));
+        return Status::FailedPrecondition(
+            "the primary sent batch " + std::to_string(i) + " at lsn " + std::to_string(first) +
+            " (+" + std::to_string(count) + "), expected lsn " + std::to_string(expected));
       }
       expected = first + count;
     }
@@ -394,9 +404,10 @@ class FollowerImpl final : public ReplicaFollower {
               }
               c.log->bootstrap_total = total;
               c.log->bootstrap_done = 0;
-              log_->info("bootstrapping shard {} from {}: checkpoint {} at lsn {}, {} files, {} bytes",
-                         c.target.shard_id, c.target.primary_node, c.checkpoint_id, c.lsn,
-                         c.files.size(), total);
+              log_->info(
+                  "bootstrapping shard {} from {}: checkpoint {} at lsn {}, {} files, {} bytes",
+                  c.target.shard_id, c.target.primary_node, c.checkpoint_id, c.lsn, c.files.size(),
+                  total);
               return CopyFiles(c, 0);
             },
             [this, &c](kj::Exception&& e) -> kj::Promise<Status> {
@@ -417,7 +428,7 @@ class FollowerImpl final : public ReplicaFollower {
               // The caller (the shard host) logs the failure and retries; corruption is worth
               // a line of its own.
               log_->log(copied.code() == ErrorCode::kCorruption ? spdlog::level::warn
-                                                                 : spdlog::level::debug,
+                                                                : spdlog::level::debug,
                         "bootstrap of shard {} from {} failed: {}", c.target.shard_id,
                         c.target.primary_node, copied.ToString());
               return copied;
@@ -449,7 +460,7 @@ class FollowerImpl final : public ReplicaFollower {
   struct FileCopy {
     std::ofstream out;
     XXH64_state_t* digest = XXH64_createState();
-    uint64_t next_offset = 0;   // Next chunk to request.
+    uint64_t next_offset = 0;  // Next chunk to request.
     uint64_t written = 0;
     std::deque<kj::Promise<Result<std::string>>> inflight;
     ~FileCopy() { XXH64_freeState(digest); }
@@ -492,8 +503,9 @@ class FollowerImpl final : public ReplicaFollower {
            f.next_offset < file.size) {
       // The rate limit: a chunk is requested no earlier than its share of the budget allows.
       if (options_.bootstrap_mb_per_s > 0) {
-        const int64_t due = c.started_ms + static_cast<int64_t>(c.bytes_requested /
-                                                                (options_.bootstrap_mb_per_s * 1e3));
+        const int64_t due =
+            c.started_ms +
+            static_cast<int64_t>(c.bytes_requested / (options_.bootstrap_mb_per_s * 1e3));
         const int64_t now = SteadyMs();
         if (due > now && f.inflight.empty()) {
           return timer().afterDelay((due - now) * kj::MILLISECONDS).then([this, &c, index, &f] {
@@ -512,8 +524,8 @@ class FollowerImpl final : public ReplicaFollower {
       const uint64_t offset = f.next_offset;
       f.inflight.push_back(
           WithTimeout(read.send())
-              .then([this, &c, &file, offset](
-                        capnp::Response<s::Replication::ReadCheckpointResults> reply)
+              .then([this, &c, &file,
+                     offset](capnp::Response<s::Replication::ReadCheckpointResults> reply)
                         -> Result<std::string> {
                 Status error = ReplyError(reply);
                 if (!error.ok()) return error;

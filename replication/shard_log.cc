@@ -44,9 +44,8 @@ kj::Promise<bool> ShardLog::WaitFor(uint64_t lsn, kj::Timer& timer,
   // Published between the check and the registration: do not wait for the next write.
   if (this->lsn() >= lsn) return true;
   return paf.promise.then([] { return true; })
-      .exclusiveJoin(timer.afterDelay(timeout.count() * kj::MILLISECONDS).then([] {
-        return false;
-      }));
+      .exclusiveJoin(
+          timer.afterDelay(timeout.count() * kj::MILLISECONDS).then([] { return false; }));
 }
 
 void ShardLog::RecordPrimaryState(uint64_t primary_latest_lsn, bool caught_up) {

@@ -265,23 +265,23 @@ class ChatClientImpl final : public ChatClient {
 
   kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query, const ReadOptions& read) override {
     return RoutedRead<InboxPage>(query.user_id, read,
-                             [query, read](NodeClient& node) {
-                               auto call = node.listInboxRequest();
-                               call.setUserId(query.user_id);
-                               call.setCursor(wire::AsData(query.cursor));
-                               call.setLimit(query.limit);
-                               SetRead(call, read);
-                               return call.send().then([](auto reply) -> Result<InboxPage> {
-                                 Status error = ReplyError(reply);
-                                 if (!error.ok()) return error;
-                                 InboxPage page;
-                                 for (auto entry : reply.getEntries())
-                                   wire::FromWire(entry, &page.entries.emplace_back());
-                                 page.next_cursor = wire::View(reply.getNextCursor());
-                                 page.has_more = reply.getHasMore();
-                                 return page;
-                               });
-                             })
+                                 [query, read](NodeClient& node) {
+                                   auto call = node.listInboxRequest();
+                                   call.setUserId(query.user_id);
+                                   call.setCursor(wire::AsData(query.cursor));
+                                   call.setLimit(query.limit);
+                                   SetRead(call, read);
+                                   return call.send().then([](auto reply) -> Result<InboxPage> {
+                                     Status error = ReplyError(reply);
+                                     if (!error.ok()) return error;
+                                     InboxPage page;
+                                     for (auto entry : reply.getEntries())
+                                       wire::FromWire(entry, &page.entries.emplace_back());
+                                     page.next_cursor = wire::View(reply.getNextCursor());
+                                     page.has_more = reply.getHasMore();
+                                     return page;
+                                   });
+                                 })
         .then([this, read](Result<InboxPage> page) {
           return CompleteLargeConversations(kj::mv(page), read);
         });
@@ -293,9 +293,10 @@ class ChatClientImpl final : public ChatClient {
     // updates per message, but rows of conversations above the fan-out limit do not track the
     // last seq, and a read position never moves back. (If the conversation's shard cannot
     // answer, the mark goes ahead as asked.)
-    return GetConversation(conv_id, {}).then([this, user_id, conv_id, seq](Result<Conversation> conv) {
-      return MarkReadClamped(user_id, conv_id, conv.ok() ? std::min(seq, conv->last_seq) : seq);
-    });
+    return GetConversation(conv_id, {})
+        .then([this, user_id, conv_id, seq](Result<Conversation> conv) {
+          return MarkReadClamped(user_id, conv_id, conv.ok() ? std::min(seq, conv->last_seq) : seq);
+        });
   }
 
   kj::Promise<Result<Written<InboxEntry>>> MarkReadClamped(uint64_t user_id, uint64_t conv_id,
@@ -507,9 +508,9 @@ class ChatClientImpl final : public ChatClient {
 
   template <typename T, typename Call>
   kj::Promise<Result<T>> RoutedRead(uint64_t shard_key, const ReadOptions& read, Call call) {
-    return Routed<T>(shard_key, kj::mv(call), 0,
-                     read.consistency == Consistency::kStrong ? Target::kPrimary
-                                                              : Target::kReplica);
+    return Routed<T>(
+        shard_key, kj::mv(call), 0,
+        read.consistency == Consistency::kStrong ? Target::kPrimary : Target::kReplica);
   }
 
   // The replica of `shard` with the fewest calls outstanding from this client, skipping nodes
@@ -567,8 +568,8 @@ class ChatClientImpl final : public ChatClient {
     return io_.getTimer()
         .timeoutAfter(timeout, kj::mv(sent))
         .then(
-            [this, shard_key, call, attempt, target, node_id](
-                Result<T> result) -> kj::Promise<Result<T>> {
+            [this, shard_key, call, attempt, target,
+             node_id](Result<T> result) -> kj::Promise<Result<T>> {
               --outstanding_[node_id];
               const ErrorCode code = result.ok() ? ErrorCode::kOk : result.status().code();
               if (target == Target::kReplica &&

@@ -59,8 +59,9 @@ class RouterService final : public s::ChatStore::Server {
   }
 
   kj::Promise<void> getConversation(GetConversationContext context) override {
-    return client_->GetConversation(context.getParams().getConvId(),
-                                    wire::FromWire(context.getParams().getOptions()))
+    return client_
+        ->GetConversation(context.getParams().getConvId(),
+                          wire::FromWire(context.getParams().getOptions()))
         .then([context](Result<Conversation> conv) mutable {
           auto results = context.getResults();
           if (!conv.ok()) return SetError(results, conv.status());
@@ -77,8 +78,9 @@ class RouterService final : public s::ChatStore::Server {
 
   kj::Promise<void> listMembers(ListMembersContext context) override {
     auto params = context.getParams();
-    return client_->ListMembers(params.getConvId(), params.getAfterUserId(), params.getLimit(),
-                                wire::FromWire(params.getOptions()))
+    return client_
+        ->ListMembers(params.getConvId(), params.getAfterUserId(), params.getLimit(),
+                      wire::FromWire(params.getOptions()))
         .then([context](Result<std::vector<uint64_t>> ids) mutable {
           auto results = context.getResults();
           if (!ids.ok()) return SetError(results, ids.status());
@@ -118,8 +120,8 @@ class RouterService final : public s::ChatStore::Server {
 
   kj::Promise<void> getMessage(GetMessageContext context) override {
     auto params = context.getParams();
-    return client_->GetMessage(params.getConvId(), params.getSeq(),
-                               wire::FromWire(params.getOptions()))
+    return client_
+        ->GetMessage(params.getConvId(), params.getSeq(), wire::FromWire(params.getOptions()))
         .then([context](Result<Message> message) mutable {
           WriteMessage(context.getResults(), message);
         });
@@ -161,14 +163,14 @@ class RouterService final : public s::ChatStore::Server {
     query.limit = params.getLimit();
     return client_->ListInbox(query, wire::FromWire(params.getOptions()))
         .then([context](Result<InboxPage> page) mutable {
-      auto results = context.getResults();
-      if (!page.ok()) return SetError(results, page.status());
-      auto entries = results.initEntries(static_cast<unsigned>(page->entries.size()));
-      for (unsigned i = 0; i < page->entries.size(); ++i)
-        wire::ToWire(page->entries[i], entries[i]);
-      if (!page->next_cursor.empty()) results.setNextCursor(wire::AsData(page->next_cursor));
-      results.setHasMore(page->has_more);
-    });
+          auto results = context.getResults();
+          if (!page.ok()) return SetError(results, page.status());
+          auto entries = results.initEntries(static_cast<unsigned>(page->entries.size()));
+          for (unsigned i = 0; i < page->entries.size(); ++i)
+            wire::ToWire(page->entries[i], entries[i]);
+          if (!page->next_cursor.empty()) results.setNextCursor(wire::AsData(page->next_cursor));
+          results.setHasMore(page->has_more);
+        });
   }
 
   kj::Promise<void> markRead(MarkReadContext context) override {

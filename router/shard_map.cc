@@ -79,7 +79,8 @@ ShardMap ShardMap::Uniform(uint64_t version, uint32_t shard_count, std::vector<N
     shard.range.first = start(i);
     shard.range.last = i + 1 == shard_count ? UINT64_MAX : start(i + 1) - 1;
     shard.primary = nodes[i % nodes.size()].node_id;
-    for (size_t r = 1; r < copies; ++r) shard.replicas.push_back(nodes[(i + r) % nodes.size()].node_id);
+    for (size_t r = 1; r < copies; ++r)
+      shard.replicas.push_back(nodes[(i + r) % nodes.size()].node_id);
     shard.epoch = 1;
     shard.placement_version = version;
     shards.push_back(std::move(shard));

@@ -6,13 +6,17 @@
 #   2. latency at half of peak: `c`, `send` and `history` on embedded again, paced (open loop)
 #      at half the throughput step 1 measured, for the p99 target;
 #   3. the engine micro-benchmarks beside raw RocksDB (scripts/bench-engine.sh);
-#   4. the cluster RPC micro-benchmarks beside a Cap'n Proto echo (rpc_bench).
-# Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt, and
-# PNG charts (scripts/plot-bench.sh).
+#   4. the cluster RPC micro-benchmarks beside a Cap'n Proto echo (rpc_bench);
+#   5. replication: `send` with replication factor 1 and 3, `c` and `history` read `strong`,
+#      `replica` and `session`, replica lag; a replica bootstrap of a BOOTSTRAP_MB shard beside a
+#      filesystem copy (docs/replication.md).
+# Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt,
+# replication.txt, replication.json, bootstrap.txt, and PNG charts (scripts/plot-bench.sh).
 #
 # Environment: RECORDS (default 50000), DURATION seconds per run (default 4),
 # THREADS (default 2), INFLIGHT (default 16), WORKLOADS (default a,b,c,d,e,f,chat,send,history,
-# batch), TARGETS (default raw,engine,embedded,echo), PACED (default c,send,history; empty: skip).
+# batch), TARGETS (default raw,engine,embedded,echo), PACED (default c,send,history; empty: skip),
+# REPLICATION (default 1; 0 skips step 5), BOOTSTRAP_MB (default 1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -62,5 +66,32 @@ MIN_TIME=${MIN_TIME:-0.5} scripts/bench-engine.sh
 
 echo "== cluster RPC micro-benchmarks"
 build/bench/rpc_bench --benchmark_min_time=0.5 2>/dev/null | grep BM_ | tee bench/results/rpc.txt
+
+if [[ "${REPLICATION:-1}" != 0 ]]; then
+  echo "== replication (embedded)"
+  : >bench/results/replication.txt
+  reports=()
+  run() {  # workload replication-factor consistency
+    echo "# $1 rf=$2 consistency=$3" | tee -a bench/results/replication.txt
+    build/bench/scrollback-bench --workload "$1" --target embedded --records "$records" \
+      --duration "$duration" --warmup 1 --threads "${THREADS:-2}" --inflight "${INFLIGHT:-16}" \
+      --replication-factor "$2" --consistency "$3" --json "bench/results/repl-$1-$2-$3.json" \
+      2>&1 | grep -E 'OVERALL\], Throughput|99thPercentile|Replica' |
+      tee -a bench/results/replication.txt
+    reports+=("bench/results/repl-$1-$2-$3.json")
+  }
+  for round in 1 2; do run send 1 strong; run send 3 strong; done
+  for workload in c history; do
+    run "$workload" 1 strong
+    for consistency in strong replica session; do run "$workload" 3 "$consistency"; done
+  done
+  python3 -c '
+import json, sys
+print(json.dumps([r for f in sys.argv[1:] for r in json.load(open(f))], indent=1))' \
+    "${reports[@]}" >bench/results/replication.json
+  rm -f "${reports[@]}"
+  build/bench/scrollback-bootstrap-bench --megabytes "${BOOTSTRAP_MB:-1024}" |
+    tee bench/results/bootstrap.txt
+fi
 
 scripts/plot-bench.sh bench/results/ycsb.json bench/results

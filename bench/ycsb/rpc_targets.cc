@@ -174,10 +174,10 @@ class LagSampler {
     };
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const double pulls = static_cast<double>(Counter("scrollback_replica_pulls_total") -
-                                             pulls_at_start_);
-    const double batches = static_cast<double>(
-        Counter("scrollback_replica_batches_applied_total") - batches_at_start_);
+    const double pulls =
+        static_cast<double>(Counter("scrollback_replica_pulls_total") - pulls_at_start_);
+    const double batches = static_cast<double>(Counter("scrollback_replica_batches_applied_total") -
+                                               batches_at_start_);
     return {{"ReplicaLagMsP50", pct(lag_ms_, 0.50)},
             {"ReplicaLagMsP99", pct(lag_ms_, 0.99)},
             {"ReplicaLagLsnP50", pct(lag_lsn_, 0.50)},

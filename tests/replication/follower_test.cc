@@ -71,8 +71,8 @@ class FakePrimary final : public s::Replication::Server {
   }
   kj::Promise<void> readCheckpoint(ReadCheckpointContext context) override {
     auto p = context.getParams();
-    auto data = checkpoints_.Read(p.getCheckpointId(), p.getFileIndex(), p.getOffset(),
-                                  p.getMaxBytes());
+    auto data =
+        checkpoints_.Read(p.getCheckpointId(), p.getFileIndex(), p.getOffset(), p.getMaxBytes());
     if (!data.ok()) return Fail(context.getResults().initError(), data.status());
     context.getResults().setData(wire::AsData(*data));
     return kj::READY_NOW;
@@ -104,8 +104,7 @@ struct FakePrimaryServer {
     std::promise<uint16_t> port;
     auto bound = port.get_future();
     thread = std::thread([&, this] {
-      capnp::EzRpcServer server(kj::heap<FakePrimary>(primary, checkpoints, mode), "127.0.0.1",
-                                0);
+      capnp::EzRpcServer server(kj::heap<FakePrimary>(primary, checkpoints, mode), "127.0.0.1", 0);
       auto& wait = server.getWaitScope();
       port.set_value(static_cast<uint16_t>(server.getPort().wait(wait)));
       auto stop = kj::newPromiseAndCrossThreadFulfiller<void>();
@@ -156,8 +155,8 @@ TEST_CASE("a follower applies nothing it cannot place, and re-bootstraps on a lo
   primary.Create(1, 1, {2}, "p");
   for (int i = 0; i < 30; ++i) primary.Send(1, 1, "a" + std::to_string(i), "before");
   TempDir replica_dir;
-  replication::CheckpointSource checkpoints(replica_dir.Sub("checkpoints"),
-                                            std::chrono::minutes(1), nullptr);
+  replication::CheckpointSource checkpoints(replica_dir.Sub("checkpoints"), std::chrono::minutes(1),
+                                            nullptr);
   std::atomic<Mode> mode{Mode::kGood};
   FakePrimaryServer server(*primary.store, checkpoints, mode);
 

@@ -3,6 +3,8 @@
 // levels, and the typed refusals of the replication protocol. Every check is made from what
 // clients were told (acknowledged writes, tokens, replies) and from `verify` (checksums of every
 // copy at one LSN), never from logs.
+#include "scrollback/replication/replication.h"
+
 #include <capnp/rpc-twoparty.h>
 #include <kj/vector.h>
 
@@ -16,7 +18,6 @@
 
 #include "cluster/cluster_test_util.h"
 #include "scrollback/admin/verify.h"
-#include "scrollback/replication/replication.h"
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/chatstore_wire.h"
 #include "scrollback/schema/wire.h"
@@ -244,8 +245,7 @@ TEST_CASE("many writers reading back through replicas with their tokens always s
                 newest.conv_id = conv;
                 newest.limit = 1;
                 return f.client->GetMessage(conv, sent->seq, session)
-                    .then([&f, &checked, conv, body, sent, session,
-                           newest](Result<Message> got) {
+                    .then([&f, &checked, conv, body, sent, session, newest](Result<Message> got) {
                       REQUIRE(got.ok());
                       CHECK(got->body == body);
                       ++checked;

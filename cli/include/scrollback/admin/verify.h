@@ -31,10 +31,10 @@ struct CopyDigest {
 
 struct ShardVerdict {
   uint64_t shard_id = 0;
-  bool identical = false;  // Every copy digested at the same LSN with the same checksum.
-  uint64_t lsn = 0;        // The LSN compared at.
+  bool identical = false;          // Every copy digested at the same LSN with the same checksum.
+  uint64_t lsn = 0;                // The LSN compared at.
   std::vector<CopyDigest> copies;  // The primary first.
-  std::string problem;     // Empty when identical; otherwise what differs or failed.
+  std::string problem;             // Empty when identical; otherwise what differs or failed.
 };
 
 struct VerifyOptions {

@@ -1,5 +1,5 @@
-// Replication: a shard's primary ships its RocksDB WAL to the shard's replicas (docs/replication.md;
-// the wire protocol is schema/replication.capnp).
+// Replication: a shard's primary ships its RocksDB WAL to the shard's replicas
+// (docs/replication.md; the wire protocol is schema/replication.capnp).
 //
 //   replica                                   primary
 //   -------                                   -------
@@ -103,7 +103,7 @@ class ShardLog {
   std::atomic<uint64_t> pause_at_{0};
 
   mutable std::mutex mu_;
-  std::vector<Waiter> waiters_;                // GUARDED_BY(mu_)
+  std::vector<Waiter> waiters_;               // GUARDED_BY(mu_)
   std::map<std::string, ReplicaPull> pulls_;  // GUARDED_BY(mu_). By replica node id.
 };
 
@@ -147,8 +147,8 @@ class CheckpointSource {
   const std::chrono::milliseconds idle_timeout_;
   const Logger log_;
   mutable std::mutex mu_;
-  uint64_t next_id_ = 1;            // GUARDED_BY(mu_)
-  std::map<uint64_t, Open> open_;   // GUARDED_BY(mu_)
+  uint64_t next_id_ = 1;           // GUARDED_BY(mu_)
+  std::map<uint64_t, Open> open_;  // GUARDED_BY(mu_)
   std::atomic<uint64_t> bytes_served_{0};
 };
 

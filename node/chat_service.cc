@@ -551,7 +551,10 @@ class ChatService final : public s::Node::Server {
       log->SetPauseAt(at);
       ready = log->WaitFor(at, timer_, kChecksumWait);
     }
-    return ready.then([this, context, shard_id, at, log](bool) mutable {
+    // Whatever happens to the call (answered, failed, cancelled by a disconnect), the copy
+    // resumes applying afterwards.
+    auto release = kj::heap<PauseRelease>(log, at);
+    return ready.attach(kj::mv(release)).then([this, context, shard_id, at, log](bool) mutable {
       return Serve<ShardChecksum>(
                  NodeMetrics::kChecksumShard,
                  [shard_id, at](NodeCore& core, const ShardTable& table) -> Result<ShardChecksum> {
@@ -577,13 +580,23 @@ class ChatService final : public s::Node::Server {
                    results.setKeys(sum.keys);
                  },
                  [context](const Status&) mutable { return context.getResults().initError(); })
-          .then([log, at] {
-            if (log && log->pause_at() == at) log->SetPauseAt(0);
-          });
+          .attach(kj::heap<PauseRelease>(log, at));
     });
   }
 
  private:
+  // Clears a replica's pause at `at` (checksumShard) when destroyed, unless another pause
+  // replaced it.
+  struct PauseRelease {
+    PauseRelease(std::shared_ptr<replication::ShardLog> log, uint64_t at)
+        : log(std::move(log)), at(at) {}
+    ~PauseRelease() {
+      if (log && log->pause_at() == at) log->SetPauseAt(0);
+    }
+    std::shared_ptr<replication::ShardLog> log;
+    uint64_t at;
+  };
+
   static constexpr size_t kMaxPullBytes = 16u << 20;
   static constexpr uint32_t kMaxPullWaitMs = 5000;
   static constexpr std::chrono::milliseconds kChecksumWait = std::chrono::seconds(30);

@@ -320,6 +320,10 @@ void ShardHost::Open(const Task& task) {
   } else if (fs::exists(fs::path(dir) / "CURRENT", ec)) {
     log_->warn("{} holds a database but no {}: adopting it as {} (written before identity files)",
                dir, kShardIdentityFile, Describe(assignment));
+  }
+  const bool has_database = fs::exists(fs::path(dir) / "CURRENT", ec);
+  if (has_database) {
+    // Opened below as it is.
   } else if (assignment.role == ShardRole::kReplica) {
     // A new replica copy: a checkpoint of the primary, copied and checked, then opened.
     {
@@ -335,7 +339,7 @@ void ShardHost::Open(const Task& task) {
                                      assignment.primary_address};
     auto copied = follower_->Bootstrap(target, dir, *shard_log);
     if (!copied.ok()) return give_up(ShardState::kOpening, copied.status());
-  } else {
+  } else if (!*identity) {
     // A new copy. Say so loudly if an earlier copy of this shard was moved aside here: a copy
     // that had data is not served empty without a trace in the log.
     std::string earlier;

@@ -140,7 +140,21 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
         if (slot.assignment == next) continue;
       }
       log_->info("now {}", Describe(next));
-      slot.assignment = next;                    // Epoch or role changed: the open store stays.
+      const bool promoted = slot.assignment.role == ShardRole::kReplica &&
+                            next.role == ShardRole::kPrimary && slot.store != nullptr;
+      slot.assignment = next;  // Epoch, primary or role changed: the open store stays, unless
+      if (promoted) {
+        // a replica becomes primary: reopened, so that the engine's in-memory state (outbox
+        // positions, caches), which the log's writes bypassed, is rebuilt from its data.
+        ++closing_;
+        ++closing_ids_[a.shard_id];
+        Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, 0, std::move(slot.store),
+                      slot.assignment});
+        slot.state = ShardState::kOpening;
+        slot.generation = next_generation_++;
+        Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}});
+        continue;
+      }
       if (slot.state == ShardState::kRefused) {  // Its assignment changed: try again.
         slot.state = ShardState::kOpening;
         slot.generation = next_generation_++;

@@ -651,6 +651,11 @@ TEST_CASE("a replica promoted to primary is reopened: its outbox and sequences c
   auto sent = store_b->SendMessage({7, 2, "after", "on b"});
   REQUIRE(sent.ok());
   CHECK(sent->seq == 11);
+  // A send retried after the primary changed (its reply lost on a) is still the first one.
+  auto retried = store_b->SendMessage({7, 1, "m3", "x"});
+  REQUIRE(retried.ok());
+  CHECK(retried->duplicate);
+  CHECK(retried->seq == 4);
   auto pending_after = store_b->ReadOutbox("", 1000);
   REQUIRE(pending_after.ok());
   CHECK(pending_after->records.size() == pending_before->records.size() + 3);

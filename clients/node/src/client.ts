@@ -13,10 +13,13 @@
 import { Connection, ConnectionError, type ConnectOptions } from "./transport.js";
 import {
   ChatStore,
+  Consistency,
   Direction,
   type ChatStore$Client,
   type HistoryRequest,
+  type ReadOptions as WireReadOptions,
   type SendRequest,
+  type SendResult,
 } from "./gen/chatstore.js";
 import {
   ErrorCode,
@@ -90,10 +93,50 @@ export interface SendInput {
   body: Bytes; // 1 byte .. 64 KiB (default node limit).
 }
 
+// Where a write landed: pass it back in ReadOptions.token to read your own writes.
+export interface WriteToken {
+  shardId: bigint;
+  epoch: bigint;
+  lsn: bigint;
+}
+
 export interface Sent {
   seq: bigint;
   sentAtMs: bigint;
   duplicate: boolean; // A retry of an earlier send: nothing was written, seq is the first's.
+  token: WriteToken;
+}
+
+// Which copy of a shard may answer a read (docs/replication.md). Default: strong (the primary).
+//  - "replica": any replica at most maxLagMs stale (default: the node's, 1 s), else the primary.
+//  - "session": a replica that has applied `token` (read-your-writes), else the primary.
+export interface ReadOptions {
+  consistency?: "strong" | "replica" | "session";
+  token?: WriteToken;
+  maxLagMs?: number;
+}
+
+function setRead(init: () => WireReadOptions, read: ReadOptions | undefined): void {
+  if (read === undefined || (read.consistency ?? "strong") === "strong") return;
+  const out = init();
+  out.consistency = read.consistency === "replica" ? Consistency.REPLICA : Consistency.SESSION;
+  out.maxLagMs = read.maxLagMs ?? 0;
+  if (read.token !== undefined) {
+    const token = out._initToken();
+    token.shardId = read.token.shardId;
+    token.epoch = read.token.epoch;
+    token.lsn = read.token.lsn;
+  }
+}
+
+function sentOf(r: SendResult): Sent {
+  const t = r.token;
+  return {
+    seq: r.seq,
+    sentAtMs: r.sentAtMs,
+    duplicate: r.duplicate,
+    token: { shardId: t.shardId, epoch: t.epoch, lsn: t.lsn },
+  };
 }
 
 export interface HistoryQuery {
@@ -184,10 +227,13 @@ export class ChatStoreClient {
     return reply.conversation;
   }
 
-  async getConversation(convId: bigint): Promise<Conversation> {
+  async getConversation(convId: bigint, read?: ReadOptions): Promise<Conversation> {
     const reply = await this.call(
       "getConversation",
-      this.raw.getConversation((p) => (p.convId = convId)),
+      this.raw.getConversation((p) => {
+        p.convId = convId;
+        setRead(() => p._initOptions(), read);
+      }),
     );
     throwIfError(reply);
     return reply.conversation;
@@ -199,8 +245,7 @@ export class ChatStoreClient {
       this.raw.sendMessage((p) => fillSend(p._initRequest(), input)),
     );
     throwIfError(reply); // API version 2: the call's outcome is the top-level error.
-    const result = reply.result;
-    return { seq: result.seq, sentAtMs: result.sentAtMs, duplicate: result.duplicate };
+    return sentOf(reply.result);
   }
 
   // Up to 1,000 sends in one call; one outcome per input, in order. Each send succeeds or fails
@@ -216,24 +261,25 @@ export class ChatStoreClient {
     );
     throwIfError(reply);
     return reply.results.map(
-      (r) => errorOf(r) ?? { seq: r.seq, sentAtMs: r.sentAtMs, duplicate: r.duplicate },
+      (r) => errorOf(r) ?? sentOf(r),
     );
   }
 
   // Throws notFound when the conversation or the message does not exist.
-  async getMessage(convId: bigint, seq: bigint): Promise<Message> {
+  async getMessage(convId: bigint, seq: bigint, read?: ReadOptions): Promise<Message> {
     const reply = await this.call(
       "getMessage",
       this.raw.getMessage((p) => {
         p.convId = convId;
         p.seq = seq;
+        setRead(() => p._initOptions(), read);
       }),
     );
     throwIfError(reply);
     return reply.message;
   }
 
-  async readHistory(query: HistoryQuery): Promise<HistoryPage> {
+  async readHistory(query: HistoryQuery, read?: ReadOptions): Promise<HistoryPage> {
     const reply = await this.call(
       "readHistory",
       this.raw.readHistory((p) => {
@@ -244,6 +290,7 @@ export class ChatStoreClient {
         r.hasFromTime = query.fromTimeMs !== undefined;
         r.fromTimeMs = query.fromTimeMs ?? 0n;
         r.limit = query.limit;
+        setRead(() => p._initOptions(), read);
       }),
     );
     throwIfError(reply);
@@ -252,13 +299,19 @@ export class ChatStoreClient {
 
   // A user's conversations by last activity. `cursor`: empty for the first page, then the
   // previous page's nextCursor.
-  async listInbox(userId: bigint, cursor: Uint8Array, limit: number): Promise<InboxPage> {
+  async listInbox(
+    userId: bigint,
+    cursor: Uint8Array,
+    limit: number,
+    read?: ReadOptions,
+  ): Promise<InboxPage> {
     const reply = await this.call(
       "listInbox",
       this.raw.listInbox((p) => {
         p.userId = userId;
         if (cursor.length > 0) setBytes((n) => p._initCursor(n), cursor);
         p.limit = limit;
+        setRead(() => p._initOptions(), read);
       }),
     );
     throwIfError(reply);

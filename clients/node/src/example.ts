@@ -117,6 +117,18 @@ async function run(address: string): Promise<void> {
     const sentLargest = await client.sendMessage(fromAlice("64k", largest));
     const readLargest = await client.getMessage(conv, sentLargest.seq);
     check(largest.equals(readLargest.body.toUint8Array()), "a 64 KiB body is read back intact");
+    // Read-your-writes from a replica: the send's token, passed back with a session read.
+    const mine = await client.sendMessage(fromAlice("session", "read me back"));
+    const readMine = await client.getMessage(conv, mine.seq, {
+      consistency: "session",
+      token: mine.token,
+    });
+    check(
+      new TextDecoder().decode(readMine.body.toUint8Array()) === "read me back" && mine.token.lsn > 0n,
+      `a session read with the send's token sees it (lsn ${mine.token.lsn})`,
+    );
+    const stale = await client.readHistory({ convId: conv, limit: 1 }, { consistency: "replica" });
+    check(stale.messages.length === 1, "a replica read of history answers");
     const tooBig = await expectError("a body over 64 KiB", () =>
       client.sendMessage(fromAlice("too-big", new Uint8Array(kMaxBodyBytes + 1))),
     );

@@ -415,9 +415,12 @@ class ChatService final : public s::Node::Server {
     const std::string replica(wire::View(params.getReplicaNodeId()));
     auto table = core_->Table();
     auto primary = PrimaryFor(*core_, *table, shard_id, epoch);
-    Status refused = !primary.ok() ? primary.status()
-                     : from == 0   ? Status::InvalidArgument("from_lsn", "log positions start at 1")
-                                   : Status::Ok();
+    Status refused =
+        !primary.ok() ? primary.status()
+        : from == 0   ? Status::InvalidArgument("from_lsn", "log positions start at 1")
+        : replica.size() > kMaxNodeIdBytes
+            ? Status::InvalidArgument("replica_node_id", "longer than 128 bytes")
+            : Status::Ok();
     if (refused.ok()) {
       const HostedShard& h = **primary;
       const uint64_t latest = h.store->LatestSequence();
@@ -494,7 +497,8 @@ class ChatService final : public s::Node::Server {
                                    const ShardTable& table) -> Result<replication::CheckpointInfo> {
           auto primary = PrimaryFor(core, table, shard_id, epoch);
           if (!primary.ok()) return primary.status();
-          core.logger->info("checkpoint of shard {} for replica {}", shard_id, replica);
+          core.logger->info("checkpoint of shard {} for replica {}", shard_id,
+                            replica.substr(0, kMaxNodeIdBytes));
           return core.checkpoints.Begin(*(*primary)->store);
         },
         [context](const replication::CheckpointInfo& info) mutable {
@@ -598,6 +602,7 @@ class ChatService final : public s::Node::Server {
   };
 
   static constexpr size_t kMaxPullBytes = 16u << 20;
+  static constexpr size_t kMaxNodeIdBytes = 128;
   static constexpr uint32_t kMaxPullWaitMs = 5000;
   static constexpr std::chrono::milliseconds kChecksumWait = std::chrono::seconds(30);
 

@@ -55,6 +55,11 @@ Result<CheckpointInfo> CheckpointSource::Begin(ShardStore& store) {
   uint64_t id;
   {
     std::lock_guard lock(mu_);
+    if (open_.size() >= kMaxOpen) {
+      return Status::FromCode(ErrorCode::kOverloaded,
+                              std::to_string(open_.size()) +
+                                  " checkpoints are being copied already; retry later");
+    }
     id = next_id_++;
   }
   std::error_code ec;

@@ -70,6 +70,13 @@ void ShardLog::StartedFollowing() {
 
 void ShardLog::RecordPull(const std::string& replica_node, uint64_t applied_lsn) {
   std::lock_guard lock(mu_);
+  if (pulls_.size() >= kMaxReplicasTracked && pulls_.count(replica_node) == 0) {
+    // Bounded whatever callers name themselves: the replica heard from longest ago goes.
+    auto oldest = std::min_element(pulls_.begin(), pulls_.end(), [](const auto& a, const auto& b) {
+      return a.second.at_ms < b.second.at_ms;
+    });
+    pulls_.erase(oldest);
+  }
   ReplicaPull& pull = pulls_[replica_node];
   pull.node_id = replica_node;
   pull.applied_lsn = applied_lsn;

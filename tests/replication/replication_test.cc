@@ -518,6 +518,33 @@ TEST_CASE("the replication protocol refuses a wrong shard, a wrong epoch and an 
   end.setCheckpointId(checkpoint.getCheckpointId());
   CHECK(CodeOf(end.send().wait(f.io.waitScope)) == ErrorCode::kOk);
 
+  // Bounded whatever a caller sends: node ids, and checkpoints held at once.
+  auto long_name = primary.node.pullLogRequest();
+  long_name.setShardId(shard.shard_id);
+  long_name.setEpoch(shard.epoch);
+  long_name.setFromLsn(1);
+  long_name.setReplicaNodeId(std::string(200, 'n'));
+  auto long_reply = long_name.send().wait(f.io.waitScope);
+  CHECK(CodeOf(long_reply) == ErrorCode::kInvalidArgument);
+  CHECK(std::string(long_reply.getError().getField().cStr()) == "replica_node_id");
+  std::vector<uint64_t> held;
+  ErrorCode last = ErrorCode::kOk;
+  for (size_t i = 0; i <= replication::CheckpointSource::kMaxOpen && last == ErrorCode::kOk; ++i) {
+    auto begin_one = primary.node.beginCheckpointRequest();
+    begin_one.setShardId(shard.shard_id);
+    begin_one.setEpoch(shard.epoch);
+    auto reply = begin_one.send().wait(f.io.waitScope);
+    last = CodeOf(reply);
+    if (last == ErrorCode::kOk) held.push_back(reply.getCheckpointId());
+  }
+  CHECK(held.size() == replication::CheckpointSource::kMaxOpen);
+  CHECK(last == ErrorCode::kOverloaded);
+  for (uint64_t id : held) {
+    auto release = primary.node.endCheckpointRequest();
+    release.setCheckpointId(id);
+    CHECK(CodeOf(release.send().wait(f.io.waitScope)) == ErrorCode::kOk);
+  }
+
   // The replicas kept following through all of it.
   REQUIRE(f.Wait(f.client->SendMessage(Send(42, 1, "after", "still shipping"))).ok());
   REQUIRE(EventuallyIdentical(f, shard.shard_id));

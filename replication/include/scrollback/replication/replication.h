@@ -88,6 +88,8 @@ class ShardLog {
 
   // ---- Primary side ---------------------------------------------------------------------------
 
+  // Keeps the last pull of at most kMaxReplicasTracked replicas (the oldest is forgotten).
+  static constexpr size_t kMaxReplicasTracked = 32;
   void RecordPull(const std::string& replica_node, uint64_t applied_lsn);
   std::vector<ReplicaPull> Pulls() const;
 
@@ -124,6 +126,8 @@ struct CheckpointInfo {
 // read by id, released by End or after `idle_timeout` without a read. Thread-safe.
 class CheckpointSource {
  public:
+  // At most kMaxOpen checkpoints at once: Begin answers `overloaded` beyond (each holds disk).
+  static constexpr size_t kMaxOpen = 16;
   CheckpointSource(std::string root, std::chrono::milliseconds idle_timeout, Logger logger);
   ~CheckpointSource();  // Removes every checkpoint left.
 

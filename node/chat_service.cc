@@ -418,8 +418,9 @@ class ChatService final : public s::Node::Server {
     Status refused =
         !primary.ok() ? primary.status()
         : from == 0   ? Status::InvalidArgument("from_lsn", "log positions start at 1")
-        : replica.size() > kMaxNodeIdBytes
-            ? Status::InvalidArgument("replica_node_id", "longer than 128 bytes")
+        : !ValidNodeId(replica)
+            ? Status::InvalidArgument("replica_node_id",
+                                      "at most 128 bytes of letters, digits, '.', '_', ':', '-'")
             : Status::Ok();
     if (refused.ok()) {
       const HostedShard& h = **primary;
@@ -498,7 +499,7 @@ class ChatService final : public s::Node::Server {
           auto primary = PrimaryFor(core, table, shard_id, epoch);
           if (!primary.ok()) return primary.status();
           core.logger->info("checkpoint of shard {} for replica {}", shard_id,
-                            replica.substr(0, kMaxNodeIdBytes));
+                            ValidNodeId(replica) ? replica : std::string("(unnamed)"));
           return core.checkpoints.Begin(*(*primary)->store);
         },
         [context](const replication::CheckpointInfo& info) mutable {
@@ -558,34 +559,34 @@ class ChatService final : public s::Node::Server {
     // Whatever happens to the call (answered, failed, cancelled by a disconnect), the copy
     // resumes applying afterwards.
     auto release = kj::heap<PauseRelease>(log, at);
-    return ready.attach(kj::mv(release)).then([this, context, shard_id, at, log](bool) mutable {
-      return Serve<ShardChecksum>(
-                 NodeMetrics::kChecksumShard,
-                 [shard_id, at](NodeCore& core, const ShardTable& table) -> Result<ShardChecksum> {
-                   const HostedShard* shard = table.FindShard(shard_id);
-                   if (shard == nullptr) {
-                     return Status::NotFound("node " + core.options.node_id +
-                                             " serves no copy of shard " +
-                                             std::to_string(shard_id));
-                   }
-                   auto sum = shard->store->Checksum();
-                   if (sum.ok() && at != 0 && sum->lsn != at) {
-                     return Status::FailedPrecondition(
-                         "shard " + std::to_string(shard_id) + " on node " + core.options.node_id +
-                         " is at lsn " + std::to_string(sum->lsn) + ", not " + std::to_string(at) +
-                         "; ask again at a newer lsn");
-                   }
-                   return sum;
-                 },
-                 [context](const ShardChecksum& sum) mutable {
-                   auto results = context.getResults();
-                   results.setLsn(sum.lsn);
-                   results.setChecksum(sum.checksum);
-                   results.setKeys(sum.keys);
-                 },
-                 [context](const Status&) mutable { return context.getResults().initError(); })
-          .attach(kj::heap<PauseRelease>(log, at));
-    });
+    return ready
+        .then([this, context, shard_id, at](bool) mutable {
+          return Serve<ShardChecksum>(
+              NodeMetrics::kChecksumShard,
+              [shard_id, at](NodeCore& core, const ShardTable& table) -> Result<ShardChecksum> {
+                const HostedShard* shard = table.FindShard(shard_id);
+                if (shard == nullptr) {
+                  return Status::NotFound("node " + core.options.node_id +
+                                          " serves no copy of shard " + std::to_string(shard_id));
+                }
+                auto sum = shard->store->Checksum();
+                if (sum.ok() && at != 0 && sum->lsn != at) {
+                  return Status::FailedPrecondition(
+                      "shard " + std::to_string(shard_id) + " on node " + core.options.node_id +
+                      " is at lsn " + std::to_string(sum->lsn) + ", not " + std::to_string(at) +
+                      "; ask again at a newer lsn");
+                }
+                return sum;
+              },
+              [context](const ShardChecksum& sum) mutable {
+                auto results = context.getResults();
+                results.setLsn(sum.lsn);
+                results.setChecksum(sum.checksum);
+                results.setKeys(sum.keys);
+              },
+              [context](const Status&) mutable { return context.getResults().initError(); });
+        })
+        .attach(kj::mv(release));  // Attached last: released after the checksum, not before.
   }
 
  private:
@@ -603,6 +604,16 @@ class ChatService final : public s::Node::Server {
 
   static constexpr size_t kMaxPullBytes = 16u << 20;
   static constexpr size_t kMaxNodeIdBytes = 128;
+  // Node ids from the network end up in log lines and metric labels: plain characters only.
+  static bool ValidNodeId(const std::string& id) {
+    if (id.size() > kMaxNodeIdBytes) return false;
+    for (char c : id) {
+      const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                         (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' || c == '-';
+      if (!plain) return false;
+    }
+    return true;
+  }
   static constexpr uint32_t kMaxPullWaitMs = 5000;
   static constexpr std::chrono::milliseconds kChecksumWait = std::chrono::seconds(30);
 

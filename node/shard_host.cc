@@ -142,7 +142,25 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
       log_->info("now {}", Describe(next));
       const bool promoted = slot.assignment.role == ShardRole::kReplica &&
                             next.role == ShardRole::kPrimary && slot.store != nullptr;
+      const bool demoted = slot.assignment.role == ShardRole::kPrimary &&
+                           next.role == ShardRole::kReplica && slot.store != nullptr;
       slot.assignment = next;  // Epoch, primary or role changed: the open store stays, unless
+      if (demoted) {
+        // A primary becoming a replica may hold writes its new primary never had (and calls in
+        // flight may still write): never merged. Moved aside and bootstrapped from the primary.
+        log_->warn("{} was primary here: rebuilding it from its new primary", Describe(next));
+        ++closing_;
+        ++closing_ids_[a.shard_id];
+        Task close{std::chrono::steady_clock::now(), a.shard_id, 0, std::move(slot.store),
+                   slot.assignment};
+        close.discard = true;
+        Schedule(std::move(close));
+        slot.state = ShardState::kOpening;
+        slot.log = std::make_shared<replication::ShardLog>();
+        slot.generation = next_generation_++;
+        Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}});
+        continue;
+      }
       if (promoted) {
         // a replica becomes primary: reopened, so that the engine's in-memory state (outbox
         // positions, caches), which the log's writes bypassed, is rebuilt from its data.
@@ -278,9 +296,10 @@ void ShardHost::Open(const Task& task) {
     std::lock_guard lock(mu_);
     auto it = slots_.find(task.shard_id);
     if (stopping_ || it == slots_.end() || it->second.generation != task.generation) return;
-    if (closing_ids_.count(task.shard_id) > 0) {
-      // An earlier copy of this shard is still closing (its directory may be moved aside):
-      // wait for it, without counting an attempt.
+    if (closing_ids_.count(task.shard_id) > 0 || opening_ids_.count(task.shard_id) > 0) {
+      // An earlier copy of this shard is still closing (its directory may be moved aside), or
+      // an open of an earlier assignment is still running (a bootstrap into the same
+      // directory): wait for it, without counting an attempt.
       Task later = task;
       later.not_before = std::chrono::steady_clock::now() + kClosePoll;
       Schedule(std::move(later));
@@ -290,7 +309,18 @@ void ShardHost::Open(const Task& task) {
     shard_log = it->second.log;
     options = OptionsFor(assignment, shard_log);
     attempt = ++it->second.attempts;
+    opening_ids_.insert(task.shard_id);
   }
+  // One open per shard id at a time; released (under mu_) whichever way this returns. REQUIRES:
+  // mu_ not held when the function returns.
+  struct OpeningGuard {
+    ShardHost* host;
+    uint64_t id;
+    ~OpeningGuard() {
+      std::lock_guard lock(host->mu_);
+      host->opening_ids_.erase(id);
+    }
+  } opening_guard{this, task.shard_id};
   const std::string dir = DirectoryOf(assignment.shard_id);
 
   // Refuses (not retried until the map changes) or retries after a backoff.
@@ -340,19 +370,31 @@ void ShardHost::Open(const Task& task) {
     // Opened below as it is.
   } else if (assignment.role == ShardRole::kReplica) {
     // A new replica copy: a checkpoint of the primary, copied and checked, then opened.
+    bool current = false;
     {
       std::lock_guard lock(mu_);
       auto it = slots_.find(task.shard_id);
-      if (it == slots_.end() || it->second.generation != task.generation) return;
-      it->second.state = ShardState::kBootstrapping;
-      PublishLocked();
+      current = it != slots_.end() && it->second.generation == task.generation;
+      if (current) {
+        it->second.state = ShardState::kBootstrapping;
+        PublishLocked();
+      }
     }
+    if (!current) return;
     fs::create_directories(core_.options.data_dir, ec);
     fs::remove_all(dir, ec);  // An identity file alone, or an empty directory, is no copy.
     replication::FollowTarget target{assignment.shard_id, assignment.epoch, assignment.primary_node,
                                      assignment.primary_address};
     auto copied = follower_->Bootstrap(target, dir, *shard_log);
     if (!copied.ok()) return give_up(ShardState::kOpening, copied.status());
+    bool still_current = false;
+    {
+      std::lock_guard lock(mu_);
+      auto it = slots_.find(task.shard_id);
+      still_current = !stopping_ && it != slots_.end() && it->second.generation == task.generation;
+    }
+    // Reassigned meanwhile: the next open finds this copy in place.
+    if (!still_current) return;
   } else if (!*identity) {
     // A new copy. Say so loudly if an earlier copy of this shard was moved aside here: a copy
     // that had data is not served empty without a trace in the log.

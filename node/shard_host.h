@@ -29,6 +29,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -114,6 +115,9 @@ class ShardHost {
   // GUARDED_BY(mu_). Close tasks queued or running per shard id: an open of that id waits for
   // them, so a directory is never opened while its previous copy closes or moves aside.
   std::map<uint64_t, int> closing_ids_;
+  // GUARDED_BY(mu_). Shard ids with an open running: a second open of the same id (a newer
+  // assignment) waits for it, so two bootstraps never share a directory.
+  std::set<uint64_t> opening_ids_;
   uint64_t next_generation_ = 1;                         // GUARDED_BY(mu_)
   bool stopping_ = false;                                // GUARDED_BY(mu_)
   std::chrono::steady_clock::time_point stop_deadline_;  // GUARDED_BY(mu_)

@@ -55,13 +55,23 @@ Result<CheckpointInfo> CheckpointSource::Begin(ShardStore& store) {
   uint64_t id;
   {
     std::lock_guard lock(mu_);
-    if (open_.size() >= kMaxOpen) {
+    if (open_.size() + beginning_ >= kMaxOpen) {
       return Status::FromCode(ErrorCode::kOverloaded,
-                              std::to_string(open_.size()) +
-                                  " checkpoints are being copied already; retry later");
+                              std::to_string(open_.size() + beginning_) +
+                                  " checkpoints are being made or copied already; retry later");
     }
     id = next_id_++;
+    ++beginning_;
   }
+  // Counted until it is open or has failed: concurrent Begins stay within kMaxOpen. Declared
+  // before the final lock below, so destroyed after it is released.
+  struct Begun {
+    CheckpointSource* source;
+    ~Begun() {
+      std::lock_guard lock(source->mu_);
+      --source->beginning_;
+    }
+  } begun{this};
   std::error_code ec;
   fs::create_directories(root_, ec);
   if (ec) return Status::Internal("cannot create " + root_ + ": " + ec.message());

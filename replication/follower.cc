@@ -43,7 +43,7 @@ class FollowerImpl final : public ReplicaFollower {
       : options_(std::move(options)),
         log_(OrNull(options_.logger)),
         on_rebootstrap_(std::move(on_rebootstrap)) {
-    std::promise<const kj::Executor*> ready;
+    std::promise<kj::Own<const kj::Executor>> ready;
     auto executor = ready.get_future();
     thread_ = std::thread([this, &ready] {
       pthread_setname_np(pthread_self(), "sb-follower");
@@ -52,16 +52,23 @@ class FollowerImpl final : public ReplicaFollower {
       loop_ = std::make_unique<LoopState>();
       auto stop = kj::newPromiseAndFulfiller<void>();
       loop_->stop = kj::mv(stop.fulfiller);
-      ready.set_value(&kj::getCurrentThreadExecutor());
+      // A counted reference: callers on other threads may still hold it while this loop ends;
+      // their calls then throw (caught by OnLoop and Bootstrap) instead of touching freed memory.
+      ready.set_value(kj::getCurrentThreadExecutor().addRef());
       stop.promise.wait(io.waitScope);
       // Cancel every loop and bootstrap, then close the connections, on this thread.
       loop_->followed.clear();
       loop_->bootstraps.cancel("the follower is stopping");
       loop_->connections.clear();
+      // Let the teardown's own events (connections closing, cancelled calls) run: a loop must
+      // be empty when it is destroyed.
+      for (int i = 0; i < 16; ++i) io.waitScope.poll();
       loop_.reset();
+      for (int i = 0; i < 16; ++i) io.waitScope.poll();
       io_ = nullptr;
     });
-    executor_ = executor.get();
+    executor_ref_ = std::make_unique<ExecutorRef>(ExecutorRef{executor.get()});
+    executor_ = executor_ref_->own.get();
   }
 
   ~FollowerImpl() override { Stop(); }
@@ -112,8 +119,7 @@ class FollowerImpl final : public ReplicaFollower {
     if (!result.ok()) {
       bootstrap_failures_.fetch_add(1, std::memory_order_relaxed);
       std::error_code ec;
-      fs::remove_all(dir + ".part", ec);
-      fs::remove_all(dir, ec);
+      fs::remove_all(dir + ".part", ec);  // Never `dir`: it may be another copy's (exists).
     }
     log.bootstrap_done = 0;
     log.bootstrap_total = 0;
@@ -150,7 +156,10 @@ class FollowerImpl final : public ReplicaFollower {
   void Stop() override {
     if (!thread_.joinable()) return;
     stopped_.store(true);
-    executor_->executeSync([&] { loop_->stop->fulfill(); });
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions(
+                        [&] { executor_->executeSync([&] { loop_->stop->fulfill(); }); })) {
+      log_->error("stopping the replica follower: {}", e->getDescription().cStr());
+    }
     thread_.join();
   }
 
@@ -190,10 +199,13 @@ class FollowerImpl final : public ReplicaFollower {
   kj::Timer& timer() { return io_->provider->getTimer(); }
 
   // The connection to `address`, connecting if there is none. Dropped (and made afresh by the
-  // next caller) when a call on it fails.
-  s::Node::Client ConnectionTo(const std::string& address) {
+  // next caller) when a call on it fails. `*used` (if given) identifies it for DropConnection.
+  s::Node::Client ConnectionTo(const std::string& address, const Connection** used = nullptr) {
     auto it = loop_->connections.find(address);
-    if (it != loop_->connections.end()) return it->second->node;
+    if (it != loop_->connections.end()) {
+      if (used != nullptr) *used = it->second.get();
+      return it->second->node;
+    }
     auto owned = kj::heap<Connection>();
     Connection* c = owned.get();
     c->node = s::Node::Client(c->connecting.wrap(
@@ -214,10 +226,16 @@ class FollowerImpl final : public ReplicaFollower {
               return c->rpc->bootstrap(server).castAs<s::Node>();
             })));
     s::Node::Client node = c->node;
+    if (used != nullptr) *used = c;
     loop_->connections.emplace(address, kj::mv(owned));
     return node;
   }
-  void DropConnection(const std::string& address) { loop_->connections.erase(address); }
+  // Drops the connection a failed call used, unless it was replaced meanwhile (a newer one
+  // serves other shards' pulls).
+  void DropConnection(const std::string& address, const Connection* used) {
+    auto it = loop_->connections.find(address);
+    if (it != loop_->connections.end() && it->second.get() == used) loop_->connections.erase(it);
+  }
 
   template <typename T>
   kj::Promise<T> WithTimeout(kj::Promise<T> call) {
@@ -250,7 +268,8 @@ class FollowerImpl final : public ReplicaFollower {
       });
     }
     const uint64_t from = f.store->LatestSequence() + 1;
-    auto request = ConnectionTo(f.target.primary_address).pullLogRequest();
+    const Connection* used = nullptr;
+    auto request = ConnectionTo(f.target.primary_address, &used).pullLogRequest();
     request.setShardId(f.target.shard_id);
     request.setEpoch(f.target.epoch);
     request.setFromLsn(from);
@@ -286,13 +305,13 @@ class FollowerImpl final : public ReplicaFollower {
               }
               return PullLoop(f);
             },
-            [this, &f](kj::Exception&& e) -> kj::Promise<void> {
+            [this, &f, used](kj::Exception&& e) -> kj::Promise<void> {
               pull_failures_.fetch_add(1, std::memory_order_relaxed);
               if (f.failures == 0) {
                 log_->warn("pulling shard {} from {} failed: {}", f.target.shard_id,
                            f.target.primary_address, e.getDescription().cStr());
               }
-              DropConnection(f.target.primary_address);
+              DropConnection(f.target.primary_address, used);
               return Backoff(f).then([this, &f] { return PullLoop(f); });
             });
   }
@@ -340,7 +359,15 @@ class FollowerImpl final : public ReplicaFollower {
       bytes += group.back().data.size();
     }
     if (group.empty()) return Status::Ok();
-    SB_RETURN_IF_ERROR(f.store->ApplyLogBatches(group));
+    Status applied = f.store->ApplyLogBatches(group);
+    if (applied.code() == ErrorCode::kFailedPrecondition) {
+      // The reply was in order (checked above), yet the copy cannot take it: its first batch
+      // starts before the copy's LSN without ending there (the copy's own write groups differ
+      // from the primary's, e.g. after a promotion). A copy never applies part of a batch.
+      return Status::Corruption("the primary's log does not continue this copy: " +
+                                applied.message());
+    }
+    SB_RETURN_IF_ERROR(applied);
     batches_.fetch_add(group.size(), std::memory_order_relaxed);
     bytes_.fetch_add(bytes, std::memory_order_relaxed);
     return Status::Ok();
@@ -354,6 +381,7 @@ class FollowerImpl final : public ReplicaFollower {
     std::string dir;
     ShardLog* log = nullptr;
     s::Node::Client node = nullptr;
+    const Connection* connection = nullptr;  // What `node` came from (DropConnection).
     uint64_t checkpoint_id = 0;
     uint64_t lsn = 0;
     std::vector<CheckpointFile> files;
@@ -377,7 +405,7 @@ class FollowerImpl final : public ReplicaFollower {
       return Result<uint64_t>(
           Status::Internal("cannot create " + copy->part_dir + ": " + ec.message()));
     }
-    copy->node = ConnectionTo(target.primary_address);
+    copy->node = ConnectionTo(target.primary_address, &copy->connection);
     auto begin = copy->node.beginCheckpointRequest();
     begin.setShardId(target.shard_id);
     begin.setEpoch(target.epoch);
@@ -411,7 +439,7 @@ class FollowerImpl final : public ReplicaFollower {
               return CopyFiles(c, 0);
             },
             [this, &c](kj::Exception&& e) -> kj::Promise<Status> {
-              DropConnection(c.target.primary_address);
+              DropConnection(c.target.primary_address, c.connection);
               return Status::Unavailable(std::string("beginCheckpoint: ") +
                                          e.getDescription().cStr());
             })
@@ -531,7 +559,7 @@ class FollowerImpl final : public ReplicaFollower {
                 if (!error.ok()) return error;
                 std::string data(wire::View(reply.getData()));
                 if (options_.tamper_chunk) options_.tamper_chunk(file.name, offset, &data);
-                return data;
+                return data;  // A short chunk shows in the file's size check.
               }));
       f.next_offset += n;
       c.bytes_requested += n;
@@ -554,6 +582,11 @@ class FollowerImpl final : public ReplicaFollower {
   const Logger log_;
   const std::function<void(uint64_t, const Status&)> on_rebootstrap_;
   std::thread thread_;
+  // A counted reference to the loop's executor (see the constructor); `executor_` points at it.
+  struct ExecutorRef {
+    kj::Own<const kj::Executor> own;
+  };
+  std::unique_ptr<ExecutorRef> executor_ref_;
   const kj::Executor* executor_ = nullptr;
   std::atomic<bool> stopped_{false};
 

@@ -564,13 +564,14 @@ class ChatClientImpl final : public ChatClient {
       sent = kj::mv(e);
     }
     ++outstanding_[node_id];
+    // Counted down when the call ends however it ends, dropped by its caller included.
+    sent = sent.attach(kj::defer([this, node_id] { --outstanding_[node_id]; }));
     auto timeout = options_.call_timeout.count() * kj::MILLISECONDS;
     return io_.getTimer()
         .timeoutAfter(timeout, kj::mv(sent))
         .then(
             [this, shard_key, call, attempt, target,
              node_id](Result<T> result) -> kj::Promise<Result<T>> {
-              --outstanding_[node_id];
               const ErrorCode code = result.ok() ? ErrorCode::kOk : result.status().code();
               if (target == Target::kReplica &&
                   (code == ErrorCode::kNotPrimary || code == ErrorCode::kUnavailable ||
@@ -601,7 +602,6 @@ class ChatClientImpl final : public ChatClient {
             },
             [this, shard_key, call, attempt, target, node_id,
              used](kj::Exception&& e) -> kj::Promise<Result<T>> {
-              --outstanding_[node_id];
               MarkDown(node_id, used);
               if (target == Target::kReplica) return Routed<T>(shard_key, call, attempt);
               return Result<T>(

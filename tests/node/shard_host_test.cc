@@ -663,5 +663,69 @@ TEST_CASE("a replica promoted to primary is reopened: its outbox and sequences c
   (*b)->Stop();
 }
 
+TEST_CASE("a primary demoted to replica is rebuilt from its new primary, never merged") {
+  TempDir dir;
+  auto a = StorageNode::Start(testing::SmallNodeOptions("node-a", dir.Sub("a")));
+  auto b = StorageNode::Start(testing::SmallNodeOptions("node-b", dir.Sub("b")));
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  ShardAssignment on_a = Assignment(1, TokenRange::Full(), 1);
+  on_a.primary_node = "node-a";
+  on_a.primary_address = (*a)->address();
+  ShardAssignment b_follows_a = on_a;
+  b_follows_a.role = ShardRole::kReplica;
+  REQUIRE((*a)->AssignShards(1, {on_a}, "").ok());
+  REQUIRE(WaitUntil([&] { return !(*a)->Shards().empty(); }));
+  auto store_a = (*a)->Shards().front().store;
+  REQUIRE(store_a->CreateConversation({7, 1, {2}, "t"}).ok());
+  REQUIRE((*b)->AssignShards(1, {b_follows_a}, "").ok());
+  REQUIRE(WaitUntil([&] {
+    auto shards = (*b)->Shards();
+    return !shards.empty() && shards.front().store->LatestSequence() == store_a->LatestSequence();
+  }));
+
+  // b becomes primary at epoch 2; a, cut off, still takes a write of its own (never acked by
+  // the new history), then learns the new map and becomes b's replica.
+  ShardAssignment on_b = on_a;
+  on_b.epoch = 2;
+  on_b.primary_node = "node-b";
+  on_b.primary_address = (*b)->address();
+  REQUIRE((*b)->AssignShards(2, {on_b}, "").ok());
+  std::shared_ptr<ShardStore> store_b;
+  REQUIRE(WaitUntil([&] {
+    auto shards = (*b)->Shards();
+    if (shards.empty() || shards.front().assignment.role != ShardRole::kPrimary) return false;
+    store_b = shards.front().store;
+    return true;
+  }));
+  REQUIRE(store_a->SendMessage({7, 1, "lost", "only on the old primary"}).ok());
+  REQUIRE(store_b->SendMessage({7, 2, "kept", "on the new primary"}).ok());
+  store_a.reset();
+  ShardAssignment a_follows_b = on_b;
+  a_follows_b.role = ShardRole::kReplica;
+  REQUIRE((*a)->AssignShards(2, {a_follows_b}, "").ok());
+  std::shared_ptr<ShardStore> rebuilt;
+  REQUIRE(WaitUntil([&] {
+    auto shards = (*a)->Shards();
+    if (shards.empty() || shards.front().assignment.role != ShardRole::kReplica) return false;
+    rebuilt = shards.front().store;
+    return rebuilt->LatestSequence() == store_b->LatestSequence();
+  }));
+  auto want = store_b->Checksum();
+  auto got = rebuilt->Checksum();
+  REQUIRE(want.ok());
+  REQUIRE(got.ok());
+  CHECK(got->checksum == want->checksum);
+  auto first = rebuilt->GetMessage(7, 1);
+  REQUIRE(first.ok());
+  CHECK(first->body == "on the new primary");  // Not the old primary's diverged write.
+  // The old copy was moved aside, not deleted.
+  CHECK(!EntriesOf(dir.Sub("a") + "/dropped").empty());
+  rebuilt.reset();
+  store_b.reset();
+  (*a)->Stop();
+  (*b)->Stop();
+}
+
 }  // namespace
 }  // namespace scrollback

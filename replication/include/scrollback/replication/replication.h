@@ -152,6 +152,7 @@ class CheckpointSource {
   const Logger log_;
   mutable std::mutex mu_;
   uint64_t next_id_ = 1;           // GUARDED_BY(mu_)
+  size_t beginning_ = 0;           // GUARDED_BY(mu_). Begins still making their checkpoint.
   std::map<uint64_t, Open> open_;  // GUARDED_BY(mu_)
   std::atomic<uint64_t> bytes_served_{0};
 };

@@ -71,9 +71,11 @@ struct NodeBudgets {
   // of a single-copy cluster: at 256 MiB the memtables of its replicas crowded the data blocks
   // out and halved read throughput (docs/benchmarks.md, Replication).
   size_t block_cache_bytes = 1ull << 30;
-  // Default: 256 MiB. Memtable memory of all shards together (one WriteBufferManager); a shard
-  // over its share flushes.
-  size_t write_buffer_bytes = 256ull << 20;
+  // Default: 512 MiB. Memtable memory of all shards together (one WriteBufferManager, charged
+  // to the block cache); a shard over its share flushes. A node holds its replicas' memtables
+  // too: at 256 MiB with 3 copies, small flushes and their compactions cost 8-11 % of send
+  // throughput (docs/benchmarks.md, Replication).
+  size_t write_buffer_bytes = 512ull << 20;
   // Default: 8,192. Open SST files of all shards together; each shard opens with an equal share
   // of it (at least 64) for the shards hosted when it opens.
   int max_open_files = 8192;

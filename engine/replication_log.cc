@@ -152,6 +152,56 @@ void ShardStoreImpl::PutLogCursor(LogCursor cursor) {
   if (log_cursors_.size() > kMaxLogCursors) log_cursors_.pop_back();  // The least recent.
 }
 
+namespace {
+
+// Rebuilds the operations of a WriteBatch after its first `skip` into a new batch (same column
+// families by id): a copy whose LSN falls inside one of its primary's write groups (its own
+// groups were cut differently, e.g. it followed another primary before) applies the rest.
+class SuffixBuilder : public rocksdb::WriteBatch::Handler {
+ public:
+  SuffixBuilder(uint64_t skip, const std::vector<rocksdb::ColumnFamilyHandle*>& handles)
+      : skip_(skip), handles_(handles) {}
+
+  rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice& key,
+                        const rocksdb::Slice& value) override {
+    return Next(cf, [&](rocksdb::ColumnFamilyHandle* h) { return out.Put(h, key, value); });
+  }
+  rocksdb::Status DeleteCF(uint32_t cf, const rocksdb::Slice& key) override {
+    return Next(cf, [&](rocksdb::ColumnFamilyHandle* h) { return out.Delete(h, key); });
+  }
+  rocksdb::Status SingleDeleteCF(uint32_t cf, const rocksdb::Slice& key) override {
+    return Next(cf, [&](rocksdb::ColumnFamilyHandle* h) { return out.SingleDelete(h, key); });
+  }
+  rocksdb::Status DeleteRangeCF(uint32_t cf, const rocksdb::Slice& begin,
+                                const rocksdb::Slice& end) override {
+    return Next(cf, [&](rocksdb::ColumnFamilyHandle* h) { return out.DeleteRange(h, begin, end); });
+  }
+  rocksdb::Status MergeCF(uint32_t cf, const rocksdb::Slice& key,
+                          const rocksdb::Slice& value) override {
+    return Next(cf, [&](rocksdb::ColumnFamilyHandle* h) { return out.Merge(h, key, value); });
+  }
+  // Any other record (blob indexes, wide columns, transaction markers) is refused by the
+  // Handler's defaults: the engine never writes them, and the caller then rebuilds the copy.
+
+  rocksdb::WriteBatch out;
+
+ private:
+  template <typename Add>
+  rocksdb::Status Next(uint32_t cf, Add&& add) {
+    if (seen_++ < skip_) return rocksdb::Status::OK();  // Already in this copy.
+    for (auto* handle : handles_) {
+      if (handle->GetID() == cf) return add(handle);
+    }
+    return rocksdb::Status::InvalidArgument("unknown column family " + std::to_string(cf));
+  }
+
+  const uint64_t skip_;
+  const std::vector<rocksdb::ColumnFamilyHandle*>& handles_;
+  uint64_t seen_ = 0;
+};
+
+}  // namespace
+
 Status ShardStoreImpl::ApplyLogBatches(const std::vector<LogBatch>& batches) {
   // A WriteBatch's representation: fixed64 sequence, fixed32 count, then the records. Batches
   // that follow each other are one batch of their records in order: applied as one write, they
@@ -171,6 +221,23 @@ Status ShardStoreImpl::ApplyLogBatches(const std::vector<LogBatch>& batches) {
   for (size_t i = first; i < batches.size(); ++i) {
     const LogBatch& batch = batches[i];
     if (batch.count == 0) return Status::InvalidArgument("count", "an empty log batch");
+    if (i == first && batch.first_lsn < expected && batch.data.size() >= kHeader &&
+        LoadFixed32(batch.data.data() + 8) == batch.count) {
+      // This copy's LSN is inside the batch: apply the operations after it.
+      SuffixBuilder suffix(expected - batch.first_lsn, handles_);
+      rocksdb::WriteBatch whole(batch.data);
+      SB_RETURN_IF_ERROR(FromRocksDb(whole.Iterate(&suffix), "split a log batch"));
+      const uint64_t rest = batch.first_lsn + batch.count - expected;
+      if (suffix.out.Count() != rest) {
+        return Status::FailedPrecondition("the log batch at lsn " +
+                                          std::to_string(batch.first_lsn) +
+                                          " cannot be split at lsn " + std::to_string(expected));
+      }
+      rep = suffix.out.Data();
+      total += rest;
+      expected += rest;
+      continue;
+    }
     if (batch.first_lsn != expected) {
       return Status::FailedPrecondition("log batch at lsn " + std::to_string(batch.first_lsn) +
                                         " does not follow lsn " + std::to_string(expected - 1) +

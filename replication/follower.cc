@@ -361,9 +361,8 @@ class FollowerImpl final : public ReplicaFollower {
     if (group.empty()) return Status::Ok();
     Status applied = f.store->ApplyLogBatches(group);
     if (applied.code() == ErrorCode::kFailedPrecondition) {
-      // The reply was in order (checked above), yet the copy cannot take it: its first batch
-      // starts before the copy's LSN without ending there (the copy's own write groups differ
-      // from the primary's, e.g. after a promotion). A copy never applies part of a batch.
+      // The reply was in order (checked above), yet the store refused it: a group straddling
+      // the copy's LSN that it could not split. Rebuilt rather than retried forever.
       return Status::Corruption("the primary's log does not continue this copy: " +
                                 applied.message());
     }

@@ -211,5 +211,38 @@ TEST_CASE("a reader that keeps pulling from where it stopped tails the log as it
   }
 }
 
+TEST_CASE("a copy whose LSN falls inside a write group applies the rest of the group") {
+  // A copy that followed one primary (groups B1, B2) and then follows another whose WAL holds
+  // B1 + B2 as one group (it applied them in one write): its LSN is inside that group.
+  StoreFixture f;
+  Work(f, 10);
+  REQUIRE(f.store->CreateCheckpoint(f.dir.Sub("r1")).ok());
+  REQUIRE(f.store->CreateCheckpoint(f.dir.Sub("r2")).ok());
+  auto r1 = OpenCopy(f.options, f.dir.Sub("r1"));
+  auto r2 = OpenCopy(f.options, f.dir.Sub("r2"));
+  const uint64_t start = r1->LatestSequence();
+  f.Send(10, 1, "a", "one");
+  f.Send(10, 2, "b", "two");
+  auto chunk = f.store->ReadLog(start + 1, 1 << 20);
+  REQUIRE(chunk.ok());
+  REQUIRE(chunk->batches.size() == 2);
+  REQUIRE(r1->ApplyLogBatches(chunk->batches).ok());  // One write: one group in r1's WAL.
+  REQUIRE(r2->ApplyLog(chunk->batches[0]).ok());      // r2 stops after B1.
+
+  auto from_r1 = r1->ReadLog(r2->LatestSequence() + 1, 1 << 20);
+  REQUIRE(from_r1.ok());
+  REQUIRE(from_r1->batches.size() == 1);
+  REQUIRE(from_r1->batches[0].first_lsn < r2->LatestSequence() + 1);  // Straddles r2's LSN.
+  Status applied = r2->ApplyLogBatches(from_r1->batches);
+  INFO(applied.ToString());
+  REQUIRE(applied.ok());
+  CHECK(r2->LatestSequence() == r1->LatestSequence());
+  CHECK(r2->Checksum()->checksum == r1->Checksum()->checksum);
+  CHECK(r2->Checksum()->checksum == f.store->Checksum()->checksum);
+  auto second = r2->GetMessage(10, r2->GetConversation(10)->last_seq);
+  REQUIRE(second.ok());
+  CHECK(second->body == "two");
+}
+
 }  // namespace
 }  // namespace scrollback

@@ -256,9 +256,11 @@ class ShardStore {
   // tailing the live WAL; under CacheOnlyReads only that is done (else would-block).
   virtual Result<LogChunk> ReadLog(uint64_t from_lsn, size_t max_bytes) = 0;
   // Replica side: applies consecutive batches of the primary's log as one write. Batches this
-  // store already holds (ending at or before LatestSequence()) are skipped; the first one it
-  // does not hold must start right after it, and each next one right after the one before
-  // (failed-precondition otherwise: out of order; nothing applied). Corruption if the resulting
+  // store already holds (ending at or before LatestSequence()) are skipped; of the first one it
+  // does not fully hold, only the operations after its LSN are applied (the copy's own write
+  // groups may have been cut differently, e.g. it followed another primary before); each next
+  // one must start right after the one before (failed-precondition otherwise: out of order;
+  // nothing applied). Corruption if the resulting
   // sequence differs from the primary's (the copy must re-bootstrap). Nothing else may write to
   // a replica's store: its sequence numbers must stay the primary's.
   virtual Status ApplyLogBatches(const std::vector<LogBatch>& batches) = 0;

@@ -11,6 +11,7 @@
 
 #include "scrollback/schema/chatstore_wire.h"
 #include "scrollback/schema/wire.h"
+#include "shard_routing.h"
 
 namespace scrollback {
 namespace {
@@ -54,7 +55,7 @@ class ChatService final : public s::Node::Server {
   kj::Promise<void> getConversation(GetConversationContext context) override {
     const uint64_t conv_id = context.getParams().getConvId();
     const ReadOptions read = wire::FromWire(context.getParams().getOptions());
-    return AfterSessionWait(conv_id, read).then([this, context, conv_id, read]() mutable {
+    return WhenReadable(conv_id, read, [this, context, conv_id, read]() mutable {
       return Serve<Conversation>(
           NodeMetrics::kGetConversation,
           [conv_id, read](NodeCore& core, const ShardTable& table) -> Result<Conversation> {
@@ -81,22 +82,21 @@ class ChatService final : public s::Node::Server {
     const uint64_t conv_id = params.getConvId(), after = params.getAfterUserId();
     const uint32_t limit = params.getLimit();
     const ReadOptions read = wire::FromWire(params.getOptions());
-    return AfterSessionWait(conv_id, read)
-        .then([this, context, conv_id, after, limit, read]() mutable {
-          return Serve<std::vector<uint64_t>>(
-              NodeMetrics::kListMembers,
-              [conv_id, after, limit, read](
-                  NodeCore& core, const ShardTable& table) -> Result<std::vector<uint64_t>> {
-                auto shard = RouteRead(core, table, conv_id, "conv_id", read);
-                if (!shard.ok()) return shard.status();
-                return (*shard)->store->ListMembers(conv_id, after, limit);
-              },
-              [context](const std::vector<uint64_t>& members) mutable {
-                auto ids = context.getResults().initUserIds(static_cast<unsigned>(members.size()));
-                for (unsigned i = 0; i < members.size(); ++i) ids.set(i, members[i]);
-              },
-              [context](const Status&) mutable { return context.getResults().initError(); });
-        });
+    return WhenReadable(conv_id, read, [this, context, conv_id, after, limit, read]() mutable {
+      return Serve<std::vector<uint64_t>>(
+          NodeMetrics::kListMembers,
+          [conv_id, after, limit, read](NodeCore& core,
+                                        const ShardTable& table) -> Result<std::vector<uint64_t>> {
+            auto shard = RouteRead(core, table, conv_id, "conv_id", read);
+            if (!shard.ok()) return shard.status();
+            return (*shard)->store->ListMembers(conv_id, after, limit);
+          },
+          [context](const std::vector<uint64_t>& members) mutable {
+            auto ids = context.getResults().initUserIds(static_cast<unsigned>(members.size()));
+            for (unsigned i = 0; i < members.size(); ++i) ids.set(i, members[i]);
+          },
+          [context](const Status&) mutable { return context.getResults().initError(); });
+    });
   }
 
   kj::Promise<void> sendMessage(SendMessageContext context) override {
@@ -163,7 +163,7 @@ class ChatService final : public s::Node::Server {
     auto params = context.getParams();
     const uint64_t conv_id = params.getConvId(), seq = params.getSeq();
     const ReadOptions read = wire::FromWire(params.getOptions());
-    return AfterSessionWait(conv_id, read).then([this, context, conv_id, seq, read]() mutable {
+    return WhenReadable(conv_id, read, [this, context, conv_id, seq, read]() mutable {
       return Serve<Message>(
           NodeMetrics::kGetMessage,
           [conv_id, seq, read](NodeCore& core, const ShardTable& table) -> Result<Message> {
@@ -181,7 +181,7 @@ class ChatService final : public s::Node::Server {
   kj::Promise<void> readHistory(ReadHistoryContext context) override {
     auto query = wire::ReadHistory(context.getParams().getRequest());
     const ReadOptions read = wire::FromWire(context.getParams().getOptions());
-    return AfterSessionWait(query.conv_id, read).then([this, context, query, read]() mutable {
+    return WhenReadable(query.conv_id, read, [this, context, query, read]() mutable {
       return Serve<EncodedHistoryPage>(
           NodeMetrics::kReadHistory,
           [query, read](NodeCore& core, const ShardTable& table) -> Result<EncodedHistoryPage> {
@@ -239,7 +239,7 @@ class ChatService final : public s::Node::Server {
     query.cursor = wire::View(params.getCursor());
     query.limit = params.getLimit();
     const ReadOptions read = wire::FromWire(params.getOptions());
-    return AfterSessionWait(query.user_id, read).then([this, context, query, read]() mutable {
+    return WhenReadable(query.user_id, read, [this, context, query, read]() mutable {
       return Serve<InboxPage>(
           NodeMetrics::kListInbox,
           [query, read](NodeCore& core, const ShardTable& table) -> Result<InboxPage> {
@@ -603,51 +603,8 @@ class ChatService final : public s::Node::Server {
   };
 
   static constexpr size_t kMaxPullBytes = 16u << 20;
-  static constexpr size_t kMaxNodeIdBytes = 128;
-  // Node ids from the network end up in log lines and metric labels: plain characters only.
-  static bool ValidNodeId(const std::string& id) {
-    if (id.size() > kMaxNodeIdBytes) return false;
-    for (char c : id) {
-      const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                         (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' || c == '-';
-      if (!plain) return false;
-    }
-    return true;
-  }
   static constexpr uint32_t kMaxPullWaitMs = 5000;
   static constexpr std::chrono::milliseconds kChecksumWait = std::chrono::seconds(30);
-
-  // The shard `shard_id` held here as primary at `epoch`: notPrimary (with the primary's
-  // address) if this node holds a replica, staleEpoch if the epochs differ, unavailable while
-  // it opens, notOwner if the node does not host it.
-  static Result<const HostedShard*> PrimaryFor(const NodeCore& core, const ShardTable& table,
-                                               uint64_t shard_id, uint64_t epoch) {
-    const HostedShard* h = table.FindShard(shard_id);
-    if (h == nullptr) {
-      for (const PendingShard& p : table.pending) {
-        if (p.assignment.shard_id == shard_id) {
-          return Status::Unavailable("shard " + std::to_string(shard_id) + " is still opening on " +
-                                     core.options.node_id);
-        }
-      }
-      return Status::NotOwner("node " + core.options.node_id + " does not host shard " +
-                              std::to_string(shard_id) + " at shard-map version " +
-                              std::to_string(table.map_version));
-    }
-    const ShardAssignment& a = h->assignment;
-    if (a.role != ShardRole::kPrimary) {
-      return Status::NotPrimary("node " + core.options.node_id + " holds a replica of shard " +
-                                    std::to_string(shard_id) + "; its primary is " + a.primary_node,
-                                a.primary_address);
-    }
-    if (epoch != a.epoch) {
-      return Status::StaleEpoch("shard " + std::to_string(shard_id) + " is at epoch " +
-                                    std::to_string(a.epoch) + " on node " + core.options.node_id +
-                                    ", not " + std::to_string(epoch),
-                                a.epoch);
-    }
-    return h;
-  }
 
   // Runs `work` (on the engine pool, or inline when there is none), then on the event loop
   // either `fill(value)` or writes the error into the builder `error_slot(status)` returns.
@@ -726,112 +683,26 @@ class ChatService final : public s::Node::Server {
     if (status.code() == ErrorCode::kNotOwner) error.setMapVersion(core_->Table()->map_version);
   }
 
-  // Work functions (below, and the `work` lambdas above) run on engine-pool threads: they use
-  // only the NodeCore they are given, never the service object, which belongs to an event loop
-  // that may end while they run.
-  static Result<const HostedShard*> Route(const NodeCore& core, const ShardTable& table,
-                                          uint64_t key, const char* field) {
-    const uint64_t token = TokenOf(key);
-    const HostedShard* shard = table.Find(token);
-    if (shard != nullptr) return shard;
-    if (const PendingShard* pending = table.FindPending(token)) {
-      return Status::Unavailable(
-          std::string(field) + " " + std::to_string(key) + " belongs to shard " +
-          std::to_string(pending->assignment.shard_id) + ", which node " + core.options.node_id +
-          " is " +
-          (pending->state == ShardState::kRefused         ? "refusing to open"
-           : pending->state == ShardState::kBootstrapping ? "still bootstrapping"
-                                                          : "still opening") +
-          (pending->why.empty() ? std::string() : ": " + pending->why));
-    }
-    return Status::NotOwner(std::string(field) + " " + std::to_string(key) +
-                            " is not hosted by node " + core.options.node_id +
-                            " at shard-map version " + std::to_string(table.map_version));
-  }
-
-  // Routes a write: the shard must be held here as primary.
-  static Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& table,
-                                               uint64_t key, const char* field) {
-    auto shard = Route(core, table, key, field);
-    if (shard.ok() && (*shard)->assignment.role != ShardRole::kPrimary) {
-      const ShardAssignment& a = (*shard)->assignment;
-      return Status::NotPrimary("shard " + std::to_string(a.shard_id) + " is a replica on node " +
-                                    core.options.node_id + "; its primary is " + a.primary_node,
-                                a.primary_address);
-    }
-    return shard;
-  }
-
-  // Routes a read: a primary serves every consistency; a replica serves `replica` reads while
-  // its staleness is under the bound and `session` reads once it has applied the caller's
-  // token (AfterSessionWait waited for it). Otherwise notPrimary (the client reads from the
-  // primary) or, for a session read still behind after the wait, unavailable.
-  static Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
-                                              const char* field, const ReadOptions& read) {
-    auto shard = Route(core, table, key, field);
-    if (!shard.ok() || (*shard)->assignment.role == ShardRole::kPrimary) return shard;
-    const HostedShard& h = **shard;
-    const ShardAssignment& a = h.assignment;
-    auto to_primary = [&](const std::string& why) {
-      return Status::NotPrimary("shard " + std::to_string(a.shard_id) + " on node " +
-                                    core.options.node_id + " is a replica: " + why,
-                                a.primary_address);
-    };
-    switch (read.consistency) {
-      case Consistency::kStrong:
-        return to_primary("strong reads go to the primary " + a.primary_node);
-      case Consistency::kReplica: {
-        const uint64_t bound =
-            read.max_lag_ms != 0
-                ? read.max_lag_ms
-                : static_cast<uint64_t>(core.options.replication.default_max_lag.count());
-        const uint64_t lag = h.log->lag_ms();
-        if (lag > bound) {
-          return to_primary("it is " + std::to_string(lag) + " ms stale, over the bound of " +
-                            std::to_string(bound) + " ms");
-        }
-        core.metrics.RecordReplicaRead(1);
-        return shard;
-      }
-      case Consistency::kSession: {
-        const WriteToken& token = read.token;
-        if (token.shard_id == 0 && token.lsn == 0) {  // Nothing written yet.
-          core.metrics.RecordReplicaRead(2);
-          return shard;
-        }
-        if (token.shard_id != a.shard_id || token.epoch != a.epoch) {
-          return to_primary("the token is of shard " + std::to_string(token.shard_id) + " epoch " +
-                            std::to_string(token.epoch) + ", not epoch " + std::to_string(a.epoch));
-        }
-        const uint64_t applied = h.log->lsn();
-        if (applied < token.lsn) {
-          return Status::Unavailable("shard " + std::to_string(a.shard_id) + " on node " +
-                                     core.options.node_id + " has applied lsn " +
-                                     std::to_string(applied) + ", not yet the token's " +
-                                     std::to_string(token.lsn) + "; read from the primary");
-        }
-        core.metrics.RecordReplicaRead(2);
-        return shard;
-      }
-    }
-    return shard;
-  }
-
-  // A session read of a key this node holds as a replica waits (up to the session wait) until
-  // the copy has applied the caller's token. Everything else proceeds at once.
-  kj::Promise<void> AfterSessionWait(uint64_t key, const ReadOptions& read) {
-    if (read.consistency != Consistency::kSession || read.token.lsn == 0) return kj::READY_NOW;
+  // Runs `serve` at once, or, for a session read of a key this node holds as a replica that
+  // has not applied the caller's token yet, once it has (or the session wait ran out). The
+  // common case adds no promise node: reads are the hot path.
+  template <typename Serve>
+  kj::Promise<void> WhenReadable(uint64_t key, const ReadOptions& read, Serve&& serve) {
+    if (read.consistency != Consistency::kSession || read.token.lsn == 0) return serve();
     auto table = core_->Table();
     const HostedShard* shard = table->Find(TokenOf(key));
     if (shard == nullptr || shard->assignment.role == ShardRole::kPrimary ||
         shard->assignment.shard_id != read.token.shard_id || shard->log->lsn() >= read.token.lsn) {
-      return kj::READY_NOW;
+      return serve();
     }
     return shard->log->WaitFor(read.token.lsn, timer_, core_->options.replication.session_wait)
-        .ignoreResult()
-        .attach(std::shared_ptr<const ShardTable>(table));
+        .attach(std::shared_ptr<const ShardTable>(table))
+        .then([serve = std::forward<Serve>(serve)](bool) mutable { return serve(); });
   }
 
+  // Work functions (below, and the `work` lambdas above) run on engine-pool threads: they use
+  // only the NodeCore they are given, never the service object, which belongs to an event loop
+  // that may end while they run.
   // Routes `key`, runs the write `op` on its shard, and attaches the write token.
   template <typename Op>
   static auto Write(const NodeCore& core, const ShardTable& table, uint64_t key, Op&& op,

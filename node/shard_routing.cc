@@ -1,0 +1,136 @@
+// Which hosted shard serves a call, and with what refusal when none may (private to node/).
+#include "shard_routing.h"
+
+#include <string>
+
+#include "scrollback/replication/replication.h"
+
+namespace scrollback {
+
+bool ValidNodeId(const std::string& id) {
+  if (id.size() > kMaxNodeIdBytes) return false;
+  for (char c : id) {
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                       c == '.' || c == '_' || c == ':' || c == '-';
+    if (!plain) return false;
+  }
+  return true;
+}
+
+Result<const HostedShard*> PrimaryFor(const NodeCore& core, const ShardTable& table,
+                                      uint64_t shard_id, uint64_t epoch) {
+  const HostedShard* h = table.FindShard(shard_id);
+  if (h == nullptr) {
+    for (const PendingShard& p : table.pending) {
+      if (p.assignment.shard_id == shard_id) {
+        return Status::Unavailable("shard " + std::to_string(shard_id) + " is still opening on " +
+                                   core.options.node_id);
+      }
+    }
+    return Status::NotOwner("node " + core.options.node_id + " does not host shard " +
+                            std::to_string(shard_id) + " at shard-map version " +
+                            std::to_string(table.map_version));
+  }
+  const ShardAssignment& a = h->assignment;
+  if (a.role != ShardRole::kPrimary) {
+    return Status::NotPrimary("node " + core.options.node_id + " holds a replica of shard " +
+                                  std::to_string(shard_id) + "; its primary is " + a.primary_node,
+                              a.primary_address);
+  }
+  if (epoch != a.epoch) {
+    return Status::StaleEpoch("shard " + std::to_string(shard_id) + " is at epoch " +
+                                  std::to_string(a.epoch) + " on node " + core.options.node_id +
+                                  ", not " + std::to_string(epoch),
+                              a.epoch);
+  }
+  return h;
+}
+
+Result<const HostedShard*> Route(const NodeCore& core, const ShardTable& table, uint64_t key,
+                                 const char* field) {
+  const uint64_t token = TokenOf(key);
+  const HostedShard* shard = table.Find(token);
+  if (shard != nullptr) return shard;
+  if (const PendingShard* pending = table.FindPending(token)) {
+    return Status::Unavailable(std::string(field) + " " + std::to_string(key) +
+                               " belongs to shard " + std::to_string(pending->assignment.shard_id) +
+                               ", which node " + core.options.node_id + " is " +
+                               (pending->state == ShardState::kRefused ? "refusing to open"
+                                : pending->state == ShardState::kBootstrapping
+                                    ? "still bootstrapping"
+                                    : "still opening") +
+                               (pending->why.empty() ? std::string() : ": " + pending->why));
+  }
+  return Status::NotOwner(std::string(field) + " " + std::to_string(key) +
+                          " is not hosted by node " + core.options.node_id +
+                          " at shard-map version " + std::to_string(table.map_version));
+}
+
+Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& table, uint64_t key,
+                                      const char* field) {
+  auto shard = Route(core, table, key, field);
+  if (shard.ok() && (*shard)->assignment.role != ShardRole::kPrimary) {
+    const ShardAssignment& a = (*shard)->assignment;
+    return Status::NotPrimary("shard " + std::to_string(a.shard_id) + " is a replica on node " +
+                                  core.options.node_id + "; its primary is " + a.primary_node,
+                              a.primary_address);
+  }
+  return shard;
+}
+
+// Routes a read: a primary serves every consistency; a replica serves `replica` reads while
+// its staleness is under the bound and `session` reads once it has applied the caller's
+// token (WhenReadable waited for it). Otherwise notPrimary (the client reads from the
+// primary) or, for a session read still behind after the wait, unavailable.
+Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
+                                     const char* field, const ReadOptions& read) {
+  auto shard = Route(core, table, key, field);
+  if (!shard.ok() || (*shard)->assignment.role == ShardRole::kPrimary) return shard;
+  const HostedShard& h = **shard;
+  const ShardAssignment& a = h.assignment;
+  auto to_primary = [&](const std::string& why) {
+    return Status::NotPrimary("shard " + std::to_string(a.shard_id) + " on node " +
+                                  core.options.node_id + " is a replica: " + why,
+                              a.primary_address);
+  };
+  switch (read.consistency) {
+    case Consistency::kStrong:
+      return to_primary("strong reads go to the primary " + a.primary_node);
+    case Consistency::kReplica: {
+      const uint64_t bound =
+          read.max_lag_ms != 0
+              ? read.max_lag_ms
+              : static_cast<uint64_t>(core.options.replication.default_max_lag.count());
+      const uint64_t lag = h.log->lag_ms();
+      if (lag > bound) {
+        return to_primary("it is " + std::to_string(lag) + " ms stale, over the bound of " +
+                          std::to_string(bound) + " ms");
+      }
+      core.metrics.RecordReplicaRead(1);
+      return shard;
+    }
+    case Consistency::kSession: {
+      const WriteToken& token = read.token;
+      if (token.shard_id == 0 && token.lsn == 0) {  // Nothing written yet.
+        core.metrics.RecordReplicaRead(2);
+        return shard;
+      }
+      if (token.shard_id != a.shard_id || token.epoch != a.epoch) {
+        return to_primary("the token is of shard " + std::to_string(token.shard_id) + " epoch " +
+                          std::to_string(token.epoch) + ", not epoch " + std::to_string(a.epoch));
+      }
+      const uint64_t applied = h.log->lsn();
+      if (applied < token.lsn) {
+        return Status::Unavailable("shard " + std::to_string(a.shard_id) + " on node " +
+                                   core.options.node_id + " has applied lsn " +
+                                   std::to_string(applied) + ", not yet the token's " +
+                                   std::to_string(token.lsn) + "; read from the primary");
+      }
+      core.metrics.RecordReplicaRead(2);
+      return shard;
+    }
+  }
+  return shard;
+}
+
+}  // namespace scrollback

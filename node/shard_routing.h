@@ -1,0 +1,40 @@
+// Routing a call to the shard this node hosts for it, with the typed refusal when it may not
+// serve it: not hosted (notOwner), still opening (unavailable), a replica asked to write or to
+// read strongly (notPrimary with the primary's address), a replica too stale or behind a session
+// token, a replication call at another epoch (staleEpoch). Private to node/; used by the
+// ChatStore / Node service on event loops and engine-pool threads alike (all functions are
+// pure over the table they are given, except the replica-read counter in `core.metrics`).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "node_core.h"
+
+namespace scrollback {
+
+// Node ids from the network end up in log lines and metric labels: at most kMaxNodeIdBytes of
+// letters, digits, '.', '_', ':' and '-'.
+constexpr size_t kMaxNodeIdBytes = 128;
+bool ValidNodeId(const std::string& id);
+
+// The shard `shard_id` held here as primary at `epoch`: notPrimary (with the primary's address)
+// if this node holds a replica, staleEpoch if the epochs differ, unavailable while it opens,
+// notOwner if the node does not host it.
+Result<const HostedShard*> PrimaryFor(const NodeCore& core, const ShardTable& table,
+                                      uint64_t shard_id, uint64_t epoch);
+
+// The serving shard owning `key` (any role); `field` names the key in errors.
+Result<const HostedShard*> Route(const NodeCore& core, const ShardTable& table, uint64_t key,
+                                 const char* field);
+
+// Routes a write: the shard must be held here as primary.
+Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& table, uint64_t key,
+                                      const char* field);
+
+// Routes a read by its consistency (docs/replication.md, Reads); counts reads served by
+// replicas in core.metrics.
+Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
+                                     const char* field, const ReadOptions& read);
+
+}  // namespace scrollback

@@ -46,7 +46,7 @@ class MultiProcessCluster {
         std::vector<std::string>{SCROLLBACK_ROUTER, "--listen", Address(router_port), "--etcd",
                                  etcd.endpoint()},
         etcd.dir.Sub("router.log"));
-    REQUIRE(testing::WaitForPort(router_port, std::chrono::seconds(30)));
+    SB_REQUIRE_LISTENING(*router, router_port, std::chrono::seconds(30));
     // Every node has published its address (map version 1 + 3 address updates).
     for (int i = 0; i < 300; ++i) {
       auto map = ReadShardMap(*metadata);
@@ -76,7 +76,9 @@ class MultiProcessCluster {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    FAIL("node " << nodes[i].id << " never served shard map version " << version);
+    FAIL("node " << nodes[i].id << " never served shard map version " << version
+                 << ". The end of its log:\n"
+                 << nodes[i].process->LogTail());
   }
 
   static std::string Address(int port) { return "127.0.0.1:" + std::to_string(port); }
@@ -89,7 +91,7 @@ class MultiProcessCluster {
                                  Address(nodes[i].http_port), "--bootstrap-shards", "8",
                                  "--bootstrap-nodes", "node-1,node-2,node-3"},
         etcd.dir.Sub(nodes[i].id + ".log"));
-    REQUIRE(testing::WaitForPort(nodes[i].port, std::chrono::seconds(30)));
+    SB_REQUIRE_LISTENING(*nodes[i].process, nodes[i].port, std::chrono::seconds(30));
   }
 
   kj::AsyncIoContext io = kj::setupAsyncIo();  // The test thread's event loop.

@@ -45,22 +45,35 @@ std::vector<Status> ShardStoreImpl::ApplyInboxUpdates(const std::vector<InboxUpd
   locks.reserve(stripes.size());
   for (size_t stripe : stripes) locks.emplace_back(user_locks_[stripe]);
 
-  // One WriteBatch for all; `overlay` holds the states this batch has already changed, so a
-  // later update of the same (user, conversation) builds on an earlier one.
-  rocksdb::WriteBatch batch;
-  std::map<std::pair<uint64_t, uint64_t>, std::optional<codec::InboxState>> overlay;
+  // One WriteBatch for all, one row pair per (user, conversation): `slots` holds each pair as
+  // the updates so far left it, so a later update of the same pair builds on an earlier one.
+  std::map<std::pair<uint64_t, uint64_t>, InboxSlot> slots;
   for (size_t i = 0; i < updates.size(); ++i) {
     if (!statuses[i].ok()) continue;
     const InboxUpdate& update = updates[i];
-    auto slot = overlay.find({update.user_id, update.conv_id});
-    if (slot == overlay.end()) {
-      std::optional<codec::InboxState> stored;
+    auto slot = slots.find({update.user_id, update.conv_id});
+    if (slot == slots.end()) {
+      InboxSlot read;
       // Newest data, no snapshot: the user's stripe lock keeps other writers out.
-      statuses[i] = ReadInboxState(update.user_id, update.conv_id, nullptr, &stored);
+      statuses[i] = ReadInboxState(update.user_id, update.conv_id, nullptr, &read.stored);
       if (!statuses[i].ok()) continue;
-      slot = overlay.emplace(std::make_pair(update.user_id, update.conv_id), stored).first;
+      read.state = read.stored;
+      slot = slots.emplace(std::make_pair(update.user_id, update.conv_id), std::move(read)).first;
     }
-    statuses[i] = StageInboxUpdate(batch, update, &slot->second);
+    statuses[i] = StageInboxUpdate(update, &slot->second);
+  }
+  rocksdb::WriteBatch batch;
+  Status staged;
+  for (const auto& [ids, slot] : slots) {
+    if (!slot.changed) continue;
+    staged = WriteInboxSlot(batch, ids.first, ids.second, slot);
+    if (!staged.ok()) break;
+  }
+  if (!staged.ok()) {
+    for (Status& status : statuses) {
+      if (status.ok()) status = staged;
+    }
+    return statuses;
   }
   Status written = batch.Count() == 0 ? Status::Ok() : Write(batch, "apply inbox updates");
   if (!written.ok()) {
@@ -177,39 +190,33 @@ Status ShardStoreImpl::CheckInboxUpdate(const InboxUpdate& update) const {
   return Status::Ok();
 }
 
-Status ShardStoreImpl::StageInboxUpdate(rocksdb::WriteBatch& batch, const InboxUpdate& update,
-                                        std::optional<codec::InboxState>* state) {
-  if (update.kind == InboxUpdateKind::kChanged && *state && update.seq == (*state)->last_seq) {
-    return StagePreviewChange(batch, update, state);
+Status ShardStoreImpl::StageInboxUpdate(const InboxUpdate& update, InboxSlot* slot) {
+  std::optional<codec::InboxState>& state = slot->state;
+  if (update.kind == InboxUpdateKind::kChanged && state && update.seq == state->last_seq) {
+    return StagePreviewChange(update, slot);
   }
-  if (*state && update.seq <= (*state)->last_seq) return Status::Ok();  // Already applied.
+  if (state && update.seq <= state->last_seq) return Status::Ok();  // Already applied.
   // A change of a message the row has not seen yet stands for that message (with its newest
   // text): the message's own update, if it comes later, is then a no-op.
   codec::InboxState next;
   next.last_seq = update.seq;
   next.preview_revision = update.revision;
-  next.read_seq = *state ? (*state)->read_seq : 0;
+  next.read_seq = state ? state->read_seq : 0;
   // Your own message (or your own membership change) is read by definition.
   if (update.sender_id == update.user_id) next.read_seq = std::max(next.read_seq, update.seq);
-  if (*state && !(*state)->removed) {
-    SB_RETURN_IF_ERROR(Delete(
-        batch, kInboxCf,
-        keys::InboxByActivityKey(update.user_id, (*state)->last_activity_ms, update.conv_id)));
-  }
   if (update.kind == InboxUpdateKind::kRemoved) {
     next.removed = true;
+    slot->listing.reset();
   } else {
     next.last_activity_ms = update.activity_ms;
-    SB_RETURN_IF_ERROR(PutListingRow(batch, update, next));
+    slot->listing = ListingRow(update, next);
   }
-  SB_RETURN_IF_ERROR(Put(batch, kInboxCf, keys::InboxStateKey(update.user_id, update.conv_id),
-                         codec::EncodeInboxState(next)));
-  *state = next;
+  state = next;
+  slot->changed = true;
   return Status::Ok();
 }
 
-Status ShardStoreImpl::PutListingRow(rocksdb::WriteBatch& batch, const InboxUpdate& update,
-                                     const codec::InboxState& state) {
+InboxEntry ShardStoreImpl::ListingRow(const InboxUpdate& update, const codec::InboxState& state) {
   InboxEntry entry;
   entry.user_id = update.user_id;
   entry.conv_id = update.conv_id;
@@ -221,23 +228,40 @@ Status ShardStoreImpl::PutListingRow(rocksdb::WriteBatch& batch, const InboxUpda
   entry.read_seq = state.read_seq;
   entry.fan_out = update.fan_out;
   entry.title = update.title;
-  return Put(batch, kInboxCf,
-             keys::InboxByActivityKey(update.user_id, state.last_activity_ms, update.conv_id),
-             codec::EncodeInboxEntry(entry));
+  return entry;
 }
 
-Status ShardStoreImpl::StagePreviewChange(rocksdb::WriteBatch& batch, const InboxUpdate& update,
-                                          std::optional<codec::InboxState>* state) {
-  codec::InboxState& current = **state;
+Status ShardStoreImpl::StagePreviewChange(const InboxUpdate& update, InboxSlot* slot) {
+  codec::InboxState& current = *slot->state;
   // Idempotent and order-proof: only a newer revision of the row's newest message counts.
   if (current.removed || update.revision <= current.preview_revision) return Status::Ok();
   // The update carries everything the listing row shows (it is built like the message's own
   // update), so the row is rebuilt without reading it: it may exist only in this batch so far.
   // It stays where it is (current.last_activity_ms); a deleted message's preview is empty.
   current.preview_revision = update.revision;
-  SB_RETURN_IF_ERROR(PutListingRow(batch, update, current));
-  return Put(batch, kInboxCf, keys::InboxStateKey(update.user_id, update.conv_id),
-             codec::EncodeInboxState(current));
+  slot->listing = ListingRow(update, current);
+  slot->changed = true;
+  return Status::Ok();
+}
+
+Status ShardStoreImpl::WriteInboxSlot(rocksdb::WriteBatch& batch, uint64_t user_id,
+                                      uint64_t conv_id, const InboxSlot& slot) {
+  const codec::InboxState& state = *slot.state;
+  const bool listed = !state.removed;
+  if (slot.stored && !slot.stored->removed &&
+      (!listed || slot.stored->last_activity_ms != state.last_activity_ms)) {
+    SB_RETURN_IF_ERROR(
+        Delete(batch, kInboxCf,
+               keys::InboxByActivityKey(user_id, slot.stored->last_activity_ms, conv_id)));
+  }
+  if (listed) {
+    if (!slot.listing) return Status::Internal("inbox update staged without its listing row");
+    SB_RETURN_IF_ERROR(Put(batch, kInboxCf,
+                           keys::InboxByActivityKey(user_id, state.last_activity_ms, conv_id),
+                           codec::EncodeInboxEntry(*slot.listing)));
+  }
+  return Put(batch, kInboxCf, keys::InboxStateKey(user_id, conv_id),
+             codec::EncodeInboxState(state));
 }
 
 Status ShardStoreImpl::ReadInboxState(uint64_t user_id, uint64_t conv_id,

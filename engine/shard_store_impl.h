@@ -470,20 +470,31 @@ class ShardStoreImpl final : public ShardStore {
 
   Status CheckInboxUpdate(const InboxUpdate& update) const;
 
-  // Adds to `batch` what applying `update` writes, given the current `state` (nullopt: no
-  // row), and updates `state` to the result. An update not newer than the state is a no-op.
+  // One (user, conversation) inbox row pair while a batch of updates is applied: what is stored,
+  // and what the updates applied so far make of it. Updates change it in memory only; the batch
+  // writes each changed pair once, its final form (WriteInboxSlot), however many updates of it
+  // the batch held (under load, fan-out rounds carry many messages of one conversation).
+  struct InboxSlot {
+    std::optional<codec::InboxState> stored;  // As read (nullopt: no row).
+    std::optional<codec::InboxState> state;   // After the updates applied so far.
+    std::optional<InboxEntry> listing;        // The listing row `state` shows, once rebuilt.
+    bool changed = false;
+  };
+
+  // Applies `update` to `slot` in memory. An update not newer than the state is a no-op.
   // REQUIRES: the user's stripe lock held.
-  Status StageInboxUpdate(rocksdb::WriteBatch& batch, const InboxUpdate& update,
-                          std::optional<codec::InboxState>* state);
-  // Writes the listing row that `update` (of message update.seq) shows, at `state`'s activity
-  // time and read position.
-  Status PutListingRow(rocksdb::WriteBatch& batch, const InboxUpdate& update,
-                       const codec::InboxState& state);
+  Status StageInboxUpdate(const InboxUpdate& update, InboxSlot* slot);
+  // The listing row that `update` (of message update.seq) shows, at `state`'s activity time
+  // and read position.
+  static InboxEntry ListingRow(const InboxUpdate& update, const codec::InboxState& state);
   // A kChanged update of the row's newest message: replaces the preview if the revision is
-  // newer. REQUIRES: the user's stripe lock held; `*state` holds a row with last_seq ==
+  // newer. REQUIRES: the user's stripe lock held; `slot->state` holds a row with last_seq ==
   // update.seq.
-  Status StagePreviewChange(rocksdb::WriteBatch& batch, const InboxUpdate& update,
-                            std::optional<codec::InboxState>* state);
+  Status StagePreviewChange(const InboxUpdate& update, InboxSlot* slot);
+  // Adds the rows of a changed slot to `batch`: the state row, the listing row at the final
+  // activity time, and the delete of the stored listing row if it moved or went away.
+  Status WriteInboxSlot(rocksdb::WriteBatch& batch, uint64_t user_id, uint64_t conv_id,
+                        const InboxSlot& slot);
 
   // The user's state row for the conversation (nullopt: none), read at `snapshot` (nullptr:
   // the newest data).

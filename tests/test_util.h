@@ -2,6 +2,7 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <random>
@@ -10,6 +11,13 @@
 #include "scrollback/engine/shard_store.h"
 
 namespace scrollback::testing {
+
+// The seed of a randomized test: SCROLLBACK_SEED from the environment (to replay a failure),
+// else a fresh one. Tests print it with INFO so that a failure shows it.
+inline uint64_t TestSeed() {
+  if (const char* fixed = std::getenv("SCROLLBACK_SEED")) return std::strtoull(fixed, nullptr, 10);
+  return (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
+}
 
 // A fresh directory under the system temp dir, removed with everything in it on destruction.
 class TempDir {

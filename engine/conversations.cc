@@ -249,7 +249,8 @@ Result<uint64_t> ShardStoreImpl::ChangeMembers(uint64_t conv_id, uint64_t actor_
   InboxUpdate membership = update;
   auto reservation = outbox_.Reserve();
   membership.kind = adding ? InboxUpdateKind::kJoined : InboxUpdateKind::kRemoved;
-  SB_RETURN_IF_ERROR(PutOutbox(batch, reservation.seq(), changed, membership));
+  uint64_t part = 0;  // Both groups' records go under the one outbox_seq.
+  SB_RETURN_IF_ERROR(PutOutbox(batch, reservation.seq(), changed, membership, &part));
   const uint32_t limit = limits_.fan_out_member_limit;
   if (before <= limit || after <= limit) {
     std::vector<uint64_t> others;
@@ -261,7 +262,7 @@ Result<uint64_t> ShardStoreImpl::ChangeMembers(uint64_t conv_id, uint64_t actor_
     std::vector<uint64_t> remaining;  // Members before the change, minus the changed users.
     std::set_difference(others.begin(), others.end(), changed.begin(), changed.end(),
                         std::back_inserter(remaining));
-    SB_RETURN_IF_ERROR(PutOutbox(batch, reservation.seq(), remaining, update));
+    SB_RETURN_IF_ERROR(PutOutbox(batch, reservation.seq(), remaining, update, &part));
   }
   SB_RETURN_IF_ERROR(Write(batch, adding ? "add members" : "remove members"));
   stripe.convs.erase(conv_id);  // Reloaded on next use, with the new member list.

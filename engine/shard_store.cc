@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -98,7 +99,10 @@ using engine_internal::ShardStoreImpl;
 
 // Layout version of keys and values (docs/formats.md). Bump only with a migration.
 // 2: the outbox became a FIFO queue (tag 0x41).
-constexpr uint32_t kFormatVersion = 2;
+// 3: one outbox record per operation and group of targets (tag 0x42). Format 2 is upgraded in
+//    place: its 0x41 rows are delivered first, and the first write marks the shard format 3.
+constexpr uint32_t kFormatVersion = 3;
+constexpr uint32_t kOldestUpgradableFormat = 2;
 
 class StorageResourcesImpl final : public StorageResources {
  public:
@@ -218,6 +222,7 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
     return status;
   };
   std::string meta_value;
+  std::optional<codec::ShardMetaRow> upgrade;  // The meta row of a shard in an older format.
   rocksdb::Status s =
       db->Get(CurrentReadOptions(), handles[kMetaCf],
               rocksdb::Slice(keys::kShardMetaKey.data(), keys::kShardMetaKey.size()), &meta_value);
@@ -236,10 +241,11 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
     codec::ShardMetaRow meta;
     Status decoded = codec::DecodeShardMeta(meta_value, &meta);
     if (!decoded.ok()) return fail(decoded);
-    if (meta.format_version != kFormatVersion) {
+    if (meta.format_version < kOldestUpgradableFormat || meta.format_version > kFormatVersion) {
       return fail(Status::FailedPrecondition(
           "shard at " + path + " has format version " + std::to_string(meta.format_version) +
-          ", this build reads " + std::to_string(kFormatVersion)));
+          ", this build reads " + std::to_string(kOldestUpgradableFormat) + " to " +
+          std::to_string(kFormatVersion)));
     }
     if (meta.shard_id != options.shard_id) {
       return fail(Status::InvalidArgument("shard_id", "shard at " + path + " is shard " +
@@ -251,11 +257,27 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
       return fail(Status::InvalidArgument("token_range",
                                           "shard at " + path + " owns a different token range"));
     }
+    if (meta.format_version < kFormatVersion) upgrade = meta;
   }
   auto store = std::make_unique<ShardStoreImpl>(options, std::move(resources), std::move(db),
                                                 std::move(handles));
   SB_RETURN_IF_ERROR(store->InitOutbox());
+  if (upgrade) store->SetFormatUpgradePending(*upgrade);
   return std::unique_ptr<ShardStore>(std::move(store));
 }
+
+namespace engine_internal {
+
+Status ShardStoreImpl::PutCurrentMeta(rocksdb::WriteBatch& batch) {
+  codec::ShardMetaRow meta = meta_;
+  meta.format_version = kFormatVersion;
+  return FromRocksDb(
+      batch.Put(handles_[kMetaCf],
+                rocksdb::Slice(keys::kShardMetaKey.data(), keys::kShardMetaKey.size()),
+                codec::EncodeShardMeta(meta)),
+      "batch put");
+}
+
+}  // namespace engine_internal
 
 }  // namespace scrollback

@@ -211,6 +211,12 @@ class ShardStoreImpl final : public ShardStore {
   // REQUIRES: called once, before the store is shared. Continues the outbox sequence after
   // the newest record on disk. Defined in outbox.cc.
   Status InitOutbox();
+  // REQUIRES: called once, before the store is shared. The shard is marked with an older
+  // format version that this build upgrades in place (docs/formats.md): `meta` is its meta row.
+  void SetFormatUpgradePending(const codec::ShardMetaRow& meta) {
+    meta_ = meta;
+    format_upgrade_pending_ = true;
+  }
 
   ~ShardStoreImpl() override;
 
@@ -346,6 +352,9 @@ class ShardStoreImpl final : public ShardStore {
   static bool IsOutboxKey(std::string_view key) {
     return key.size() == keys::kOutboxKeySize && key[0] == static_cast<char>(Tag::kOutbox);
   }
+  static bool IsOutboxV2Key(std::string_view key) {
+    return key.size() == keys::kOutboxKeySize && key[0] == static_cast<char>(Tag::kOutboxV2);
+  }
 
   Status Put(rocksdb::WriteBatch& batch, Cf cf, const Key& key, const std::string& value) {
     return FromRocksDb(batch.Put(handles_[cf], ToSlice(key), value), "batch put");
@@ -353,8 +362,15 @@ class ShardStoreImpl final : public ShardStore {
   Status Delete(rocksdb::WriteBatch& batch, Cf cf, const Key& key) {
     return FromRocksDb(batch.Delete(handles_[cf], ToSlice(key)), "batch delete");
   }
+  // Every write of the store's own operations (not ApplyLog's). In a shard still marked with
+  // an older format, it also marks the shard with this build's version, so that the first
+  // record in the new format is never written without the mark (and an older build refuses
+  // the shard instead of misreading it). Replicas get the mark through the log.
   Status Write(rocksdb::WriteBatch& batch, const char* what) {
+    const bool upgrading = format_upgrade_pending_.load(std::memory_order_acquire);
+    if (upgrading) SB_RETURN_IF_ERROR(PutCurrentMeta(batch));
     SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &batch), what));
+    if (upgrading) format_upgrade_pending_.store(false, std::memory_order_release);
     Committed();
     return Status::Ok();
   }
@@ -363,16 +379,25 @@ class ShardStoreImpl final : public ShardStore {
     if (options_.on_commit) options_.on_commit(db_->GetLatestSequenceNumber());
   }
 
-  // One outbox record per target user, all with the same value (the target is in the key).
+  // Queues `update` for `targets`: one record per kMaxOutboxTargets of them, numbered from
+  // `*next_part` (0 when null), which is advanced (an operation that queues two different
+  // updates under one outbox_seq passes the same counter to both calls).
   // REQUIRES: `outbox_seq` stays reserved until the batch's write returned.
   Status PutOutbox(rocksdb::WriteBatch& batch, uint64_t outbox_seq,
-                   const std::vector<uint64_t>& targets, const InboxUpdate& update) {
-    std::string value = codec::EncodeInboxUpdate(update);
-    for (uint64_t user : targets) {
-      SB_RETURN_IF_ERROR(Put(batch, kOutboxCf, keys::OutboxKey(outbox_seq, user), value));
+                   const std::vector<uint64_t>& targets, const InboxUpdate& update,
+                   uint64_t* next_part = nullptr) {
+    uint64_t part = next_part ? *next_part : 0;
+    for (size_t at = 0; at < targets.size(); at += keys::kMaxOutboxTargets) {
+      const size_t count = std::min(keys::kMaxOutboxTargets, targets.size() - at);
+      SB_RETURN_IF_ERROR(Put(batch, kOutboxCf, keys::OutboxKey(outbox_seq, part++),
+                             codec::EncodeOutboxEntry(update, targets.data() + at, count)));
     }
+    if (next_part) *next_part = part;
     return Status::Ok();
   }
+  // The meta row with this build's format version (the format-2 upgrade). Defined in
+  // shard_store.cc.
+  Status PutCurrentMeta(rocksdb::WriteBatch& batch);
 
   // The message row with its time and sender index rows.
   Status PutMessageRows(rocksdb::WriteBatch& batch, const Message& message) {
@@ -544,6 +569,12 @@ class ShardStoreImpl final : public ShardStore {
   std::mutex log_cursors_mu_;
   std::list<LogCursor> log_cursors_;  // GUARDED_BY(log_cursors_mu_)
   OutboxSequencer outbox_;
+  // Format upgrade (SetFormatUpgradePending): the stored meta row, and whether the shard is
+  // still marked with the older version. Cleared once a write that re-marks it committed.
+  codec::ShardMetaRow meta_;
+  std::atomic<bool> format_upgrade_pending_{false};
+  // Serializes the read-modify-write of partly delivered outbox records (DeleteOutbox).
+  std::mutex outbox_delete_mu_;
 };
 
 }  // namespace scrollback::engine_internal

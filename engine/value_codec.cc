@@ -141,6 +141,28 @@ Status DecodeInboxUpdate(std::string_view bytes, InboxUpdate* out) {
                                [out](s::InboxUpdate::Reader r) { wire::FromWire(r, out); });
 }
 
+std::string EncodeOutboxEntry(const InboxUpdate& u, const uint64_t* targets, size_t count) {
+  capnp::MallocMessageBuilder builder(
+      FirstSegmentWords(u.preview.size() + u.title.size() + 8 * count));
+  auto root = builder.initRoot<s::OutboxEntry>();
+  InboxUpdate stored = u;
+  stored.user_id = 0;
+  wire::ToWire(stored, root.initUpdate());
+  auto list = root.initTargets(static_cast<unsigned>(count));
+  for (size_t i = 0; i < count; ++i) list.set(static_cast<unsigned>(i), targets[i]);
+  return ToBytes(builder);
+}
+
+Status DecodeOutboxEntry(std::string_view bytes, InboxUpdate* update,
+                         std::vector<uint64_t>* targets) {
+  return Parse<s::OutboxEntry>(bytes, "outbox entry", [update, targets](s::OutboxEntry::Reader r) {
+    wire::FromWire(r.getUpdate(), update);
+    targets->clear();
+    targets->reserve(r.getTargets().size());
+    for (uint64_t user : r.getTargets()) targets->push_back(user);
+  });
+}
+
 std::string EncodeInboxEntry(const InboxEntry& e) {
   capnp::MallocMessageBuilder builder(FirstSegmentWords(e.preview.size() + e.title.size()));
   InboxEntry stored = e;  // unread_count is derived when read.

@@ -114,6 +114,13 @@ struct HistoryPage {
   hasMore @2 :Bool;
 }
 
+struct OutboxEntry {
+  # One outbox record (format 3, docs/formats.md): the inbox update an operation queued for a
+  # group of users, stored once for all of them.
+  update @0 :InboxUpdate;    # userId is 0: the targets are below.
+  targets @1 :List(UInt64);  # User ids still to deliver to; at most 256.
+}
+
 struct ShardMeta {
   # The shard's identity, stored once under the meta key (docs/formats.md).
   formatVersion @0 :UInt32;  # Layout version of keys and values; see docs/formats.md.

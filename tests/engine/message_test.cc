@@ -109,7 +109,7 @@ TEST_CASE("system messages cannot be edited or deleted") {
   CHECK(f.store->DeleteMessage(10, seq, 1).status().code() == ErrorCode::kFailedPrecondition);
 }
 
-TEST_CASE("a send writes one outbox record per member in the same batch") {
+TEST_CASE("a send queues one inbox update per member in the same batch") {
   StoreFixture f;
   f.Create(10, 1, {2, 3});
   auto creation = f.store->ReadOutbox("", 100);

@@ -36,7 +36,8 @@ enum class Tag : uint8_t {
   kInboxByActivity =
       0x31,               // cf inbox:         prefix(user) | tag | ~ordered(activity_ms) | conv_id
   kRetiredOutbox = 0x40,  // format 1 only (prefix(conv) | tag | seq | user): never reuse.
-  kOutbox = 0x41,         // cf outbox:        tag | outbox_seq | target user_id (no prefix)
+  kOutboxV2 = 0x41,       // format 2 (read and deleted, never written): tag | outbox_seq | user_id
+  kOutbox = 0x42,         // cf outbox:        tag | outbox_seq | part (no prefix)
 };
 
 inline constexpr size_t kPrefixSize = 16;
@@ -147,12 +148,21 @@ inline Key InboxByActivityKey(uint64_t user_id, int64_t activity_ms, uint64_t co
   k.AppendU64(~OrderedFromSigned(activity_ms)).AppendU64(conv_id);
   return k;
 }
-// The outbox is a queue in write order: one outbox_seq per operation, one row per target user.
-// Not token-prefixed: after a split both halves keep the queue, and delivering a record twice
-// is harmless (inbox updates are idempotent).
-inline Key OutboxKey(uint64_t outbox_seq, uint64_t target_user_id) {
+// The outbox is a queue in write order: one outbox_seq per operation, and per operation one
+// record for each group of at most kMaxOutboxTargets users that get the same update (`part`
+// numbers the groups, from 0). Not token-prefixed: after a split both halves keep the queue,
+// and delivering a record twice is harmless (inbox updates are idempotent).
+inline Key OutboxKey(uint64_t outbox_seq, uint64_t part) {
   Key k;
-  k.AppendTag(Tag::kOutbox).AppendU64(outbox_seq).AppendU64(target_user_id);
+  k.AppendTag(Tag::kOutbox).AppendU64(outbox_seq).AppendU64(part);
+  return k;
+}
+inline constexpr size_t kMaxOutboxTargets = 256;
+// Format 2's outbox rows: one per operation and target user. A format-2 shard opened by this
+// build delivers and deletes them before any record of its own (their tag sorts first).
+inline Key OutboxV2Key(uint64_t outbox_seq, uint64_t target_user_id) {
+  Key k;
+  k.AppendTag(Tag::kOutboxV2).AppendU64(outbox_seq).AppendU64(target_user_id);
   return k;
 }
 inline constexpr size_t kOutboxKeySize = 1 + 8 + 8;

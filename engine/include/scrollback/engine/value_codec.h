@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "scrollback/schema/status.h"
 #include "scrollback/schema/types.h"
@@ -37,6 +38,10 @@ Status DecodeMessage(std::string_view bytes, Message* out);
 // every member of a send.
 std::string EncodeInboxUpdate(const InboxUpdate& update);
 Status DecodeInboxUpdate(std::string_view bytes, InboxUpdate* out);
+// An outbox record (OutboxEntry): `update` (its user_id is not stored) and its targets.
+std::string EncodeOutboxEntry(const InboxUpdate& update, const uint64_t* targets, size_t count);
+Status DecodeOutboxEntry(std::string_view bytes, InboxUpdate* update,
+                         std::vector<uint64_t>* targets);
 
 std::string EncodeInboxEntry(const InboxEntry& entry);
 Status DecodeInboxEntry(std::string_view bytes, InboxEntry* out);

@@ -148,9 +148,11 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(Cf cf, const StorageResourcesImpl& re
     options.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(keys::kPrefixSize));
     options.memtable_prefix_bloom_size_ratio = 0.05;
     // A conversation's rows are appended in seq order: remember where the last insert of each
-    // conversation (or user) went, so the next one skips most of the skiplist search.
+    // conversation (or user) went, per row tag, so the next one skips most of the skiplist
+    // search. Per tag, because one send writes three index rows under one prefix, in three
+    // different places (one hint for all three would send each insert back to the top).
     options.memtable_insert_with_hint_prefix_extractor.reset(
-        rocksdb::NewFixedPrefixTransform(keys::kPrefixSize));
+        rocksdb::NewFixedPrefixTransform(keys::kPrefixSize + 1));
   }
   if (cf == kIndexesCf) {
     // Every new send looks up its client_msg_id row, which almost never exists: a whole-key

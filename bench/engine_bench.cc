@@ -3,7 +3,7 @@
 //   BM_SendMessage       ShardStore::SendMessage, 200-byte body, 5-member conversation
 //   BM_SendBatch/100     ShardStore::SendMessages, 100 sends in one call (one WriteBatch)
 //   BM_RawWriteBatch/n   one WriteBatch with the same keys and values n sends write
-//                        (message, 3 index rows, 5 outbox records) into a plain RocksDB
+//                        (message, 3 index rows, 1 outbox record) into a plain RocksDB
 //   BM_HistoryPage50     ShardStore::ReadHistory, 50 newest-first from a random cursor
 //   BM_HistoryTail50     the same from the newest message (two seeks: find it, then read)
 //   BM_RawSeekNext50     Seek + 50 Next over the same message rows in a plain RocksDB
@@ -24,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <vector>
 
 #include "scrollback/engine/keys.h"
 #include "scrollback/engine/shard_store.h"
@@ -298,7 +299,10 @@ void BM_RawWriteBatch(benchmark::State& state) {
   update.conv_id = conv;
   update.preview = message.body.substr(0, 120);
   update.title = "send";
-  const std::string update_value = codec::EncodeInboxUpdate(update);
+  std::vector<uint64_t> members;
+  for (uint64_t m = 0; m < kMembers; ++m) members.push_back(conv * 100 + m);
+  // The outbox record as format 3 stores it: the update once, with its targets.
+  const std::string outbox_value = codec::EncodeOutboxEntry(update, members.data(), members.size());
   std::string seq_value(8, '\0');
   rocksdb::WriteBatch batch;
   uint64_t seq = 0;
@@ -312,9 +316,7 @@ void BM_RawWriteBatch(benchmark::State& state) {
           batch.Put(keys::ClientMsgIdKey(conv, 1, "s" + std::to_string(seq)).str(), seq_value));
       env.Check(batch.Put(keys::TimeIndexKey(conv, message.sent_at_ms, seq).str(), ""));
       env.Check(batch.Put(keys::SenderIndexKey(conv, 1, seq).str(), ""));
-      for (uint64_t m = 0; m < kMembers; ++m) {
-        env.Check(batch.Put(keys::OutboxKey(seq, conv * 100 + m).str(), update_value));
-      }
+      env.Check(batch.Put(keys::OutboxKey(seq, 0).str(), outbox_value));
     }
     env.Check(env.raw->Write(rocksdb::WriteOptions(), &batch));
   }

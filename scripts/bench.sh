@@ -8,7 +8,8 @@
 #   3. the engine micro-benchmarks beside raw RocksDB (scripts/bench-engine.sh);
 #   4. the cluster RPC micro-benchmarks beside a Cap'n Proto echo (rpc_bench);
 #   5. replication: `send` with replication factor 1 and 3, `c` and `history` read `strong`,
-#      `replica` and `session`, replica lag; a replica bootstrap of a BOOTSTRAP_MB shard beside a
+#      `replica` and `session`, replica lag, `history` of one hot conversation `strong` against
+#      `replica`; a replica bootstrap of a BOOTSTRAP_MB shard beside a
 #      filesystem copy (docs/replication.md).
 # Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt,
 # replication.txt, replication.json, bootstrap.txt, and PNG charts (scripts/plot-bench.sh).
@@ -71,19 +72,27 @@ if [[ "${REPLICATION:-1}" != 0 ]]; then
   echo "== replication (embedded)"
   : >bench/results/replication.txt
   reports=()
-  run() {  # workload replication-factor consistency
-    echo "# $1 rf=$2 consistency=$3" | tee -a bench/results/replication.txt
+  run() {  # workload replication-factor consistency [tag extra-options...]
+    local tag=${4:-}
+    echo "# $1 rf=$2 consistency=$3 ${tag}" | tee -a bench/results/replication.txt
     build/bench/scrollback-bench --workload "$1" --target embedded --records "$records" \
       --duration "$duration" --warmup 1 --threads "${THREADS:-2}" --inflight "${INFLIGHT:-16}" \
-      --replication-factor "$2" --consistency "$3" --json "bench/results/repl-$1-$2-$3.json" \
-      2>&1 | grep -E 'OVERALL\], Throughput|99thPercentile|Replica' |
+      --replication-factor "$2" --consistency "$3" --json "bench/results/repl-$1-$2-$3$tag.json" \
+      "${@:5}" 2>&1 | grep -E 'OVERALL\], Throughput|99thPercentile|Replica' |
       tee -a bench/results/replication.txt
-    reports+=("bench/results/repl-$1-$2-$3.json")
+    reports+=("bench/results/repl-$1-$2-$3$tag.json")
   }
   for round in 1 2; do run send 1 strong; run send 3 strong; done
   for workload in c history; do
     run "$workload" 1 strong
     for consistency in strong replica session; do run "$workload" 3 "$consistency"; done
+  done
+  # One hot conversation (every read goes to one shard, so its primary's node is the
+  # bottleneck): strong against replica reads, alternating.
+  for round in 1 2; do
+    for consistency in strong replica; do
+      run history 3 "$consistency" "-hot$round" --messages-per-conversation "$records"
+    done
   done
   python3 -c '
 import json, sys

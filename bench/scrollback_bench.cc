@@ -85,6 +85,11 @@ int Main(int argc, char** argv) {
   app.add_option("--consistency", consistency,
                  "Where cluster targets read: strong (primary), replica, session")
       ->check(CLI::IsMember({"strong", "replica", "session"}));
+  std::string ack = "default";
+  app.add_option("--ack", ack,
+                 "How cluster targets' writes are acknowledged: default (the node's: async), "
+                 "async, semi-sync")
+      ->check(CLI::IsMember({"default", "async", "semi-sync"}));
   CLI11_PARSE(app, argc, argv);
   data_set.max_run_inserts = run.operations + 1'000'000;
 
@@ -115,6 +120,9 @@ int Main(int argc, char** argv) {
       target_options.consistency = consistency == "replica"   ? Consistency::kReplica
                                    : consistency == "session" ? Consistency::kSession
                                                               : Consistency::kStrong;
+      target_options.write.ack = ack == "semi-sync" ? AckMode::kSemiSync
+                                 : ack == "async"   ? AckMode::kAsync
+                                                    : AckMode::kDefault;
       auto target = MakeTarget(target_name, target_options);
       if (!target.ok()) {
         fmt::print(stderr, "scrollback-bench: {}\n", target.status().ToString());
@@ -141,6 +149,7 @@ int Main(int argc, char** argv) {
       report.push_back(ToJson(target_name, *workload, run, data_set.records, result));
       report.back()["replication_factor"] = replication_factor;
       report.back()["consistency"] = consistency;
+      report.back()["ack"] = ack;
       for (const auto& [name, value] : figures) report.back()["target_figures"][name] = value;
     }
   }

@@ -23,6 +23,10 @@ int Run(int argc, char** argv) {
                  "Copies of each shard: a primary and replicas kept current by log shipping "
                  "(default 3, capped at --nodes)")
       ->check(CLI::Range(1u, 32u));
+  std::string default_ack = "async";
+  app.add_option("--default-ack", default_ack,
+                 "How writes that do not choose are acknowledged: async or semi-sync")
+      ->check(CLI::IsMember({"async", "semi-sync"}));
   app.add_option("--data-dir", options.data_dir,
                  "Where the shards live (default: a temporary directory, removed at exit)");
   app.add_option("--listen", listen, "host:port of the router's ChatStore listener (port 0: any)");
@@ -32,6 +36,8 @@ int Run(int argc, char** argv) {
       "trace, debug, info, warn (default: quiet unless something goes wrong), error, off");
   CLI11_PARSE(app, argc, argv);
   options.logger = MakeProcessLogger("scrollback-local", log_level);
+  options.node.replication.default_ack =
+      default_ack == "semi-sync" ? AckMode::kSemiSync : AckMode::kAsync;
 
   StopSignals stop_signals;  // Before any thread starts.
 

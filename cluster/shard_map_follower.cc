@@ -60,7 +60,8 @@ Status ShardMapFollower::Apply(const ShardMap& map) {
     mine.push_back(ShardAssignment{shard.shard_id, shard.range, shard.epoch,
                                    primary ? ShardRole::kPrimary : ShardRole::kReplica,
                                    shard.placement_version, shard.primary,
-                                   primary_node ? primary_node->address : std::string()});
+                                   primary_node ? primary_node->address : std::string(),
+                                   primary ? shard.replicas : std::vector<std::string>()});
   }
   Status applied = node_.AssignShards(map.version(), mine, map.Serialize());
   if (!applied.ok()) {

@@ -34,6 +34,7 @@ class ChatService final : public s::Node::Server {
     request.creator_id = params.getCreatorId();
     request.title = wire::View(params.getTitle());
     Status ids = ReadIds(params.getMemberIds(), "member_ids", &request.member_ids);
+    const WriteOptions write = wire::FromWire(params.getOptions());
     return Serve<Written<Conversation>>(
         NodeMetrics::kCreateConversation,
         [ids, request](NodeCore& core, const ShardTable& table) -> Result<Written<Conversation>> {
@@ -49,7 +50,7 @@ class ChatService final : public s::Node::Server {
           wire::ToWire(done.value, results.initConversation());
           SetToken(results.initToken(), done.token);
         },
-        [context](const Status&) mutable { return context.getResults().initError(); });
+        [context](const Status&) mutable { return context.getResults().initError(); }, write);
   }
 
   kj::Promise<void> getConversation(GetConversationContext context) override {
@@ -101,6 +102,7 @@ class ChatService final : public s::Node::Server {
 
   kj::Promise<void> sendMessage(SendMessageContext context) override {
     auto request = wire::ReadSend(context.getParams().getRequest());
+    const WriteOptions write = wire::FromWire(context.getParams().getOptions());
     return Serve<Written<SendMessageResult>>(
         NodeMetrics::kSendMessage,
         [request](NodeCore& core, const ShardTable& table) {
@@ -115,7 +117,8 @@ class ChatService final : public s::Node::Server {
           // Mirrored for clients of API version 1, which read result.error.
           wire::ToWire(error, context.getResults().initResult().initError());
           return context.getResults().initError();
-        });
+        },
+        write);
   }
 
   kj::Promise<void> sendBatch(SendBatchContext context) override {
@@ -132,6 +135,7 @@ class ChatService final : public s::Node::Server {
     }
     const unsigned n = requests.size();
     if (n == 0) return kj::READY_NOW;  // Nothing to do; the reply's empty list says so.
+    const WriteOptions write = wire::FromWire(context.getParams().getOptions());
     return Serve<Batch>(
         NodeMetrics::kSendBatch,
         [too_many, sends = std::move(sends)](NodeCore& core,
@@ -156,7 +160,8 @@ class ChatService final : public s::Node::Server {
           auto results = context.getResults().initResults(n);
           for (unsigned i = 0; i < n; ++i) wire::ToWire(error, results[i].initError());
           return context.getResults().initError();
-        });
+        },
+        write);
   }
 
   kj::Promise<void> getMessage(GetMessageContext context) override {
@@ -263,6 +268,7 @@ class ChatService final : public s::Node::Server {
   kj::Promise<void> markRead(MarkReadContext context) override {
     auto params = context.getParams();
     const uint64_t user = params.getUserId(), conv_id = params.getConvId(), seq = params.getSeq();
+    const WriteOptions write = wire::FromWire(params.getOptions());
     return Serve<Written<InboxEntry>>(
         NodeMetrics::kMarkRead,
         [user, conv_id, seq](NodeCore& core,
@@ -276,7 +282,7 @@ class ChatService final : public s::Node::Server {
           wire::ToWire(done.value, results.initEntry());
           SetToken(results.initToken(), done.token);
         },
-        [context](const Status&) mutable { return context.getResults().initError(); });
+        [context](const Status&) mutable { return context.getResults().initError(); }, write);
   }
 
   kj::Promise<void> applyInboxUpdates(ApplyInboxUpdatesContext context) override {
@@ -432,7 +438,10 @@ class ChatService final : public s::Node::Server {
             core_->options.node_id + "'s lsn " + std::to_string(latest) + " of shard " +
             std::to_string(shard_id) + ": its log diverged; bootstrap it again");
       } else if (!replica.empty()) {
-        h.log->RecordPull(replica, from - 1);
+        // Acknowledges semi-sync writes up to from - 1 if the map lists it as a replica.
+        const auto& listed = h.assignment.replica_nodes;
+        h.log->RecordPull(replica, from - 1,
+                          std::find(listed.begin(), listed.end(), replica) != listed.end());
       }
     }
     if (!refused.ok()) {
@@ -610,11 +619,13 @@ class ChatService final : public s::Node::Server {
   // either `fill(value)` or writes the error into the builder `error_slot(status)` returns.
   // Records the call's latency (queueing included) and error code.
   template <typename T, typename Work, typename Fill, typename ErrorSlot>
+  // `write`: a write's acknowledgement mode. A semi-sync write's reply waits, after the work,
+  // until a replica acknowledged the write's token (Acknowledge).
   kj::Promise<void> Serve(NodeMetrics::Method method, Work&& work, Fill&& fill,
-                          ErrorSlot&& error_slot) {
+                          ErrorSlot&& error_slot, const WriteOptions& write = {}) {
     auto start = std::chrono::steady_clock::now();
-    auto finish = [this, method, start, fill = std::forward<Fill>(fill),
-                   error_slot = std::forward<ErrorSlot>(error_slot)](Result<T> result) mutable {
+    auto respond = [this, method, start, fill = std::forward<Fill>(fill),
+                    error_slot = std::forward<ErrorSlot>(error_slot)](Result<T> result) mutable {
       if (result.ok()) {
         fill(*result);
       } else {
@@ -622,10 +633,22 @@ class ChatService final : public s::Node::Server {
       }
       core_->metrics.Record(method, std::chrono::steady_clock::now() - start);
     };
+    const bool semi_sync = IsWrite<T>::value && EffectiveAck(write) == AckMode::kSemiSync;
+    const auto ack_timeout = AckTimeout(write);
+    // Returns a promise only when the reply must wait for a replica; else answers at once.
+    auto finish = [this, semi_sync, ack_timeout,
+                   respond = kj::mv(respond)](Result<T> result) mutable -> kj::Promise<void> {
+      if constexpr (IsWrite<T>::value) {
+        if (semi_sync) {
+          return Acknowledge(std::move(result), ack_timeout).then(kj::mv(respond));
+        }
+      }
+      respond(std::move(result));
+      return kj::READY_NOW;
+    };
     if (!core_->pool) {
       core_->metrics.RecordEngineCall(NodeMetrics::kOnLoop);
-      finish(work(*core_, *core_->Table()));
-      return kj::READY_NOW;
+      return finish(work(*core_, *core_->Table()));
     }
     if (IsLockFreeRead(method)) {
       // Tried on the loop from memory first; only a read that needs the disk pays the two
@@ -636,8 +659,7 @@ class ChatService final : public s::Node::Server {
       }();
       if (result.ok() || result.status().code() != ErrorCode::kWouldBlock) {
         core_->metrics.RecordEngineCall(NodeMetrics::kOnLoop);
-        finish(std::move(result));
-        return kj::READY_NOW;
+        return finish(std::move(result));
       }
     }
     core_->metrics.RecordEngineCall(NodeMetrics::kOnPool);
@@ -647,12 +669,100 @@ class ChatService final : public s::Node::Server {
       fulfiller->fulfill(work(*core, *core->Table()));
     });
     if (!queued) {
-      finish(Result<T>(Status::FromCode(
+      return finish(Result<T>(Status::FromCode(
           ErrorCode::kOverloaded,
           "node " + core_->options.node_id + " has too many calls queued; retry later")));
-      return kj::READY_NOW;
     }
     return paf.promise.then(kj::mv(finish));
+  }
+
+  // ---- Acknowledgement (docs/replication.md) ----------------------------------------------------
+
+  // Results that carry write tokens: a write's, or a batch of sends'.
+  template <typename T>
+  struct IsWrite : std::false_type {};
+  template <typename V>
+  struct IsWrite<Written<V>> : std::true_type {};
+  template <typename V>
+  struct IsWrite<std::vector<Result<Written<V>>>> : std::true_type {};
+
+  AckMode EffectiveAck(const WriteOptions& write) const {
+    return write.ack == AckMode::kDefault ? core_->options.replication.default_ack : write.ack;
+  }
+  std::chrono::milliseconds AckTimeout(const WriteOptions& write) const {
+    if (write.timeout_ms == 0) return core_->options.replication.semi_sync_timeout;
+    return std::chrono::milliseconds(std::min<uint32_t>(write.timeout_ms, 60'000));
+  }
+
+  // Resolves once a replica the map lists for the token's shard has applied the token's LSN,
+  // or to notReplicated after `timeout` (the write stays committed on the primary), or at once
+  // when the shard has no replica here to wait for.
+  kj::Promise<Status> WaitReplicated(const WriteToken& token, std::chrono::milliseconds timeout) {
+    auto table = core_->Table();
+    const HostedShard* shard = table->FindShard(token.shard_id);
+    if (shard == nullptr || shard->assignment.role != ShardRole::kPrimary ||
+        shard->assignment.replica_nodes.empty()) {
+      core_->metrics.RecordSemiSync(false, std::chrono::nanoseconds(0));
+      return Status::NotReplicated("shard " + std::to_string(token.shard_id) +
+                                   " has no replica to acknowledge a semi-sync write; it is "
+                                   "committed on its primary only");
+    }
+    const auto start = std::chrono::steady_clock::now();
+    std::shared_ptr<replication::ShardLog> log = shard->log;
+    return log->WaitAcked(token.lsn, timer_, timeout)
+        .attach(kj::mv(log))
+        .then([this, token, timeout, start](bool acked) -> Status {
+          core_->metrics.RecordSemiSync(acked, std::chrono::steady_clock::now() - start);
+          if (acked) return Status::Ok();
+          return Status::NotReplicated(
+              "no replica of shard " + std::to_string(token.shard_id) + " applied lsn " +
+              std::to_string(token.lsn) + " within " + std::to_string(timeout.count()) +
+              " ms; the write is committed on the primary and may or may not survive a "
+              "failover (retrying is safe)");
+        });
+  }
+
+  template <typename V>
+  kj::Promise<Result<Written<V>>> Acknowledge(Result<Written<V>> result,
+                                              std::chrono::milliseconds timeout) {
+    if (!result.ok()) return std::move(result);
+    const WriteToken token = result->token;
+    return WaitReplicated(token, timeout)
+        .then([result = std::move(result)](Status acked) mutable -> Result<Written<V>> {
+          if (!acked.ok()) return acked;
+          return std::move(result);
+        });
+  }
+
+  // A batch: one wait per shard, for the highest token of its sends; the sends of a shard
+  // that was not acknowledged answer notReplicated.
+  template <typename V>
+  kj::Promise<Result<std::vector<Result<Written<V>>>>> Acknowledge(
+      Result<std::vector<Result<Written<V>>>> result, std::chrono::milliseconds timeout) {
+    if (!result.ok()) return std::move(result);
+    std::map<uint64_t, WriteToken> highest;
+    for (const auto& item : *result) {
+      if (!item.ok()) continue;
+      WriteToken& top = highest[item->token.shard_id];
+      if (item->token.lsn >= top.lsn) top = item->token;
+    }
+    auto waits = kj::heapArrayBuilder<kj::Promise<std::pair<uint64_t, Status>>>(highest.size());
+    for (const auto& [shard_id, token] : highest) {
+      waits.add(WaitReplicated(token, timeout).then([shard_id = shard_id](Status acked) {
+        return std::make_pair(shard_id, std::move(acked));
+      }));
+    }
+    return kj::joinPromises(waits.finish())
+        .then([result = std::move(result)](kj::Array<std::pair<uint64_t, Status>> acks) mutable
+              -> Result<std::vector<Result<Written<V>>>> {
+          for (auto& item : *result) {
+            if (!item.ok()) continue;
+            for (const auto& [shard_id, acked] : acks) {
+              if (shard_id == item->token.shard_id && !acked.ok()) item = acked;
+            }
+          }
+          return std::move(result);
+        });
   }
 
   // Copies one stored message (a flat Cap'n Proto message) into element `i` of `out`.
@@ -798,6 +908,7 @@ class ChatService final : public s::Node::Server {
     const uint64_t conv_id = params.getConvId(), actor = params.getActorId();
     std::vector<uint64_t> user_ids;
     Status ids = ReadIds(params.getUserIds(), "user_ids", &user_ids);
+    const WriteOptions write = wire::FromWire(params.getOptions());
     return Serve<Written<uint64_t>>(
         method,
         [ids, adding, conv_id, actor, user_ids](
@@ -815,7 +926,7 @@ class ChatService final : public s::Node::Server {
           results.setSeq(done.value);
           SetToken(results.initToken(), done.token);
         },
-        [context](const Status&) mutable { return context.getResults().initError(); });
+        [context](const Status&) mutable { return context.getResults().initError(); }, write);
   }
 
   template <typename Context, typename Op>
@@ -833,7 +944,8 @@ class ChatService final : public s::Node::Server {
           wire::ToWire(done.value, results.initMessage());
           SetToken(results.initToken(), done.token);
         },
-        [context](const Status&) mutable { return context.getResults().initError(); });
+        [context](const Status&) mutable { return context.getResults().initError(); },
+        wire::FromWire(context.getParams().getOptions()));
   }
 
   std::shared_ptr<NodeCore> core_;

@@ -49,7 +49,7 @@ class NodeMetrics {
   // Upper bounds of the latency buckets, in microseconds (+Inf is implicit).
   static constexpr std::array<uint64_t, 10> kBucketsUs = {25,   50,   100,   250,   500,
                                                           1000, 2500, 10000, 50000, 250000};
-  static constexpr size_t kNumCodes = static_cast<size_t>(ErrorCode::kLogGap) + 1;
+  static constexpr size_t kNumCodes = static_cast<size_t>(ErrorCode::kNotReplicated) + 1;
 
   void Record(Method method, std::chrono::nanoseconds took) {
     auto& m = methods_[method];
@@ -66,6 +66,12 @@ class NodeMetrics {
   }
   void RecordError(ErrorCode code) {
     errors_[static_cast<size_t>(code)].fetch_add(1, std::memory_order_relaxed);
+  }
+  // A semi-sync write's wait for a replica: acknowledged in time, or not (notReplicated).
+  void RecordSemiSync(bool acked, std::chrono::nanoseconds waited) {
+    semi_sync_[acked ? 0 : 1].fetch_add(1, std::memory_order_relaxed);
+    semi_sync_wait_us_.fetch_add(static_cast<uint64_t>(waited.count() / 1000),
+                                 std::memory_order_relaxed);
   }
   // Where an engine call ran: on the event loop (a read served from memory) or on the pool.
   enum Where : size_t { kOnLoop, kOnPool, kNumWheres };
@@ -125,6 +131,21 @@ class NodeMetrics {
         "\n"
         "scrollback_replica_reads_total{consistency=\"session\"} " +
         std::to_string(replica_reads_[1].load()) + "\n";
+    *out +=
+        "# HELP scrollback_semi_sync_writes_total Semi-sync writes, by outcome: a replica "
+        "acknowledged them in time, or they answered notReplicated.\n"
+        "# TYPE scrollback_semi_sync_writes_total counter\n"
+        "scrollback_semi_sync_writes_total{outcome=\"acked\"} " +
+        std::to_string(semi_sync_[0].load()) +
+        "\n"
+        "scrollback_semi_sync_writes_total{outcome=\"not_replicated\"} " +
+        std::to_string(semi_sync_[1].load()) +
+        "\n"
+        "# HELP scrollback_semi_sync_wait_seconds_total Time semi-sync writes waited for a "
+        "replica after their commit.\n"
+        "# TYPE scrollback_semi_sync_wait_seconds_total counter\n"
+        "scrollback_semi_sync_wait_seconds_total " +
+        std::to_string(semi_sync_wait_us_.load() / 1e6) + "\n";
   }
 
  private:
@@ -137,6 +158,8 @@ class NodeMetrics {
   std::array<std::atomic<uint64_t>, kNumCodes> errors_{};
   std::array<std::atomic<uint64_t>, kNumWheres> engine_calls_{};
   std::array<std::atomic<uint64_t>, 2> replica_reads_{};
+  std::array<std::atomic<uint64_t>, 2> semi_sync_{};  // Acked, not replicated.
+  std::atomic<uint64_t> semi_sync_wait_us_{0};
 };
 
 // Times one call into NodeMetrics (calls complete within the method: the engine is synchronous).

@@ -67,6 +67,16 @@ int Run(int argc, char** argv) {
   app.add_option("--bootstrap-mb-per-s", options.replication.bootstrap_mb_per_s,
                  "Checkpoint copy rate of a bootstrapping replica, MB/s (default 0: unlimited)")
       ->check(CLI::Range(0.0, 1e6));
+  std::string default_ack = "async";
+  app.add_option("--default-ack", default_ack,
+                 "How writes that do not choose are acknowledged: async (the primary committed) "
+                 "or semi-sync (a replica applied it too)")
+      ->check(CLI::IsMember({"async", "semi-sync"}));
+  uint32_t semi_sync_timeout_ms = 1000;
+  app.add_option("--semi-sync-timeout-ms", semi_sync_timeout_ms,
+                 "How long a semi-sync write waits for a replica before notReplicated (default "
+                 "1000)")
+      ->check(CLI::Range(1u, 60'000u));
   uint64_t wal_archive_mb = options.budgets.wal_archive_bytes >> 20;
   app.add_option("--wal-archive-mb", wal_archive_mb,
                  "WAL kept for replica catch-up, all shards of the node together (default 4096)")
@@ -79,6 +89,9 @@ int Run(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (stderr)");
   CLI11_PARSE(app, argc, argv);
   options.budgets.wal_archive_bytes = wal_archive_mb << 20;
+  options.replication.default_ack =
+      default_ack == "semi-sync" ? AckMode::kSemiSync : AckMode::kAsync;
+  options.replication.semi_sync_timeout = std::chrono::milliseconds(semi_sync_timeout_ms);
   const Logger log = MakeProcessLogger("scrollbackd[" + options.node_id + "]", log_level);
   options.logger = log;
 

@@ -1,4 +1,5 @@
-// ShardLog: a shard's reached LSN with its waiters, and replication progress on either side.
+// ShardLog: a shard's reached and acknowledged LSNs with their waiters, and replication
+// progress on either side.
 #include <algorithm>
 
 #include "scrollback/replication/replication.h"
@@ -11,16 +12,16 @@ int64_t SteadyMs() {
       .count();
 }
 
-void ShardLog::Publish(uint64_t lsn) {
-  // Monotonic: two writers may publish out of order.
-  uint64_t seen = lsn_.load(std::memory_order_relaxed);
-  while (seen < lsn && !lsn_.compare_exchange_weak(seen, lsn, std::memory_order_acq_rel)) {
+void LsnWatch::Raise(uint64_t lsn) {
+  // Monotonic: two writers may raise out of order.
+  uint64_t seen = value_.load(std::memory_order_relaxed);
+  while (seen < lsn && !value_.compare_exchange_weak(seen, lsn, std::memory_order_acq_rel)) {
   }
   std::vector<kj::Own<kj::CrossThreadPromiseFulfiller<void>>> ready;
   {
     std::lock_guard lock(mu_);
     if (waiters_.empty()) return;
-    const uint64_t now = lsn_.load(std::memory_order_acquire);
+    const uint64_t now = value_.load(std::memory_order_acquire);
     auto keep = std::partition(waiters_.begin(), waiters_.end(), [now](const Waiter& w) {
       return w.lsn > now && w.fulfiller->isWaiting();
     });
@@ -30,19 +31,19 @@ void ShardLog::Publish(uint64_t lsn) {
   for (auto& fulfiller : ready) fulfiller->fulfill();  // Safe from any thread.
 }
 
-kj::Promise<bool> ShardLog::WaitFor(uint64_t lsn, kj::Timer& timer,
-                                    std::chrono::milliseconds timeout) {
-  if (this->lsn() >= lsn) return true;
+kj::Promise<bool> LsnWatch::Wait(uint64_t lsn, kj::Timer& timer,
+                                 std::chrono::milliseconds timeout) {
+  if (value() >= lsn) return true;
   auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
   {
     std::lock_guard lock(mu_);
-    if (waiters_.size() >= 64) {  // Drop waiters that timed out while no write came.
+    if (waiters_.size() >= 64) {  // Drop waiters that timed out while nothing was raised.
       std::erase_if(waiters_, [](const Waiter& w) { return !w.fulfiller->isWaiting(); });
     }
     waiters_.push_back(Waiter{lsn, kj::mv(paf.fulfiller)});
   }
-  // Published between the check and the registration: do not wait for the next write.
-  if (this->lsn() >= lsn) return true;
+  // Raised between the check and the registration: do not wait for the next raise.
+  if (value() >= lsn) return true;
   return paf.promise.then([] { return true; })
       .exclusiveJoin(
           timer.afterDelay(timeout.count() * kj::MILLISECONDS).then([] { return false; }));
@@ -68,7 +69,8 @@ void ShardLog::StartedFollowing() {
   caught_up_at_ms_.compare_exchange_strong(zero, SteadyMs(), std::memory_order_relaxed);
 }
 
-void ShardLog::RecordPull(const std::string& replica_node, uint64_t applied_lsn) {
+void ShardLog::RecordPull(const std::string& replica_node, uint64_t applied_lsn, bool listed) {
+  if (listed) acked_.Raise(applied_lsn);
   std::lock_guard lock(mu_);
   if (pulls_.size() >= kMaxReplicasTracked && pulls_.count(replica_node) == 0) {
     // Bounded whatever callers name themselves: the replica heard from longest ago goes.

@@ -68,9 +68,10 @@ class ChatClientImpl final : public ChatClient {
       : io_(io), maps_(std::move(maps)), options_(options) {}
 
   kj::Promise<Result<Written<Conversation>>> CreateConversation(
-      CreateConversationRequest request) override {
-    return Routed<Written<Conversation>>(request.conv_id, [request](NodeClient& node) {
+      CreateConversationRequest request, const WriteOptions& write) override {
+    return Routed<Written<Conversation>>(request.conv_id, [request, write](NodeClient& node) {
       auto call = node.createConversationRequest();
+      SetWrite(call, write);
       call.setConvId(request.conv_id);
       call.setCreatorId(request.creator_id);
       SetIds(call.initMemberIds(static_cast<unsigned>(request.member_ids.size())),
@@ -97,9 +98,11 @@ class ChatClientImpl final : public ChatClient {
   }
 
   kj::Promise<Result<Written<uint64_t>>> AddMembers(uint64_t conv_id, uint64_t actor_id,
-                                                    std::vector<uint64_t> user_ids) override {
+                                                    std::vector<uint64_t> user_ids,
+                                                    const WriteOptions& write) override {
     return Routed<Written<uint64_t>>(conv_id, [=](NodeClient& node) {
       auto call = node.addMembersRequest();
+      SetWrite(call, write);
       call.setConvId(conv_id);
       call.setActorId(actor_id);
       SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
@@ -110,9 +113,11 @@ class ChatClientImpl final : public ChatClient {
   }
 
   kj::Promise<Result<Written<uint64_t>>> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
-                                                       std::vector<uint64_t> user_ids) override {
+                                                       std::vector<uint64_t> user_ids,
+                                                       const WriteOptions& write) override {
     return Routed<Written<uint64_t>>(conv_id, [=](NodeClient& node) {
       auto call = node.removeMembersRequest();
+      SetWrite(call, write);
       call.setConvId(conv_id);
       call.setActorId(actor_id);
       SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
@@ -141,9 +146,11 @@ class ChatClientImpl final : public ChatClient {
     });
   }
 
-  kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request) override {
-    return Routed<SendMessageResult>(request.conv_id, [request](NodeClient& node) {
+  kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request,
+                                                     const WriteOptions& write) override {
+    return Routed<SendMessageResult>(request.conv_id, [request, write](NodeClient& node) {
       auto call = node.sendMessageRequest();
+      SetWrite(call, write);
       wire::ToWire(request, call.initRequest());
       return call.send().then([](auto reply) -> Result<SendMessageResult> {
         if (reply.hasError()) return wire::FromWire(reply.getError());  // API version 2.
@@ -153,7 +160,7 @@ class ChatClientImpl final : public ChatClient {
   }
 
   kj::Promise<std::vector<Result<SendMessageResult>>> SendBatch(
-      std::vector<SendMessageRequest> requests) override {
+      std::vector<SendMessageRequest> requests, const WriteOptions& write) override {
     // One sendBatch per owning node; each sub-batch goes through Routed so that not-owner
     // answers refresh the map. Sends that a node refuses as not-owner are retried one by one.
     auto groups = GroupByNode(requests.size(), [&](size_t i) { return requests[i].conv_id; });
@@ -167,8 +174,9 @@ class ChatClientImpl final : public ChatClient {
       calls.add(
           Routed<std::vector<Result<SendMessageResult>>>(
               first_key,
-              [part](NodeClient& node) {
+              [part, write](NodeClient& node) {
                 auto call = node.sendBatchRequest();
+                SetWrite(call, write);
                 auto list = call.initRequests(static_cast<unsigned>(part.size()));
                 for (unsigned i = 0; i < part.size(); ++i) wire::ToWire(part[i], list[i]);
                 return call.send().then(
@@ -180,7 +188,7 @@ class ChatClientImpl final : public ChatClient {
                       return out;
                     });
               })
-              .then([this, out, indexes, part](
+              .then([this, out, indexes, part, write](
                         Result<std::vector<Result<SendMessageResult>>> got) -> kj::Promise<void> {
                 kj::Vector<kj::Promise<void>> retries;
                 for (size_t k = 0; k < indexes.size(); ++k) {
@@ -191,10 +199,10 @@ class ChatClientImpl final : public ChatClient {
                           : Result<SendMessageResult>(Status::Internal("short batch reply"));
                   if (!r.ok() && r.status().code() == ErrorCode::kNotOwner) {
                     size_t index = indexes[k];
-                    retries.add(
-                        SendMessage(part[k]).then([out, index](Result<SendMessageResult> retried) {
-                          (*out)[index] = std::move(retried);
-                        }));
+                    retries.add(SendMessage(part[k], write)
+                                    .then([out, index](Result<SendMessageResult> retried) {
+                                      (*out)[index] = std::move(retried);
+                                    }));
                   } else {
                     (*out)[indexes[k]] = std::move(r);
                   }
@@ -235,9 +243,11 @@ class ChatClientImpl final : public ChatClient {
   }
 
   kj::Promise<Result<Written<Message>>> EditMessage(uint64_t conv_id, uint64_t seq,
-                                                    uint64_t editor_id, std::string body) override {
+                                                    uint64_t editor_id, std::string body,
+                                                    const WriteOptions& write) override {
     return Routed<Written<Message>>(conv_id, [=](NodeClient& node) {
       auto call = node.editMessageRequest();
+      SetWrite(call, write);
       call.setConvId(conv_id);
       call.setSeq(seq);
       call.setEditorId(editor_id);
@@ -250,9 +260,11 @@ class ChatClientImpl final : public ChatClient {
   }
 
   kj::Promise<Result<Written<Message>>> DeleteMessage(uint64_t conv_id, uint64_t seq,
-                                                      uint64_t actor_id) override {
+                                                      uint64_t actor_id,
+                                                      const WriteOptions& write) override {
     return Routed<Written<Message>>(conv_id, [=](NodeClient& node) {
       auto call = node.deleteMessageRequest();
+      SetWrite(call, write);
       call.setConvId(conv_id);
       call.setSeq(seq);
       call.setActorId(actor_id);
@@ -288,22 +300,26 @@ class ChatClientImpl final : public ChatClient {
   }
 
   kj::Promise<Result<Written<InboxEntry>>> MarkRead(uint64_t user_id, uint64_t conv_id,
-                                                    uint64_t seq) override {
+                                                    uint64_t seq,
+                                                    const WriteOptions& write) override {
     // The seq is clamped to the conversation's last seq first: the user's shard clamps rows it
     // updates per message, but rows of conversations above the fan-out limit do not track the
     // last seq, and a read position never moves back. (If the conversation's shard cannot
     // answer, the mark goes ahead as asked.)
     return GetConversation(conv_id, {})
-        .then([this, user_id, conv_id, seq](Result<Conversation> conv) {
-          return MarkReadClamped(user_id, conv_id, conv.ok() ? std::min(seq, conv->last_seq) : seq);
+        .then([this, user_id, conv_id, seq, write](Result<Conversation> conv) {
+          return MarkReadClamped(user_id, conv_id, conv.ok() ? std::min(seq, conv->last_seq) : seq,
+                                 write);
         });
   }
 
   kj::Promise<Result<Written<InboxEntry>>> MarkReadClamped(uint64_t user_id, uint64_t conv_id,
-                                                           uint64_t seq) {
+                                                           uint64_t seq,
+                                                           const WriteOptions& write) {
     return Routed<Written<InboxEntry>>(user_id,
                                        [=](NodeClient& node) {
                                          auto call = node.markReadRequest();
+                                         SetWrite(call, write);
                                          call.setUserId(user_id);
                                          call.setConvId(conv_id);
                                          call.setSeq(seq);
@@ -500,6 +516,14 @@ class ChatClientImpl final : public ChatClient {
 
   // Where a call goes: the shard's primary, or (reads that allow it) one of its replicas.
   enum class Target { kPrimary, kReplica };
+
+  // Sets a write's options; nothing for the default (the message stays as small as before).
+  template <typename Request>
+  static void SetWrite(Request& call, const WriteOptions& write) {
+    if (write.ack != AckMode::kDefault || write.timeout_ms != 0) {
+      wire::ToWire(write, call.initOptions());
+    }
+  }
 
   template <typename Request>
   static void SetRead(Request& call, const ReadOptions& read) {

@@ -49,7 +49,7 @@ class RouterService final : public s::ChatStore::Server {
                  results)) {
       return kj::READY_NOW;
     }
-    return client_->CreateConversation(std::move(request))
+    return client_->CreateConversation(std::move(request), wire::FromWire(params.getOptions()))
         .then([context](Result<Written<Conversation>> conv) mutable {
           auto results = context.getResults();
           if (!conv.ok()) return SetError(results, conv.status());
@@ -90,7 +90,9 @@ class RouterService final : public s::ChatStore::Server {
   }
 
   kj::Promise<void> sendMessage(SendMessageContext context) override {
-    return client_->SendMessage(wire::ReadSend(context.getParams().getRequest()))
+    return client_
+        ->SendMessage(wire::ReadSend(context.getParams().getRequest()),
+                      wire::FromWire(context.getParams().getOptions()))
         .then([context](Result<SendMessageResult> sent) mutable {
           auto results = context.getResults();
           WriteSend(sent, results.initResult());  // Mirrors the error for API version 1.
@@ -111,7 +113,7 @@ class RouterService final : public s::ChatStore::Server {
     std::vector<SendMessageRequest> sends;
     sends.reserve(requests.size());
     for (auto request : requests) sends.push_back(wire::ReadSend(request));
-    return client_->SendBatch(std::move(sends))
+    return client_->SendBatch(std::move(sends), wire::FromWire(context.getParams().getOptions()))
         .then([context](std::vector<Result<SendMessageResult>> sent) mutable {
           auto results = context.getResults().initResults(static_cast<unsigned>(sent.size()));
           for (unsigned i = 0; i < sent.size(); ++i) WriteSend(sent[i], results[i]);
@@ -141,7 +143,8 @@ class RouterService final : public s::ChatStore::Server {
     auto params = context.getParams();
     return client_
         ->EditMessage(params.getConvId(), params.getSeq(), params.getEditorId(),
-                      std::string(wire::View(params.getBody())))
+                      std::string(wire::View(params.getBody())),
+                      wire::FromWire(params.getOptions()))
         .then([context](Result<Written<Message>> message) mutable {
           WriteWrittenMessage(context.getResults(), message);
         });
@@ -149,7 +152,9 @@ class RouterService final : public s::ChatStore::Server {
 
   kj::Promise<void> deleteMessage(DeleteMessageContext context) override {
     auto params = context.getParams();
-    return client_->DeleteMessage(params.getConvId(), params.getSeq(), params.getActorId())
+    return client_
+        ->DeleteMessage(params.getConvId(), params.getSeq(), params.getActorId(),
+                        wire::FromWire(params.getOptions()))
         .then([context](Result<Written<Message>> message) mutable {
           WriteWrittenMessage(context.getResults(), message);
         });
@@ -175,7 +180,9 @@ class RouterService final : public s::ChatStore::Server {
 
   kj::Promise<void> markRead(MarkReadContext context) override {
     auto params = context.getParams();
-    return client_->MarkRead(params.getUserId(), params.getConvId(), params.getSeq())
+    return client_
+        ->MarkRead(params.getUserId(), params.getConvId(), params.getSeq(),
+                   wire::FromWire(params.getOptions()))
         .then([context](Result<Written<InboxEntry>> entry) mutable {
           auto results = context.getResults();
           if (!entry.ok()) return SetError(results, entry.status());
@@ -205,8 +212,10 @@ class RouterService final : public s::ChatStore::Server {
     if (!ReadIds(params.getUserIds(), options_.max_ids, "user_ids", &ids, results)) {
       return kj::READY_NOW;
     }
-    auto changed = adding ? client_->AddMembers(params.getConvId(), params.getActorId(), ids)
-                          : client_->RemoveMembers(params.getConvId(), params.getActorId(), ids);
+    const WriteOptions write = wire::FromWire(params.getOptions());
+    auto changed =
+        adding ? client_->AddMembers(params.getConvId(), params.getActorId(), ids, write)
+               : client_->RemoveMembers(params.getConvId(), params.getActorId(), ids, write);
     return changed.then([context](Result<Written<uint64_t>> seq) mutable {
       auto results = context.getResults();
       if (!seq.ok()) return SetError(results, seq.status());

@@ -17,11 +17,13 @@ using Types = import "types.capnp";
 using Replication = import "replication.capnp";
 $import "/capnp/c++.capnp".namespace("scrollback::schema");
 
-const apiVersion :UInt32 = 3;
+const apiVersion :UInt32 = 4;
 # 1: errors of sendMessage only in result.error, whole-batch failures only per item.
 # 2: every call's outcome in a top-level `error` (see above). Node.health reports it.
 # 3: reads take ReadOptions (consistency); Node serves the Replication interface. Additive: a
 #    client of version 2 reads strongly, as before.
+# 4: writes take WriteOptions (acknowledgement mode); error code notReplicated. Additive: a
+#    client of version 3 gets the node's default acknowledgement.
 
 struct WriteToken {
   # Returned by writes; a later read may pass it to ask for read-your-writes (used once
@@ -36,6 +38,20 @@ enum Consistency {
   replica @1;   # Any replica whose lag is under maxLagMs may answer; else the primary.
   session @2;   # Read-your-writes: a replica answers once it has applied `token` (same shard and
                 # epoch); it waits up to the node's session wait, then answers unavailable.
+}
+
+enum AckMode {
+  default @0;   # The node's default (scrollbackd --default-ack; async unless configured).
+  async @1;     # Acknowledged once the primary committed it (its WAL). A failover may lose it.
+  semiSync @2;  # Acknowledged once the primary committed it and at least one replica of the
+                # shard applied it (the replica's WAL); else notReplicated after the timeout,
+                # never a silent downgrade to async.
+}
+
+struct WriteOptions {
+  # How a write is acknowledged (docs/replication.md, Acknowledgement). Absent: the default.
+  ack @0 :AckMode;
+  timeoutMs @1 :UInt32;     # semiSync: how long to wait for a replica; 0 = the node's default.
 }
 
 struct ReadOptions {
@@ -76,32 +92,35 @@ struct HistoryRequest {
 }
 
 interface ChatStore {
-  # Reads take `options` (ReadOptions): which copy may answer. A replica answers writes with
-  # notPrimary (primaryHint: the primary's address) and strong reads likewise.
-  createConversation @0 (convId :UInt64, creatorId :UInt64, memberIds :List(UInt64), title :Text)
+  # Reads take `options` (ReadOptions): which copy may answer; writes take `options`
+  # (WriteOptions): when they are acknowledged. A replica answers writes with notPrimary
+  # (primaryHint: the primary's address) and strong reads likewise.
+  createConversation @0 (convId :UInt64, creatorId :UInt64, memberIds :List(UInt64), title :Text,
+                         options :WriteOptions)
       -> (error :Types.Error, conversation :Types.Conversation, token :WriteToken);
   getConversation @1 (convId :UInt64, options :ReadOptions) -> (error :Types.Error, conversation :Types.Conversation);
-  addMembers @2 (convId :UInt64, actorId :UInt64, userIds :List(UInt64))
+  addMembers @2 (convId :UInt64, actorId :UInt64, userIds :List(UInt64), options :WriteOptions)
       -> (error :Types.Error, seq :UInt64, token :WriteToken);
-  removeMembers @3 (convId :UInt64, actorId :UInt64, userIds :List(UInt64))
+  removeMembers @3 (convId :UInt64, actorId :UInt64, userIds :List(UInt64), options :WriteOptions)
       -> (error :Types.Error, seq :UInt64, token :WriteToken);
   listMembers @4 (convId :UInt64, afterUserId :UInt64, limit :UInt32, options :ReadOptions)
       -> (error :Types.Error, userIds :List(UInt64));
 
-  sendMessage @5 (request :SendRequest) -> (result :SendResult, error :Types.Error);
-  sendBatch @6 (requests :List(SendRequest)) -> (results :List(SendResult), error :Types.Error);
+  sendMessage @5 (request :SendRequest, options :WriteOptions) -> (result :SendResult, error :Types.Error);
+  sendBatch @6 (requests :List(SendRequest), options :WriteOptions)
+      -> (results :List(SendResult), error :Types.Error);
   # Up to 1,000 sends, to any conversations of this node; results in request order. Each send
   # is independent (one may fail while others succeed).
   getMessage @7 (convId :UInt64, seq :UInt64, options :ReadOptions) -> (error :Types.Error, message :Types.Message);
   readHistory @8 (request :HistoryRequest, options :ReadOptions) -> (error :Types.Error, page :Types.HistoryPage);
-  editMessage @9 (convId :UInt64, seq :UInt64, editorId :UInt64, body :Data)
+  editMessage @9 (convId :UInt64, seq :UInt64, editorId :UInt64, body :Data, options :WriteOptions)
       -> (error :Types.Error, message :Types.Message, token :WriteToken);
-  deleteMessage @10 (convId :UInt64, seq :UInt64, actorId :UInt64)
+  deleteMessage @10 (convId :UInt64, seq :UInt64, actorId :UInt64, options :WriteOptions)
       -> (error :Types.Error, message :Types.Message, token :WriteToken);
 
   listInbox @11 (userId :UInt64, cursor :Data, limit :UInt32, options :ReadOptions)
       -> (error :Types.Error, entries :List(Types.InboxEntry), nextCursor :Data, hasMore :Bool);
-  markRead @12 (userId :UInt64, convId :UInt64, seq :UInt64)
+  markRead @12 (userId :UInt64, convId :UInt64, seq :UInt64, options :WriteOptions)
       -> (error :Types.Error, entry :Types.InboxEntry, token :WriteToken);
 }
 

@@ -82,4 +82,19 @@ ReadOptions FromWire(schema::ReadOptions::Reader in) {
   return out;
 }
 
+void ToWire(const WriteOptions& in, schema::WriteOptions::Builder out) {
+  out.setAck(static_cast<schema::AckMode>(in.ack));
+  out.setTimeoutMs(in.timeout_ms);
+}
+
+WriteOptions FromWire(schema::WriteOptions::Reader in) {
+  WriteOptions out;
+  // An unknown mode (a newer client) gets the strongest this node knows: never a silent
+  // downgrade.
+  const auto mode = RawEnum<AckMode>(in.getAck());
+  out.ack = mode == AckMode::kDefault || mode == AckMode::kAsync ? mode : AckMode::kSemiSync;
+  out.timeout_ms = in.getTimeoutMs();
+  return out;
+}
+
 }  // namespace scrollback::wire

@@ -34,6 +34,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "would-block";
     case ErrorCode::kLogGap:
       return "log-gap";
+    case ErrorCode::kNotReplicated:
+      return "not-replicated";
   }
   return "unknown";
 }

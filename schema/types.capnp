@@ -147,6 +147,9 @@ enum ErrorCode {
   corruption @12;         # Stored data failed validation.
   wouldBlock @13;         # Never sent (engine-internal); reserved so that numbers match.
   logGap @14;             # Replication: the log asked for is gone; the replica re-bootstraps.
+  notReplicated @15;      # A semiSync write committed on the primary, but no replica confirmed
+                          # it within the timeout: it may or may not survive a failover.
+                          # Retrying is safe (writes are idempotent) and waits again.
 }
 
 struct Error {

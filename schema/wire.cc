@@ -145,7 +145,7 @@ void ToWire(const Status& in, schema::Error::Builder out) {
 Status FromWire(schema::Error::Reader in) {
   auto code = static_cast<uint16_t>(in.getCode());
   if (code == 0) return Status::Ok();
-  if (code > static_cast<uint16_t>(ErrorCode::kLogGap) ||
+  if (code > static_cast<uint16_t>(ErrorCode::kNotReplicated) ||
       code == static_cast<uint16_t>(ErrorCode::kWouldBlock)) {
     return Status::Internal("unknown error code " + std::to_string(code) + ": " +
                             std::string(View(in.getMessage())));

@@ -62,20 +62,21 @@ Status WaitForFanOut(EmbeddedCluster& cluster, std::chrono::seconds limit) {
 }
 
 // Chat operations through the smart client. Reads use `consistency`; for session reads, each
-// session passes the token of its own last write to the key's shard (read-your-writes).
+// session passes the token of its own last write to the key's shard (read-your-writes). Writes
+// use `write` (the acknowledgement mode).
 class ClientSession final : public Session {
  public:
-  ClientSession(std::unique_ptr<ChatClient> client, Consistency consistency)
-      : client_(std::move(client)), consistency_(consistency) {}
+  ClientSession(std::unique_ptr<ChatClient> client, Consistency consistency, WriteOptions write)
+      : client_(std::move(client)), consistency_(consistency), write_(write) {}
 
   kj::Promise<Status> CreateConversation(uint64_t conv_id, uint64_t creator,
                                          std::vector<uint64_t> members) override {
-    return client_->CreateConversation({conv_id, creator, std::move(members), "bench"})
+    return client_->CreateConversation({conv_id, creator, std::move(members), "bench"}, write_)
         .then([](Result<Written<Conversation>> r) { return r.status(); });
   }
   kj::Promise<Result<uint64_t>> Send(uint64_t conv_id, uint64_t sender, std::string client_id,
                                      std::string body) override {
-    return client_->SendMessage({conv_id, sender, std::move(client_id), std::move(body)})
+    return client_->SendMessage({conv_id, sender, std::move(client_id), std::move(body)}, write_)
         .then([this](Result<SendMessageResult> r) -> Result<uint64_t> {
           if (!r.ok()) return r.status();
           if (consistency_ == Consistency::kSession) tokens_[r->token.shard_id] = r->token;
@@ -83,7 +84,7 @@ class ClientSession final : public Session {
         });
   }
   kj::Promise<Status> SendBatch(std::vector<SendMessageRequest> sends) override {
-    return client_->SendBatch(std::move(sends))
+    return client_->SendBatch(std::move(sends), write_)
         .then([](std::vector<Result<SendMessageResult>> results) {
           for (auto& r : results) {
             if (!r.ok()) return r.status();
@@ -98,7 +99,7 @@ class ClientSession final : public Session {
   }
   kj::Promise<Status> Edit(uint64_t conv_id, uint64_t seq, uint64_t editor,
                            std::string body) override {
-    return client_->EditMessage(conv_id, seq, editor, std::move(body))
+    return client_->EditMessage(conv_id, seq, editor, std::move(body), write_)
         .then([](Result<Written<Message>> r) { return r.status(); });
   }
   kj::Promise<Status> History(HistoryQuery query) override {
@@ -115,7 +116,7 @@ class ClientSession final : public Session {
     });
   }
   kj::Promise<Status> MarkRead(uint64_t user_id, uint64_t conv_id, uint64_t seq) override {
-    return client_->MarkRead(user_id, conv_id, seq).then([](Result<Written<InboxEntry>> r) {
+    return client_->MarkRead(user_id, conv_id, seq, write_).then([](Result<Written<InboxEntry>> r) {
       // The reader's inbox row may not exist yet (fan-out in flight): not a failure of the store.
       return r.status().code() == ErrorCode::kNotFound ? Status::Ok() : r.status();
     });
@@ -134,6 +135,7 @@ class ClientSession final : public Session {
 
   std::unique_ptr<ChatClient> client_;
   const Consistency consistency_;
+  const WriteOptions write_;
   std::map<uint64_t, WriteToken> tokens_;  // By shard id: this session's last write there.
 };
 
@@ -213,13 +215,14 @@ class LagSampler {
 
 class EmbeddedTarget final : public Target {
  public:
-  EmbeddedTarget(std::unique_ptr<EmbeddedCluster> cluster, Consistency consistency)
-      : cluster_(std::move(cluster)), consistency_(consistency) {}
+  EmbeddedTarget(std::unique_ptr<EmbeddedCluster> cluster, Consistency consistency,
+                 WriteOptions write)
+      : cluster_(std::move(cluster)), consistency_(consistency), write_(write) {}
   std::string name() const override { return "embedded"; }
   bool pipelined() const override { return true; }
   Status WaitIdle(std::chrono::seconds limit) override { return WaitForFanOut(*cluster_, limit); }
   std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
-    return std::make_unique<ClientSession>(cluster_->NewClient(io), consistency_);
+    return std::make_unique<ClientSession>(cluster_->NewClient(io), consistency_, write_);
   }
   void RunStarted() override {
     if (cluster_->replication_factor() > 1) lag_.Start(*cluster_);
@@ -229,22 +232,24 @@ class EmbeddedTarget final : public Target {
  private:
   std::unique_ptr<EmbeddedCluster> cluster_;
   const Consistency consistency_;
+  const WriteOptions write_;
   LagSampler lag_;
 };
 
 class ClusterTarget final : public Target {
  public:
-  ClusterTarget(std::shared_ptr<ShardMapSource> maps, Consistency consistency)
-      : maps_(std::move(maps)), consistency_(consistency) {}
+  ClusterTarget(std::shared_ptr<ShardMapSource> maps, Consistency consistency, WriteOptions write)
+      : maps_(std::move(maps)), consistency_(consistency), write_(write) {}
   std::string name() const override { return "cluster"; }
   bool pipelined() const override { return true; }
   std::unique_ptr<Session> NewSession(kj::AsyncIoProvider& io) override {
-    return std::make_unique<ClientSession>(ChatClient::Create(io, maps_), consistency_);
+    return std::make_unique<ClientSession>(ChatClient::Create(io, maps_), consistency_, write_);
   }
 
  private:
   std::shared_ptr<ShardMapSource> maps_;
   const Consistency consistency_;
+  const WriteOptions write_;
 };
 
 // A Cap'n Proto connection to `address` over BufferedStream (as every Scrollback client), whose
@@ -492,8 +497,8 @@ Result<std::unique_ptr<Target>> NewEmbeddedTarget(const TargetOptions& options) 
   cluster.replication_factor = options.replication_factor;
   auto started = EmbeddedCluster::Start(cluster);
   if (!started.ok()) return started.status();
-  return std::unique_ptr<Target>(
-      std::make_unique<EmbeddedTarget>(std::move(started).value(), options.consistency));
+  return std::unique_ptr<Target>(std::make_unique<EmbeddedTarget>(
+      std::move(started).value(), options.consistency, options.write));
 }
 
 Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address,
@@ -514,7 +519,8 @@ Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address
   auto map = ShardMap::Parse(bytes);
   if (!map.ok()) return map.status();
   return std::unique_ptr<Target>(std::make_unique<ClusterTarget>(
-      std::make_shared<StaticShardMapSource>(std::move(map).value()), options.consistency));
+      std::make_shared<StaticShardMapSource>(std::move(map).value()), options.consistency,
+      options.write));
 }
 
 capnp::Capability::Client NewEchoService() { return kj::heap<EchoImpl>(); }

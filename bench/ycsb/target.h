@@ -60,6 +60,8 @@ struct TargetOptions {
   // Cluster targets: copies per shard (in-process clusters), and where reads go.
   uint32_t replication_factor = 3;
   Consistency consistency = Consistency::kStrong;
+  // Cluster targets: how writes are acknowledged (async or semi-sync; default: the node's).
+  WriteOptions write;
 };
 
 // `raw`: RocksDB directly, with the engine's message keys and values of the same size.

@@ -18,6 +18,8 @@ import {
   type ChatStore$Client,
   type HistoryRequest,
   type ReadOptions as WireReadOptions,
+  type WriteOptions as WireWriteOptions,
+  AckMode,
   type SendRequest,
   type SendResult,
 } from "./gen/chatstore.js";
@@ -48,6 +50,7 @@ const kRetryable = new Set<number>([
   ErrorCode.STALE_EPOCH,
   ErrorCode.OVERLOADED,
   ErrorCode.UNAVAILABLE,
+  ErrorCode.NOT_REPLICATED, // A semi-sync write no replica confirmed in time: retrying is safe.
 ]);
 
 // A typed error from Scrollback, or `unavailable` for a call whose connection failed or whose
@@ -114,6 +117,24 @@ export interface ReadOptions {
   consistency?: "strong" | "replica" | "session";
   token?: WriteToken;
   maxLagMs?: number;
+}
+
+// When a write is acknowledged (docs/replication.md, Acknowledgement). Default: the node's.
+//  - "async": once the primary committed it.
+//  - "semi-sync": once a replica applied it too; else notReplicated after timeoutMs (default:
+//    the node's, 1 s). The write may then still be committed: retrying is safe.
+export interface WriteOptions {
+  ack?: "async" | "semi-sync";
+  timeoutMs?: number;
+}
+
+function setWrite(init: () => WireWriteOptions, write: WriteOptions | undefined): void {
+  if (write === undefined || (write.ack === undefined && write.timeoutMs === undefined)) return;
+  const out = init();
+  out.ack = write.ack === "semi-sync" ? AckMode.SEMI_SYNC
+    : write.ack === "async" ? AckMode.ASYNC
+    : AckMode.DEFAULT;
+  out.timeoutMs = write.timeoutMs ?? 0;
 }
 
 function setRead(init: () => WireReadOptions, read: ReadOptions | undefined): void {
@@ -211,8 +232,13 @@ export class ChatStoreClient {
 
   // Fails with alreadyExists if convId is taken (also when a retry of this very call already
   // created it: compare getConversation's creatorId to tell).
-  async createConversation(convId: bigint, creatorId: bigint, memberIds: bigint[], title = ""):
-      Promise<Conversation> {
+  async createConversation(
+    convId: bigint,
+    creatorId: bigint,
+    memberIds: bigint[],
+    title = "",
+    write?: WriteOptions,
+  ): Promise<Conversation> {
     const reply = await this.call(
       "createConversation",
       this.raw.createConversation((p) => {
@@ -221,6 +247,7 @@ export class ChatStoreClient {
         const members = p._initMemberIds(memberIds.length);
         memberIds.forEach((id, i) => members.set(i, id));
         p.title = title;
+        setWrite(() => p._initOptions(), write);
       }),
     );
     throwIfError(reply);
@@ -239,10 +266,13 @@ export class ChatStoreClient {
     return reply.conversation;
   }
 
-  async sendMessage(input: SendInput): Promise<Sent> {
+  async sendMessage(input: SendInput, write?: WriteOptions): Promise<Sent> {
     const reply = await this.call(
       "sendMessage",
-      this.raw.sendMessage((p) => fillSend(p._initRequest(), input)),
+      this.raw.sendMessage((p) => {
+        fillSend(p._initRequest(), input);
+        setWrite(() => p._initOptions(), write);
+      }),
     );
     throwIfError(reply); // API version 2: the call's outcome is the top-level error.
     return sentOf(reply.result);
@@ -251,12 +281,13 @@ export class ChatStoreClient {
   // Up to 1,000 sends in one call; one outcome per input, in order. Each send succeeds or fails
   // on its own; the call throws when it failed as a whole (its top-level error: e.g. too many
   // sends) or the connection failed.
-  async sendBatch(inputs: SendInput[]): Promise<Array<Sent | ChatStoreError>> {
+  async sendBatch(inputs: SendInput[], write?: WriteOptions): Promise<Array<Sent | ChatStoreError>> {
     const reply = await this.call(
       "sendBatch",
       this.raw.sendBatch((p) => {
         const list = p._initRequests(inputs.length);
         inputs.forEach((input, i) => fillSend(list.get(i), input));
+        setWrite(() => p._initOptions(), write);
       }),
     );
     throwIfError(reply);
@@ -325,13 +356,15 @@ export class ChatStoreClient {
   }
 
   // Moves the user's read cursor to `seq` (never backwards).
-  async markRead(userId: bigint, convId: bigint, seq: bigint): Promise<InboxEntry> {
+  async markRead(userId: bigint, convId: bigint, seq: bigint, write?: WriteOptions):
+      Promise<InboxEntry> {
     const reply = await this.call(
       "markRead",
       this.raw.markRead((p) => {
         p.userId = userId;
         p.convId = convId;
         p.seq = seq;
+        setWrite(() => p._initOptions(), write);
       }),
     );
     throwIfError(reply);

@@ -117,6 +117,14 @@ async function run(address: string): Promise<void> {
     const sentLargest = await client.sendMessage(fromAlice("64k", largest));
     const readLargest = await client.getMessage(conv, sentLargest.seq);
     check(largest.equals(readLargest.body.toUint8Array()), "a 64 KiB body is read back intact");
+    // A semi-sync send: acknowledged once a replica has it too (the local cluster keeps 3
+    // copies), so a failover would not lose it.
+    const durable = await client.sendMessage(fromAlice("semi-sync", "kept twice"), {
+      ack: "semi-sync",
+      timeoutMs: 5000,
+    });
+    check(durable.seq > 0n && durable.token.lsn > 0n, `a semi-sync send is acknowledged (seq ${durable.seq})`);
+
     // Read-your-writes from a replica: the send's token, passed back with a session read.
     const mine = await client.sendMessage(fromAlice("session", "read me back"));
     const readMine = await client.getMessage(conv, mine.seq, {

@@ -59,6 +59,9 @@ struct ShardAssignment {
   // from (and what notPrimary answers point clients to).
   std::string primary_node;
   std::string primary_address;
+  // For a primary: the node ids of the shard's replicas in the map. Only their pulls
+  // acknowledge semi-sync writes (a node that names itself in a pull is not enough).
+  std::vector<std::string> replica_nodes;
 
   friend bool operator==(const ShardAssignment&, const ShardAssignment&) = default;
 };
@@ -96,6 +99,12 @@ struct ReplicationOptions {
   std::chrono::microseconds pull_linger{0};
   // Default: 4 MiB. Log bytes per pull.
   uint32_t pull_max_bytes = 4u << 20;
+  // Default: async. How writes that do not choose (WriteOptions ack = default) are
+  // acknowledged: async (the primary committed) or semi-sync (a replica applied it too).
+  AckMode default_ack = AckMode::kAsync;
+  // Default: 1 s. How long a semi-sync write waits for a replica before it answers
+  // notReplicated (a write's own timeout_ms, when set, wins, capped at 60 s).
+  std::chrono::milliseconds semi_sync_timeout{1000};
   // Default: 200 ms. How long a replica holds a session read for the caller's token before
   // answering unavailable (the client then reads from the primary).
   std::chrono::milliseconds session_wait{200};

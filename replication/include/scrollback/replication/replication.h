@@ -49,6 +49,25 @@ struct ReplicaPull {
   int64_t at_ms = 0;         // SteadyMs() of the pull.
 };
 
+// An LSN that only grows, with waiters: Raise from any thread wakes the waiters it satisfies;
+// Wait resolves on the caller's KJ event loop. Thread-safe.
+class LsnWatch {
+ public:
+  void Raise(uint64_t lsn);
+  uint64_t value() const { return value_.load(std::memory_order_acquire); }
+  // Resolves true once value() >= `lsn`, false after `timeout`.
+  kj::Promise<bool> Wait(uint64_t lsn, kj::Timer& timer, std::chrono::milliseconds timeout);
+
+ private:
+  struct Waiter {
+    uint64_t lsn;
+    kj::Own<kj::CrossThreadPromiseFulfiller<void>> fulfiller;
+  };
+  std::atomic<uint64_t> value_{0};
+  std::mutex mu_;
+  std::vector<Waiter> waiters_;  // GUARDED_BY(mu_)
+};
+
 // Per hosted shard, shared by the shard host (which creates it before the store opens), the
 // store's on_commit hook, the RPC service and the follower. Thread-safe.
 class ShardLog {
@@ -57,10 +76,12 @@ class ShardLog {
 
   // Called after every commit (primary writes, replica applies) with the store's latest LSN.
   // Wakes the waiters it satisfies. Any thread.
-  void Publish(uint64_t lsn);
-  uint64_t lsn() const { return lsn_.load(std::memory_order_acquire); }
+  void Publish(uint64_t lsn) { reached_.Raise(lsn); }
+  uint64_t lsn() const { return reached_.value(); }
   // On the caller's KJ event loop: resolves true once lsn() >= `lsn`, false after `timeout`.
-  kj::Promise<bool> WaitFor(uint64_t lsn, kj::Timer& timer, std::chrono::milliseconds timeout);
+  kj::Promise<bool> WaitFor(uint64_t lsn, kj::Timer& timer, std::chrono::milliseconds timeout) {
+    return reached_.Wait(lsn, timer, timeout);
+  }
 
   // ---- Replica side ---------------------------------------------------------------------------
 
@@ -89,23 +110,28 @@ class ShardLog {
   // ---- Primary side ---------------------------------------------------------------------------
 
   // Keeps the last pull of at most kMaxReplicasTracked replicas (the oldest is forgotten).
+  // A pull asks for the LSN after the last one the replica applied (to its WAL): when the
+  // pulling node is one of the shard's replicas in the shard map (`listed`), that LSN counts
+  // as acknowledged (semi-sync writes wait for it; docs/replication.md, Acknowledgement).
   static constexpr size_t kMaxReplicasTracked = 32;
-  void RecordPull(const std::string& replica_node, uint64_t applied_lsn);
+  void RecordPull(const std::string& replica_node, uint64_t applied_lsn, bool listed = false);
   std::vector<ReplicaPull> Pulls() const;
+  // The highest LSN a listed replica has applied.
+  uint64_t acked_lsn() const { return acked_.value(); }
+  // On the caller's KJ event loop: resolves true once acked_lsn() >= `lsn`, false after
+  // `timeout`.
+  kj::Promise<bool> WaitAcked(uint64_t lsn, kj::Timer& timer, std::chrono::milliseconds timeout) {
+    return acked_.Wait(lsn, timer, timeout);
+  }
 
  private:
-  struct Waiter {
-    uint64_t lsn;
-    kj::Own<kj::CrossThreadPromiseFulfiller<void>> fulfiller;
-  };
-
-  std::atomic<uint64_t> lsn_{0};
+  LsnWatch reached_;
+  LsnWatch acked_;
   std::atomic<uint64_t> primary_latest_{0};
   std::atomic<int64_t> caught_up_at_ms_{0};
   std::atomic<uint64_t> pause_at_{0};
 
   mutable std::mutex mu_;
-  std::vector<Waiter> waiters_;               // GUARDED_BY(mu_)
   std::map<std::string, ReplicaPull> pulls_;  // GUARDED_BY(mu_). By replica node id.
 };
 

@@ -11,7 +11,9 @@
 // from this client, skipping nodes marked down, and fall back to the primary when the replica
 // answers notPrimary (too stale, another epoch) or unavailable (a session token not applied in
 // time), or when no replica is up. Writes that reach a replica (a stale map) answer notPrimary:
-// the client refreshes its map and retries, as for not-owner.
+// the client refreshes its map and retries, as for not-owner. Writes take WriteOptions (the
+// acknowledgement mode): a semi-sync write that no replica confirmed in time answers
+// notReplicated, which the client passes on (not retried: the caller decides).
 //
 // Threading: a ChatClient lives on one thread's KJ event loop (the `io` it was created with);
 // its promises resolve on that loop. Create one per thread. The same library serves the
@@ -82,37 +84,42 @@ class ChatClient {
 
   // Writes answer with the WriteToken of the write (Written<T>::token; SendMessageResult::token).
   virtual kj::Promise<Result<Written<Conversation>>> CreateConversation(
-      CreateConversationRequest request) = 0;
+      CreateConversationRequest request, const WriteOptions& write = {}) = 0;
   virtual kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id,
                                                             const ReadOptions& read = {}) = 0;
   virtual kj::Promise<Result<Written<uint64_t>>> AddMembers(uint64_t conv_id, uint64_t actor_id,
-                                                            std::vector<uint64_t> user_ids) = 0;
-  virtual kj::Promise<Result<Written<uint64_t>>> RemoveMembers(
-      uint64_t conv_id, uint64_t actor_id, std::vector<uint64_t> user_ids) = 0;
+                                                            std::vector<uint64_t> user_ids,
+                                                            const WriteOptions& write = {}) = 0;
+  virtual kj::Promise<Result<Written<uint64_t>>> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
+                                                               std::vector<uint64_t> user_ids,
+                                                               const WriteOptions& write = {}) = 0;
   virtual kj::Promise<Result<std::vector<uint64_t>>> ListMembers(uint64_t conv_id,
                                                                  uint64_t after_user_id,
                                                                  uint32_t limit,
                                                                  const ReadOptions& read = {}) = 0;
-  virtual kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request) = 0;
+  virtual kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request,
+                                                             const WriteOptions& write = {}) = 0;
   // Groups the sends by owning node (one call per node); results in request order.
   virtual kj::Promise<std::vector<Result<SendMessageResult>>> SendBatch(
-      std::vector<SendMessageRequest> requests) = 0;
+      std::vector<SendMessageRequest> requests, const WriteOptions& write = {}) = 0;
   virtual kj::Promise<Result<Message>> GetMessage(uint64_t conv_id, uint64_t seq,
                                                   const ReadOptions& read = {}) = 0;
   virtual kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query,
                                                        const ReadOptions& read = {}) = 0;
   virtual kj::Promise<Result<Written<Message>>> EditMessage(uint64_t conv_id, uint64_t seq,
-                                                            uint64_t editor_id,
-                                                            std::string body) = 0;
+                                                            uint64_t editor_id, std::string body,
+                                                            const WriteOptions& write = {}) = 0;
   virtual kj::Promise<Result<Written<Message>>> DeleteMessage(uint64_t conv_id, uint64_t seq,
-                                                              uint64_t actor_id) = 0;
+                                                              uint64_t actor_id,
+                                                              const WriteOptions& write = {}) = 0;
   // For conversations above the fan-out member limit, completes each row's last seq and unread
   // count from the conversation's shard (those rows are not updated per message).
   virtual kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query,
                                                    const ReadOptions& read = {}) = 0;
   // Completed like ListInbox rows for conversations above the fan-out limit.
   virtual kj::Promise<Result<Written<InboxEntry>>> MarkRead(uint64_t user_id, uint64_t conv_id,
-                                                            uint64_t seq) = 0;
+                                                            uint64_t seq,
+                                                            const WriteOptions& write = {}) = 0;
   // Delivers inbox updates to the users' shards (grouped by node); statuses in input order.
   virtual kj::Promise<std::vector<Status>> ApplyInboxUpdates(std::vector<InboxUpdate> updates) = 0;
 

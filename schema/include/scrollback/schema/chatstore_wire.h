@@ -23,4 +23,7 @@ HistoryQuery ReadHistory(schema::HistoryRequest::Reader in);
 void ToWire(const ReadOptions& in, schema::ReadOptions::Builder out);
 ReadOptions FromWire(schema::ReadOptions::Reader in);
 
+void ToWire(const WriteOptions& in, schema::WriteOptions::Builder out);
+WriteOptions FromWire(schema::WriteOptions::Reader in);
+
 }  // namespace scrollback::wire

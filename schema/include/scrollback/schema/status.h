@@ -35,6 +35,9 @@ enum class ErrorCode : uint16_t {
   // The log (WAL) a replica needs to catch up is gone; it must re-bootstrap from a checkpoint
   // (ShardStore::ReadLog; on the wire only in the replication protocol's pullLog).
   kLogGap = 14,
+  // A semi-sync write committed on the primary but no replica confirmed it in time (it may or
+  // may not survive a failover; retrying is safe). docs/replication.md, Acknowledgement.
+  kNotReplicated = 15,
 };
 
 std::string_view ErrorCodeName(ErrorCode code);
@@ -73,6 +76,9 @@ class [[nodiscard]] Status {
   }
   static Status Corruption(std::string message) {
     return Status(ErrorCode::kCorruption, std::move(message));
+  }
+  static Status NotReplicated(std::string message) {
+    return Status(ErrorCode::kNotReplicated, std::move(message));
   }
   static Status FromCode(ErrorCode code, std::string message) {
     return Status(code, std::move(message));

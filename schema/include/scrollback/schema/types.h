@@ -108,6 +108,19 @@ struct ReadOptions {
   uint32_t max_lag_ms = 0;  // kReplica: the staleness bound; 0 = the node's default.
 };
 
+// When a write is acknowledged (chatstore.capnp AckMode; docs/replication.md).
+enum class AckMode : uint8_t {
+  kDefault = 0,   // The node's default.
+  kAsync = 1,     // The primary committed it.
+  kSemiSync = 2,  // The primary committed it and at least one replica applied it.
+};
+
+// Per-write options (chatstore.capnp WriteOptions). The default takes the node's default.
+struct WriteOptions {
+  AckMode ack = AckMode::kDefault;
+  uint32_t timeout_ms = 0;  // kSemiSync: the wait for a replica; 0 = the node's default.
+};
+
 // A write's result with its token.
 template <typename T>
 struct Written {

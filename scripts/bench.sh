@@ -7,7 +7,8 @@
 #      at half the throughput step 1 measured, for the p99 target;
 #   3. the engine micro-benchmarks beside raw RocksDB (scripts/bench-engine.sh);
 #   4. the cluster RPC micro-benchmarks beside a Cap'n Proto echo (rpc_bench);
-#   5. replication: `send` with replication factor 1 and 3, `c` and `history` read `strong`,
+#   5. replication: `send` with replication factor 1 and 3, `send` acknowledged async and
+#      semi-sync, `c` and `history` read `strong`,
 #      `replica` and `session`, replica lag, `history` of one hot conversation `strong` against
 #      `replica`; a replica bootstrap of a BOOTSTRAP_MB shard beside a
 #      filesystem copy (docs/replication.md).
@@ -83,6 +84,10 @@ if [[ "${REPLICATION:-1}" != 0 ]]; then
     reports+=("bench/results/repl-$1-$2-$3$tag.json")
   }
   for round in 1 2; do run send 1 strong; run send 3 strong; done
+  # Acknowledgement: async against semi-sync sends (rf 3), alternating.
+  for round in 1 2; do
+    for ack in async semi-sync; do run send 3 strong "-$ack$round" --ack "$ack"; done
+  done
   for workload in c history; do
     run "$workload" 1 strong
     for consistency in strong replica session; do run "$workload" 3 "$consistency"; done

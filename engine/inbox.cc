@@ -55,7 +55,7 @@ std::vector<Status> ShardStoreImpl::ApplyInboxUpdates(const std::vector<InboxUpd
     if (slot == slots.end()) {
       InboxSlot read;
       // Newest data, no snapshot: the user's stripe lock keeps other writers out.
-      statuses[i] = ReadInboxState(update.user_id, update.conv_id, nullptr, &read.stored);
+      statuses[i] = ReadInboxStateLocked(update.user_id, update.conv_id, &read.stored);
       if (!statuses[i].ok()) continue;
       read.state = read.stored;
       slot = slots.emplace(std::make_pair(update.user_id, update.conv_id), std::move(read)).first;
@@ -76,6 +76,9 @@ std::vector<Status> ShardStoreImpl::ApplyInboxUpdates(const std::vector<InboxUpd
     return statuses;
   }
   Status written = batch.Count() == 0 ? Status::Ok() : Write(batch, "apply inbox updates");
+  for (const auto& [ids, slot] : slots) {
+    if (slot.changed) CacheInboxState(ids.first, ids.second, written.ok() ? &slot.state : nullptr);
+  }
   if (!written.ok()) {
     for (Status& status : statuses) {
       if (status.ok()) status = written;
@@ -140,7 +143,7 @@ Result<InboxEntry> ShardStoreImpl::MarkRead(uint64_t user_id, uint64_t conv_id, 
   // Newest data, no snapshot: the user's stripe lock keeps every other inbox writer out from
   // the first read to the write.
   std::optional<codec::InboxState> state;
-  SB_RETURN_IF_ERROR(ReadInboxState(user_id, conv_id, nullptr, &state));
+  SB_RETURN_IF_ERROR(ReadInboxStateLocked(user_id, conv_id, &state));
   if (!state || state->removed) return InboxNotFound(user_id, conv_id);
   auto entry = ReadInboxEntry(user_id, conv_id, *state, nullptr);
   if (!entry.ok()) return entry;
@@ -162,7 +165,9 @@ Result<InboxEntry> ShardStoreImpl::MarkRead(uint64_t user_id, uint64_t conv_id, 
   SB_RETURN_IF_ERROR(Put(batch, kInboxCf,
                          keys::InboxByActivityKey(user_id, state->last_activity_ms, conv_id),
                          codec::EncodeInboxEntry(*entry)));
-  SB_RETURN_IF_ERROR(Write(batch, "mark read"));
+  Status written = Write(batch, "mark read");
+  CacheInboxState(user_id, conv_id, written.ok() ? &state : nullptr);
+  SB_RETURN_IF_ERROR(written);
   return entry;
 }
 
@@ -276,6 +281,21 @@ Status ShardStoreImpl::ReadInboxState(uint64_t user_id, uint64_t conv_id,
   }
   SB_RETURN_IF_ERROR(FromRocksDb(s, "read inbox state"));
   return codec::DecodeInboxState(ToView(value), &out->emplace());
+}
+
+Status ShardStoreImpl::ReadInboxStateLocked(uint64_t user_id, uint64_t conv_id,
+                                            std::optional<codec::InboxState>* out) {
+  if (log_applied_.load(std::memory_order_relaxed)) {
+    return ReadInboxState(user_id, conv_id, nullptr, out);
+  }
+  InboxStateCache& cache = inbox_cache_[UserStripe(user_id)];
+  if (const InboxStateCache::State* cached = cache.Find(user_id, conv_id)) {
+    *out = *cached;
+    return Status::Ok();
+  }
+  SB_RETURN_IF_ERROR(ReadInboxState(user_id, conv_id, nullptr, out));
+  cache.Put(user_id, conv_id, *out);
+  return Status::Ok();
 }
 
 Result<InboxEntry> ShardStoreImpl::ReadInboxEntry(uint64_t user_id, uint64_t conv_id,

@@ -207,6 +207,8 @@ Status ShardStoreImpl::ApplyLogBatches(const std::vector<LogBatch>& batches) {
   // that follow each other are one batch of their records in order: applied as one write, they
   // take the same sequence numbers as applied one by one.
   constexpr size_t kHeader = 12;
+  // The log writes inbox rows behind the inbox state cache: this store never uses it again.
+  log_applied_.store(true, std::memory_order_relaxed);
   std::lock_guard apply(apply_mu_);
   const uint64_t latest = db_->GetLatestSequenceNumber();
   size_t first = 0;

@@ -140,6 +140,60 @@ class BoundedIterator {
   std::unique_ptr<rocksdb::Iterator> it_;
 };
 
+// The inbox state rows (or their absence) of one user stripe, most recently used first, at most
+// ShardOptions::inbox_cache_per_stripe of them. Read and written only under that stripe's lock, by
+// the inbox's write paths (ApplyInboxUpdates, MarkRead): each reads the state rows it is about to
+// change, and under load most are rows a moment-old fan-out batch wrote (a memtable search each,
+// otherwise). Holds exactly what the database holds: entries are replaced after a write commits,
+// never before. A store that applies its primary's log (a replica) never uses it (log_applied_).
+class InboxStateCache {
+ public:
+  using State = std::optional<codec::InboxState>;
+  // 0: caches nothing.
+  void SetCapacity(size_t capacity) { capacity_ = capacity; }
+
+  // The cached row (an empty optional: known absent), or nullptr.
+  const State* Find(uint64_t user_id, uint64_t conv_id) {
+    auto it = index_.find({user_id, conv_id});
+    if (it == index_.end()) return nullptr;
+    lru_.splice(lru_.begin(), lru_, it->second);
+    return &it->second->second;
+  }
+  void Put(uint64_t user_id, uint64_t conv_id, const State& state) {
+    const Ids ids{user_id, conv_id};
+    auto it = index_.find(ids);
+    if (it != index_.end()) {
+      it->second->second = state;
+      lru_.splice(lru_.begin(), lru_, it->second);
+      return;
+    }
+    if (capacity_ == 0) return;
+    if (index_.size() >= capacity_) {
+      index_.erase(lru_.back().first);
+      lru_.pop_back();
+    }
+    lru_.emplace_front(ids, state);
+    index_.emplace(ids, lru_.begin());
+  }
+  void Erase(uint64_t user_id, uint64_t conv_id) {
+    auto it = index_.find({user_id, conv_id});
+    if (it == index_.end()) return;
+    lru_.erase(it->second);
+    index_.erase(it);
+  }
+
+ private:
+  using Ids = std::pair<uint64_t, uint64_t>;
+  struct IdsHash {
+    size_t operator()(const Ids& ids) const {
+      return std::hash<uint64_t>()(ids.first * 0x9E3779B97F4A7C15ull ^ ids.second);
+    }
+  };
+  size_t capacity_ = 0;
+  std::list<std::pair<Ids, State>> lru_;
+  std::unordered_map<Ids, std::list<std::pair<Ids, State>>::iterator, IdsHash> index_;
+};
+
 // Outbox sequence numbers: one per operation that writes outbox rows, in allocation order.
 // Batches commit in any order, so a reader only sees records below the oldest sequence still
 // being written (the watermark); then no record can appear behind a reader's position.
@@ -206,6 +260,7 @@ class ShardStoreImpl final : public ShardStore {
         db_(std::move(db)),
         handles_(std::move(handles)) {
     write_options_.sync = options.sync_writes;
+    for (InboxStateCache& cache : inbox_cache_) cache.SetCapacity(options.inbox_cache_per_stripe);
   }
 
   // REQUIRES: called once, before the store is shared. Continues the outbox sequence after
@@ -525,6 +580,22 @@ class ShardStoreImpl final : public ShardStore {
   // the newest data).
   Status ReadInboxState(uint64_t user_id, uint64_t conv_id, const rocksdb::Snapshot* snapshot,
                         std::optional<codec::InboxState>* out);
+  // The newest state row, through the stripe's InboxStateCache.
+  // REQUIRES: the user's stripe lock held (until the row is written back, if it is).
+  Status ReadInboxStateLocked(uint64_t user_id, uint64_t conv_id,
+                              std::optional<codec::InboxState>* out);
+  // After a write of the row committed (or failed: `state` nullptr forgets it).
+  // REQUIRES: the user's stripe lock held since the row was read.
+  void CacheInboxState(uint64_t user_id, uint64_t conv_id,
+                       const std::optional<codec::InboxState>* state) {
+    if (log_applied_.load(std::memory_order_relaxed)) return;
+    InboxStateCache& cache = inbox_cache_[UserStripe(user_id)];
+    if (state == nullptr) {
+      cache.Erase(user_id, conv_id);
+    } else {
+      cache.Put(user_id, conv_id, *state);
+    }
+  }
 
   // The listing row that `state` names (its key holds state.last_activity_ms); corruption if it
   // is missing. A fan-out update replaces the state row and the listing row together, so
@@ -552,6 +623,11 @@ class ShardStoreImpl final : public ShardStore {
   // User stripes: user_locks_[UserStripe(user)] guards the writes to the user's inbox rows,
   // held from reading the inbox state to the end of the write.
   std::array<std::mutex, kStripes> user_locks_;
+  // inbox_cache_[i] is guarded by user_locks_[i].
+  std::array<InboxStateCache, kStripes> inbox_cache_;
+  // Set by ApplyLogBatches: the log writes inbox rows behind the cache's back, so a store that
+  // applies a log (a replica, reopened before it serves as a primary) never caches them.
+  std::atomic<bool> log_applied_{false};
   // Serializes ApplyLog: a replica applies its primary's batches one at a time, in order.
   std::mutex apply_mu_;
 

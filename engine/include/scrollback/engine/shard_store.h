@@ -116,6 +116,9 @@ struct ShardOptions {
   // Default: 64. Most conversations whose state (last seq, members) is cached per lock stripe;
   // the cache holds stripes x this many (64 x 64 = 4096 by default).
   uint32_t conversation_cache_per_stripe = 64;
+  // Default: 256. Inbox state rows cached per user lock stripe for the inbox's write paths
+  // (64 stripes: 16,384 rows, about 1.5 MiB per shard); 0 turns the cache off.
+  uint32_t inbox_cache_per_stripe = 256;
   // Default: 0 (RocksDB's own default). Background flush/compaction threads for this shard.
   int background_jobs = 0;
   // Default: 6 hours / 1 GiB. WAL archive kept for replica catch-up (DESIGN.md, Replication).

@@ -123,6 +123,10 @@ int Main(int argc, char** argv) {
       target_options.write.ack = ack == "semi-sync" ? AckMode::kSemiSync
                                  : ack == "async"   ? AckMode::kAsync
                                                     : AckMode::kDefault;
+      for (const auto& [op, share] : workload->mix) {
+        target_options.measure_freshness |=
+            share > 0 && (op == Op::kSend || op == Op::kInsert || op == Op::kSendBatch);
+      }
       auto target = MakeTarget(target_name, target_options);
       if (!target.ok()) {
         fmt::print(stderr, "scrollback-bench: {}\n", target.status().ToString());

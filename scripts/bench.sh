@@ -3,7 +3,8 @@
 #   1. scrollback-bench: YCSB workloads A-F, `chat`, `send`, `history` and `batch` on the raw,
 #      engine, embedded and echo targets, one after another in one process, so the ratios come
 #      from the same run;
-#   2. latency at half of peak: `c`, `send` and `history` on embedded again, paced (open loop)
+#   2. latency at half of peak: `c`, `send` and `history` on embedded again, paced (open loop);
+#      for `send`, inbox freshness under that load (probe sends, until a member's inbox shows them)
 #      at half the throughput step 1 measured, for the p99 target;
 #   3. the engine micro-benchmarks beside raw RocksDB (scripts/bench-engine.sh);
 #   4. the cluster RPC micro-benchmarks beside a Cap'n Proto echo (rpc_bench);
@@ -52,8 +53,9 @@ for r in json.load(open("bench/results/ycsb.json")):
     build/bench/scrollback-bench --workload "$workload" --target embedded \
       --records "$records" --duration "$duration" --warmup 1 \
       --threads "${THREADS:-2}" --inflight "${INFLIGHT:-16}" --target-rate "$rate" \
-      --json "bench/results/paced-$workload.json" 2>/dev/null |
-      grep -E 'OVERALL\], Throughput|PercentileLatency' | tee -a bench/results/paced.txt
+      --json "bench/results/paced-$workload.json" 2>&1 |
+      grep -E 'OVERALL\], Throughput|PercentileLatency|InboxFreshness' |
+      tee -a bench/results/paced.txt
     reports+=("bench/results/paced-$workload.json")
   done
   python3 -c '

@@ -213,11 +213,88 @@ class LagSampler {
   std::vector<double> lag_ms_, lag_lsn_;  // Written by the thread until Stop joins it.
 };
 
+// Inbox freshness under load: while a run is measured, a probe sender (its own thread, event
+// loop and smart client) sends a message to a conversation of two users of its own every 20 ms
+// and polls the other member's inbox every millisecond until it shows that message. The delay
+// from the send's acknowledgement to then is one sample (a probe not shown within 5 s is a
+// miss). The probes go through the same fan-out as the workload's sends.
+class FreshnessSampler {
+ public:
+  void Start(EmbeddedCluster& cluster, WriteOptions write) {
+    stop_ = false;
+    samples_ms_.clear();
+    misses_ = 0;
+    thread_ = std::thread([this, &cluster, write] {
+      auto io = kj::setupAsyncIo();
+      auto client = cluster.NewClient(*io.provider);
+      // Ids far above the data set's conversations and users.
+      static std::atomic<uint64_t> next_probe{0};
+      const uint64_t n = next_probe.fetch_add(1);
+      const uint64_t conv = (uint64_t{1} << 62) + n, sender = conv, reader = conv + (1ull << 40);
+      if (!client->CreateConversation({conv, sender, {reader}, "freshness"}, write)
+               .wait(io.waitScope)
+               .ok()) {
+        return;
+      }
+      auto& timer = io.provider->getTimer();
+      for (uint64_t i = 0; !stop_; ++i) {
+        auto sent = client->SendMessage({conv, sender, "p" + std::to_string(i), "probe"}, write)
+                        .wait(io.waitScope);
+        if (!sent.ok()) continue;
+        const auto acked = std::chrono::steady_clock::now();
+        bool shown = false;
+        while (!stop_ && std::chrono::steady_clock::now() - acked < std::chrono::seconds(5)) {
+          auto inbox = client->ListInbox({reader, "", 1}).wait(io.waitScope);
+          if (inbox.ok() && !inbox->entries.empty() && inbox->entries[0].last_seq >= sent->seq) {
+            shown = true;
+            break;
+          }
+          timer.afterDelay(1 * kj::MILLISECONDS).wait(io.waitScope);
+        }
+        if (shown) {
+          samples_ms_.push_back(
+              std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - acked)
+                  .count());
+        } else if (!stop_) {
+          ++misses_;
+        }
+        timer.afterDelay(20 * kj::MILLISECONDS).wait(io.waitScope);
+      }
+    });
+  }
+  std::vector<std::pair<std::string, double>> Stop() {
+    if (!thread_.joinable()) return {};
+    stop_ = true;
+    thread_.join();
+    if (samples_ms_.empty()) return {{"InboxFreshnessMisses", static_cast<double>(misses_)}};
+    std::sort(samples_ms_.begin(), samples_ms_.end());
+    auto pct = [this](double p) {
+      return samples_ms_[std::min(samples_ms_.size() - 1,
+                                  static_cast<size_t>(p * samples_ms_.size()))];
+    };
+    return {{"InboxFreshnessMsP50", pct(0.50)},
+            {"InboxFreshnessMsP99", pct(0.99)},
+            {"InboxFreshnessMsMax", samples_ms_.back()},
+            {"InboxFreshnessSamples", static_cast<double>(samples_ms_.size())},
+            {"InboxFreshnessMisses", static_cast<double>(misses_)}};
+  }
+  ~FreshnessSampler() { Stop(); }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::vector<double> samples_ms_;  // Written by the thread until Stop joins it.
+  uint64_t misses_ = 0;             // Likewise.
+};
+
 class EmbeddedTarget final : public Target {
  public:
   EmbeddedTarget(std::unique_ptr<EmbeddedCluster> cluster, Consistency consistency,
-                 WriteOptions write)
-      : cluster_(std::move(cluster)), consistency_(consistency), write_(write) {}
+                 WriteOptions write, bool measure_freshness)
+      : cluster_(std::move(cluster)),
+        consistency_(consistency),
+        write_(write),
+        measure_freshness_(measure_freshness) {}
   std::string name() const override { return "embedded"; }
   bool pipelined() const override { return true; }
   Status WaitIdle(std::chrono::seconds limit) override { return WaitForFanOut(*cluster_, limit); }
@@ -226,14 +303,21 @@ class EmbeddedTarget final : public Target {
   }
   void RunStarted() override {
     if (cluster_->replication_factor() > 1) lag_.Start(*cluster_);
+    if (measure_freshness_) freshness_.Start(*cluster_, write_);
   }
-  std::vector<std::pair<std::string, double>> RunEnded() override { return lag_.Stop(); }
+  std::vector<std::pair<std::string, double>> RunEnded() override {
+    auto figures = lag_.Stop();
+    for (auto& figure : freshness_.Stop()) figures.push_back(std::move(figure));
+    return figures;
+  }
 
  private:
   std::unique_ptr<EmbeddedCluster> cluster_;
   const Consistency consistency_;
   const WriteOptions write_;
+  const bool measure_freshness_;
   LagSampler lag_;
+  FreshnessSampler freshness_;
 };
 
 class ClusterTarget final : public Target {
@@ -498,7 +582,7 @@ Result<std::unique_ptr<Target>> NewEmbeddedTarget(const TargetOptions& options) 
   auto started = EmbeddedCluster::Start(cluster);
   if (!started.ok()) return started.status();
   return std::unique_ptr<Target>(std::make_unique<EmbeddedTarget>(
-      std::move(started).value(), options.consistency, options.write));
+      std::move(started).value(), options.consistency, options.write, options.measure_freshness));
 }
 
 Result<std::unique_ptr<Target>> NewClusterTarget(const std::string& node_address,

@@ -62,6 +62,10 @@ struct TargetOptions {
   Consistency consistency = Consistency::kStrong;
   // Cluster targets: how writes are acknowledged (async or semi-sync; default: the node's).
   WriteOptions write;
+  // `embedded`: while a run is measured, probe inbox freshness (a probe send every 20 ms, its
+  // delay until another member's inbox shows it). For workloads that send: the probes are
+  // writes of their own.
+  bool measure_freshness = false;
 };
 
 // `raw`: RocksDB directly, with the engine's message keys and values of the same size.

@@ -141,7 +141,9 @@ Status ShardStoreImpl::DeleteOutbox(const std::vector<std::string>& positions) {
     return Status::InvalidArgument("positions", "more positions than max_outbox_batch");
   }
   rocksdb::WriteBatch batch;
-  // Per record: the targets delivered, and the record's target count when they were read.
+  // Per record: the targets delivered, and the record's target count when they were read (0
+  // when positions from reads with different counts are mixed: the record was rewritten in
+  // between, and only reading it tells what is left).
   std::map<std::string, std::pair<std::set<uint64_t>, uint32_t>> delivered;
   for (const std::string& position : positions) {
     const std::string_view view(position);
@@ -149,9 +151,11 @@ Status ShardStoreImpl::DeleteOutbox(const std::vector<std::string>& positions) {
       SB_RETURN_IF_ERROR(FromRocksDb(batch.Delete(handles_[kOutboxCf], position), "batch"));
     } else if (view.size() == kTargetPositionSize &&
                IsOutboxKey(view.substr(0, keys::kOutboxKeySize))) {
-      auto& [targets, count] = delivered[position.substr(0, keys::kOutboxKeySize)];
+      auto [it, first] = delivered.try_emplace(position.substr(0, keys::kOutboxKeySize));
+      auto& [targets, count] = it->second;
       targets.insert(keys::GetBigEndian64(position.data() + keys::kOutboxKeySize));
-      count = TargetCount(view);
+      const uint32_t read_count = TargetCount(view);
+      count = first || count == read_count ? read_count : 0;
     } else {
       return Status::InvalidArgument("positions", "malformed outbox position");
     }
@@ -162,8 +166,8 @@ Status ShardStoreImpl::DeleteOutbox(const std::vector<std::string>& positions) {
   std::vector<uint64_t> targets;
   for (const auto& [key, record] : delivered) {
     const auto& [done, count] = record;
-    if (done.size() >= count) {
-      // Every target the record held when read is delivered (it has not grown since).
+    if (count > 0 && done.size() >= count) {
+      // Every target the record held when read is delivered (it only shrinks, by this method).
       SB_RETURN_IF_ERROR(FromRocksDb(batch.Delete(handles_[kOutboxCf], key), "batch"));
       continue;
     }

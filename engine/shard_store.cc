@@ -189,6 +189,11 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
   if (options.token_range.first > options.token_range.last) {
     return Status::InvalidArgument("token_range", "token_range.first > token_range.last");
   }
+  if (options.limits.max_outbox_batch < keys::kMaxOutboxTargets) {
+    return Status::InvalidArgument("max_outbox_batch", "max_outbox_batch must be at least " +
+                                                           std::to_string(keys::kMaxOutboxTargets) +
+                                                           " (one stored group of outbox targets)");
+  }
   auto resources = options.resources ? options.resources : StorageResources::Create();
   auto& impl = static_cast<StorageResourcesImpl&>(*resources);
 

@@ -22,8 +22,10 @@
 //     lock, user_locks_[UserStripe(user)], from reading the inbox state to the end of the write.
 //   - A call that needs several stripes (SendMessages, ApplyInboxUpdates) locks them in index
 //     order. No call holds a conversation stripe and a user stripe at once.
-//   - Outbox records are deleted (DeleteOutbox) without a lock: a record is written once, by one
-//     batch, and readers see it only once that batch is final (OutboxSequencer).
+//   - An outbox record is written by one batch, and readers see it only once that batch is
+//     final (OutboxSequencer). After that only DeleteOutbox changes it (deletes it, or rewrites
+//     it with fewer targets), under outbox_delete_mu_, a leaf.
+//   - The inbox state cache of a user stripe (inbox_cache_) is guarded by that stripe's lock.
 //   - OutboxSequencer::mu_ is a leaf: held only inside OutboxSequencer's own methods.
 //   - Reads take no lock. A read of several rows that one concurrent write may replace together
 //     reads them from one view: one iterator (it reads at an implicit snapshot) or an explicit

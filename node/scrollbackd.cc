@@ -75,8 +75,8 @@ int Run(int argc, char** argv) {
   uint32_t semi_sync_timeout_ms = 1000;
   app.add_option("--semi-sync-timeout-ms", semi_sync_timeout_ms,
                  "How long a semi-sync write waits for a replica before notReplicated (default "
-                 "1000)")
-      ->check(CLI::Range(1u, 60'000u));
+                 "1000; at most 4000, below clients' 5 s call timeout)")
+      ->check(CLI::Range(1u, 4'000u));
   uint64_t wal_archive_mb = options.budgets.wal_archive_bytes >> 20;
   app.add_option("--wal-archive-mb", wal_archive_mb,
                  "WAL kept for replica catch-up, all shards of the node together (default 4096)")

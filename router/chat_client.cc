@@ -69,19 +69,22 @@ class ChatClientImpl final : public ChatClient {
 
   kj::Promise<Result<Written<Conversation>>> CreateConversation(
       CreateConversationRequest request, const WriteOptions& write) override {
-    return Routed<Written<Conversation>>(request.conv_id, [request, write](NodeClient& node) {
-      auto call = node.createConversationRequest();
-      SetWrite(call, write);
-      call.setConvId(request.conv_id);
-      call.setCreatorId(request.creator_id);
-      SetIds(call.initMemberIds(static_cast<unsigned>(request.member_ids.size())),
-             request.member_ids);
-      call.setTitle(wire::AsText(request.title));
-      return call.send().then([](auto reply) {
-        return AnswerWritten<Conversation>(
-            reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
-      });
-    });
+    return Routed<Written<Conversation>>(
+        request.conv_id,
+        [request, write](NodeClient& node) {
+          auto call = node.createConversationRequest();
+          SetWrite(call, write);
+          call.setConvId(request.conv_id);
+          call.setCreatorId(request.creator_id);
+          SetIds(call.initMemberIds(static_cast<unsigned>(request.member_ids.size())),
+                 request.member_ids);
+          call.setTitle(wire::AsText(request.title));
+          return call.send().then([](auto reply) {
+            return AnswerWritten<Conversation>(
+                reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
+          });
+        },
+        0, Target::kPrimary, AckWait(write));
   }
 
   kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id,
@@ -100,31 +103,37 @@ class ChatClientImpl final : public ChatClient {
   kj::Promise<Result<Written<uint64_t>>> AddMembers(uint64_t conv_id, uint64_t actor_id,
                                                     std::vector<uint64_t> user_ids,
                                                     const WriteOptions& write) override {
-    return Routed<Written<uint64_t>>(conv_id, [=](NodeClient& node) {
-      auto call = node.addMembersRequest();
-      SetWrite(call, write);
-      call.setConvId(conv_id);
-      call.setActorId(actor_id);
-      SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-      return call.send().then([](auto reply) {
-        return AnswerWritten<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
-      });
-    });
+    return Routed<Written<uint64_t>>(
+        conv_id,
+        [=](NodeClient& node) {
+          auto call = node.addMembersRequest();
+          SetWrite(call, write);
+          call.setConvId(conv_id);
+          call.setActorId(actor_id);
+          SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
+          return call.send().then([](auto reply) {
+            return AnswerWritten<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
+          });
+        },
+        0, Target::kPrimary, AckWait(write));
   }
 
   kj::Promise<Result<Written<uint64_t>>> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
                                                        std::vector<uint64_t> user_ids,
                                                        const WriteOptions& write) override {
-    return Routed<Written<uint64_t>>(conv_id, [=](NodeClient& node) {
-      auto call = node.removeMembersRequest();
-      SetWrite(call, write);
-      call.setConvId(conv_id);
-      call.setActorId(actor_id);
-      SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-      return call.send().then([](auto reply) {
-        return AnswerWritten<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
-      });
-    });
+    return Routed<Written<uint64_t>>(
+        conv_id,
+        [=](NodeClient& node) {
+          auto call = node.removeMembersRequest();
+          SetWrite(call, write);
+          call.setConvId(conv_id);
+          call.setActorId(actor_id);
+          SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
+          return call.send().then([](auto reply) {
+            return AnswerWritten<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
+          });
+        },
+        0, Target::kPrimary, AckWait(write));
   }
 
   kj::Promise<Result<std::vector<uint64_t>>> ListMembers(uint64_t conv_id, uint64_t after,
@@ -148,15 +157,18 @@ class ChatClientImpl final : public ChatClient {
 
   kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request,
                                                      const WriteOptions& write) override {
-    return Routed<SendMessageResult>(request.conv_id, [request, write](NodeClient& node) {
-      auto call = node.sendMessageRequest();
-      SetWrite(call, write);
-      wire::ToWire(request, call.initRequest());
-      return call.send().then([](auto reply) -> Result<SendMessageResult> {
-        if (reply.hasError()) return wire::FromWire(reply.getError());  // API version 2.
-        return ReadSend(reply.getResult());
-      });
-    });
+    return Routed<SendMessageResult>(
+        request.conv_id,
+        [request, write](NodeClient& node) {
+          auto call = node.sendMessageRequest();
+          SetWrite(call, write);
+          wire::ToWire(request, call.initRequest());
+          return call.send().then([](auto reply) -> Result<SendMessageResult> {
+            if (reply.hasError()) return wire::FromWire(reply.getError());  // API version 2.
+            return ReadSend(reply.getResult());
+          });
+        },
+        0, Target::kPrimary, AckWait(write));
   }
 
   kj::Promise<std::vector<Result<SendMessageResult>>> SendBatch(
@@ -187,7 +199,8 @@ class ChatClientImpl final : public ChatClient {
                       for (auto r : reply.getResults()) out.push_back(ReadSend(r));
                       return out;
                     });
-              })
+              },
+              0, Target::kPrimary, AckWait(write))
               .then([this, out, indexes, part, write](
                         Result<std::vector<Result<SendMessageResult>>> got) -> kj::Promise<void> {
                 kj::Vector<kj::Promise<void>> retries;
@@ -245,34 +258,40 @@ class ChatClientImpl final : public ChatClient {
   kj::Promise<Result<Written<Message>>> EditMessage(uint64_t conv_id, uint64_t seq,
                                                     uint64_t editor_id, std::string body,
                                                     const WriteOptions& write) override {
-    return Routed<Written<Message>>(conv_id, [=](NodeClient& node) {
-      auto call = node.editMessageRequest();
-      SetWrite(call, write);
-      call.setConvId(conv_id);
-      call.setSeq(seq);
-      call.setEditorId(editor_id);
-      call.setBody(wire::AsData(body));
-      return call.send().then([](auto reply) {
-        return AnswerWritten<Message>(
-            reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
-      });
-    });
+    return Routed<Written<Message>>(
+        conv_id,
+        [=](NodeClient& node) {
+          auto call = node.editMessageRequest();
+          SetWrite(call, write);
+          call.setConvId(conv_id);
+          call.setSeq(seq);
+          call.setEditorId(editor_id);
+          call.setBody(wire::AsData(body));
+          return call.send().then([](auto reply) {
+            return AnswerWritten<Message>(
+                reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
+          });
+        },
+        0, Target::kPrimary, AckWait(write));
   }
 
   kj::Promise<Result<Written<Message>>> DeleteMessage(uint64_t conv_id, uint64_t seq,
                                                       uint64_t actor_id,
                                                       const WriteOptions& write) override {
-    return Routed<Written<Message>>(conv_id, [=](NodeClient& node) {
-      auto call = node.deleteMessageRequest();
-      SetWrite(call, write);
-      call.setConvId(conv_id);
-      call.setSeq(seq);
-      call.setActorId(actor_id);
-      return call.send().then([](auto reply) {
-        return AnswerWritten<Message>(
-            reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
-      });
-    });
+    return Routed<Written<Message>>(
+        conv_id,
+        [=](NodeClient& node) {
+          auto call = node.deleteMessageRequest();
+          SetWrite(call, write);
+          call.setConvId(conv_id);
+          call.setSeq(seq);
+          call.setActorId(actor_id);
+          return call.send().then([](auto reply) {
+            return AnswerWritten<Message>(
+                reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
+          });
+        },
+        0, Target::kPrimary, AckWait(write));
   }
 
   kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query, const ReadOptions& read) override {
@@ -316,19 +335,20 @@ class ChatClientImpl final : public ChatClient {
   kj::Promise<Result<Written<InboxEntry>>> MarkReadClamped(uint64_t user_id, uint64_t conv_id,
                                                            uint64_t seq,
                                                            const WriteOptions& write) {
-    return Routed<Written<InboxEntry>>(user_id,
-                                       [=](NodeClient& node) {
-                                         auto call = node.markReadRequest();
-                                         SetWrite(call, write);
-                                         call.setUserId(user_id);
-                                         call.setConvId(conv_id);
-                                         call.setSeq(seq);
-                                         return call.send().then([](auto reply) {
-                                           return AnswerWritten<InboxEntry>(reply, [](auto& r) {
-                                             return wire::Decode<InboxEntry>(r.getEntry());
-                                           });
-                                         });
-                                       })
+    return Routed<Written<InboxEntry>>(
+               user_id,
+               [=](NodeClient& node) {
+                 auto call = node.markReadRequest();
+                 SetWrite(call, write);
+                 call.setUserId(user_id);
+                 call.setConvId(conv_id);
+                 call.setSeq(seq);
+                 return call.send().then([](auto reply) {
+                   return AnswerWritten<InboxEntry>(
+                       reply, [](auto& r) { return wire::Decode<InboxEntry>(r.getEntry()); });
+                 });
+               },
+               0, Target::kPrimary, AckWait(write))
         .then(
             [this](Result<Written<InboxEntry>> entry) -> kj::Promise<Result<Written<InboxEntry>>> {
               if (!entry.ok()) return kj::mv(entry);
@@ -517,6 +537,14 @@ class ChatClientImpl final : public ChatClient {
   // Where a call goes: the shard's primary, or (reads that allow it) one of its replicas.
   enum class Target { kPrimary, kReplica };
 
+  // How long a node may hold a write's reply for its replicas (added to the call's deadline):
+  // the write's own semi-sync timeout. Without one the node's default applies, which stays
+  // below the call timeout (scrollbackd caps --semi-sync-timeout-ms at 4 s).
+  static std::chrono::milliseconds AckWait(const WriteOptions& write) {
+    return write.ack == AckMode::kAsync ? std::chrono::milliseconds(0)
+                                        : std::chrono::milliseconds(write.timeout_ms);
+  }
+
   // Sets a write's options; nothing for the default (the message stays as small as before).
   template <typename Request>
   static void SetWrite(Request& call, const WriteOptions& write) {
@@ -562,8 +590,11 @@ class ChatClientImpl final : public ChatClient {
   // refresh) on not-owner / not-primary. A replica that declines a read (notPrimary,
   // unavailable) or fails is followed by the same read at the primary.
   template <typename T, typename Call>
+  // `ack_wait`: how long the node may hold a semi-sync write's reply on purpose (its timeoutMs),
+  // added to the call's deadline: a slow replica must not make the primary look dead.
   kj::Promise<Result<T>> Routed(uint64_t shard_key, Call call, int attempt = 0,
-                                Target target = Target::kPrimary) {
+                                Target target = Target::kPrimary,
+                                std::chrono::milliseconds ack_wait = {}) {
     auto map = maps_->Current();
     const ShardInfo& shard = map->ShardForKey(shard_key);
     std::string node_id = shard.primary;
@@ -577,7 +608,8 @@ class ChatClientImpl final : public ChatClient {
     }
     auto connection = ConnectionTo(*map, node_id);
     if (!connection.ok()) {
-      if (target == Target::kReplica) return Routed<T>(shard_key, call, attempt);
+      if (target == Target::kReplica)
+        return Routed<T>(shard_key, call, attempt, Target::kPrimary, ack_wait);
       return Result<T>(connection.status());
     }
     const Connection* used = *connection;
@@ -590,19 +622,19 @@ class ChatClientImpl final : public ChatClient {
     ++outstanding_[node_id];
     // Counted down when the call ends however it ends, dropped by its caller included.
     sent = sent.attach(kj::defer([this, node_id] { --outstanding_[node_id]; }));
-    auto timeout = options_.call_timeout.count() * kj::MILLISECONDS;
+    auto timeout = (options_.call_timeout + ack_wait).count() * kj::MILLISECONDS;
     return io_.getTimer()
         .timeoutAfter(timeout, kj::mv(sent))
         .then(
-            [this, shard_key, call, attempt, target,
-             node_id](Result<T> result) -> kj::Promise<Result<T>> {
+            [this, shard_key, call, attempt, target, node_id,
+             ack_wait](Result<T> result) -> kj::Promise<Result<T>> {
               const ErrorCode code = result.ok() ? ErrorCode::kOk : result.status().code();
               if (target == Target::kReplica &&
                   (code == ErrorCode::kNotPrimary || code == ErrorCode::kUnavailable ||
                    code == ErrorCode::kNotOwner)) {
                 // The replica declined (too stale, token not applied, map moved): the primary.
                 if (code == ErrorCode::kNotOwner) maps_->RequestRefresh();
-                return Routed<T>(shard_key, call, attempt);
+                return Routed<T>(shard_key, call, attempt, Target::kPrimary, ack_wait);
               }
               // Retried: not-owner and not-primary (a stale map here or there) and unavailable
               // answered by the node itself (a shard still opening: nothing was applied).
@@ -618,16 +650,17 @@ class ChatClientImpl final : public ChatClient {
                 auto backoff = options_.not_owner_backoff.count() * (1 << attempt);
                 return io_.getTimer()
                     .afterDelay(backoff * kj::MILLISECONDS)
-                    .then([this, shard_key, call, attempt] {
-                      return Routed<T>(shard_key, call, attempt + 1);
+                    .then([this, shard_key, call, attempt, ack_wait] {
+                      return Routed<T>(shard_key, call, attempt + 1, Target::kPrimary, ack_wait);
                     });
               }
               return kj::mv(result);
             },
-            [this, shard_key, call, attempt, target, node_id,
-             used](kj::Exception&& e) -> kj::Promise<Result<T>> {
+            [this, shard_key, call, attempt, target, node_id, used,
+             ack_wait](kj::Exception&& e) -> kj::Promise<Result<T>> {
               MarkDown(node_id, used);
-              if (target == Target::kReplica) return Routed<T>(shard_key, call, attempt);
+              if (target == Target::kReplica)
+                return Routed<T>(shard_key, call, attempt, Target::kPrimary, ack_wait);
               return Result<T>(
                   Status::Unavailable("node " + node_id + ": " + e.getDescription().cStr()));
             });

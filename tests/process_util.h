@@ -17,6 +17,7 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,10 +36,13 @@ inline int FreePort() {
     if (std::fscanf(range, "%d", &ephemeral_low) != 1) ephemeral_low = 32768;
     std::fclose(range);
   }
-  const int low = 10000, high = std::max(low + 1000, ephemeral_low) - 1;
+  const int high = std::max(2024, ephemeral_low) - 1;
+  const int low = std::max(1024, std::min(10000, high - 5000));
   static std::mt19937 pick(std::random_device{}());
+  static std::set<int> handed_out;  // Never the same port twice in one test process.
   for (int attempt = 0; attempt < 1000; ++attempt) {
     const int port = std::uniform_int_distribution<int>(low, high)(pick);
+    if (!handed_out.insert(port).second) continue;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;

@@ -72,6 +72,41 @@ TEST_CASE("a partly delivered outbox record keeps the targets still to deliver")
   CHECK(f.store->ReadOutbox("", 100)->records.empty());
 }
 
+TEST_CASE("positions from reads before and after a record shrank delete only what was delivered") {
+  StoreFixture f;
+  f.Create(10, 1, {2, 3});  // One record: `joined` for users 1, 2, 3.
+  auto first = f.store->ReadOutbox("", 100);
+  REQUIRE(first.ok());
+  REQUIRE(first->records.size() == 3);
+  auto position_of = [](const OutboxBatch& batch, uint64_t user) {
+    for (const OutboxRecord& r : batch.records) {
+      if (r.update.user_id == user) return r.position;
+    }
+    FAIL("no record for user " << user);
+    return std::string();
+  };
+  // User 1 delivered: the record shrinks to {2, 3}.
+  REQUIRE(f.store->DeleteOutbox({position_of(*first, 1)}).ok());
+  auto second = f.store->ReadOutbox("", 100);
+  REQUIRE(second.ok());
+  REQUIRE(Targets(*second) == std::vector<uint64_t>{2, 3});
+  // User 2 delivered, named with a position of the second read, together with user 1's
+  // position of the first read: two targets, as many as the second read counted, yet user 3
+  // still waits.
+  REQUIRE(f.store->DeleteOutbox({position_of(*first, 1), position_of(*second, 2)}).ok());
+  CHECK(Targets(*f.store->ReadOutbox("", 100)) == std::vector<uint64_t>{3});
+}
+
+TEST_CASE("a store whose outbox batch could not carry one stored group is refused at open") {
+  ShardLimits limits;
+  limits.max_outbox_batch = keys::kMaxOutboxTargets - 1;
+  testing::TempDir dir;
+  ShardOptions options;
+  options.limits = limits;
+  auto opened = ShardStore::Open(options, dir.Sub("shard"));
+  CHECK(opened.status().field() == "max_outbox_batch");
+}
+
 TEST_CASE("an operation with more targets than one record holds is stored in parts, read whole") {
   StoreFixture f;
   std::vector<uint64_t> members;

@@ -55,8 +55,8 @@ TEST_CASE("a semi-sync send is acknowledged only once a replica has applied it")
   ClusterFixture f;
   HeldShard shard(f);
   for (int i = 0; i < 20; ++i) {
-    auto sent =
-        f.Wait(f.client->SendMessage(Send(kConv, 1, "m" + std::to_string(i), "x"), SemiSync()));
+    auto sent = f.Wait(
+        f.client->SendMessage(Send(kConv, 1, "m" + std::to_string(i), "x"), SemiSync(10'000)));
     INFO(sent.status().ToString());
     REQUIRE(sent.ok());
     // When the client hears success, some replica already holds the write.
@@ -83,8 +83,8 @@ TEST_CASE("with every replica held, a semi-sync write answers notReplicated and 
   for (const Message& m : history->messages) committed |= m.client_msg_id == "held";
   CHECK(committed);
   shard.Release();
-  auto retried =
-      f.Wait(f.client->SendMessage(Send(kConv, 1, "held", "on the primary only"), SemiSync()));
+  auto retried = f.Wait(
+      f.client->SendMessage(Send(kConv, 1, "held", "on the primary only"), SemiSync(10'000)));
   REQUIRE(retried.ok());
   CHECK(retried->duplicate);
   CHECK(shard.MostAppliedByAReplica() >= retried->token.lsn);
@@ -100,16 +100,16 @@ TEST_CASE("with every replica held, a semi-sync write answers notReplicated and 
   REQUIRE(batch.size() == 2);
   for (const auto& result : batch) CHECK(result.status().code() == ErrorCode::kNotReplicated);
   shard.Release();
-  auto batch_again = f.Wait(
-      f.client->SendBatch({Send(kConv, 1, "b1", "x"), Send(kConv, 2, "b2", "y")}, SemiSync()));
+  auto batch_again = f.Wait(f.client->SendBatch(
+      {Send(kConv, 1, "b1", "x"), Send(kConv, 2, "b2", "y")}, SemiSync(10'000)));
   for (const auto& result : batch_again) {
     REQUIRE(result.ok());
     CHECK(shard.MostAppliedByAReplica() >= result->token.lsn);
   }
-  // Counted in /metrics.
+  // Counted in /metrics: the held send, the edit, the member change and the batch (one wait).
   const size_t primary = f.cluster->IndexOf(shard.info.primary);
   const std::string metrics = f.cluster->node(primary)->RenderMetrics();
-  CHECK(metrics.find("scrollback_semi_sync_writes_total{outcome=\"not_replicated\"} 0") ==
+  CHECK(metrics.find("\nscrollback_semi_sync_writes_total{outcome=\"not_replicated\"} 4\n") !=
         std::string::npos);
 }
 
@@ -121,11 +121,18 @@ TEST_CASE("a pull from a node the map does not list as a replica acknowledges no
   const size_t primary_index = f.cluster->IndexOf(shard.info.primary);
   auto primary_log = HostedOn(f, primary_index, shard.info.shard_id)->log;
   RawNode primary(f.io, map->FindNode(shard.info.primary)->address);
-  const uint64_t before = primary_log->lsn();
-  auto pending = f.client->SendMessage(Send(kConv, 1, "b", "y"), SemiSync(2000));
-  REQUIRE(f.Eventually([&] { return primary_log->lsn() > before; }));
-  // The write is committed. An impostor claims to have applied all of it (a pull from the
-  // primary's newest LSN + 1, which the primary answers).
+  auto pending = f.client->SendMessage(Send(kConv, 1, "b", "y"), SemiSync(5000));
+  // Wait until the write is committed (a strong read sees it) while its reply is held.
+  REQUIRE(f.Eventually([&] {
+    auto page = f.Wait(f.client->ReadHistory({kConv, Direction::kNewestFirst, 0, {}, 5}));
+    if (!page.ok()) return false;
+    for (const Message& m : page->messages) {
+      if (m.client_msg_id == "b") return true;
+    }
+    return false;
+  }));
+  // An impostor claims to have applied all of it (a pull from the primary's newest LSN + 1,
+  // past the write's, which the primary answers).
   auto claim = primary.node.pullLogRequest();
   claim.setShardId(shard.info.shard_id);
   claim.setEpoch(shard.info.epoch);
@@ -152,7 +159,9 @@ TEST_CASE("the node's default acknowledgement applies to writes that do not choo
   auto async = f.Wait(f.client->SendMessage(Send(kConv, 1, "e", "x"), {AckMode::kAsync, 0}));
   CHECK(async.ok());
   shard.Release();
-  auto later = f.Wait(f.client->SendMessage(Send(kConv, 1, "f", "default")));
+  // The default mode with a long timeout of its own (the node's 300 ms is for the held case).
+  auto later =
+      f.Wait(f.client->SendMessage(Send(kConv, 1, "f", "default"), {AckMode::kDefault, 10'000}));
   REQUIRE(later.ok());
   CHECK(shard.MostAppliedByAReplica() >= later->token.lsn);
 }

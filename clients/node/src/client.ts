@@ -50,8 +50,10 @@ const kRetryable = new Set<number>([
   ErrorCode.STALE_EPOCH,
   ErrorCode.OVERLOADED,
   ErrorCode.UNAVAILABLE,
-  ErrorCode.NOT_REPLICATED, // A semi-sync write no replica confirmed in time: retrying is safe.
 ]);
+// notReplicated (a semi-sync write no replica confirmed in time) is not in the list: the write
+// is committed on the primary. Retrying a send is safe (idempotent on clientMsgId); other
+// writes should check the state first.
 
 // A typed error from Scrollback, or `unavailable` for a call whose connection failed or whose
 // deadline passed (its outcome is then unknown).
@@ -126,6 +128,11 @@ export interface ReadOptions {
 export interface WriteOptions {
   ack?: "async" | "semi-sync";
   timeoutMs?: number;
+}
+
+// How long a node may hold a write's reply for its replicas, added to the call's deadline.
+function ackWaitMs(write: WriteOptions | undefined): number {
+  return write === undefined || write.ack === "async" ? 0 : write.timeoutMs ?? 0;
 }
 
 function setWrite(init: () => WireWriteOptions, write: WriteOptions | undefined): void {
@@ -218,9 +225,9 @@ export class ChatStoreClient {
 
   // Awaits one call with the deadline; connection failures become ChatStoreError `unavailable`.
   // Public so that callers can reach the methods not wrapped here through `raw`.
-  async call<T>(what: string, reply: { promise(): Promise<T> }): Promise<T> {
+  async call<T>(what: string, reply: { promise(): Promise<T> }, extraMs = 0): Promise<T> {
     try {
-      return await this.connection.call(what, reply.promise(), this.timeoutMs);
+      return await this.connection.call(what, reply.promise(), this.timeoutMs + extraMs);
     } catch (err) {
       if (err instanceof ConnectionError) {
         throw new ChatStoreError(ErrorCode.UNAVAILABLE, err.message);
@@ -249,6 +256,7 @@ export class ChatStoreClient {
         p.title = title;
         setWrite(() => p._initOptions(), write);
       }),
+      ackWaitMs(write),
     );
     throwIfError(reply);
     return reply.conversation;
@@ -273,6 +281,7 @@ export class ChatStoreClient {
         fillSend(p._initRequest(), input);
         setWrite(() => p._initOptions(), write);
       }),
+      ackWaitMs(write),
     );
     throwIfError(reply); // API version 2: the call's outcome is the top-level error.
     return sentOf(reply.result);
@@ -289,6 +298,7 @@ export class ChatStoreClient {
         inputs.forEach((input, i) => fillSend(list.get(i), input));
         setWrite(() => p._initOptions(), write);
       }),
+      ackWaitMs(write),
     );
     throwIfError(reply);
     return reply.results.map(
@@ -366,6 +376,7 @@ export class ChatStoreClient {
         p.seq = seq;
         setWrite(() => p._initOptions(), write);
       }),
+      ackWaitMs(write),
     );
     throwIfError(reply);
     return reply.entry;

@@ -92,7 +92,9 @@ struct ShardLimits {
   uint32_t fan_out_member_limit = 256;
   // Default: 120 bytes. The inbox preview is the body's prefix, cut at a UTF-8 boundary.
   uint32_t preview_bytes = 120;
-  // Default: 1,000. Most outbox records one ReadOutbox call returns.
+  // Default: 1,000; at least 256 (keys::kMaxOutboxTargets: one stored group of targets is read
+  // and delivered whole). Most outbox records one ReadOutbox call returns, and most inbox
+  // updates one ApplyInboxUpdates call takes.
   uint32_t max_outbox_batch = 1'000;
   // Default: 1,000. Most sends one SendMessages call may carry (bounds one WriteBatch).
   uint32_t max_send_batch = 1'000;
@@ -241,12 +243,15 @@ class ShardStore {
 
   // ---- Outbox (consumed by the fan-out worker) -----------------------------------------------
 
-  // Up to `limit` pending records in write order, starting at `from_position` (inclusive;
-  // empty: the oldest). Only records whose batches are final are returned: a record never
-  // appears behind a position a reader has passed, so a reader keeps its position instead of
-  // rescanning from the oldest (and past the tombstones of delivered records).
+  // Pending inbox updates (one record per target user) in write order, starting at
+  // `from_position` (inclusive; empty: the oldest). Only records whose batches are final are
+  // returned: a record never appears behind a position a reader has passed, so a reader keeps
+  // its position instead of rescanning from the oldest (and past the tombstones of delivered
+  // records). Up to `limit` records, except that an operation's stored group of targets (at
+  // most keys::kMaxOutboxTargets, 256) is never split: the first group comes whole.
   virtual Result<OutboxBatch> ReadOutbox(const std::string& from_position, uint32_t limit) = 0;
-  // Deletes delivered records by position. Unknown positions are ignored.
+  // Deletes delivered records by position (positions from any earlier reads). A stored group
+  // keeps the targets not named until they are. Unknown positions are ignored.
   virtual Status DeleteOutbox(const std::vector<std::string>& positions) = 0;
 
   // ---- Replication: the log --------------------------------------------------------------------

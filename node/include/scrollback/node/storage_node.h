@@ -59,8 +59,9 @@ struct ShardAssignment {
   // from (and what notPrimary answers point clients to).
   std::string primary_node;
   std::string primary_address;
-  // For a primary: the node ids of the shard's replicas in the map. Only their pulls
-  // acknowledge semi-sync writes (a node that names itself in a pull is not enough).
+  // For a primary: the node ids of the shard's replicas in the map. Only pulls that name one
+  // of them acknowledge semi-sync writes. (The name is the puller's word: the fence against a
+  // copy that is not what it claims is the epoch and the divergence check, not the name.)
   std::vector<std::string> replica_nodes;
 
   friend bool operator==(const ShardAssignment&, const ShardAssignment&) = default;
@@ -103,7 +104,9 @@ struct ReplicationOptions {
   // acknowledged: async (the primary committed) or semi-sync (a replica applied it too).
   AckMode default_ack = AckMode::kAsync;
   // Default: 1 s. How long a semi-sync write waits for a replica before it answers
-  // notReplicated (a write's own timeout_ms, when set, wins, capped at 60 s).
+  // notReplicated (a write's own timeout_ms, when set, wins, capped at 60 s; clients add that
+  // to their call deadline). Keep it below clients' call timeout (5 s): a client that gives up
+  // first marks the node down and answers unavailable.
   std::chrono::milliseconds semi_sync_timeout{1000};
   // Default: 200 ms. How long a replica holds a session read for the caller's token before
   // answering unavailable (the client then reads from the primary).

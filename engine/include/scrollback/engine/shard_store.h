@@ -88,7 +88,7 @@ struct ShardLimits {
   // Default: 1,000. Most user ids one add/remove-members call may name (bounds one WriteBatch).
   uint32_t max_members_per_change = 1'000;
   // Default: 256. Conversations with more members skip per-message inbox fan-out (DESIGN.md):
-  // a send to them writes no outbox record per member.
+  // a send to them queues no inbox update.
   uint32_t fan_out_member_limit = 256;
   // Default: 120 bytes. The inbox preview is the body's prefix, cut at a UTF-8 boundary.
   uint32_t preview_bytes = 120;
@@ -202,8 +202,8 @@ class ShardStore {
 
   // Appends a message with the next seq. Idempotent on (conv_id, sender_id, client_msg_id): a
   // retry returns the first send's seq with duplicate = true and writes nothing. The message,
-  // its index rows and one outbox record per member (unless the conversation is above the
-  // fan-out limit) are written in one atomic WriteBatch.
+  // its index rows and its outbox record, which queues one inbox update per member (unless the
+  // conversation is above the fan-out limit), are written in one atomic WriteBatch.
   virtual Result<SendMessageResult> SendMessage(const SendMessageRequest& request) = 0;
   // Many sends (any conversations of this shard) in one atomic WriteBatch: one WAL write for
   // all. Results in input order, each as SendMessage would answer it; a send repeating an

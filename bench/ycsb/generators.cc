@@ -6,6 +6,45 @@
 
 namespace scrollback::ycsb {
 
+namespace {
+
+// SplitMix64: a fast, well-mixed sequence from any seed.
+uint64_t SplitMix(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+const std::vector<std::string>& Vocabulary() {
+  static const std::vector<std::string> words = [] {
+    std::vector<std::string> out;
+    uint64_t state = 42;
+    for (int i = 0; i < 2048; ++i) {
+      std::string word(2 + SplitMix(state) % 8, 'a');
+      for (char& c : word) c = static_cast<char>('a' + SplitMix(state) % 26);
+      out.push_back(std::move(word));
+    }
+    return out;
+  }();
+  return words;
+}
+
+}  // namespace
+
+std::string TextBody(uint64_t n, size_t bytes) {
+  const auto& words = Vocabulary();
+  std::string body;
+  body.reserve(bytes + 10);
+  uint64_t state = n * 0x2545F4914F6CDD1Dull + 1;
+  while (body.size() < bytes) {
+    if (!body.empty()) body += ' ';
+    body += words[SplitMix(state) % words.size()];
+  }
+  body.resize(bytes);
+  return body;
+}
+
 uint64_t FnvHash64(uint64_t value) {
   constexpr uint64_t kOffsetBasis = 0xCBF29CE484222325ull;
   constexpr uint64_t kPrime = 1099511628211ull;

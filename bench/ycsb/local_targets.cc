@@ -8,6 +8,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "generators.h"
 #include "scrollback/engine/keys.h"
 #include "scrollback/engine/shard_store.h"
 #include "scrollback/engine/value_codec.h"
@@ -28,8 +29,11 @@ Status FromRocks(const rocksdb::Status& s) {
 // send (no indexes, no outbox, no inbox), reads by Get and Seek + Next.
 class RawTarget final : public Target {
  public:
-  RawTarget(std::unique_ptr<rocksdb::DB> db, size_t value_bytes)
-      : db_(std::move(db)), value_(value_bytes, 'v') {}
+  RawTarget(std::unique_ptr<rocksdb::DB> db, size_t value_bytes) : db_(std::move(db)) {
+    // Values like the engine's: text of the encoded message's size, not one repeated byte
+    // (which would compress away and flatter the baseline). A pool, so neighbouring rows differ.
+    for (uint64_t i = 0; i < kValues; ++i) values_.push_back(TextBody(i, value_bytes));
+  }
 
   std::string name() const override { return "raw"; }
   bool pipelined() const override { return false; }
@@ -55,8 +59,8 @@ class RawTarget final : public Target {
         std::lock_guard lock(t_.mu_);
         seq = ++t_.last_seq_[conv_id];
       }
-      Status s = FromRocks(
-          t_.db_->Put(rocksdb::WriteOptions(), keys::MessageKey(conv_id, seq).str(), t_.value_));
+      Status s = FromRocks(t_.db_->Put(rocksdb::WriteOptions(),
+                                       keys::MessageKey(conv_id, seq).str(), t_.Value(seq)));
       if (!s.ok()) return Result<uint64_t>(s);
       return Result<uint64_t>(seq);
     }
@@ -65,7 +69,8 @@ class RawTarget final : public Target {
       {
         std::lock_guard lock(t_.mu_);
         for (const auto& send : sends) {
-          batch.Put(keys::MessageKey(send.conv_id, ++t_.last_seq_[send.conv_id]).str(), t_.value_);
+          const uint64_t seq = ++t_.last_seq_[send.conv_id];
+          batch.Put(keys::MessageKey(send.conv_id, seq).str(), t_.Value(seq));
         }
       }
       return FromRocks(t_.db_->Write(rocksdb::WriteOptions(), &batch));
@@ -76,8 +81,8 @@ class RawTarget final : public Target {
                                    keys::MessageKey(conv_id, seq).str(), &value));
     }
     kj::Promise<Status> Edit(uint64_t conv_id, uint64_t seq, uint64_t, std::string) override {
-      return FromRocks(
-          t_.db_->Put(rocksdb::WriteOptions(), keys::MessageKey(conv_id, seq).str(), t_.value_));
+      return FromRocks(t_.db_->Put(rocksdb::WriteOptions(), keys::MessageKey(conv_id, seq).str(),
+                                   t_.Value(seq + 1)));
     }
     kj::Promise<Status> History(HistoryQuery query) override {
       std::string first =
@@ -112,8 +117,10 @@ class RawTarget final : public Target {
     RawTarget& t_;
   };
 
+  static constexpr uint64_t kValues = 64;
+  const std::string& Value(uint64_t seq) const { return values_[seq % kValues]; }
   std::unique_ptr<rocksdb::DB> db_;
-  const std::string value_;
+  std::vector<std::string> values_;
   std::mutex mu_;
   std::unordered_map<uint64_t, uint64_t> last_seq_;  // GUARDED_BY(mu_)
 };

@@ -21,11 +21,7 @@ Operations::Operations(const Workload& workload, const OperationsOptions& option
   data_.members = options.members;
 }
 
-std::string Operations::Body(uint64_t n) const {
-  std::string body(options_.body_bytes, 'a');
-  for (size_t i = 0; i < body.size(); i += 16) body[i] = static_cast<char>('a' + (n + i) % 26);
-  return body;
-}
+std::string Operations::Body(uint64_t n) const { return TextBody(n, options_.body_bytes); }
 
 kj::Promise<Status> Operations::CreateConversation(Session& session, uint64_t conv) {
   std::vector<uint64_t> members;

@@ -12,6 +12,7 @@
 #include "scrollback/schema/chatstore_wire.h"
 #include "scrollback/schema/wire.h"
 #include "shard_routing.h"
+#include "write_ack.h"
 
 namespace scrollback {
 namespace {
@@ -25,7 +26,7 @@ namespace s = ::scrollback::schema;
 class ChatService final : public s::Node::Server {
  public:
   ChatService(std::shared_ptr<NodeCore> core, kj::Timer& timer)
-      : core_(std::move(core)), timer_(timer) {}
+      : core_(std::move(core)), timer_(timer), acks_(core_, timer) {}
 
   kj::Promise<void> createConversation(CreateConversationContext context) override {
     auto params = context.getParams();
@@ -620,7 +621,7 @@ class ChatService final : public s::Node::Server {
   // Records the call's latency (queueing included) and error code.
   template <typename T, typename Work, typename Fill, typename ErrorSlot>
   // `write`: a write's acknowledgement mode. A semi-sync write's reply waits, after the work,
-  // until a replica acknowledged the write's token (Acknowledge).
+  // until a replica acknowledged the write's token (WriteAcknowledger).
   kj::Promise<void> Serve(NodeMetrics::Method method, Work&& work, Fill&& fill,
                           ErrorSlot&& error_slot, const WriteOptions& write = {}) {
     auto start = std::chrono::steady_clock::now();
@@ -633,14 +634,14 @@ class ChatService final : public s::Node::Server {
       }
       core_->metrics.Record(method, std::chrono::steady_clock::now() - start);
     };
-    const bool semi_sync = IsWrite<T>::value && EffectiveAck(write) == AckMode::kSemiSync;
-    const auto ack_timeout = AckTimeout(write);
+    const bool semi_sync = IsWrite<T>::value && acks_.SemiSync(write);
+    const auto ack_timeout = acks_.Timeout(write);
     // Returns a promise only when the reply must wait for a replica; else answers at once.
     auto finish = [this, semi_sync, ack_timeout,
                    respond = kj::mv(respond)](Result<T> result) mutable -> kj::Promise<void> {
       if constexpr (IsWrite<T>::value) {
         if (semi_sync) {
-          return Acknowledge(std::move(result), ack_timeout).then(kj::mv(respond));
+          return acks_.Acknowledge(std::move(result), ack_timeout).then(kj::mv(respond));
         }
       }
       respond(std::move(result));
@@ -674,95 +675,6 @@ class ChatService final : public s::Node::Server {
           "node " + core_->options.node_id + " has too many calls queued; retry later")));
     }
     return paf.promise.then(kj::mv(finish));
-  }
-
-  // ---- Acknowledgement (docs/replication.md) ----------------------------------------------------
-
-  // Results that carry write tokens: a write's, or a batch of sends'.
-  template <typename T>
-  struct IsWrite : std::false_type {};
-  template <typename V>
-  struct IsWrite<Written<V>> : std::true_type {};
-  template <typename V>
-  struct IsWrite<std::vector<Result<Written<V>>>> : std::true_type {};
-
-  AckMode EffectiveAck(const WriteOptions& write) const {
-    return write.ack == AckMode::kDefault ? core_->options.replication.default_ack : write.ack;
-  }
-  std::chrono::milliseconds AckTimeout(const WriteOptions& write) const {
-    if (write.timeout_ms == 0) return core_->options.replication.semi_sync_timeout;
-    return std::chrono::milliseconds(std::min<uint32_t>(write.timeout_ms, 60'000));
-  }
-
-  // Resolves once a replica the map lists for the token's shard has applied the token's LSN,
-  // or to notReplicated after `timeout` (the write stays committed on the primary), or at once
-  // when the shard has no replica here to wait for.
-  kj::Promise<Status> WaitReplicated(const WriteToken& token, std::chrono::milliseconds timeout) {
-    auto table = core_->Table();
-    const HostedShard* shard = table->FindShard(token.shard_id);
-    if (shard == nullptr || shard->assignment.role != ShardRole::kPrimary ||
-        shard->assignment.replica_nodes.empty()) {
-      core_->metrics.RecordSemiSync(false, std::chrono::nanoseconds(0));
-      return Status::NotReplicated("shard " + std::to_string(token.shard_id) +
-                                   " has no replica to acknowledge a semi-sync write; it is "
-                                   "committed on its primary only");
-    }
-    const auto start = std::chrono::steady_clock::now();
-    std::shared_ptr<replication::ShardLog> log = shard->log;
-    return log->WaitAcked(token.lsn, timer_, timeout)
-        .attach(kj::mv(log))
-        .then([this, token, timeout, start](bool acked) -> Status {
-          core_->metrics.RecordSemiSync(acked, std::chrono::steady_clock::now() - start);
-          if (acked) return Status::Ok();
-          return Status::NotReplicated(
-              "no replica of shard " + std::to_string(token.shard_id) + " applied lsn " +
-              std::to_string(token.lsn) + " within " + std::to_string(timeout.count()) +
-              " ms; the write is committed on the primary and may or may not survive a "
-              "failover (retrying is safe)");
-        });
-  }
-
-  template <typename V>
-  kj::Promise<Result<Written<V>>> Acknowledge(Result<Written<V>> result,
-                                              std::chrono::milliseconds timeout) {
-    if (!result.ok()) return std::move(result);
-    const WriteToken token = result->token;
-    return WaitReplicated(token, timeout)
-        .then([result = std::move(result)](Status acked) mutable -> Result<Written<V>> {
-          if (!acked.ok()) return acked;
-          return std::move(result);
-        });
-  }
-
-  // A batch: one wait per shard, for the highest token of its sends; the sends of a shard
-  // that was not acknowledged answer notReplicated.
-  template <typename V>
-  kj::Promise<Result<std::vector<Result<Written<V>>>>> Acknowledge(
-      Result<std::vector<Result<Written<V>>>> result, std::chrono::milliseconds timeout) {
-    if (!result.ok()) return std::move(result);
-    std::map<uint64_t, WriteToken> highest;
-    for (const auto& item : *result) {
-      if (!item.ok()) continue;
-      WriteToken& top = highest[item->token.shard_id];
-      if (item->token.lsn >= top.lsn) top = item->token;
-    }
-    auto waits = kj::heapArrayBuilder<kj::Promise<std::pair<uint64_t, Status>>>(highest.size());
-    for (const auto& [shard_id, token] : highest) {
-      waits.add(WaitReplicated(token, timeout).then([shard_id = shard_id](Status acked) {
-        return std::make_pair(shard_id, std::move(acked));
-      }));
-    }
-    return kj::joinPromises(waits.finish())
-        .then([result = std::move(result)](kj::Array<std::pair<uint64_t, Status>> acks) mutable
-              -> Result<std::vector<Result<Written<V>>>> {
-          for (auto& item : *result) {
-            if (!item.ok()) continue;
-            for (const auto& [shard_id, acked] : acks) {
-              if (shard_id == item->token.shard_id && !acked.ok()) item = acked;
-            }
-          }
-          return std::move(result);
-        });
   }
 
   // Copies one stored message (a flat Cap'n Proto message) into element `i` of `out`.
@@ -950,6 +862,7 @@ class ChatService final : public s::Node::Server {
 
   std::shared_ptr<NodeCore> core_;
   kj::Timer& timer_;
+  WriteAcknowledger acks_;
 };
 
 }  // namespace

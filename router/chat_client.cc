@@ -69,9 +69,8 @@ class ChatClientImpl final : public ChatClient {
 
   kj::Promise<Result<Written<Conversation>>> CreateConversation(
       CreateConversationRequest request, const WriteOptions& write) override {
-    return Routed<Written<Conversation>>(
-        request.conv_id,
-        [request, write](NodeClient& node) {
+    return RoutedWrite<Written<Conversation>>(
+        request.conv_id, write, [request, write](NodeClient& node) {
           auto call = node.createConversationRequest();
           SetWrite(call, write);
           call.setConvId(request.conv_id);
@@ -83,8 +82,7 @@ class ChatClientImpl final : public ChatClient {
             return AnswerWritten<Conversation>(
                 reply, [](auto& r) { return wire::Decode<Conversation>(r.getConversation()); });
           });
-        },
-        0, Target::kPrimary, AckWait(write));
+        });
   }
 
   kj::Promise<Result<Conversation>> GetConversation(uint64_t conv_id,
@@ -103,37 +101,31 @@ class ChatClientImpl final : public ChatClient {
   kj::Promise<Result<Written<uint64_t>>> AddMembers(uint64_t conv_id, uint64_t actor_id,
                                                     std::vector<uint64_t> user_ids,
                                                     const WriteOptions& write) override {
-    return Routed<Written<uint64_t>>(
-        conv_id,
-        [=](NodeClient& node) {
-          auto call = node.addMembersRequest();
-          SetWrite(call, write);
-          call.setConvId(conv_id);
-          call.setActorId(actor_id);
-          SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-          return call.send().then([](auto reply) {
-            return AnswerWritten<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
-          });
-        },
-        0, Target::kPrimary, AckWait(write));
+    return ChangeMembers(true, conv_id, actor_id, std::move(user_ids), write);
   }
 
   kj::Promise<Result<Written<uint64_t>>> RemoveMembers(uint64_t conv_id, uint64_t actor_id,
                                                        std::vector<uint64_t> user_ids,
                                                        const WriteOptions& write) override {
-    return Routed<Written<uint64_t>>(
-        conv_id,
-        [=](NodeClient& node) {
-          auto call = node.removeMembersRequest();
-          SetWrite(call, write);
-          call.setConvId(conv_id);
-          call.setActorId(actor_id);
-          SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
-          return call.send().then([](auto reply) {
-            return AnswerWritten<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
-          });
-        },
-        0, Target::kPrimary, AckWait(write));
+    return ChangeMembers(false, conv_id, actor_id, std::move(user_ids), write);
+  }
+
+  kj::Promise<Result<Written<uint64_t>>> ChangeMembers(bool adding, uint64_t conv_id,
+                                                       uint64_t actor_id,
+                                                       std::vector<uint64_t> user_ids,
+                                                       const WriteOptions& write) {
+    return RoutedWrite<Written<uint64_t>>(conv_id, write, [=](NodeClient& node) {
+      auto send = [&](auto call) {
+        SetWrite(call, write);
+        call.setConvId(conv_id);
+        call.setActorId(actor_id);
+        SetIds(call.initUserIds(static_cast<unsigned>(user_ids.size())), user_ids);
+        return call.send().then([](auto reply) {
+          return AnswerWritten<uint64_t>(reply, [](auto& r) { return r.getSeq(); });
+        });
+      };
+      return adding ? send(node.addMembersRequest()) : send(node.removeMembersRequest());
+    });
   }
 
   kj::Promise<Result<std::vector<uint64_t>>> ListMembers(uint64_t conv_id, uint64_t after,
@@ -157,9 +149,8 @@ class ChatClientImpl final : public ChatClient {
 
   kj::Promise<Result<SendMessageResult>> SendMessage(SendMessageRequest request,
                                                      const WriteOptions& write) override {
-    return Routed<SendMessageResult>(
-        request.conv_id,
-        [request, write](NodeClient& node) {
+    return RoutedWrite<SendMessageResult>(
+        request.conv_id, write, [request, write](NodeClient& node) {
           auto call = node.sendMessageRequest();
           SetWrite(call, write);
           wire::ToWire(request, call.initRequest());
@@ -167,8 +158,7 @@ class ChatClientImpl final : public ChatClient {
             if (reply.hasError()) return wire::FromWire(reply.getError());  // API version 2.
             return ReadSend(reply.getResult());
           });
-        },
-        0, Target::kPrimary, AckWait(write));
+        });
   }
 
   kj::Promise<std::vector<Result<SendMessageResult>>> SendBatch(
@@ -184,8 +174,8 @@ class ChatClientImpl final : public ChatClient {
       for (size_t i : indexes) part.push_back(requests[i]);
       auto* out = results.get();
       calls.add(
-          Routed<std::vector<Result<SendMessageResult>>>(
-              first_key,
+          RoutedWrite<std::vector<Result<SendMessageResult>>>(
+              first_key, write,
               [part, write](NodeClient& node) {
                 auto call = node.sendBatchRequest();
                 SetWrite(call, write);
@@ -199,8 +189,7 @@ class ChatClientImpl final : public ChatClient {
                       for (auto r : reply.getResults()) out.push_back(ReadSend(r));
                       return out;
                     });
-              },
-              0, Target::kPrimary, AckWait(write))
+              })
               .then([this, out, indexes, part, write](
                         Result<std::vector<Result<SendMessageResult>>> got) -> kj::Promise<void> {
                 kj::Vector<kj::Promise<void>> retries;
@@ -258,40 +247,34 @@ class ChatClientImpl final : public ChatClient {
   kj::Promise<Result<Written<Message>>> EditMessage(uint64_t conv_id, uint64_t seq,
                                                     uint64_t editor_id, std::string body,
                                                     const WriteOptions& write) override {
-    return Routed<Written<Message>>(
-        conv_id,
-        [=](NodeClient& node) {
-          auto call = node.editMessageRequest();
-          SetWrite(call, write);
-          call.setConvId(conv_id);
-          call.setSeq(seq);
-          call.setEditorId(editor_id);
-          call.setBody(wire::AsData(body));
-          return call.send().then([](auto reply) {
-            return AnswerWritten<Message>(
-                reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
-          });
-        },
-        0, Target::kPrimary, AckWait(write));
+    return RoutedWrite<Written<Message>>(conv_id, write, [=](NodeClient& node) {
+      auto call = node.editMessageRequest();
+      SetWrite(call, write);
+      call.setConvId(conv_id);
+      call.setSeq(seq);
+      call.setEditorId(editor_id);
+      call.setBody(wire::AsData(body));
+      return call.send().then([](auto reply) {
+        return AnswerWritten<Message>(
+            reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
+      });
+    });
   }
 
   kj::Promise<Result<Written<Message>>> DeleteMessage(uint64_t conv_id, uint64_t seq,
                                                       uint64_t actor_id,
                                                       const WriteOptions& write) override {
-    return Routed<Written<Message>>(
-        conv_id,
-        [=](NodeClient& node) {
-          auto call = node.deleteMessageRequest();
-          SetWrite(call, write);
-          call.setConvId(conv_id);
-          call.setSeq(seq);
-          call.setActorId(actor_id);
-          return call.send().then([](auto reply) {
-            return AnswerWritten<Message>(
-                reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
-          });
-        },
-        0, Target::kPrimary, AckWait(write));
+    return RoutedWrite<Written<Message>>(conv_id, write, [=](NodeClient& node) {
+      auto call = node.deleteMessageRequest();
+      SetWrite(call, write);
+      call.setConvId(conv_id);
+      call.setSeq(seq);
+      call.setActorId(actor_id);
+      return call.send().then([](auto reply) {
+        return AnswerWritten<Message>(
+            reply, [](auto& r) { return wire::Decode<Message>(r.getMessage()); });
+      });
+    });
   }
 
   kj::Promise<Result<InboxPage>> ListInbox(InboxQuery query, const ReadOptions& read) override {
@@ -335,8 +318,8 @@ class ChatClientImpl final : public ChatClient {
   kj::Promise<Result<Written<InboxEntry>>> MarkReadClamped(uint64_t user_id, uint64_t conv_id,
                                                            uint64_t seq,
                                                            const WriteOptions& write) {
-    return Routed<Written<InboxEntry>>(
-               user_id,
+    return RoutedWrite<Written<InboxEntry>>(
+               user_id, write,
                [=](NodeClient& node) {
                  auto call = node.markReadRequest();
                  SetWrite(call, write);
@@ -347,8 +330,7 @@ class ChatClientImpl final : public ChatClient {
                    return AnswerWritten<InboxEntry>(
                        reply, [](auto& r) { return wire::Decode<InboxEntry>(r.getEntry()); });
                  });
-               },
-               0, Target::kPrimary, AckWait(write))
+               })
         .then(
             [this](Result<Written<InboxEntry>> entry) -> kj::Promise<Result<Written<InboxEntry>>> {
               if (!entry.ok()) return kj::mv(entry);
@@ -536,6 +518,12 @@ class ChatClientImpl final : public ChatClient {
 
   // Where a call goes: the shard's primary, or (reads that allow it) one of its replicas.
   enum class Target { kPrimary, kReplica };
+
+  // A write, routed to the primary, with its acknowledgement wait added to the deadline.
+  template <typename T, typename Call>
+  kj::Promise<Result<T>> RoutedWrite(uint64_t shard_key, const WriteOptions& write, Call call) {
+    return Routed<T>(shard_key, kj::mv(call), 0, Target::kPrimary, AckWait(write));
+  }
 
   // How long a node may hold a write's reply for its replicas (added to the call's deadline):
   // the write's own semi-sync timeout. Without one the node's default applies, which stays

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -28,12 +29,15 @@ Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterO
   std::filesystem::create_directories(cluster->data_dir_, ec);
   if (ec) return Status::Internal("cannot create " + cluster->data_dir_ + ": " + ec.message());
 
-  cluster->metadata_ = NewInMemoryMetadataStore(SystemClock());
+  if (!cluster->options_.clock) cluster->options_.clock = SystemClock();
+  cluster->metadata_ = NewInMemoryMetadataStore(cluster->options_.clock);
   cluster->nodes_.resize(options.nodes);
   std::vector<NodeInfo> infos;
   for (int i = 0; i < options.nodes; ++i) {
-    cluster->nodes_[i].id = "node-" + std::to_string(i + 1);
-    infos.push_back({cluster->nodes_[i].id, "", ""});
+    Member& member = cluster->nodes_[i];
+    member.id = "node-" + std::to_string(i + 1);
+    member.metadata = std::make_shared<CuttableMetadataStore>(cluster->metadata_, member.id);
+    infos.push_back({member.id, "", ""});
   }
   // Nodes first (to learn their ports), then the map naming them, then followers and workers.
   for (size_t i = 0; i < cluster->nodes_.size(); ++i) {
@@ -50,11 +54,14 @@ Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterO
   cluster->maps_ = *source;
   for (size_t i = 0; i < cluster->nodes_.size(); ++i) {
     Member& member = cluster->nodes_[i];
-    auto follower = ShardMapFollower::Start(cluster->metadata_, *member.node, cluster->log_);
+    auto follower = ShardMapFollower::Start(member.metadata, *member.node, cluster->log_);
     if (!follower.ok()) return follower.status();
     member.follower = std::move(follower).value();
+    SB_RETURN_IF_ERROR(cluster->StartFailover(member));
     cluster->StartWorker(member);
   }
+  // With failover, the controller records every node's lease (epoch 2 for every shard) before
+  // any node may write: wait for that map.
   SB_RETURN_IF_ERROR(cluster->WaitUntilServing(map.version()));
   return cluster;
 }
@@ -77,9 +84,34 @@ std::unique_ptr<ChatClient> EmbeddedCluster::NewClient(kj::AsyncIoProvider& io,
 void EmbeddedCluster::StopNode(size_t i) {
   Member& member = nodes_[i];
   member.worker.reset();
+  // A leading controller hands over at once; the lease is left to expire, as after a crash.
+  member.controller.reset();
+  member.keeper.reset();
   member.follower.reset();
   if (member.node) member.node->Stop(std::chrono::milliseconds(0));
   member.node.reset();
+  member.lease.reset();
+}
+
+void EmbeddedCluster::CutFromMetadata(size_t i, bool cut) {
+  log_->warn("{} {} the metadata store (fault injected)", nodes_[i].id,
+             cut ? "cut off from" : "reconnected to");
+  nodes_[i].metadata->Cut(cut);
+}
+
+Status EmbeddedCluster::StartFailover(Member& member) {
+  if (!options_.failover) return Status::Ok();
+  LeaseKeeperOptions lease = options_.lease;
+  lease.node_id = member.id;
+  if (!lease.logger) lease.logger = log_;
+  auto keeper = LeaseKeeper::Start(member.metadata, options_.clock, member.lease, lease);
+  if (!keeper.ok()) return keeper.status();
+  member.keeper = std::move(keeper).value();
+  FailoverControllerOptions controller = options_.controller;
+  controller.node_id = member.id;
+  if (!controller.logger) controller.logger = log_;
+  member.controller = FailoverController::Start(member.metadata, controller);
+  return Status::Ok();
 }
 
 uint32_t EmbeddedCluster::replication_factor() const {
@@ -92,8 +124,13 @@ std::string EmbeddedCluster::node_data_dir(size_t i) const {
   return (std::filesystem::path(data_dir_) / nodes_[i].id).string();
 }
 
-NodeOptions EmbeddedCluster::OptionsOf(size_t i) const {
+NodeOptions EmbeddedCluster::OptionsOf(size_t i) {
   NodeOptions node_options = options_.node;
+  if (options_.failover) {
+    // A new lease object per start: a restarted node holds no lease until its keeper grants one.
+    nodes_[i].lease = std::make_shared<PrimaryLease>(nodes_[i].id, options_.clock, log_);
+    node_options.primary_lease = nodes_[i].lease;
+  }
   node_options.node_id = nodes_[i].id;
   node_options.data_dir = node_data_dir(i);
   node_options.listen_address = "127.0.0.1:0";
@@ -124,6 +161,10 @@ Status EmbeddedCluster::WaitUntilServing(uint64_t version, std::chrono::millisec
         waiting_for = member.id + " to take map version " + std::to_string(version);
         break;
       }
+      if (member.lease && !member.lease->Writable()) {
+        waiting_for = member.id + " to hold a primary lease the map records";
+        break;
+      }
       for (const ShardStatus& shard : member.node->ShardStatuses()) {
         if (shard.state == ShardState::kRefused) {
           return Status::FromCode(ErrorCode::kFailedPrecondition,
@@ -151,17 +192,18 @@ Status EmbeddedCluster::StartNode(size_t i) {
   member.node = std::move(node).value();
   const std::string address = member.node->address();
   // The follower first (it opens this node's shards in the background), then the new address
-  // in a new map version, which UpdateMap waits for every follower to serve.
-  auto follower = ShardMapFollower::Start(metadata_, *member.node, log_);
+  // in a new map version; done once every running node serves the newest map.
+  auto follower = ShardMapFollower::Start(member.metadata, *member.node, log_);
   if (!follower.ok()) return follower.status();
   member.follower = std::move(follower).value();
-  SB_RETURN_IF_ERROR(UpdateMap([&](std::vector<ShardInfo>&, std::vector<NodeInfo>& nodes) {
-    for (NodeInfo& info : nodes) {
-      if (info.node_id == member.id) info.address = address;
-    }
-  }));
+  // The address first (retried if the controller changes the map meanwhile), then the lease:
+  // the controller asks the node for its copies' LSNs at the address the map names.
+  SB_RETURN_IF_ERROR(PublishNodeAddress(*metadata_, NodeInfo{member.id, address, "", 0}));
+  SB_RETURN_IF_ERROR(StartFailover(member));
   StartWorker(member);
-  return Status::Ok();
+  auto map = ReadShardMap(*metadata_);
+  if (!map.ok()) return map.status();
+  return WaitUntilServing(map->version());
 }
 
 Status EmbeddedCluster::RestartNode(size_t i) {
@@ -189,18 +231,27 @@ Status EmbeddedCluster::MoveShard(uint64_t shard_id, size_t to_node) {
 
 template <typename Change>
 Status EmbeddedCluster::UpdateMap(Change&& change) {
-  auto stored = metadata_->Get(kShardMapKey);
-  if (!stored.ok()) return stored.status();
-  if (!*stored) return Status::NotFound("no shard map");
-  auto map = ShardMap::Parse((*stored)->value);
-  if (!map.ok()) return map.status();
-  std::vector<ShardInfo> shards = map->shards();
-  std::vector<NodeInfo> nodes = map->nodes();
-  change(shards, nodes);
-  auto next = ShardMap::Make(map->version() + 1, std::move(shards), std::move(nodes));
-  if (!next.ok()) return next.status();
-  auto published = PublishShardMap(*metadata_, *next, (*stored)->version);
-  if (!published.ok()) return published.status();
+  std::optional<ShardMap> next;
+  for (int attempt = 0;; ++attempt) {  // Retried when the controller changed the map first.
+    auto stored = metadata_->Get(kShardMapKey);
+    if (!stored.ok()) return stored.status();
+    if (!*stored) return Status::NotFound("no shard map");
+    auto map = ShardMap::Parse((*stored)->value);
+    if (!map.ok()) return map.status();
+    std::vector<ShardInfo> shards = map->shards();
+    std::vector<NodeInfo> nodes = map->nodes();
+    change(shards, nodes);
+    auto made = ShardMap::Make(map->version() + 1, std::move(shards), std::move(nodes));
+    if (!made.ok()) return made.status();
+    auto published = PublishShardMap(*metadata_, *made, (*stored)->version);
+    if (published.ok()) {
+      next = std::move(made).value();
+      break;
+    }
+    if (published.status().code() != ErrorCode::kFailedPrecondition || attempt >= 100) {
+      return published.status();
+    }
+  }
   // Followers apply on the watch, and open new shards in the background: a node taking over a
   // shard may find it still open on the old primary for a moment (calls in flight and fan-out
   // passes hold it) and retries its open until it is free. Done when every running node serves

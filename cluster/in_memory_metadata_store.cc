@@ -35,12 +35,15 @@ class InMemoryMetadataStore final : public MetadataStore,
   }
 
   Result<std::vector<KeyValue>> List(const std::string& prefix) override {
+    Notifications notes;
     std::lock_guard lock(mu_);
+    ExpireLocked(&notes);  // Never lists a key whose lease has expired.
     std::vector<KeyValue> out;
     for (auto it = data_.lower_bound(prefix); it != data_.end() && it->first.starts_with(prefix);
          ++it) {
       out.push_back({it->first, it->second.value});
     }
+    DispatchLater(std::move(notes));
     return out;
   }
 

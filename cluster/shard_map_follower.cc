@@ -64,6 +64,12 @@ Status ShardMapFollower::Apply(const ShardMap& map) {
                                    primary ? shard.replicas : std::vector<std::string>()});
   }
   Status applied = node_.AssignShards(map.version(), mine, map.Serialize());
+  if (applied.ok() && node_.primary_lease() != nullptr && map.version() >= node_.map_version()) {
+    // After the shards: a lease the map now records only allows writes at the epochs this
+    // map gives (decision 0010).
+    const NodeInfo* self = map.FindNode(node_.node_id());
+    node_.primary_lease()->RecordedInMap(self ? self->lease_id : 0);
+  }
   if (!applied.ok()) {
     failures_.fetch_add(1, std::memory_order_relaxed);
     log_->error("applying shard map version {} failed (still serving version {}): {}",

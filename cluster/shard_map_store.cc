@@ -44,7 +44,8 @@ Status PublishNodeAddress(MetadataStore& metadata, const NodeInfo& node) {
       if (info.node_id != node.node_id) continue;
       found = true;
       changed = info.address != node.address || info.http_address != node.http_address;
-      info = node;
+      info.address = node.address;  // The recorded lease is the controller's to change.
+      info.http_address = node.http_address;
     }
     if (!found) return Status::NotFound("the shard map has no node " + node.node_id);
     if (!changed) return Status::Ok();

@@ -293,6 +293,41 @@ Result<uint64_t> ShardStoreImpl::CreateCheckpoint(const std::string& dir) {
   return lsn;
 }
 
+Result<std::vector<EpochRecord>> ShardStoreImpl::EpochHistory() {
+  std::vector<EpochRecord> out;
+  rocksdb::ReadOptions options;
+  options.total_order_seek = true;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(options, handles_[kMetaCf]));
+  const rocksdb::Slice prefix(keys::kEpochKeyPrefix.data(), keys::kEpochKeyPrefix.size());
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    if (it->key().size() != prefix.size() + 8 || it->value().size() != 8) {
+      return Status::Corruption("epoch record of " + std::to_string(it->key().size()) +
+                                " key bytes and " + std::to_string(it->value().size()) +
+                                " value bytes");
+    }
+    out.push_back(EpochRecord{keys::GetBigEndian64(it->key().data() + prefix.size()),
+                              keys::GetBigEndian64(it->value().data())});
+  }
+  SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read epoch records"));
+  return out;
+}
+
+Result<EpochRecord> ShardStoreImpl::BeginEpoch(uint64_t epoch) {
+  auto history = EpochHistory();
+  if (!history.ok()) return history.status();
+  if (!history->empty() && history->back().epoch >= epoch) return history->back();
+  const EpochRecord record{epoch, db_->GetLatestSequenceNumber()};
+  std::string key(keys::kEpochKeyPrefix);
+  key.resize(key.size() + 8);
+  keys::PutBigEndian64(key.data() + keys::kEpochKeyPrefix.size(), epoch);
+  std::string value(8, '\0');
+  keys::PutBigEndian64(value.data(), record.start_lsn);
+  rocksdb::WriteBatch batch;
+  SB_RETURN_IF_ERROR(FromRocksDb(batch.Put(handles_[kMetaCf], key, value), "batch put"));
+  SB_RETURN_IF_ERROR(Write(batch, "begin epoch"));
+  return record;
+}
+
 Result<ShardChecksum> ShardStoreImpl::Checksum() {
   ShardChecksum out;
   const rocksdb::Snapshot* snapshot = db_->GetSnapshot();

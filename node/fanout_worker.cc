@@ -50,8 +50,12 @@ void FanOutWorker::Run() {
   while (!stop_) {
     bool progress = false;
     std::optional<Clock::time_point> next_retry;
+    // A fenced node (its primary lease not valid) delivers nothing: deleting delivered outbox
+    // records is a write, and its shards may have a newer primary that delivers them.
+    PrimaryLease* lease = node_.primary_lease();
+    const bool fenced = lease != nullptr && !lease->Writable();
     for (const HostedShard& shard : node_.Shards()) {
-      if (stop_) break;
+      if (stop_ || fenced) break;
       if (shard.assignment.role != ShardRole::kPrimary) continue;  // Replicas never deliver.
       Cursor& cursor = cursors[shard.assignment.shard_id];
       if (!same_store(cursor.store, shard.store)) {

@@ -11,11 +11,14 @@
 #include <thread>
 
 #include "scrollback/cluster/etcd_metadata_store.h"
+#include "scrollback/cluster/failover_controller.h"
+#include "scrollback/cluster/node_lease.h"
 #include "scrollback/cluster/shard_map_follower.h"
 #include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/cluster/stop_signals.h"
 #include "scrollback/node/fanout_worker.h"
 #include "scrollback/node/http_server.h"
+#include "scrollback/replication/replication.h"
 
 namespace scrollback {
 namespace {
@@ -86,6 +89,15 @@ int Run(int argc, char** argv) {
       ->check(CLI::Range(uint64_t{1}, uint64_t{30} * 24 * 3600));
   app.add_option("--lease-seconds", lease_seconds, "TTL of the node's registration")
       ->check(CLI::Range(2, 600));
+  bool failover = true;
+  app.add_option("--failover", failover,
+                 "Primary leases, fencing and automatic failover (default true; false: fixed "
+                 "primaries, writes need no lease)");
+  uint32_t primary_lease_ms = 1000;
+  app.add_option("--primary-lease-ms", primary_lease_ms,
+                 "Primary lease length: a dead primary's shards move after about this long "
+                 "(default 1000)")
+      ->check(CLI::Range(300u, 60'000u));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (stderr)");
   CLI11_PARSE(app, argc, argv);
   options.budgets.wal_archive_bytes = wal_archive_mb << 20;
@@ -94,6 +106,9 @@ int Run(int argc, char** argv) {
   options.replication.semi_sync_timeout = std::chrono::milliseconds(semi_sync_timeout_ms);
   const Logger log = MakeProcessLogger("scrollbackd[" + options.node_id + "]", log_level);
   options.logger = log;
+  if (failover) {
+    options.primary_lease = std::make_shared<PrimaryLease>(options.node_id, SystemClock(), log);
+  }
 
   StopSignals stop_signals;  // Before any thread starts.
 
@@ -109,8 +124,10 @@ int Run(int argc, char** argv) {
   std::atomic<bool> serving{true};
   // What /metrics renders besides the node; set once they exist, cleared before they go.
   std::mutex metrics_mu;
-  ShardMapFollower* follower_metrics = nullptr;  // GUARDED_BY(metrics_mu)
-  FanOutWorker* worker_metrics = nullptr;        // GUARDED_BY(metrics_mu)
+  ShardMapFollower* follower_metrics = nullptr;      // GUARDED_BY(metrics_mu)
+  FanOutWorker* worker_metrics = nullptr;            // GUARDED_BY(metrics_mu)
+  LeaseKeeper* keeper_metrics = nullptr;             // GUARDED_BY(metrics_mu)
+  FailoverController* controller_metrics = nullptr;  // GUARDED_BY(metrics_mu)
   std::atomic<uint64_t> lease_failures{0};
   auto http = HttpServer::Start(
       http_address,
@@ -126,6 +143,8 @@ int Run(int argc, char** argv) {
             std::lock_guard lock(metrics_mu);
             if (follower_metrics) follower_metrics->RenderMetrics(&text);
             if (worker_metrics) worker_metrics->RenderMetrics(&text);
+            if (keeper_metrics) keeper_metrics->RenderMetrics(&text);
+            if (controller_metrics) controller_metrics->RenderMetrics(&text);
           }
           text +=
               "# HELP scrollback_lease_renewal_failures_total Registration lease renewals "
@@ -157,6 +176,24 @@ int Run(int argc, char** argv) {
   }
   auto follower = ShardMapFollower::Start(*metadata, **node, log);
   if (!follower.ok()) return Fail(log, "follow shard map", follower.status());
+  // Failover (decision 0010): the primary lease, after the address is in the map (the
+  // controller asks nodes for their copies' LSNs there), and a controller candidate.
+  std::unique_ptr<LeaseKeeper> keeper;
+  std::unique_ptr<FailoverController> controller;
+  if (failover) {
+    LeaseKeeperOptions lease;
+    lease.node_id = options.node_id;
+    lease.ttl = std::chrono::milliseconds(primary_lease_ms);
+    lease.logger = log;
+    auto started = LeaseKeeper::Start(*metadata, SystemClock(), options.primary_lease, lease);
+    if (!started.ok()) return Fail(log, "primary lease", started.status());
+    keeper = std::move(started).value();
+    FailoverControllerOptions candidate;
+    candidate.node_id = options.node_id;
+    candidate.leader_ttl = std::chrono::milliseconds(primary_lease_ms);
+    candidate.logger = log;
+    controller = FailoverController::Start(*metadata, candidate);
+  }
   {
     std::lock_guard lock(metrics_mu);
     follower_metrics = follower->get();
@@ -169,6 +206,8 @@ int Run(int argc, char** argv) {
   {
     std::lock_guard lock(metrics_mu);
     worker_metrics = worker.get();
+    keeper_metrics = keeper.get();
+    controller_metrics = controller.get();
   }
 
   std::atomic<bool> stopping{false};
@@ -212,8 +251,42 @@ int Run(int argc, char** argv) {
     std::lock_guard lock(metrics_mu);
     worker_metrics = nullptr;
     follower_metrics = nullptr;
+    keeper_metrics = nullptr;
+    controller_metrics = nullptr;
   }
   worker.reset();
+  // A graceful stop hands over at once, losing nothing even of async writes: writes here stop
+  // (fenced), the replicas get up to 3 s to apply every primary's last LSN, then the revoked
+  // lease lets the controller move this node's primaries without waiting for it to expire.
+  controller.reset();
+  if (keeper) {
+    keeper->StopRenewing();  // Fenced here; the lease stays in the store until revoked.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    for (;;) {
+      size_t behind = 0;
+      for (const HostedShard& shard : (*node)->Shards()) {
+        const bool has_replicas = !shard.assignment.replica_nodes.empty();
+        if (shard.assignment.role == ShardRole::kPrimary && has_replicas &&
+            shard.log->acked_lsn() < shard.store->LatestSequence()) {
+          ++behind;
+        }
+      }
+      if (behind == 0) break;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        log->warn(
+            "stopping with {} primaries whose replicas have not applied all of them: "
+            "their last async writes may be lost in the failover",
+            behind);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (Status released = keeper->Release(); !released.ok()) {
+      log->warn("revoking the primary lease failed (it expires by itself): {}",
+                released.ToString());
+    }
+    keeper.reset();
+  }
   follower->reset();
   // Stop accepting, let calls in flight finish, close the shards (RocksDB flushes on close).
   (*node)->Stop(std::chrono::seconds(5));

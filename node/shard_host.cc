@@ -140,37 +140,42 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
         if (slot.assignment == next) continue;
       }
       log_->info("now {}", Describe(next));
+      const bool new_epoch = next.epoch > slot.assignment.epoch;
       const bool promoted = slot.assignment.role == ShardRole::kReplica &&
                             next.role == ShardRole::kPrimary && slot.store != nullptr;
       const bool demoted = slot.assignment.role == ShardRole::kPrimary &&
                            next.role == ShardRole::kReplica && slot.store != nullptr;
       slot.assignment = next;  // Epoch, primary or role changed: the open store stays, unless
       if (demoted) {
-        // A primary becoming a replica may hold writes its new primary never had (and calls in
-        // flight may still write): never merged. Moved aside and bootstrapped from the primary.
-        log_->warn("{} was primary here: rebuilding it from its new primary", Describe(next));
-        ++closing_;
-        ++closing_ids_[a.shard_id];
-        Task close{std::chrono::steady_clock::now(), a.shard_id, 0, std::move(slot.store),
-                   slot.assignment};
-        close.discard = true;
-        Schedule(std::move(close));
-        slot.state = ShardState::kOpening;
+        // A primary becoming a replica (calls in flight may still write): closed, then
+        // reopened as a replica. It may hold writes its new primary never had; its first pull
+        // compares its log with the primary's epoch history, and a copy past the new epoch's
+        // start is rebuilt from a checkpoint, never merged (the follower counts what it drops).
+        log_->warn("{} was primary here: reopening it as a replica of {}", Describe(next),
+                   next.primary_node);
         slot.log = std::make_shared<replication::ShardLog>();
-        slot.generation = next_generation_++;
-        Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}});
+        ReopenLocked(a.shard_id, slot);
         continue;
       }
       if (promoted) {
         // a replica becomes primary: reopened, so that the engine's in-memory state (outbox
         // positions, caches), which the log's writes bypassed, is rebuilt from its data.
-        ++closing_;
-        ++closing_ids_[a.shard_id];
-        Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, 0, std::move(slot.store),
-                      slot.assignment});
-        slot.state = ShardState::kOpening;
-        slot.generation = next_generation_++;
-        Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}});
+        ReopenLocked(a.shard_id, slot);
+        continue;
+      }
+      if (new_epoch && next.role == ShardRole::kPrimary && slot.store) {
+        // Still primary here, at a newer epoch (the failover controller re-granted it): the
+        // epoch is recorded in the data before the table that allows writes at it is published.
+        auto begun = slot.store->BeginEpoch(next.epoch);
+        if (begun.ok()) {
+          log_->info("shard {} epoch {} begins at lsn {}", a.shard_id, begun->epoch,
+                     begun->start_lsn);
+        } else {
+          lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+          log_->error("recording epoch {} of shard {} failed ({}): reopening it", next.epoch,
+                      a.shard_id, begun.status().ToString());
+          ReopenLocked(a.shard_id, slot);
+        }
         continue;
       }
       if (slot.state == ShardState::kRefused) {  // Its assignment changed: try again.
@@ -189,6 +194,16 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
   }
   PublishLocked();
   return Status::Ok();
+}
+
+void ShardHost::ReopenLocked(uint64_t shard_id, Slot& slot) {
+  ++closing_;
+  ++closing_ids_[shard_id];
+  Schedule(Task{std::chrono::steady_clock::now(), shard_id, 0, std::move(slot.store),
+                slot.assignment});
+  slot.state = ShardState::kOpening;
+  slot.generation = next_generation_++;
+  Schedule(Task{std::chrono::steady_clock::now(), shard_id, slot.generation, nullptr, {}});
 }
 
 std::vector<ShardStatus> ShardHost::Statuses() const {
@@ -421,6 +436,14 @@ void ShardHost::Open(const Task& task) {
     return give_up(permanent ? ShardState::kRefused : ShardState::kOpening, opened.status());
   }
   std::shared_ptr<ShardStore> store = std::move(opened).value();
+  if (assignment.role == ShardRole::kPrimary) {
+    // Before the first write at this epoch: its record, and so its start LSN, in the data
+    // (the log replicas check their copies against; docs/replication.md, Rejoin).
+    auto begun = store->BeginEpoch(assignment.epoch);
+    if (!begun.ok()) return give_up(ShardState::kOpening, begun.status());
+    log_->info("shard {} epoch {} began at lsn {} (now {})", assignment.shard_id, begun->epoch,
+               begun->start_lsn, store->LatestSequence());
+  }
 
   ShardIdentity written{1,
                         assignment.shard_id,

@@ -88,6 +88,9 @@ class ShardHost {
   // identity and moves the directory aside if the shard is no longer assigned.
   void Close(Task task);
   void Schedule(Task task);  // REQUIRES: mu_ held.
+  // Closes the slot's open store and opens the shard again as its (new) assignment says: the
+  // engine's in-memory state is rebuilt from the data. REQUIRES: mu_ held, slot.store set.
+  void ReopenLocked(uint64_t shard_id, Slot& slot);
   Status AssignLocked(uint64_t map_version, const std::vector<ShardAssignment>& sorted,
                       std::string shard_map);  // REQUIRES: mu_ held.
   // Makes the follower follow shard `shard_id` iff its slot is a serving replica. REQUIRES: mu_

@@ -7,6 +7,23 @@
 
 namespace scrollback {
 
+Status CheckAcknowledgeable(const NodeCore& core, const ShardTable& table,
+                            const WriteToken& token) {
+  PrimaryLease* lease = core.options.primary_lease.get();
+  if (lease == nullptr) return Status::Ok();
+  const HostedShard* shard = table.FindShard(token.shard_id);
+  const bool same_term = shard != nullptr && shard->assignment.role == ShardRole::kPrimary &&
+                         shard->assignment.epoch == token.epoch;
+  if (same_term && lease->Writable()) return Status::Ok();
+  lease->CountWithheldAck();
+  return Status::Unavailable(
+      "shard " + std::to_string(token.shard_id) + " lsn " + std::to_string(token.lsn) +
+      " committed on node " + core.options.node_id + " at epoch " + std::to_string(token.epoch) +
+      (same_term ? ", but the node's primary lease ran out before it could be acknowledged"
+                 : ", but the shard changed epoch or role before it could be acknowledged") +
+      ": not acknowledged (it may or may not survive; retrying is safe)");
+}
+
 bool ValidNodeId(const std::string& id) {
   if (id.size() > kMaxNodeIdBytes) return false;
   for (char c : id) {
@@ -74,6 +91,9 @@ Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& ta
     return Status::NotPrimary("shard " + std::to_string(a.shard_id) + " is a replica on node " +
                                   core.options.node_id + "; its primary is " + a.primary_node,
                               a.primary_address);
+  }
+  if (shard.ok() && core.options.primary_lease) {
+    SB_RETURN_IF_ERROR(core.options.primary_lease->CheckWritable());
   }
   return shard;
 }

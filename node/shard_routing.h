@@ -32,6 +32,13 @@ Result<const HostedShard*> Route(const NodeCore& core, const ShardTable& table, 
 Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& table, uint64_t key,
                                       const char* field);
 
+// After a write committed and before it is acknowledged: OK while the node may still write as
+// the primary of the token's shard at the token's epoch (its lease valid, the shard primary
+// here at that epoch); else `unavailable` (counted): the write is never acknowledged once a
+// newer primary may exist.
+Status CheckAcknowledgeable(const NodeCore& core, const ShardTable& table,
+                            const WriteToken& token);
+
 // Routes a read by its consistency (docs/replication.md, Reads); counts reads served by
 // replicas in core.metrics.
 Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,

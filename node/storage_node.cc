@@ -80,6 +80,7 @@ class StorageNodeImpl final : public StorageNode {
     std::string out;
     core_->metrics.Render(&out);
     host_.RenderMetrics(&out);
+    if (core_->options.primary_lease) core_->options.primary_lease->RenderMetrics(&out);
     server_->RenderMetrics(&out);
     auto table = core_->Table();
     out +=
@@ -170,6 +171,7 @@ class StorageNodeImpl final : public StorageNode {
     return out;
   }
   const std::string& node_id() const override { return core_->options.node_id; }
+  PrimaryLease* primary_lease() const override { return core_->options.primary_lease.get(); }
   uint64_t map_version() const override { return core_->Table()->map_version; }
   OutboxSignal& outbox_signal() override { return core_->signal; }
 

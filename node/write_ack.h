@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "node_core.h"
+#include "shard_routing.h"
 
 namespace scrollback {
 
@@ -43,6 +44,29 @@ class WriteAcknowledger {
   // or to notReplicated after `timeout` (the write stays committed on the primary), or at once
   // when the shard has no replica here to wait for. Counted in /metrics.
   kj::Promise<Status> WaitReplicated(const WriteToken& token, std::chrono::milliseconds timeout);
+
+  // The last step before a write's reply: a write that committed after the node's primary
+  // lease ran out, or after its shard changed epoch, is answered `unavailable` rather than
+  // acknowledged (CheckAcknowledgeable; decision 0010). Runs on the event loop.
+  template <typename V>
+  Result<Written<V>> Withhold(Result<Written<V>> result) const {
+    if (!result.ok() || !core_->options.primary_lease) return result;
+    Status ok = CheckAcknowledgeable(*core_, *core_->Table(), result->token);
+    if (!ok.ok()) return ok;
+    return result;
+  }
+  template <typename V>
+  Result<std::vector<Result<Written<V>>>> Withhold(
+      Result<std::vector<Result<Written<V>>>> result) const {
+    if (!result.ok() || !core_->options.primary_lease) return result;
+    auto table = core_->Table();
+    for (auto& item : *result) {
+      if (!item.ok()) continue;
+      Status ok = CheckAcknowledgeable(*core_, *table, item->token);
+      if (!ok.ok()) item = ok;
+    }
+    return result;
+  }
 
   // A write's result, once acknowledged (or notReplicated).
   template <typename V>

@@ -132,6 +132,14 @@ class FollowerImpl final : public ReplicaFollower {
               name + " " + std::to_string(value) + "\n";
     };
     counter("scrollback_replica_pulls_total", "Log pulls answered by primaries.", pulls_.load());
+    counter("scrollback_rejoin_rebuilds_total",
+            "Copies refused by their primary for holding writes past the start of a later epoch "
+            "(an old primary's unacknowledged tail; rebuilt from a checkpoint, logged).",
+            rejoins_rebuilt_.load());
+    counter("scrollback_rejoin_discarded_lsns_total",
+            "LSNs discarded by those rebuilds (writes an old primary held that no later "
+            "primary had).",
+            discarded_lsns_.load());
     counter("scrollback_replica_pull_failures_total",
             "Log pulls that failed (primary unreachable, not primary yet, stale epoch; logged).",
             pull_failures_.load());
@@ -177,6 +185,9 @@ class FollowerImpl final : public ReplicaFollower {
     std::shared_ptr<ShardStore> store;
     std::shared_ptr<ShardLog> log;
     uint32_t failures = 0;
+    // A pull at this target's epoch was answered: the copy continues the primary's log (not
+    // diverged), so later pulls report the target's epoch as the copy's data epoch.
+    bool accepted = false;
     bool stopped = false;              // Handed back for a bootstrap; the loop has ended.
     kj::Promise<void> loop = nullptr;  // Last: destroyed first, cancelling the loop.
   };
@@ -276,12 +287,36 @@ class FollowerImpl final : public ReplicaFollower {
     request.setMaxBytes(options_.pull_max_bytes);
     request.setWaitMs(static_cast<uint32_t>(options_.pull_wait.count()));
     request.setReplicaNodeId(wire::AsText(options_.node_id));
+    uint64_t data_epoch = f.target.epoch;
+    if (!f.accepted) {
+      // The last epoch this copy's data records: the primary checks it against its own
+      // history (a copy past the start of a later epoch diverged).
+      auto history = f.store->EpochHistory();
+      data_epoch = history.ok() && !history->empty() ? history->back().epoch : 0;
+    }
+    request.setDataEpoch(data_epoch);
     return WithTimeout(request.send())
         .then(
-            [this, &f,
-             from](capnp::Response<s::Replication::PullLogResults> reply) -> kj::Promise<void> {
+            [this, &f, from, data_epoch](
+                capnp::Response<s::Replication::PullLogResults> reply) -> kj::Promise<void> {
               Status error = ReplyError(reply);
-              if (!error.ok()) return PullRefused(f, error);
+              if (!error.ok()) {
+                if (error.code() == ErrorCode::kFailedPrecondition &&
+                    reply.getEpochStartLsn() > 0 && from - 1 > reply.getEpochStartLsn()) {
+                  // Rejoin of a diverged copy: what it discards is counted, never hidden.
+                  const uint64_t discarded = from - 1 - reply.getEpochStartLsn();
+                  rejoins_rebuilt_.fetch_add(1, std::memory_order_relaxed);
+                  discarded_lsns_.fetch_add(discarded, std::memory_order_relaxed);
+                  log_->error(
+                      "rejoin: shard {} copy at lsn {} (data epoch {}) holds {} LSNs past lsn {}, "
+                      "where primary {} began a later epoch (now {}): discarding them, "
+                      "rebuilding from a checkpoint",
+                      f.target.shard_id, from - 1, data_epoch, discarded,
+                      reply.getEpochStartLsn(), f.target.primary_node, f.target.epoch);
+                }
+                return PullRefused(f, error);
+              }
+              f.accepted = true;
               pulls_.fetch_add(1, std::memory_order_relaxed);
               Status applied = ApplyBatches(f, from, reply.getBatches());
               if (!applied.ok()) {
@@ -599,6 +634,7 @@ class FollowerImpl final : public ReplicaFollower {
   kj::AsyncIoContext* io_ = nullptr;
   std::unique_ptr<LoopState> loop_;
 
+  std::atomic<uint64_t> rejoins_rebuilt_{0}, discarded_lsns_{0};
   std::atomic<uint64_t> pulls_{0}, pull_failures_{0}, batches_{0}, bytes_{0}, rebootstraps_{0},
       bootstraps_done_{0}, bootstrap_failures_{0}, bootstrap_bytes_{0}, file_mismatches_{0};
 };

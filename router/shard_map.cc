@@ -135,6 +135,7 @@ std::string ShardMap::Serialize() const {
     nodes[i].setNodeId(wire::AsText(nodes_[i].node_id));
     nodes[i].setAddress(wire::AsText(nodes_[i].address));
     nodes[i].setHttpAddress(wire::AsText(nodes_[i].http_address));
+    nodes[i].setLeaseId(nodes_[i].lease_id);
   }
   auto words = capnp::messageToFlatArray(builder);
   auto bytes = words.asBytes();
@@ -166,7 +167,7 @@ Result<ShardMap> ShardMap::Parse(std::string_view bytes) {
     for (auto in : root.getNodes()) {
       nodes.push_back({std::string(wire::View(in.getNodeId())),
                        std::string(wire::View(in.getAddress())),
-                       std::string(wire::View(in.getHttpAddress()))});
+                       std::string(wire::View(in.getHttpAddress())), in.getLeaseId()});
     }
   } catch (const kj::Exception& e) {
     return Status::Corruption(std::string("shard map: ") + e.getDescription().cStr());

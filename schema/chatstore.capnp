@@ -141,6 +141,11 @@ struct NodeInfo {
   nodeId @0 :Text;
   address @1 :Text;         # host:port of the node's RPC listener.
   httpAddress @2 :Text;     # host:port of /health and /metrics; empty if none.
+  leaseId @3 :Int64;
+  # The node's primary lease (metadata store lease id) under which the failover controller last
+  # gave its primaries a new epoch; 0 when none. A node accepts writes only while it holds
+  # exactly this lease (decision 0010): a node whose lease lapsed and was granted anew stays
+  # fenced until the controller has bumped its shards' epochs and recorded the new lease here.
 }
 
 struct ShardMap {

@@ -36,11 +36,18 @@ struct CheckpointFile {
 
 interface Replication {
   pullLog @0 (shardId :UInt64, epoch :UInt64, fromLsn :UInt64, maxBytes :UInt32, waitMs :UInt32,
-              replicaNodeId :Text)
-      -> (error :Types.Error, batches :List(LogBatch), latestLsn :UInt64, primaryTimeMs :Int64);
+              replicaNodeId :Text, dataEpoch :UInt64)
+      -> (error :Types.Error, batches :List(LogBatch), latestLsn :UInt64, primaryTimeMs :Int64,
+          epochStartLsn :UInt64);
   # batches start with the one holding fromLsn (it may start before it) and follow each other.
   # latestLsn: the primary's last LSN when it answered. replicaNodeId and fromLsn - 1 tell the
-  # primary how far that replica has applied (its /metrics show it).
+  # primary how far that replica has applied (its /metrics show it; semi-sync acknowledgement).
+  # dataEpoch: the last epoch recorded in the replica's copy (ShardStore::EpochHistory), or the
+  # pull's epoch once the replica has been accepted at it. When the primary's history has a
+  # later epoch, epochStartLsn is that epoch's start LSN; a copy past it holds writes this
+  # primary never had (an old primary's unacknowledged tail): the pull is refused with
+  # failedPrecondition (nothing counts as acknowledged) and the replica is rebuilt from a
+  # checkpoint, the discarded LSNs counted (docs/replication.md, Rejoin).
 
   beginCheckpoint @1 (shardId :UInt64, epoch :UInt64, replicaNodeId :Text)
       -> (error :Types.Error, checkpointId :UInt64, lsn :UInt64, files :List(CheckpointFile));

@@ -209,7 +209,7 @@ TEST_CASE("a client with a stale shard map refreshes on not-owner and retries") 
   CHECK(f.Wait(f.client->GetMessage(conv, 1))->body == "before");
 }
 
-TEST_CASE("calls to a stopped node fail fast with unavailable; the rest succeed; data returns") {
+TEST_CASE("calls to a stopped node fail fast with unavailable, the rest succeed, and data returns") {
   ClusterFixture f;
   auto map = f.cluster->shard_maps()->Current();
   constexpr uint64_t kConvs = 60;

@@ -58,6 +58,18 @@ class MultiProcessCluster {
     maps = *source;
     REQUIRE(maps->Current()->version() >= 4);
     for (size_t i = 0; i < nodes.size(); ++i) WaitServing(i);
+    // The failover controller has recorded every node's primary lease: writes are allowed.
+    bool leased = false;
+    for (int i = 0; i < 600 && !leased; ++i) {
+      auto map = ReadShardMap(*metadata);
+      leased = map.ok();
+      for (const NodeInfo& node : map.ok() ? map->nodes() : std::vector<NodeInfo>{}) {
+        leased = leased && node.lease_id != 0;
+      }
+      if (!leased) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    REQUIRE(leased);
+    for (size_t i = 0; i < nodes.size(); ++i) WaitServing(i);
   }
 
   // Waits until node `i` serves the current shard map (it has opened its shards).
@@ -128,7 +140,9 @@ std::string HttpGet(int port, const std::string& path) {
   return response;
 }
 
-TEST_CASE("processes: a workload through the router and the smart client survives a SIGKILL") {
+TEST_CASE(
+    "processes: a SIGKILLed primary fails over under semi-sync sends and nothing acknowledged is "
+    "lost") {
   MultiProcessCluster cluster;
   auto& io = cluster.io;
   ClientOptions client_options;
@@ -168,40 +182,61 @@ TEST_CASE("processes: a workload through the router and the smart client survive
     acked[conv] = smart_sent->seq;
   }
 
-  // Kill node-1 outright.
-  cluster.nodes[0].process->Stop(SIGKILL, std::chrono::milliseconds(0));
+  // SIGKILL the node holding the most primaries. Its lease expires, the failover controller
+  // (running in the surviving nodes) promotes their replicas, and semi-sync sends to every
+  // conversation resume (decision 0010): the smart client follows the new map.
   auto map = cluster.maps->Current();
-  int unavailable = 0, served = 0;
+  std::map<std::string, int> primaries;
+  for (const ShardInfo& shard : map->shards()) ++primaries[shard.primary];
+  size_t victim = 0;
+  for (size_t i = 0; i < cluster.nodes.size(); ++i) {
+    if (primaries[cluster.nodes[i].id] > primaries[cluster.nodes[victim].id]) victim = i;
+  }
+  const std::string victim_id = cluster.nodes[victim].id;
+  cluster.nodes[victim].process->Stop(SIGKILL, std::chrono::milliseconds(0));
+  const auto killed_at = std::chrono::steady_clock::now();
+  int64_t slowest_resume_ms = 0;
   for (uint64_t conv = 1; conv <= kConvs; ++conv) {
-    auto sent = smart->SendMessage({conv, 1, "s2", "after the kill"}).wait(io.waitScope);
-    if (map->ShardForKey(conv).primary == "node-1") {
-      CHECK(sent.status().code() == ErrorCode::kUnavailable);
-      CHECK(smart->IsDown("node-1"));  // Later calls fail fast, without the network.
-      ++unavailable;
-    } else {
-      REQUIRE(sent.ok());
-      acked[conv] = sent->seq;
-      ++served;
+    Result<SendMessageResult> sent = Status::Unavailable("not sent");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      sent = smart->SendMessage({conv, 1, "s2", "after the kill"}, {AckMode::kSemiSync, 0})
+                 .wait(io.waitScope);
+      if (sent.ok()) break;
+      // While the shard fails over: typed, retryable answers only.
+      INFO("conv " << conv << ": " << sent.status().ToString());
+      CHECK((sent.status().code() == ErrorCode::kUnavailable ||
+             sent.status().code() == ErrorCode::kNotReplicated));
+      io.provider->getTimer().afterDelay(20 * kj::MILLISECONDS).wait(io.waitScope);
+    }
+    INFO("conv " << conv << ": " << sent.status().ToString());
+    REQUIRE(sent.ok());
+    acked[conv] = sent->seq;
+    if (map->ShardForKey(conv).primary == victim_id) {
+      slowest_resume_ms = std::max<int64_t>(slowest_resume_ms,
+                                            std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                std::chrono::steady_clock::now() - killed_at)
+                                                .count());
     }
   }
-  CHECK(unavailable > 0);
-  CHECK(served > 0);
-  // The router answers with a typed unavailable too, and keeps serving the rest.
+  // Measured, not asserted (scrollback-bench --workload failover reports the distribution).
+  WARN("sends to " << victim_id << "'s " << primaries[victim_id] << " shards resumed within "
+                   << slowest_resume_ms << " ms of the SIGKILL");
+  const auto moved = ReadShardMap(*cluster.metadata);
+  REQUIRE(moved.ok());
+  for (const ShardInfo& shard : moved->shards()) CHECK(shard.primary != victim_id);
+  // The router serves every conversation again, through the new map.
   for (uint64_t conv = 1; conv <= kConvs; ++conv) {
     auto get = router.getConversationRequest();
     get.setConvId(conv);
     auto reply = get.send().wait(io.waitScope);
-    if (map->ShardForKey(conv).primary == "node-1") {
-      REQUIRE(reply.hasError());
-      CHECK(reply.getError().getCode() == schema::ErrorCode::UNAVAILABLE);
-    } else {
-      CHECK_FALSE(reply.hasError());
-    }
+    INFO("conv " << conv << (reply.hasError() ? reply.getError().getMessage().cStr() : ""));
+    CHECK_FALSE(reply.hasError());
   }
 
   // Restart it on its data: every acknowledged message is there.
-  cluster.StartNode(0);
-  cluster.WaitServing(0);
+  cluster.StartNode(victim);
+  cluster.WaitServing(victim);
   for (auto [conv, last] : acked) {
     bool back = false;
     for (int i = 0; i < 200 && !back; ++i) {
@@ -217,15 +252,16 @@ TEST_CASE("processes: a workload through the router and the smart client survive
     CHECK(page->messages[0].body == "via router");
   }
   // Operational endpoints of a live node.
-  std::string health = HttpGet(cluster.nodes[1].http_port, "/health");
+  const size_t live = (victim + 1) % cluster.nodes.size();
+  std::string health = HttpGet(cluster.nodes[live].http_port, "/health");
   CHECK(health.find("200 OK") != std::string::npos);
-  std::string metrics = HttpGet(cluster.nodes[1].http_port, "/metrics");
+  std::string metrics = HttpGet(cluster.nodes[live].http_port, "/metrics");
   CHECK(metrics.find("scrollback_requests_total{method=\"sendMessage\"}") != std::string::npos);
   CHECK(metrics.find("scrollback_shard_live_bytes{shard=") != std::string::npos);
-  CHECK(HttpGet(cluster.nodes[1].http_port, "/nope").find("404") != std::string::npos);
+  CHECK(HttpGet(cluster.nodes[live].http_port, "/nope").find("404") != std::string::npos);
 
   // A graceful stop exits 0.
-  int status = cluster.nodes[1].process->Stop(SIGTERM, std::chrono::seconds(10));
+  int status = cluster.nodes[live].process->Stop(SIGTERM, std::chrono::seconds(10));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
 }
@@ -246,8 +282,8 @@ TEST_CASE("processes: with replication factor 3, a SIGKILLed node catches up and
   constexpr uint64_t kConvs = 24;
   const std::string victim = "node-3";
   int next = 0, errors = 0, sends = 0;
-  // Sends to every conversation whose primary is alive (node-3's primaries wait for failover,
-  // the next issue); counts every write that failed.
+  // Sends to every conversation whose primary is alive at the start (node-3's move to their
+  // replicas once its lease expires); counts every write that failed.
   auto load = [&](int rounds) {
     for (int r = 0; r < rounds; ++r) {
       for (uint64_t conv = 1; conv <= kConvs; ++conv) {

@@ -276,7 +276,7 @@ TEST_CASE("a batch of sends writes once, in order, and answers each send like Se
   }
 }
 
-TEST_CASE("cache-only reads answer from memory or say would-block, never touching the disk") {
+TEST_CASE("cache-only reads answer point reads from memory or say would-block, and scans always would-block") {
   StoreFixture f;
   f.Create(10, 1, {2});
   for (int i = 1; i <= 20; ++i) f.Send(10, 1, "m" + std::to_string(i), "body");
@@ -306,9 +306,12 @@ TEST_CASE("cache-only reads answer from memory or say would-block, never touchin
     auto message = f.store->GetMessage(10, 3);
     REQUIRE(message.ok());
     CHECK(message->body == "body");
-    auto history = f.store->ReadHistory(page);
-    REQUIRE(history.ok());
-    CHECK(history->messages.size() == 10);
+    // Scans are never memory-only, warm or not (decision 0011): RocksDB 7.8 can skip a file's
+    // keys in a memory-only scan and still say OK.
+    CHECK(f.store->ReadHistory(page).status().code() == ErrorCode::kWouldBlock);
+    InboxQuery inbox;
+    inbox.user_id = 2;
+    CHECK(f.store->ListInbox(inbox).status().code() == ErrorCode::kWouldBlock);
     // A miss is answered from memory too (Bloom filters, the conversation's cached row):
     // not-found, not would-block.
     CHECK(f.store->GetMessage(10, 99).status().code() == ErrorCode::kNotFound);

@@ -153,7 +153,7 @@ TEST_CASE("while stalled frames hold most of the budget, small calls are still s
   CHECK(f.Serves());
 }
 
-TEST_CASE("a connection past max_connections is closed at once; the others are served") {
+TEST_CASE("a connection past max_connections is closed at once and the others are served") {
   LimitsFixture f([](NodeOptions& o) { o.max_connections = 3; });
   std::vector<kj::Own<kj::AsyncIoStream>> open;
   for (int i = 0; i < 3; ++i) open.push_back(f.Connect());

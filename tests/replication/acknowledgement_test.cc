@@ -140,6 +140,7 @@ TEST_CASE("a pull from a node the map does not list as a replica acknowledges no
   claim.setMaxBytes(1 << 16);
   claim.setWaitMs(0);
   claim.setReplicaNodeId("impostor");
+  claim.setDataEpoch(shard.info.epoch);  // Claims a copy current at this epoch.
   REQUIRE(CodeOf(claim.send().wait(f.io.waitScope)) == ErrorCode::kOk);
   // The claim acknowledges nothing: the write waits for a listed replica, which is held.
   auto sent = pending.wait(f.io.waitScope);

@@ -62,7 +62,7 @@ TEST_CASE("maps with gaps, overlaps, duplicates or unknown nodes are refused") {
   CHECK_FALSE(ShardMap::Make(1, {}, nodes).ok());
 }
 
-TEST_CASE("a shard map survives serialization; garbage does not parse") {
+TEST_CASE("a shard map survives serialization and garbage does not parse") {
   ShardMap map = ShardMap::Uniform(9, 5, Nodes(3));
   auto parsed = ShardMap::Parse(map.Serialize());
   REQUIRE(parsed.ok());

@@ -16,7 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "scrollback/cluster/failover_controller.h"
+#include "scrollback/cluster/metadata_faults.h"
 #include "scrollback/cluster/metadata_store.h"
+#include "scrollback/cluster/node_lease.h"
 #include "scrollback/cluster/shard_map_follower.h"
 #include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/node/fanout_worker.h"
@@ -43,6 +46,18 @@ struct EmbeddedClusterOptions {
   // Default: none. Called for node `index` after the defaults above are filled in: a seam for
   // tests that need one node to differ (limits, budgets).
   std::function<void(size_t index, NodeOptions&)> customize_node;
+  // Default: true. Failover (decision 0010): every node holds a primary lease and writes only
+  // under it, and runs a failover-controller candidate; a stopped or cut-off node's primaries
+  // move to its most advanced live replicas. false: fixed primaries, no leases (a stopped
+  // node's shards stay unavailable until it is back).
+  bool failover = true;
+  // Lease keeper settings (node_id is filled in per node). Default ttl 1 s.
+  LeaseKeeperOptions lease;
+  // Controller settings (node_id is filled in per node).
+  FailoverControllerOptions controller;
+  // Default: the system clock. The metadata store's clock (lease expiry) and the nodes' lease
+  // clocks.
+  std::shared_ptr<Clock> clock;
   // Default: none (quiet). Given to every node, follower, worker and map source that has none.
   Logger logger;
 };
@@ -74,8 +89,18 @@ class EmbeddedCluster {
   std::string node_data_dir(size_t i) const;
   uint32_t replication_factor() const;
 
-  // Stops node `i` at once (no grace), as a crash would; its shards become unavailable.
+  // Stops node `i` at once (no grace), as a crash would: its lease is not revoked but expires,
+  // and then (with failover) its primaries move to live replicas; until then its shards are
+  // unavailable.
   void StopNode(size_t i);
+  // Cuts node `i` off from the metadata store (true) or heals the cut (false): the fault seam
+  // for a partition between a node and etcd. The node keeps serving its clients; its lease
+  // expires in the store and it fences itself first.
+  void CutFromMetadata(size_t i, bool cut);
+  // Node `i`'s failover-controller candidate (nullptr while stopped or without failover).
+  FailoverController* controller(size_t i) { return nodes_[i].controller.get(); }
+  // Node `i`'s lease keeper (nullptr while stopped or without failover).
+  LeaseKeeper* lease_keeper(size_t i) { return nodes_[i].keeper.get(); }
   // Starts node `i` again on its data (a new port) and publishes its new address.
   Status RestartNode(size_t i);
   // Makes `to_node` the primary of `shard_id` (a new map version); the old primary answers
@@ -84,21 +109,29 @@ class EmbeddedCluster {
   // Only with replication_factor 1 (shared directories): a replicated shard changes primary by
   // a switchover (failover), failed-precondition here.
   Status MoveShard(uint64_t shard_id, size_t to_node);
-  // Waits until every running node serves map `version` (or newer) with all its shards open.
+  // Waits until every running node serves map `version` (or newer) with all its shards open
+  // and (with failover) may write under its lease.
   Status WaitUntilServing(uint64_t version,
                           std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
  private:
   struct Member {
     std::string id;
+    // The node's way to the shared store (CutFromMetadata cuts it).
+    std::shared_ptr<CuttableMetadataStore> metadata;
+    std::shared_ptr<PrimaryLease> lease;  // Null without failover.
     std::unique_ptr<StorageNode> node;
     std::unique_ptr<ShardMapFollower> follower;
+    std::unique_ptr<LeaseKeeper> keeper;
+    std::unique_ptr<FailoverController> controller;
     std::unique_ptr<FanOutWorker> worker;
   };
 
   EmbeddedCluster() = default;
-  NodeOptions OptionsOf(size_t i) const;
+  NodeOptions OptionsOf(size_t i);
   void StartWorker(Member& member);
+  // The lease keeper and controller candidate of a started node (with failover).
+  Status StartFailover(Member& member);
   Status StartNode(size_t i);
   // Rewrites the map with `change` applied and a version one higher, then waits until every
   // running node serves it.

@@ -37,8 +37,7 @@ Result<int64_t> PublishShardMap(MetadataStore& metadata, const ShardMap& map,
 // next nodes — unless a map exists already. Safe to call from every node at once: one wins, the
 // others see the existing map.
 Status BootstrapShardMap(MetadataStore& metadata, uint32_t shards,
-                         const std::vector<std::string>& node_ids,
-                         uint32_t replication_factor = 3);
+                         const std::vector<std::string>& node_ids, uint32_t replication_factor = 3);
 // Sets `node_id`'s addresses in the current map (a new map version) unless they are already
 // current. Retries on concurrent changes. not-found if the map does not name the node.
 Status PublishNodeAddress(MetadataStore& metadata, const NodeInfo& node);

@@ -46,8 +46,12 @@ inline constexpr size_t kMaxClientMsgIdBytes = 64;
 inline constexpr size_t kMaxKeySize = kPrefixSize + 1 + 8 + kMaxClientMsgIdBytes;
 
 // Key of the shard's metadata row in the default column family. Not token-prefixed: it belongs
-// to the shard replica, not to a shard key.
+// to the shard replica, not to a shard key. The literal starts with NUL, so the string_view is
+// empty: the row's key is the empty key. Persisted that way since format 1; never change it.
 inline constexpr std::string_view kShardMetaKey = "\x00scrollback/shard-meta";
+// Epoch records in the default column family: kEpochKeyPrefix | epoch (big-endian 64) ->
+// the LSN before the epoch's first write (big-endian 64). See ShardStore::BeginEpoch.
+inline constexpr std::string_view kEpochKeyPrefix = "epoch/";
 
 inline void PutBigEndian64(char* out, uint64_t v) {
   for (int i = 7; i >= 0; --i) {

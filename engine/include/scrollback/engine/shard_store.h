@@ -151,6 +151,15 @@ struct LogBatch {
   std::string data;
 };
 
+// One primary term recorded in a shard's data (ShardStore::BeginEpoch).
+struct EpochRecord {
+  uint64_t epoch = 0;
+  // The shard's LSN just before the epoch's first write: everything up to it was written in
+  // earlier epochs; every later LSN in this epoch or after.
+  uint64_t start_lsn = 0;
+  friend bool operator==(const EpochRecord&, const EpochRecord&) = default;
+};
+
 struct LogChunk {
   std::vector<LogBatch> batches;  // In log order, contiguous.
   uint64_t next_lsn = 0;          // Where the next ReadLog starts (one past the last batch).
@@ -279,6 +288,19 @@ class ShardStore {
   virtual Result<uint64_t> CreateCheckpoint(const std::string& dir) = 0;
   // See ShardChecksum. Reads the whole shard: for verification, not for serving paths.
   virtual Result<ShardChecksum> Checksum() = 0;
+
+  // ---- Epochs (docs/replication.md, Failover) ------------------------------------------------
+
+  // A primary calls this before its first write at `epoch`: records {epoch, LatestSequence()}
+  // in the shard's data, a write like any other, so every copy that applies the log holds the
+  // same history. A copy whose last record is an older epoch and whose LSN is past the start of
+  // the next epoch in its primary's history holds writes that primary never had (an old
+  // primary's unacknowledged tail): it is rebuilt, never merged. Returns the epoch's record; an
+  // epoch at or below the last recorded one records nothing and returns the last record.
+  virtual Result<EpochRecord> BeginEpoch(uint64_t epoch) = 0;
+  // Every epoch record in this copy, oldest first (empty for a shard written before epochs
+  // were recorded).
+  virtual Result<std::vector<EpochRecord>> EpochHistory() = 0;
 
   // ---- Administration -----------------------------------------------------------------------
 

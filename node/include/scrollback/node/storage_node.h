@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "scrollback/engine/shard_store.h"
+#include "scrollback/node/primary_lease.h"
 #include "scrollback/schema/log.h"
 #include "scrollback/schema/status.h"
 #include "scrollback/schema/token.h"
@@ -162,6 +163,10 @@ struct NodeOptions {
   // EmbeddedCluster, whose nodes share one directory per shard (decision 0007).
   bool keep_dropped_directories = false;
   ReplicationOptions replication;
+  // Default: none: writes are allowed wherever the shard table says the node is primary (a
+  // node without a metadata store). With a metadata store, the lease keeper (cluster/) and the
+  // map follower keep it current, and writes need it (primary_lease.h; decision 0010).
+  std::shared_ptr<PrimaryLease> primary_lease;
   // Default: none (quiet). Start-up, shard lifecycle, and every error the node swallows.
   Logger logger;
 };
@@ -223,6 +228,8 @@ class StorageNode {
   // host:port the node actually listens on (the port is chosen when options say :0).
   virtual std::string address() const = 0;
   virtual const std::string& node_id() const = 0;
+  // NodeOptions::primary_lease (nullptr when the node runs without one).
+  virtual PrimaryLease* primary_lease() const = 0;
 
   // Makes the node host exactly `shards` and answer not-owner with `map_version` for every
   // other key. Returns at once: new shards open in the background (keys of a shard still

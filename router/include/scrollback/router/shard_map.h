@@ -31,6 +31,9 @@ struct NodeInfo {
   std::string node_id;
   std::string address;       // host:port of the RPC listener.
   std::string http_address;  // host:port of /health and /metrics; may be empty.
+  // The primary lease the failover controller last recorded for the node (schema
+  // NodeInfo.leaseId; 0: none). The node writes only while it holds exactly this lease.
+  int64_t lease_id = 0;
 };
 
 class ShardMap {

@@ -1,0 +1,307 @@
+#include "scrollback/cluster/failover_controller.h"
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <pthread.h>
+#include <spdlog/logger.h>
+
+#include <algorithm>
+#include <set>
+
+#include "scrollback/cluster/node_lease.h"
+#include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/schema/chatstore.capnp.h"
+
+namespace scrollback {
+
+namespace s = ::scrollback::schema;
+
+// Node.shardStats over Cap'n Proto, one short-lived connection per node and pass, on the
+// controller's thread (which owns the KJ event loop).
+class FailoverController::Probe {
+ public:
+  explicit Probe(std::chrono::milliseconds timeout)
+      : io_(kj::setupAsyncIo()), timeout_(timeout.count() * kj::MILLISECONDS) {}
+
+  // The copies `address` hosts, by shard id.
+  Result<std::map<uint64_t, CopyState>> Copies(const std::string& address) {
+    try {
+      // The loop sleeps between passes and its timer reads the clock only when the loop runs:
+      // let it catch up first, or the timeout below would start from a stale "now".
+      io_.waitScope.poll();
+      auto& timer = io_.provider->getTimer();
+      auto addr = io_.provider->getNetwork().parseAddress(address).wait(io_.waitScope);
+      auto stream = timer.timeoutAfter(timeout_, addr->connect()).wait(io_.waitScope);
+      capnp::TwoPartyClient rpc(*stream);
+      auto node = rpc.bootstrap().castAs<s::Node>();
+      auto reply =
+          timer.timeoutAfter(timeout_, node.shardStatsRequest().send()).wait(io_.waitScope);
+      std::map<uint64_t, CopyState> out;
+      for (auto st : reply.getStats()) {
+        CopyState& copy = out[st.getShardId()];
+        copy.serving = st.getState() == s::ShardState::SERVING;
+        copy.opening = st.getState() == s::ShardState::OPENING;
+        copy.lsn = st.getLatestSequence();
+      }
+      return out;
+    } catch (const kj::Exception& e) {
+      return Status::Unavailable(address + ": " + e.getDescription().cStr());
+    }
+  }
+
+ private:
+  kj::AsyncIoContext io_;
+  kj::Duration timeout_;
+};
+
+std::unique_ptr<FailoverController> FailoverController::Start(
+    std::shared_ptr<MetadataStore> metadata, FailoverControllerOptions options) {
+  std::unique_ptr<FailoverController> controller(
+      new FailoverController(std::move(metadata), std::move(options)));
+  FailoverController* raw = controller.get();
+  // A primary lease that changes (gone, or granted anew) starts a pass at once.
+  controller->watch_ = controller->metadata_->Watch(
+      kPrimaryLeasesPrefix, [raw](const std::string&, const std::optional<VersionedValue>&) {
+        {
+          std::lock_guard lock(raw->mu_);
+          raw->wake_ = true;
+        }
+        raw->cv_.notify_all();
+      });
+  controller->thread_ = std::thread([raw] { raw->Loop(); });
+  return controller;
+}
+
+FailoverController::FailoverController(std::shared_ptr<MetadataStore> metadata,
+                                       FailoverControllerOptions options)
+    : metadata_(std::move(metadata)), options_(std::move(options)), log_(OrNull(options_.logger)) {}
+
+FailoverController::~FailoverController() {
+  watch_.reset();
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void FailoverController::Loop() {
+  pthread_setname_np(pthread_self(), "sb-controller");
+  Probe probe(options_.call_timeout);
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, options_.interval, [this] { return stopping_ || wake_; });
+      if (stopping_) break;
+      wake_ = false;
+    }
+    if (!Campaign()) continue;
+    passes_.fetch_add(1, std::memory_order_relaxed);
+    auto published = Pass(probe);
+    if (!published.ok()) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      log_->warn("controller {}: failover pass failed (retrying): {}", options_.node_id,
+                 published.status().ToString());
+    }
+  }
+  if (leading_.exchange(false) && leader_lease_ != 0) {
+    // Another candidate takes over at once rather than after the lease runs out.
+    if (Status revoked = metadata_->RevokeLease(leader_lease_); !revoked.ok()) {
+      log_->warn("controller {}: revoking the leader lease failed (it expires by itself): {}",
+                 options_.node_id, revoked.ToString());
+    }
+  }
+}
+
+bool FailoverController::Campaign() {
+  if (leader_lease_ != 0) {
+    Status kept = metadata_->KeepAlive(leader_lease_);
+    if (kept.ok()) return leading_.load();
+    if (kept.code() != ErrorCode::kNotFound) {
+      // The store did not answer: nothing can be published now anyway.
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    if (leading_.exchange(false)) {
+      log_->warn("controller {}: leadership lost (lease expired)", options_.node_id);
+    }
+    leader_lease_ = 0;
+  }
+  // Someone leads (the key lives under the leader's lease): one read, not a campaign.
+  auto current = metadata_->Get(kControllerKey);
+  if (!current.ok() || *current) return false;
+  auto lease = metadata_->GrantLease(options_.leader_ttl);
+  if (!lease.ok()) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  auto won = metadata_->CompareAndSwap(kControllerKey, 0, options_.node_id, *lease);
+  if (!won.ok()) {
+    (void)metadata_->RevokeLease(*lease);  // Someone else leads; ours is not needed.
+    if (won.status().code() != ErrorCode::kFailedPrecondition) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+    }
+    return false;
+  }
+  leader_lease_ = *lease;
+  leading_.store(true);
+  log_->info("controller {}: leading (lease {})", options_.node_id, *lease);
+  return true;
+}
+
+Result<bool> FailoverController::Pass(Probe& probe) {
+  auto stored = metadata_->Get(kShardMapKey);
+  if (!stored.ok()) return stored.status();
+  if (!*stored) return false;  // No map yet.
+  auto map = ShardMap::Parse((*stored)->value);
+  if (!map.ok()) return map.status();
+  auto listed = metadata_->List(kPrimaryLeasesPrefix);
+  if (!listed.ok()) return listed.status();
+  std::map<std::string, int64_t> live;  // Node id -> its live primary lease.
+  for (const KeyValue& kv : *listed) {
+    const std::string node = kv.key.substr(std::string(kPrimaryLeasesPrefix).size());
+    try {
+      live[node] = std::stoll(kv.value.value);
+    } catch (const std::exception&) {
+      log_->error("controller {}: {} holds '{}', not a lease id (ignored)", options_.node_id,
+                  kv.key, kv.value.value);
+    }
+  }
+  auto live_lease = [&](const std::string& node) {
+    auto it = live.find(node);
+    return it == live.end() ? int64_t{0} : it->second;
+  };
+  std::set<std::string> changed_nodes;  // Nodes whose recorded lease is not their live one.
+  for (const NodeInfo& node : map->nodes()) {
+    if (node.lease_id != live_lease(node.node_id)) changed_nodes.insert(node.node_id);
+  }
+  if (changed_nodes.empty()) {
+    waiting_since_.clear();
+    return false;
+  }
+
+  // The copies of every live node (asked once per pass).
+  std::map<std::string, Result<std::map<uint64_t, CopyState>>> copies;
+  auto copies_of = [&](const std::string& node_id) -> const Result<std::map<uint64_t, CopyState>>& {
+    auto it = copies.find(node_id);
+    if (it != copies.end()) return it->second;
+    const NodeInfo* info = map->FindNode(node_id);
+    Result<std::map<uint64_t, CopyState>> got =
+        info == nullptr || info->address.empty()
+            ? Result<std::map<uint64_t, CopyState>>(
+                  Status::Unavailable(node_id + " has no address"))
+            : probe.Copies(info->address);
+    return copies.emplace(node_id, std::move(got)).first->second;
+  };
+
+  std::vector<ShardInfo> shards = map->shards();
+  std::set<std::string> undecided;  // Changed nodes with a primary shard left for a later pass.
+  bool changed = false;
+  const auto now = std::chrono::steady_clock::now();
+  for (ShardInfo& shard : shards) {
+    if (!changed_nodes.count(shard.primary)) continue;
+    std::vector<std::string> candidates;  // Old primary first: it keeps the shard on a tie.
+    candidates.push_back(shard.primary);
+    candidates.insert(candidates.end(), shard.replicas.begin(), shard.replicas.end());
+    std::string best;
+    uint64_t best_lsn = 0;
+    std::string wait_reason;
+    std::string considered;
+    for (const std::string& node : candidates) {
+      if (live_lease(node) == 0) continue;  // Dead or cut off: it cannot take writes.
+      const auto& hosted = copies_of(node);
+      if (!hosted.ok()) {
+        wait_reason =
+            node + " holds a lease but did not answer (" + hosted.status().ToString() + ")";
+        break;
+      }
+      auto it = hosted->find(shard.shard_id);
+      if (it == hosted->end()) continue;
+      if (it->second.opening) {
+        auto& since = waiting_since_.try_emplace(shard.shard_id, now).first->second;
+        if (now - since < options_.opening_patience) {
+          wait_reason = node + "'s copy is still opening";
+          break;
+        }
+        continue;  // Waited long enough: decided without it.
+      }
+      if (!it->second.serving) continue;  // Bootstrapping or refused: it has nothing acked.
+      considered +=
+          (considered.empty() ? "" : ", ") + node + " at lsn " + std::to_string(it->second.lsn);
+      if (best.empty() || it->second.lsn > best_lsn) {
+        best = node;
+        best_lsn = it->second.lsn;
+      }
+    }
+    if (!wait_reason.empty()) {
+      deferred_.fetch_add(1, std::memory_order_relaxed);
+      log_->info("controller {}: shard {} failover waits: {}", options_.node_id, shard.shard_id,
+                 wait_reason);
+      undecided.insert(shard.primary);
+      continue;
+    }
+    waiting_since_.erase(shard.shard_id);
+    const std::string old_primary = shard.primary;
+    const uint64_t old_epoch = shard.epoch;
+    if (!best.empty() && best != old_primary) {
+      std::vector<std::string> replicas;
+      for (const std::string& node : candidates) {
+        if (node != best) replicas.push_back(node);
+      }
+      shard.primary = best;
+      shard.replicas = std::move(replicas);
+      failovers_.fetch_add(1, std::memory_order_relaxed);
+    }
+    ++shard.epoch;
+    epoch_bumps_.fetch_add(1, std::memory_order_relaxed);
+    changed = true;
+    log_->warn(
+        "controller {}: shard {} epoch {} -> {}: primary {} (lease {}) -> {} [{}]",
+        options_.node_id, shard.shard_id, old_epoch, shard.epoch, old_primary,
+        live_lease(old_primary) == 0 ? "gone" : "granted anew", shard.primary,
+        considered.empty() ? "no live copy answered: kept until its node is back" : considered);
+  }
+  std::vector<NodeInfo> nodes = map->nodes();
+  for (NodeInfo& node : nodes) {
+    if (!changed_nodes.count(node.node_id) || undecided.count(node.node_id)) continue;
+    node.lease_id = live_lease(node.node_id);
+    changed = true;
+  }
+  if (!changed) return false;
+  auto next = ShardMap::Make(map->version() + 1, std::move(shards), std::move(nodes));
+  if (!next.ok()) return next.status();
+  auto published = PublishShardMap(*metadata_, *next, (*stored)->version);
+  if (!published.ok()) {
+    // Someone changed the map first: decided afresh on the next pass.
+    if (published.status().code() == ErrorCode::kFailedPrecondition) return false;
+    return published.status();
+  }
+  log_->info("controller {}: shard map version {} published", options_.node_id, next->version());
+  return true;
+}
+
+void FailoverController::RenderMetrics(std::string* out) const {
+  auto counter = [out](const char* name, const char* help, uint64_t value) {
+    *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
+            " " + std::to_string(value) + "\n";
+  };
+  *out +=
+      "# HELP scrollback_controller_leading 1 while this node's failover controller leads.\n"
+      "# TYPE scrollback_controller_leading gauge\nscrollback_controller_leading " +
+      std::string(leading_.load() ? "1" : "0") + "\n";
+  counter("scrollback_controller_passes_total", "Failover passes run while leading.",
+          passes_.load());
+  counter("scrollback_controller_failovers_total",
+          "Shards whose primary the controller replaced (logged).", failovers_.load());
+  counter("scrollback_controller_epoch_bumps_total",
+          "Epochs the controller granted (failovers, and primaries kept after a new lease).",
+          epoch_bumps_.load());
+  counter("scrollback_controller_deferred_total",
+          "Shard failovers put off to a later pass (a live copy opening or not answering).",
+          deferred_.load());
+  counter("scrollback_controller_errors_total",
+          "Passes or campaigns that failed (metadata store errors; logged).", errors_.load());
+}
+
+}  // namespace scrollback

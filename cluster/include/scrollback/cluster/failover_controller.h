@@ -1,0 +1,102 @@
+// FailoverController: replaces the primaries of nodes whose primary lease is gone (decision
+// 0010, docs/replication.md "Failover"). Every storage node runs a candidate; one at a time
+// leads, elected by a lease on a key, and every change it makes is a compare-and-swap of the
+// shard map, so two leaders (one of them late to notice it lost) cannot both apply a decision
+// to the same map version.
+//
+// Keys (persisted; never rename):
+//   /scrollback/controller   the leader's node id, under the leader's lease
+//
+// One pass (every `interval`, and at once when a primary lease changes):
+//   For each node of the map whose live lease (node_lease.h) differs from the lease the map
+//   records for it (NodeInfo.lease_id): the node died, was cut off from the store, or restarted.
+//   For each shard it is primary of, the controller asks every copy on a node holding a live
+//   lease for its LSN (Node.shardStats) and makes the most advanced serving copy primary at
+//   epoch + 1 (the old primary, if it is alive and at least as advanced, keeps it), the others
+//   replicas. A copy still opening (a restarted node replaying its WAL) is waited for up to
+//   `opening_patience`; a live node that does not answer is waited for (it may hold the only
+//   copy of an acknowledged write). Then the map records the node's live lease (0: none), which
+//   lets the node write again at the new epochs.
+// In semi-sync mode every acknowledged LSN is on a replica the map listed; acknowledgements
+// are prefixes of the log, so the most advanced live copy has all of them.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "scrollback/cluster/metadata_store.h"
+#include "scrollback/router/shard_map.h"
+#include "scrollback/schema/log.h"
+
+namespace scrollback {
+
+inline constexpr const char* kControllerKey = "/scrollback/controller";
+
+struct FailoverControllerOptions {
+  // Required: this candidate's name (its node id).
+  std::string node_id;
+  // Default: 1 s. The leader's lease; a dead leader is replaced after about this long.
+  std::chrono::milliseconds leader_ttl{1000};
+  // Default: 100 ms. Time between passes (a primary lease change starts one at once).
+  std::chrono::milliseconds interval{100};
+  // Default: 500 ms. Connect and shardStats timeout per node.
+  std::chrono::milliseconds call_timeout{500};
+  // Default: 5 s. How long a copy that is still opening holds up its shard's failover.
+  std::chrono::milliseconds opening_patience{5000};
+  Logger logger;
+};
+
+class FailoverController {
+ public:
+  // Starts campaigning on a thread of its own.
+  static std::unique_ptr<FailoverController> Start(std::shared_ptr<MetadataStore> metadata,
+                                                   FailoverControllerOptions options);
+  // Stops; a leader revokes its lease so that another candidate takes over at once.
+  ~FailoverController();
+
+  bool leading() const { return leading_.load(); }
+  // Failovers done (a shard's primary replaced) and epochs granted in all.
+  uint64_t failovers() const { return failovers_.load(); }
+
+  // Prometheus text: leadership, passes, failovers, epoch bumps, deferrals, errors.
+  void RenderMetrics(std::string* out) const;
+
+ private:
+  class Probe;  // Asks nodes for their copies' LSNs (Cap'n Proto; failover_controller.cc).
+  // A copy's state as its node reported it.
+  struct CopyState {
+    bool serving = false;
+    bool opening = false;  // Still opening (not bootstrapping): worth waiting for.
+    uint64_t lsn = 0;
+  };
+
+  FailoverController(std::shared_ptr<MetadataStore> metadata, FailoverControllerOptions options);
+  void Loop();
+  // Holds or takes the leadership; true while leading.
+  bool Campaign();
+  // One pass over the map (the class comment). Returns true when it published a map.
+  Result<bool> Pass(Probe& probe);
+
+  const std::shared_ptr<MetadataStore> metadata_;
+  const FailoverControllerOptions options_;
+  const Logger log_;
+  int64_t leader_lease_ = 0;  // Only the loop's thread.
+  // Only the loop's thread: when a shard's failover first waited for an opening copy.
+  std::map<uint64_t, std::chrono::steady_clock::time_point> waiting_since_;
+  std::unique_ptr<WatchHandle> watch_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;  // GUARDED_BY(mu_)
+  bool wake_ = false;      // GUARDED_BY(mu_)
+  std::atomic<bool> leading_{false};
+  std::atomic<uint64_t> passes_{0}, failovers_{0}, epoch_bumps_{0}, deferred_{0}, errors_{0};
+  std::thread thread_;
+};
+
+}  // namespace scrollback

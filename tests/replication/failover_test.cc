@@ -1,0 +1,598 @@
+// Failover (decision 0010, docs/replication.md "Failover"): leases with a clock-drift margin,
+// fenced epochs, the controller promoting the most advanced live copy, and rejoin. Faults come
+// through seams (StopNode as a crash, CutFromMetadata as a partition from the store, injected
+// clocks for the lease margin); every check is made from what clients were told (acknowledged
+// sends, their seqs and write tokens), never from logs. Randomized tests print their seed
+// (SCROLLBACK_SEED=... replays one).
+#include <algorithm>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cluster/cluster_test_util.h"
+#include "replication/replication_test_util.h"
+#include "scrollback/cluster/metadata_faults.h"
+#include "scrollback/cluster/node_lease.h"
+#include "scrollback/replication/replication.h"
+#include "test_util.h"
+
+namespace scrollback {
+namespace {
+
+using namespace replication_testing;  // NOLINT: the shared helpers of these tests.
+
+// ---- The lease margin, with injected clocks -------------------------------------------------
+
+bool KeyInStore(MetadataStore& store, const std::string& key) {
+  auto listed = store.List(key);
+  REQUIRE(listed.ok());
+  return !listed->empty();
+}
+
+TEST_CASE(
+    "a node's primary lease stops writes before the store can expire it, even on a slow clock") {
+  constexpr int64_t kTtl = 1000;
+  constexpr double kDrift = 0.01;
+  auto store_clock = std::make_shared<ManualClock>(1'000'000);
+  auto node_clock = std::make_shared<ManualClock>(5'000'000);  // Unrelated origin.
+  auto store = NewInMemoryMetadataStore(store_clock);
+  auto link = std::make_shared<CuttableMetadataStore>(store, "node-a");
+  auto lease = std::make_shared<PrimaryLease>("node-a", node_clock);
+  LeaseKeeperOptions options;
+  options.node_id = "node-a";
+  options.ttl = std::chrono::milliseconds(kTtl);
+  options.max_clock_drift = kDrift;
+  options.commit_margin = std::chrono::milliseconds(50);
+  options.run_thread = false;  // Time is driven here.
+  auto keeper = LeaseKeeper::Start(link, node_clock, lease, options);
+  REQUIRE(keeper.ok());
+  const std::string key = std::string(kPrimaryLeasesPrefix) + "node-a";
+
+  // Held, but not yet recorded in the map: fenced.
+  CHECK_FALSE(lease->Writable());
+  lease->RecordedInMap((*keeper)->lease_id());
+  CHECK(lease->Writable());
+
+  // A renewal at node time n0 (store time s0), then the node is cut off from the store.
+  const int64_t n0 = node_clock->NowMs(), s0 = store_clock->NowMs();
+  REQUIRE((*keeper)->RenewOnce().ok());
+  link->Cut(true);
+  const int64_t until = (*keeper)->WritableUntil(n0);
+  CHECK(until == n0 + static_cast<int64_t>(kTtl * (1 - kDrift)) - 50);
+  // The node's clock runs kDrift slower than the store's: node time n is store time
+  // s0 + (n - n0) / (1 - kDrift).
+  auto set_node_time = [&](int64_t n) {
+    node_clock->Set(n);
+    store_clock->Set(s0 + static_cast<int64_t>(std::ceil((n - n0) / (1 - kDrift))));
+  };
+  set_node_time(until - 1);
+  CHECK(lease->Writable());
+  CHECK_FALSE((*keeper)->RenewOnce().ok());  // Unreachable: nothing earned.
+  CHECK(lease->Writable());
+  set_node_time(until);
+  CHECK_FALSE(lease->Writable());
+  CHECK(lease->CheckWritable().code() == ErrorCode::kUnavailable);
+  // When the node stopped, the store still held its lease: nobody else could be primary yet.
+  CHECK(store_clock->NowMs() < s0 + kTtl);
+  CHECK(KeyInStore(*store, key));
+  store_clock->Set(s0 + kTtl + 1);
+  CHECK_FALSE(KeyInStore(*store, key));
+
+  // Healed: the old lease is gone, a new one is granted, and the node stays fenced until the
+  // map records the new lease (the controller's decision), not merely because it has one.
+  const int64_t old_lease = (*keeper)->lease_id();
+  link->Cut(false);
+  node_clock->Advance(10);
+  REQUIRE((*keeper)->RenewOnce().ok());
+  CHECK((*keeper)->lease_id() != old_lease);
+  CHECK(KeyInStore(*store, key));
+  CHECK_FALSE(lease->Writable());
+  lease->RecordedInMap((*keeper)->lease_id());
+  CHECK(lease->Writable());
+}
+
+// ---- A cluster under a send load -------------------------------------------------------------
+
+constexpr uint64_t kFirstConv = 500;
+
+EmbeddedClusterOptions FailoverOptions(AckMode ack) {
+  EmbeddedClusterOptions options;
+  options.shards = 6;
+  options.lease.ttl = std::chrono::milliseconds(600);
+  options.controller.leader_ttl = std::chrono::milliseconds(600);
+  options.node.replication.default_ack = ack;
+  options.node.replication.semi_sync_timeout = std::chrono::milliseconds(2000);
+  return options;
+}
+
+struct AckedSend {
+  uint64_t conv = 0;
+  std::string id;
+  uint64_t seq = 0;
+  WriteToken token;
+};
+
+// One chain of sends per conversation on the fixture's loop. Each send is retried with the same
+// client_msg_id until it is acknowledged (idempotent), so every message a chain started ends
+// acknowledged, and each conversation's seqs must be exactly 1..n.
+class SendLoad {
+ public:
+  SendLoad(ClusterFixture& f, std::vector<uint64_t> convs, WriteOptions write)
+      : f_(f), convs_(std::move(convs)), write_(write), next_(convs_.size(), 0) {}
+
+  void Start() {
+    for (size_t i = 0; i < convs_.size(); ++i) {
+      chains_.push_back(Chain(i).eagerlyEvaluate(
+          [](kj::Exception&& e) { FAIL("send chain failed: " << e.getDescription().cStr()); }));
+    }
+  }
+  // Lets every chain finish the send it is on, then stops them.
+  void Stop() {
+    stopping_ = true;
+    REQUIRE(f_.Eventually([&] { return running_ == 0; }, std::chrono::seconds(60)));
+    chains_.clear();
+  }
+  // Acknowledged sends so far to `conv`.
+  size_t AckedTo(uint64_t conv) const {
+    size_t n = 0;
+    for (const AckedSend& a : acked) n += a.conv == conv;
+    return n;
+  }
+  // Waits until every conversation has `more` acknowledged sends beyond what it had.
+  bool EachGains(size_t more, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+    std::map<uint64_t, size_t> from;
+    for (uint64_t conv : convs_) from[conv] = AckedTo(conv);
+    return f_.Eventually(
+        [&] {
+          for (uint64_t conv : convs_) {
+            if (AckedTo(conv) < from[conv] + more) return false;
+          }
+          return true;
+        },
+        limit);
+  }
+
+  std::vector<AckedSend> acked;
+  uint64_t failed_attempts = 0;
+
+ private:
+  kj::Promise<void> Chain(size_t i) {
+    if (stopping_) return kj::READY_NOW;
+    ++running_;
+    const std::string id = "c" + std::to_string(convs_[i]) + "-" + std::to_string(next_[i]);
+    return Attempt(i, id).then([this, i] {
+      --running_;
+      ++next_[i];
+      return Chain(i);
+    });
+  }
+  kj::Promise<void> Attempt(size_t i, std::string id) {
+    return f_.client->SendMessage(Send(convs_[i], 1, id, "body of " + id), write_)
+        .then([this, i, id](Result<SendMessageResult> sent) -> kj::Promise<void> {
+          if (sent.ok()) {
+            acked.push_back({convs_[i], id, sent->seq, sent->token});
+            return kj::READY_NOW;
+          }
+          ++failed_attempts;  // Unavailable while a failover runs, notReplicated, ...
+          return f_.io.provider->getTimer().afterDelay(20 * kj::MILLISECONDS).then([this, i, id] {
+            return Attempt(i, id);
+          });
+        });
+  }
+
+  ClusterFixture& f_;
+  std::vector<uint64_t> convs_;
+  WriteOptions write_;
+  std::vector<uint64_t> next_;
+  std::vector<kj::Promise<void>> chains_;
+  bool stopping_ = false;
+  int running_ = 0;
+};
+
+// Conversations kFirstConv.. such that every shard has at least one.
+std::vector<uint64_t> ConversationsOnEveryShard(ClusterFixture& f) {
+  auto map = f.cluster->shard_maps()->Current();
+  std::set<uint64_t> covered;
+  std::vector<uint64_t> convs;
+  for (uint64_t conv = kFirstConv; covered.size() < map->shards().size(); ++conv) {
+    if (covered.insert(map->ShardForKey(conv).shard_id).second) convs.push_back(conv);
+  }
+  for (uint64_t conv : convs) CreateConversations(f, conv, 1);
+  return convs;
+}
+
+// Every conversation's whole history, oldest first (strong reads, retried through failovers).
+// `pages` (if given) describes each page read: cursor, seqs returned, has_more, next cursor.
+std::vector<Message> History(ClusterFixture& f, uint64_t conv, std::string* pages = nullptr) {
+  std::vector<Message> out;
+  uint64_t cursor = 0;
+  for (;;) {
+    HistoryQuery q{conv, Direction::kOldestFirst, cursor, {}, 200};
+    Result<HistoryPage> page = Status::Unavailable("not read");
+    REQUIRE(f.Eventually([&] {
+      page = f.Wait(f.client->ReadHistory(q));
+      return page.ok();
+    }));
+    if (pages) {
+      *pages += "\n  after " + std::to_string(cursor) + ": " +
+                std::to_string(page->messages.size()) + " messages";
+      if (!page->messages.empty()) {
+        *pages += " " + std::to_string(page->messages.front().seq) + ".." +
+                  std::to_string(page->messages.back().seq);
+      }
+      *pages += page->has_more ? ", more after " + std::to_string(page->next_cursor_seq) : "";
+    }
+    for (Message& m : page->messages) out.push_back(std::move(m));
+    if (!page->has_more) return out;
+    cursor = page->next_cursor_seq;
+  }
+}
+
+// What clients were told holds: every acknowledged send is in its conversation's history
+// exactly once, at the seq it was acknowledged with; seqs are exactly 1..n; and per shard, the
+// acknowledged tokens never go back in epoch as their LSNs grow, and every acknowledged write
+// of an epoch lies at or before the start of the next epoch in the primary's history (no two
+// primaries accepted writes in the same range of the log).
+void CheckAcknowledged(ClusterFixture& f, const std::vector<AckedSend>& acked) {
+  std::map<uint64_t, std::vector<const AckedSend*>> by_conv;
+  for (const AckedSend& a : acked) by_conv[a.conv].push_back(&a);
+  for (const auto& [conv, sends] : by_conv) {
+    std::string pages;
+    std::vector<Message> history = History(f, conv, &pages);
+    std::map<std::string, std::vector<uint64_t>> seqs_of;
+    bool dense = true;
+    for (size_t k = 0; k < history.size(); ++k) {
+      dense = dense && history[k].seq == k + 1;
+      seqs_of[history[k].client_msg_id].push_back(history[k].seq);
+    }
+    if (!dense) {
+      // Where the hole is, copy by copy: what a failure needs to be understood.
+      auto map = f.cluster->shard_maps()->Current();
+      const ShardInfo& shard = map->ShardForKey(conv);
+      std::string copies;
+      uint64_t missing = 0;
+      for (size_t k = 0; k < history.size(); ++k) {
+        if (history[k].seq != k + 1) {
+          missing = k + 1;
+          break;
+        }
+      }
+      for (size_t i = 0; i < f.cluster->node_count(); ++i) {
+        auto hosted = HostedOn(f, i, shard.shard_id);
+        if (!hosted) continue;
+        auto epochs = hosted->store->EpochHistory();
+        copies += "\n  " + f.cluster->node_id(i) + " " + ShardRoleName(hosted->assignment.role) +
+                  " lsn " + std::to_string(hosted->store->LatestSequence()) + " has seq " +
+                  std::to_string(missing) + ": " +
+                  (hosted->store->GetMessage(conv, missing).ok() ? "yes" : "no") + "; epochs";
+        for (const EpochRecord& e : epochs.ok() ? *epochs : std::vector<EpochRecord>{}) {
+          copies += " " + std::to_string(e.epoch) + "@" + std::to_string(e.start_lsn);
+        }
+        for (int cache_only = 0; cache_only < 2; ++cache_only) {
+          std::optional<CacheOnlyReads> memory;
+          if (cache_only) memory.emplace();
+          auto page =
+              hosted->store->ReadHistory({conv, Direction::kOldestFirst, missing - 2, {}, 4});
+          copies += cache_only ? "; cache-only page:" : "; page:";
+          if (!page.ok()) copies += " " + page.status().ToString();
+          for (const Message& m : page.ok() ? page->messages : std::vector<Message>{}) {
+            copies += " " + std::to_string(m.seq);
+          }
+        }
+      }
+      FAIL("conversation " << conv << " (shard " << shard.shard_id << ", primary " << shard.primary
+                           << ") lacks seq " << missing << ":" << copies
+                           << "\npages read:" << pages);
+    }
+    for (const AckedSend* a : sends) {
+      INFO("conversation " << conv << " send " << a->id);
+      REQUIRE(seqs_of[a->id].size() == 1);  // Present, exactly once.
+      CHECK(seqs_of[a->id][0] == a->seq);
+    }
+  }
+  std::map<uint64_t, std::vector<WriteToken>> by_shard;
+  for (const AckedSend& a : acked) by_shard[a.token.shard_id].push_back(a.token);
+  auto map = f.cluster->shard_maps()->Current();
+  for (auto& [shard_id, tokens] : by_shard) {
+    std::sort(tokens.begin(), tokens.end(),
+              [](const WriteToken& a, const WriteToken& b) { return a.lsn < b.lsn; });
+    for (size_t k = 1; k < tokens.size(); ++k) {
+      INFO("shard " << shard_id << " lsn " << tokens[k].lsn);
+      CHECK(tokens[k].epoch >= tokens[k - 1].epoch);
+    }
+    const ShardInfo* info = map->FindShard(shard_id);
+    REQUIRE(info);
+    auto hosted = HostedOn(f, f.cluster->IndexOf(info->primary), shard_id);
+    REQUIRE(hosted);
+    auto history = hosted->store->EpochHistory();
+    REQUIRE(history.ok());
+    for (const WriteToken& t : tokens) {
+      for (const EpochRecord& e : *history) {
+        if (e.epoch <= t.epoch) continue;
+        INFO("shard " << shard_id << ": a write acknowledged at epoch " << t.epoch << " lsn "
+                      << t.lsn << " lies past epoch " << e.epoch << "'s start " << e.start_lsn);
+        CHECK(t.lsn <= e.start_lsn);
+        break;
+      }
+    }
+  }
+}
+
+// The shard map as the (uncut) metadata store has it.
+ShardMap StoredMap(ClusterFixture& f) {
+  auto map = ReadShardMap(*f.cluster->metadata());
+  REQUIRE(map.ok());
+  return std::move(map).value();
+}
+
+// The node holding the most primaries in the stored map.
+size_t BusiestPrimary(ClusterFixture& f) {
+  std::map<std::string, int> count;
+  for (const ShardInfo& s : StoredMap(f).shards()) ++count[s.primary];
+  auto most = std::max_element(count.begin(), count.end(),
+                               [](const auto& a, const auto& b) { return a.second < b.second; });
+  return f.cluster->IndexOf(most->first);
+}
+
+// Waits until no shard of the stored map has `node` as primary (and every other node may
+// write again), i.e. the controller has moved all of the node's primaries.
+bool PrimariesMovedOff(ClusterFixture& f, const std::string& node) {
+  return f.Eventually(
+      [&] {
+        for (const ShardInfo& s : StoredMap(f).shards()) {
+          if (s.primary == node) return false;
+        }
+        return true;
+      },
+      std::chrono::seconds(20));
+}
+
+TEST_CASE(
+    "a killed primary's shards fail over to their most advanced replica and semi-sync sends lose "
+    "nothing") {
+  ClusterFixture f(FailoverOptions(AckMode::kSemiSync));
+  auto convs = ConversationsOnEveryShard(f);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(5));
+
+  const size_t victim = BusiestPrimary(f);
+  const std::string victim_id = f.cluster->node_id(victim);
+  const ShardMap before = StoredMap(f);
+  f.cluster->StopNode(victim);  // A crash: the lease is left to expire.
+  REQUIRE(PrimariesMovedOff(f, victim_id));
+  REQUIRE(load.EachGains(10));  // Every shard takes writes again.
+
+  const ShardMap after = StoredMap(f);
+  for (const ShardInfo& s : before.shards()) {
+    if (s.primary != victim_id) continue;
+    const ShardInfo* now = after.FindShard(s.shard_id);
+    CHECK(now->epoch > s.epoch);
+    CHECK(now->primary != victim_id);
+    // The old primary stays a copy (a replica), to catch up when it is back.
+    CHECK(std::find(now->replicas.begin(), now->replicas.end(), victim_id) != now->replicas.end());
+  }
+
+  REQUIRE(f.cluster->RestartNode(victim).ok());
+  REQUIRE(load.EachGains(5));
+  load.Stop();
+  CheckAcknowledged(f, load.acked);
+  REQUIRE(EventuallyIdentical(f));
+}
+
+TEST_CASE(
+    "a primary cut off from the metadata store fences itself: nothing it acknowledges postdates "
+    "the new primary") {
+  ClusterFixture f(FailoverOptions(AckMode::kSemiSync));
+  auto convs = ConversationsOnEveryShard(f);
+  const ShardInfo shard = StoredMap(f).ShardForKey(convs[0]);
+  const size_t cut = f.cluster->IndexOf(shard.primary);
+  RawNode direct(f.io, StoredMap(f).FindNode(shard.primary)->address);
+
+  // Direct semi-sync sends to the cut primary, as a client that never refreshes its map would.
+  struct Outcome {
+    bool ok = false;
+    ErrorCode code = ErrorCode::kOk;
+    WriteToken token;
+    uint64_t seq = 0;
+    std::string id;
+    uint64_t map_version_at_reply = 0;  // The stored map's version when the reply arrived.
+  };
+  std::vector<Outcome> outcomes;
+  auto send_direct = [&](int k) {
+    auto request = direct.node.sendMessageRequest();
+    auto r = request.initRequest();
+    r.setConvId(convs[0]);
+    r.setSenderId(1);
+    const std::string id = "direct-" + std::to_string(k);
+    r.setClientMsgId(kj::heapString(id).asBytes());
+    r.setBody(kj::StringPtr("to the old primary").asBytes());
+    request.initOptions().setAck(s::AckMode::SEMI_SYNC);
+    auto reply = request.send().wait(f.io.waitScope);
+    Outcome o;
+    o.id = id;
+    o.code = CodeOf(reply);
+    o.ok = o.code == ErrorCode::kOk;
+    if (o.ok) {
+      o.seq = reply.getResult().getSeq();
+      auto t = reply.getResult().getToken();
+      o.token = {t.getShardId(), t.getEpoch(), t.getLsn()};
+    }
+    o.map_version_at_reply = StoredMap(f).version();
+    outcomes.push_back(o);
+  };
+  for (int k = 0; k < 5; ++k) send_direct(k);
+  for (const Outcome& o : outcomes) REQUIRE(o.ok);
+
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(3));
+  const uint64_t version_before_cut = StoredMap(f).version();
+  f.cluster->CutFromMetadata(cut, true);
+  // Keep writing to the cut node directly until the controller has replaced it.
+  int k = 5;
+  uint64_t replaced_at_version = 0;
+  REQUIRE(f.Eventually(
+      [&] {
+        send_direct(k++);
+        const ShardMap now = StoredMap(f);
+        if (now.FindShard(shard.shard_id)->primary != shard.primary) {
+          replaced_at_version = now.version();
+          return true;
+        }
+        return false;
+      },
+      std::chrono::seconds(20)));
+  // And for a while after: the cut node must refuse every one.
+  const size_t after_replacement = outcomes.size();
+  for (int extra = 0; extra < 10; ++extra) send_direct(k++);
+  REQUIRE(load.EachGains(5));  // The shard took writes on its new primary meanwhile.
+
+  bool fenced_seen = false;
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    const Outcome& o = outcomes[i];
+    INFO("direct send " << o.id << " answered " << static_cast<int>(o.code) << " at map version "
+                        << o.map_version_at_reply);
+    if (i >= after_replacement) CHECK_FALSE(o.ok);
+    if (o.ok) {
+      CHECK(o.token.epoch == shard.epoch);
+      CHECK_FALSE(fenced_seen);  // Once fenced, fenced until the map changes (it is cut).
+    } else {
+      // Fenced (unavailable), or committed while the lease held but no replica confirmed it
+      // in time (notReplicated): never acknowledged either way.
+      CHECK((o.code == ErrorCode::kUnavailable || o.code == ErrorCode::kNotReplicated));
+      fenced_seen = fenced_seen || o.code == ErrorCode::kUnavailable;
+    }
+  }
+  CHECK(fenced_seen);
+  CHECK(replaced_at_version > version_before_cut);
+
+  f.cluster->CutFromMetadata(cut, false);
+  REQUIRE(load.EachGains(5));
+  load.Stop();
+  std::vector<AckedSend> acked = load.acked;
+  for (const Outcome& o : outcomes) {
+    if (o.ok) acked.push_back({convs[0], o.id, o.seq, o.token});
+  }
+  CheckAcknowledged(f, acked);
+  REQUIRE(EventuallyIdentical(f));
+  // The node got a new lease after the cut healed, and the map records it.
+  REQUIRE(f.Eventually([&] { return f.cluster->node(cut)->primary_lease()->Writable(); }));
+}
+
+TEST_CASE(
+    "an old primary holding async writes no replica has rejoins rebuilt: the loss is counted") {
+  EmbeddedClusterOptions options = FailoverOptions(AckMode::kAsync);
+  options.fan_out = false;  // Only the sends below write to the shard: its LSN is theirs.
+  ClusterFixture f(options);
+  auto convs = ConversationsOnEveryShard(f);
+  const ShardInfo shard = StoredMap(f).ShardForKey(convs[0]);
+  const size_t old_primary = f.cluster->IndexOf(shard.primary);
+  REQUIRE(EventuallyIdentical(f, shard.shard_id));
+  // The replicas stop applying: the next async sends live on the primary only.
+  std::vector<std::shared_ptr<replication::ShardLog>> replica_logs;
+  for (const std::string& id : shard.replicas) {
+    auto hosted = HostedOn(f, f.cluster->IndexOf(id), shard.shard_id);
+    REQUIRE(hosted);
+    replica_logs.push_back(hosted->log);
+    hosted->log->SetPauseAt(hosted->log->lsn());
+  }
+  std::vector<std::string> unreplicated;
+  for (int k = 0; k < 7; ++k) {
+    const std::string id = "lost-" + std::to_string(k);
+    auto sent = f.Wait(f.client->SendMessage(Send(convs[0], 1, id, "x"), {AckMode::kAsync, 0}));
+    REQUIRE(sent.ok());  // Acknowledged: async asks no replica.
+    unreplicated.push_back(id);
+  }
+  const uint64_t primary_lsn = HostedOn(f, old_primary, shard.shard_id)->store->LatestSequence();
+  f.cluster->StopNode(old_primary);
+  for (auto& log : replica_logs) log->SetPauseAt(0);
+  REQUIRE(PrimariesMovedOff(f, shard.primary));
+  // The new primary takes writes (from its own epoch on): more LSNs than the old primary's
+  // tail, so that only the epoch history can tell the old copy diverged (it is not "ahead").
+  auto after = f.Wait(f.client->SendMessage(Send(convs[0], 1, "after", "y")));
+  REQUIRE(after.ok());
+  for (int k = 0; k < 40; ++k) {
+    REQUIRE(
+        f.Wait(f.client->SendMessage(Send(convs[0], 1, "later-" + std::to_string(k), "z"))).ok());
+  }
+
+  REQUIRE(f.cluster->RestartNode(old_primary).ok());
+  REQUIRE(EventuallyIdentical(f, shard.shard_id));
+  // Counted, not hidden: the old primary discarded what it held past the new epoch's start.
+  const std::string metrics = f.cluster->node(old_primary)->RenderMetrics();
+  const ShardMap map = StoredMap(f);
+  auto new_primary =
+      HostedOn(f, f.cluster->IndexOf(map.FindShard(shard.shard_id)->primary), shard.shard_id);
+  REQUIRE(new_primary);
+  auto epochs = new_primary->store->EpochHistory();
+  REQUIRE(epochs.ok());
+  uint64_t new_start = 0;  // Where the first epoch after the old primary's began.
+  for (const EpochRecord& e : *epochs) {
+    if (e.epoch > shard.epoch) {
+      new_start = e.start_lsn;
+      break;
+    }
+  }
+  REQUIRE(new_start > 0);
+  CHECK(MetricValue(metrics, "scrollback_rejoin_rebuilds_total") >= 1);
+  CHECK(MetricValue(metrics, "scrollback_rejoin_discarded_lsns_total") == primary_lsn - new_start);
+  // And the acknowledged writes async mode lost are exactly those the replicas never had.
+  std::set<std::string> present;
+  for (const Message& m : History(f, convs[0])) present.insert(m.client_msg_id);
+  size_t lost = 0;
+  for (const std::string& id : unreplicated) lost += present.count(id) == 0;
+  CHECK(lost == unreplicated.size());
+  CHECK(present.count("after") == 1);
+  CHECK(present.count("later-39") == 1);
+}
+
+// Rounds of faults under a semi-sync load: kill a random node (a crash) or cut it off from the
+// metadata store, wait until its primaries have moved and every shard takes writes, then bring
+// it back. SCROLLBACK_FAILOVER_ROUNDS sets the number of rounds (scripts/soak.sh runs more).
+TEST_CASE(
+    "seeded failover rounds: crashes and partitions under semi-sync load lose no acknowledged "
+    "send") {
+  const uint64_t seed = testing::TestSeed();
+  const char* env = std::getenv("SCROLLBACK_FAILOVER_ROUNDS");
+  const int rounds = env ? std::atoi(env) : 20;
+  INFO("seed " << seed << " (SCROLLBACK_SEED=" << seed << " replays it), " << rounds << " rounds");
+  std::mt19937_64 rng(seed);
+  ClusterFixture f(FailoverOptions(AckMode::kSemiSync));
+  auto convs = ConversationsOnEveryShard(f);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(3));
+  for (int round = 0; round < rounds; ++round) {
+    const size_t victim = rng() % f.cluster->node_count();
+    const bool crash = rng() % 2 == 0;
+    const std::string victim_id = f.cluster->node_id(victim);
+    INFO("round " << round << ": " << (crash ? "crash " : "partition ") << victim_id);
+    if (crash) {
+      f.cluster->StopNode(victim);
+    } else {
+      f.cluster->CutFromMetadata(victim, true);
+    }
+    REQUIRE(PrimariesMovedOff(f, victim_id));
+    REQUIRE(load.EachGains(3));
+    if (crash) {
+      REQUIRE(f.cluster->RestartNode(victim).ok());
+    } else {
+      f.cluster->CutFromMetadata(victim, false);
+    }
+    REQUIRE(f.Eventually([&] { return f.cluster->node(victim)->primary_lease()->Writable(); },
+                         std::chrono::seconds(20)));
+    REQUIRE(load.EachGains(2));
+  }
+  load.Stop();
+  CheckAcknowledged(f, load.acked);
+  REQUIRE(EventuallyIdentical(f));
+}
+
+}  // namespace
+}  // namespace scrollback

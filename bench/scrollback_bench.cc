@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "ycsb/failover.h"
 #include "ycsb/operations.h"
 #include "ycsb/report.h"
 #include "ycsb/rpc_targets.h"
@@ -90,8 +91,50 @@ int Main(int argc, char** argv) {
                  "How cluster targets' writes are acknowledged: default (the node's: async), "
                  "async, semi-sync")
       ->check(CLI::IsMember({"default", "async", "semi-sync"}));
+  int failover_kills = 0;
+  app.add_option("--failover-kills", failover_kills,
+                 "Run the failover scenario instead of workloads: crash the busiest primary "
+                 "this many times under a send load (embedded cluster, --ack mode)")
+      ->check(CLI::Range(1, 1000));
+  uint32_t failover_lease_ms = 1000;
+  app.add_option("--failover-lease-ms", failover_lease_ms, "Primary lease of the failover scenario")
+      ->check(CLI::Range(300u, 60'000u));
   CLI11_PARSE(app, argc, argv);
   data_set.max_run_inserts = run.operations + 1'000'000;
+  if (failover_kills > 0) {
+    FailoverOptions failover;
+    failover.kills = failover_kills;
+    failover.ack = ack == "async" ? AckMode::kAsync : AckMode::kSemiSync;
+    failover.lease = std::chrono::milliseconds(failover_lease_ms);
+    failover.data_dir = data_dir;
+    failover.seed = run.seed;
+    auto result = RunFailover(failover);
+    if (!result.ok()) {
+      fmt::print(stderr, "scrollback-bench: failover: {}\n", result.status().ToString());
+      return 1;
+    }
+    std::vector<double> ms = result->unavailable_ms;
+    std::sort(ms.begin(), ms.end());
+    const double p50 = ms.empty() ? 0 : ms[ms.size() / 2];
+    const double max = ms.empty() ? 0 : ms.back();
+    const char* mode = failover.ack == AckMode::kAsync ? "async" : "semi-sync";
+    fmt::print(
+        "[FAILOVER] {} acks, {} kills, lease {} ms: writes resumed after p50 {:.0f} ms, max {:.0f} "
+        "ms ({} shard failovers); {} sends acknowledged ({:.0f}/s over {:.1f} s, {} attempts "
+        "retried), {} acknowledged sends lost\n",
+        mode, result->kills, failover_lease_ms, p50, max, ms.size(), result->acknowledged,
+        result->sends_per_s, result->run_s, result->failed_attempts, result->lost);
+    if (!json_path.empty()) {
+      nlohmann::json out = {{"scenario", "failover"},      {"ack", mode},
+                            {"kills", result->kills},      {"lease_ms", failover_lease_ms},
+                            {"unavailable_ms", ms},        {"unavailable_p50_ms", p50},
+                            {"unavailable_max_ms", max},   {"acknowledged", result->acknowledged},
+                            {"lost", result->lost},        {"sends_per_s", result->sends_per_s},
+                            {"failed_attempts", result->failed_attempts}};
+      std::ofstream(json_path) << out.dump(2) << "\n";
+    }
+    return failover.ack == AckMode::kSemiSync && result->lost > 0 ? 3 : 0;
+  }
 
   const bool temporary = data_dir.empty();
   if (temporary) {

@@ -12,14 +12,18 @@
 #      semi-sync, `c` and `history` read `strong`,
 #      `replica` and `session`, replica lag, `history` of one hot conversation `strong` against
 #      `replica`; a replica bootstrap of a BOOTSTRAP_MB shard beside a
-#      filesystem copy (docs/replication.md).
+#      filesystem copy (docs/replication.md);
+#   6. failover: the busiest primary crashed FAILOVER_KILLS times under semi-sync, then async,
+#      sends: ms until each of its shards took a write again (p50 / max), acknowledged sends lost.
 # Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt,
-# replication.txt, replication.json, bootstrap.txt, and PNG charts (scripts/plot-bench.sh).
+# replication.txt, replication.json, bootstrap.txt, failover.txt, failover-*.json, and PNG charts
+# (scripts/plot-bench.sh).
 #
 # Environment: RECORDS (default 50000), DURATION seconds per run (default 4),
 # THREADS (default 2), INFLIGHT (default 16), WORKLOADS (default a,b,c,d,e,f,chat,send,history,
 # batch), TARGETS (default raw,engine,embedded,echo), PACED (default c,send,history; empty: skip),
-# REPLICATION (default 1; 0 skips step 5), BOOTSTRAP_MB (default 1024).
+# REPLICATION (default 1; 0 skips step 5), BOOTSTRAP_MB (default 1024), FAILOVER_KILLS (default
+# 10; 0 skips step 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -108,6 +112,16 @@ print(json.dumps([r for f in sys.argv[1:] for r in json.load(open(f))], indent=1
   rm -f "${reports[@]}"
   build/bench/scrollback-bootstrap-bench --megabytes "${BOOTSTRAP_MB:-1024}" |
     tee bench/results/bootstrap.txt
+fi
+
+kills=${FAILOVER_KILLS:-10}
+if [[ "$kills" != 0 ]]; then
+  echo "== failover (embedded, rf 3)"
+  : >bench/results/failover.txt
+  for ack in semi-sync async; do
+    build/bench/scrollback-bench --failover-kills "$kills" --ack "$ack" \
+      --json "bench/results/failover-$ack.json" | tee -a bench/results/failover.txt
+  done
 fi
 
 scripts/plot-bench.sh bench/results/ycsb.json bench/results

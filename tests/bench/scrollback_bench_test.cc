@@ -425,5 +425,32 @@ TEST_CASE(
   CheckRuns(request, RunBench(dir, request));
 }
 
+// The failover scenario: every kill is measured (one figure per shard whose primary died), and a
+// semi-sync run loses no acknowledged send. Timings are reported, not asserted.
+TEST_CASE("the failover scenario measures every kill and a semi-sync run loses nothing") {
+  testing::TempDir dir;
+  const std::string json_path = dir.Sub("failover.json");
+  const std::string log_path = dir.Sub("bench.log");
+  {
+    testing::ChildProcess bench({SCROLLBACK_BENCH, "--failover-kills", "2", "--ack", "semi-sync",
+                                 "--json", json_path, "--data-dir", dir.Sub("data")},
+                                log_path);
+    int status = bench.Stop(0, std::chrono::seconds(150));  // Signal 0: just wait.
+    INFO("log:\n" << ReadFile(log_path));
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+  }
+  auto report = nlohmann::json::parse(ReadFile(json_path), nullptr, /*allow_exceptions=*/false);
+  REQUIRE(report.is_object());
+  CHECK(report["scenario"] == "failover");
+  CHECK(report["kills"] == 2);
+  REQUIRE(report["unavailable_ms"].is_array());
+  CHECK(report["unavailable_ms"].size() >= 2);  // At least one shard failed over per kill.
+  for (const auto& ms : report["unavailable_ms"]) CHECK(ms.get<double>() > 0);
+  CHECK(report["acknowledged"].get<uint64_t>() > 0);
+  CHECK(report["lost"] == 0);
+  CHECK(ReadFile(log_path).find("[FAILOVER] semi-sync acks, 2 kills") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace scrollback

@@ -1,0 +1,209 @@
+#include "ycsb/failover.h"
+
+#include <kj/async-io.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "scrollback/cluster/embedded_cluster.h"
+
+namespace scrollback::ycsb {
+namespace {
+
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+struct Acked {
+  uint64_t conv = 0;
+  std::string id;
+  uint64_t shard_id = 0;
+  SteadyTime started;  // When the attempt that was acknowledged began.
+  SteadyTime answered;
+};
+
+// One chain of sends per conversation; each send is retried with the same client_msg_id until
+// acknowledged (idempotent), so a crash never leaves a send half-known.
+class Writers {
+ public:
+  Writers(kj::AsyncIoContext& io, ChatClient& client, std::vector<uint64_t> convs,
+          std::vector<uint64_t> shards, WriteOptions write)
+      : io_(io),
+        client_(client),
+        convs_(std::move(convs)),
+        shards_(std::move(shards)),
+        write_(write),
+        next_(convs_.size(), 0) {}
+
+  void Start() {
+    for (size_t i = 0; i < convs_.size(); ++i) {
+      chains_.push_back(Chain(i).eagerlyEvaluate([](kj::Exception&&) {}));
+    }
+  }
+  // Lets every chain finish the send it is on (bounded), then stops them.
+  void Stop() {
+    stopping_ = true;
+    Pump([&] { return running_ == 0; }, std::chrono::seconds(60));
+    chains_.clear();
+  }
+  // Runs the event loop until `done()` or `limit`; false on timeout.
+  template <typename Done>
+  bool Pump(Done&& done, std::chrono::milliseconds limit) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!done()) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      io_.provider->getTimer().afterDelay(5 * kj::MILLISECONDS).wait(io_.waitScope);
+    }
+    return true;
+  }
+
+  std::vector<Acked> acked;
+  uint64_t failed_attempts = 0;
+
+ private:
+  kj::Promise<void> Chain(size_t i) {
+    if (stopping_) return kj::READY_NOW;
+    ++running_;
+    const std::string id = "f" + std::to_string(convs_[i]) + "-" + std::to_string(next_[i]);
+    return Attempt(i, id).then([this, i] {
+      --running_;
+      ++next_[i];
+      return Chain(i);
+    });
+  }
+  kj::Promise<void> Attempt(size_t i, std::string id) {
+    const SteadyTime started = std::chrono::steady_clock::now();
+    return client_.SendMessage({convs_[i], 1, id, "failover probe " + id}, write_)
+        .then([this, i, id, started](Result<SendMessageResult> sent) -> kj::Promise<void> {
+          if (sent.ok()) {
+            acked.push_back({convs_[i], id, shards_[i], started, std::chrono::steady_clock::now()});
+            return kj::READY_NOW;
+          }
+          ++failed_attempts;
+          return io_.provider->getTimer().afterDelay(5 * kj::MILLISECONDS).then([this, i, id] {
+            return Attempt(i, id);
+          });
+        });
+  }
+
+  kj::AsyncIoContext& io_;
+  ChatClient& client_;
+  std::vector<uint64_t> convs_;
+  std::vector<uint64_t> shards_;
+  WriteOptions write_;
+  std::vector<uint64_t> next_;
+  std::vector<kj::Promise<void>> chains_;
+  bool stopping_ = false;
+  int running_ = 0;
+};
+
+}  // namespace
+
+Result<FailoverResult> RunFailover(const FailoverOptions& options) {
+  EmbeddedClusterOptions cluster_options;
+  cluster_options.nodes = 3;
+  cluster_options.shards = options.shards;
+  cluster_options.data_dir = options.data_dir;
+  cluster_options.lease.ttl = options.lease;
+  cluster_options.controller.leader_ttl = options.lease;
+  cluster_options.node.replication.default_ack = options.ack;
+  cluster_options.node.replication.semi_sync_timeout = std::chrono::milliseconds(2000);
+  auto cluster = EmbeddedCluster::Start(cluster_options);
+  if (!cluster.ok()) return cluster.status();
+  auto io = kj::setupAsyncIo();
+  ClientOptions client_options;
+  client_options.call_timeout = std::chrono::seconds(5);
+  auto client = (*cluster)->NewClient(*io.provider, client_options);
+
+  // One conversation per shard.
+  auto stored = ReadShardMap(*(*cluster)->metadata());
+  if (!stored.ok()) return stored.status();
+  std::vector<uint64_t> convs, shard_of;
+  std::set<uint64_t> covered;
+  for (uint64_t conv = 1'000'000 + options.seed % 1000; covered.size() < stored->shards().size();
+       ++conv) {
+    const uint64_t shard = stored->ShardForKey(conv).shard_id;
+    if (!covered.insert(shard).second) continue;
+    convs.push_back(conv);
+    shard_of.push_back(shard);
+    auto created = client->CreateConversation({conv, 1, {2, 3}, "failover"}).wait(io.waitScope);
+    if (!created.ok()) return created.status();
+  }
+
+  Writers writers(io, *client, convs, shard_of, {options.ack, 0});
+  const SteadyTime begin = std::chrono::steady_clock::now();
+  writers.Start();
+  FailoverResult result;
+  auto settle = [&] { writers.Pump([] { return false; }, options.settle); };
+  for (int kill = 0; kill < options.kills; ++kill) {
+    settle();
+    auto map = ReadShardMap(*(*cluster)->metadata());
+    if (!map.ok()) return map.status();
+    std::map<std::string, std::vector<uint64_t>> primaries;
+    for (const ShardInfo& shard : map->shards()) primaries[shard.primary].push_back(shard.shard_id);
+    auto busiest = std::max_element(primaries.begin(), primaries.end(), [](auto& a, auto& b) {
+      return a.second.size() < b.second.size();
+    });
+    const size_t victim = (*cluster)->IndexOf(busiest->first);
+    const std::vector<uint64_t> affected = busiest->second;
+    const SteadyTime killed = std::chrono::steady_clock::now();
+    (*cluster)->StopNode(victim);
+    // Until every affected shard acknowledged a send that began after the crash.
+    std::map<uint64_t, double> resumed;
+    size_t scanned = 0;  // Acknowledgements already looked at.
+    const bool all_back = writers.Pump(
+        [&] {
+          for (; scanned < writers.acked.size(); ++scanned) {
+            const Acked& a = writers.acked[scanned];
+            if (a.started < killed || resumed.count(a.shard_id)) continue;
+            if (std::find(affected.begin(), affected.end(), a.shard_id) == affected.end()) continue;
+            resumed[a.shard_id] =
+                std::chrono::duration<double, std::milli>(a.answered - killed).count();
+          }
+          return resumed.size() == affected.size();
+        },
+        std::chrono::seconds(60));
+    if (!all_back) {
+      return Status::Unavailable("after kill " + std::to_string(kill + 1) + ", " +
+                                 std::to_string(affected.size() - resumed.size()) +
+                                 " shards took no write within 60 s");
+    }
+    for (const auto& [shard, ms] : resumed) result.unavailable_ms.push_back(ms);
+    ++result.kills;
+    // Restart on its own thread while the writers keep going.
+    Status restarted = Status::Ok();
+    std::atomic<bool> restart_done{false};
+    std::thread restart([&] {
+      restarted = (*cluster)->RestartNode(victim);
+      restart_done = true;
+    });
+    writers.Pump([&] { return restart_done.load(); }, std::chrono::seconds(120));
+    restart.join();
+    if (!restarted.ok()) return restarted;
+  }
+  settle();
+  writers.Stop();
+  result.run_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin).count();
+  result.acknowledged = writers.acked.size();
+  result.failed_attempts = writers.failed_attempts;
+  result.sends_per_s = result.acknowledged / std::max(result.run_s, 1e-9);
+
+  // Every acknowledged send, looked for in its conversation's history.
+  std::set<std::string> present;
+  for (uint64_t conv : convs) {
+    uint64_t cursor = 0;
+    for (;;) {
+      HistoryQuery q{conv, Direction::kOldestFirst, cursor, {}, 200};
+      auto page = client->ReadHistory(q).wait(io.waitScope);
+      if (!page.ok()) return page.status();
+      for (const Message& m : page->messages) present.insert(m.client_msg_id);
+      if (!page->has_more) break;
+      cursor = page->next_cursor_seq;
+    }
+  }
+  for (const Acked& a : writers.acked) result.lost += present.count(a.id) == 0;
+  return result;
+}
+
+}  // namespace scrollback::ycsb

@@ -6,6 +6,11 @@
 //   scrollbackctl verify --node HOST:PORT [--shard N] [--json]
 //                                                     compares the checksums of every copy of
 //                                                     each shard at one LSN; exit 1 on a mismatch
+//   scrollbackctl failover --etcd HOST:PORT --shard N [--to NODE] [--json]
+//                                                     planned switchover of one shard's primary
+//                                                     (no loss, writes paused meanwhile)
+//   scrollbackctl drain --etcd HOST:PORT --node-id NODE [--json]
+//                                                     moves every primary off NODE
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
@@ -15,6 +20,8 @@
 #include <nlohmann/json.hpp>
 
 #include "scrollback/admin/verify.h"
+#include "scrollback/cluster/etcd_metadata_store.h"
+#include "scrollback/cluster/switchover.h"
 #include "scrollback/router/shard_map.h"
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/wire.h"
@@ -278,6 +285,51 @@ int Verify(const std::string& node_address, int timeout_ms, uint64_t shard, bool
   return bad == 0 ? 0 : 1;
 }
 
+// Switchover / drain through the metadata store (the failover controller carries them out).
+int MovePrimaries(const std::string& etcd, uint64_t shard, const std::string& to,
+                  const std::string& drain_node, int timeout_ms, bool json) {
+  EtcdOptions options;
+  options.endpoint = etcd;
+  options.wait_for_etcd = std::chrono::milliseconds(timeout_ms);
+  auto metadata = NewEtcdMetadataStore(options);
+  if (!metadata.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", metadata.status().ToString());
+    return 1;
+  }
+  const auto timeout = std::chrono::milliseconds(timeout_ms);
+  Result<std::vector<SwitchoverResult>> moved = std::vector<SwitchoverResult>{};
+  if (drain_node.empty()) {
+    auto one = Switchover(**metadata, shard, to, timeout);
+    if (one.ok()) {
+      moved->push_back(*one);
+    } else {
+      moved = one.status();
+    }
+  } else {
+    moved = DrainPrimaries(**metadata, drain_node, timeout);
+  }
+  if (!moved.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", moved.status().ToString());
+    return 1;
+  }
+  nlohmann::json out = nlohmann::json::array();
+  for (const SwitchoverResult& r : *moved) {
+    if (json) {
+      out.push_back({{"shard", r.shard_id},
+                     {"from", r.from},
+                     {"to", r.to},
+                     {"epoch", r.epoch},
+                     {"pause_ms", r.pause.count()}});
+    } else {
+      fmt::print("shard {:<5} {} -> {} at epoch {}: writes paused {} ms\n", r.shard_id, r.from,
+                 r.to, r.epoch, r.pause.count());
+    }
+  }
+  if (json) fmt::print("{}\n", out.dump(2));
+  if (!json && moved->empty()) fmt::print("{} is primary of no shard\n", drain_node);
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"scrollbackctl: administer a Scrollback cluster."};
   app.require_subcommand(1);
@@ -297,9 +349,30 @@ int Run(int argc, char** argv) {
   verify->add_option("--shard", shard, "Only this shard id");
   verify->add_option("--timeout-ms", timeout_ms, "Connect timeout")->check(CLI::Range(1, 600000));
   verify->add_flag("--json", json, "Machine-readable output");
+  std::string etcd, to, node_id;
+  int move_timeout_ms = 30000;
+  auto* failover = app.add_subcommand(
+      "failover",
+      "Planned switchover: move a shard's primary to a replica with no loss (writes pause while "
+      "the replica catches up; the pause is printed)");
+  failover->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
+  failover->add_option("--shard", shard, "The shard id")->required();
+  failover->add_option("--to", to, "The replica's node id (default: the most advanced replica)");
+  failover->add_option("--timeout-ms", move_timeout_ms, "How long to wait")
+      ->check(CLI::Range(1, 600000));
+  failover->add_flag("--json", json, "Machine-readable output");
+  auto* drain = app.add_subcommand(
+      "drain", "Move every primary off a node (one switchover per shard; its replicas stay)");
+  drain->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
+  drain->add_option("--node-id", node_id, "The node to drain")->required();
+  drain->add_option("--timeout-ms", move_timeout_ms, "How long to wait per shard")
+      ->check(CLI::Range(1, 600000));
+  drain->add_flag("--json", json, "Machine-readable output");
   CLI11_PARSE(app, argc, argv);
   if (*status) return Status_(node, timeout_ms, json);
   if (*verify) return Verify(node, timeout_ms, shard, json);
+  if (*failover) return MovePrimaries(etcd, shard, to, "", move_timeout_ms, json);
+  if (*drain) return MovePrimaries(etcd, 0, "", node_id, move_timeout_ms, json);
   return 2;
 }
 

@@ -229,6 +229,15 @@ Status EmbeddedCluster::MoveShard(uint64_t shard_id, size_t to_node) {
   });
 }
 
+Result<SwitchoverResult> EmbeddedCluster::Switchover(uint64_t shard_id, const std::string& to) {
+  auto done = scrollback::Switchover(*metadata_, shard_id, to, std::chrono::seconds(30));
+  if (!done.ok()) return done;
+  auto map = ReadShardMap(*metadata_);
+  if (!map.ok()) return map.status();
+  SB_RETURN_IF_ERROR(WaitUntilServing(map->version()));
+  return done;
+}
+
 template <typename Change>
 Status EmbeddedCluster::UpdateMap(Change&& change) {
   std::optional<ShardMap> next;

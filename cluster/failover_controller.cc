@@ -10,6 +10,7 @@
 
 #include "scrollback/cluster/node_lease.h"
 #include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/cluster/switchover.h"
 #include "scrollback/schema/chatstore.capnp.h"
 
 namespace scrollback {
@@ -42,6 +43,7 @@ class FailoverController::Probe {
         copy.serving = st.getState() == s::ShardState::SERVING;
         copy.opening = st.getState() == s::ShardState::OPENING;
         copy.lsn = st.getLatestSequence();
+        copy.epoch = st.getEpoch();
       }
       return out;
     } catch (const kj::Exception& e) {
@@ -176,10 +178,12 @@ Result<bool> FailoverController::Pass(Probe& probe) {
   for (const NodeInfo& node : map->nodes()) {
     if (node.lease_id != live_lease(node.node_id)) changed_nodes.insert(node.node_id);
   }
-  if (changed_nodes.empty()) {
-    waiting_since_.clear();
-    return false;
-  }
+  auto requested = metadata_->List(kSwitchoverPrefix);
+  if (!requested.ok()) return requested.status();
+  bool switching = !requested->empty();
+  for (const ShardInfo& shard : map->shards()) switching = switching || !shard.switch_to.empty();
+  if (changed_nodes.empty()) waiting_since_.clear();
+  if (changed_nodes.empty() && !switching) return false;
 
   // The copies of every live node (asked once per pass).
   std::map<std::string, Result<std::map<uint64_t, CopyState>>> copies;
@@ -242,6 +246,7 @@ Result<bool> FailoverController::Pass(Probe& probe) {
       continue;
     }
     waiting_since_.erase(shard.shard_id);
+    shard.switch_to.clear();  // A switchover in progress is overtaken by the failover.
     const std::string old_primary = shard.primary;
     const uint64_t old_epoch = shard.epoch;
     if (!best.empty() && best != old_primary) {
@@ -261,6 +266,129 @@ Result<bool> FailoverController::Pass(Probe& probe) {
         options_.node_id, shard.shard_id, old_epoch, shard.epoch, old_primary,
         live_lease(old_primary) == 0 ? "gone" : "granted anew", shard.primary,
         considered.empty() ? "no live copy answered: kept until its node is back" : considered);
+  }
+  // Planned switchovers: requested ones start (writes pause at epoch + 1), started ones finish
+  // once the target has everything (epoch + 2), or are abandoned after switchover_timeout.
+  std::map<uint64_t, std::string> requests;  // Shard id -> requested target ("" = any).
+  for (const KeyValue& kv : *requested) {
+    const std::string id = kv.key.substr(std::string(kSwitchoverPrefix).size());
+    uint64_t shard_id = 0;
+    try {
+      shard_id = std::stoull(id);
+    } catch (const std::exception&) {
+      log_->error("controller {}: {} names no shard (dropped)", options_.node_id, kv.key);
+      (void)metadata_->Delete(kv.key);
+      continue;
+    }
+    requests[shard_id] = kv.value.value;
+  }
+  auto finish_request = [&](uint64_t shard_id) {
+    switching_since_.erase(shard_id);
+    if (Status removed = metadata_->Delete(kSwitchoverPrefix + std::to_string(shard_id));
+        !removed.ok()) {
+      errors_.fetch_add(1, std::memory_order_relaxed);
+      log_->warn("controller {}: removing the switchover request of shard {} failed: {}",
+                 options_.node_id, shard_id, removed.ToString());
+    }
+  };
+  for (auto& [shard_id, target] : requests) {
+    if (std::none_of(shards.begin(), shards.end(),
+                     [&](const ShardInfo& s) { return s.shard_id == shard_id; })) {
+      log_->error("controller {}: switchover requested for unknown shard {} (dropped)",
+                  options_.node_id, shard_id);
+      finish_request(shard_id);
+    }
+  }
+  for (ShardInfo& shard : shards) {
+    auto request = requests.find(shard.shard_id);
+    if (changed_nodes.count(shard.primary)) continue;  // Failing over: decided above.
+    if (shard.switch_to.empty() && request == requests.end()) continue;
+    if (shard.switch_to.empty()) {
+      // Start: pick the target, pause writes at a new epoch.
+      std::string target = request->second;
+      if (target.empty()) {
+        uint64_t best_lsn = 0;
+        for (const std::string& node : shard.replicas) {
+          if (live_lease(node) == 0) continue;
+          const auto& hosted = copies_of(node);
+          if (!hosted.ok()) continue;
+          auto it = hosted->find(shard.shard_id);
+          if (it == hosted->end() || !it->second.serving) continue;
+          if (target.empty() || it->second.lsn > best_lsn) {
+            target = node;
+            best_lsn = it->second.lsn;
+          }
+        }
+      }
+      const bool is_replica =
+          std::find(shard.replicas.begin(), shard.replicas.end(), target) != shard.replicas.end();
+      if (target.empty() || !is_replica || live_lease(target) == 0 ||
+          live_lease(shard.primary) == 0) {
+        switchovers_abandoned_.fetch_add(1, std::memory_order_relaxed);
+        log_->error(
+            "controller {}: switchover of shard {} from {} to '{}' refused: the target must be "
+            "a live replica, and the primary live",
+            options_.node_id, shard.shard_id, shard.primary, target);
+        finish_request(shard.shard_id);
+        continue;
+      }
+      shard.switch_to = target;
+      ++shard.epoch;
+      epoch_bumps_.fetch_add(1, std::memory_order_relaxed);
+      changed = true;
+      switching_since_[shard.shard_id] = now;
+      log_->warn("controller {}: shard {} epoch {}: switching over from {} to {}: writes paused",
+                 options_.node_id, shard.shard_id, shard.epoch, shard.primary, shard.switch_to);
+      continue;
+    }
+    // Started: is the target at the primary's LSN, with the pause applied on the primary?
+    auto& since = switching_since_.try_emplace(shard.shard_id, now).first->second;
+    const auto& on_primary = copies_of(shard.primary);
+    const auto& on_target = copies_of(shard.switch_to);
+    bool ready = false;
+    uint64_t primary_lsn = 0, target_lsn = 0;
+    if (on_primary.ok() && on_target.ok()) {
+      auto p = on_primary->find(shard.shard_id);
+      auto t = on_target->find(shard.shard_id);
+      if (p != on_primary->end() && t != on_target->end() && p->second.serving &&
+          t->second.serving && p->second.epoch == shard.epoch) {
+        primary_lsn = p->second.lsn;
+        target_lsn = t->second.lsn;
+        ready = target_lsn >= primary_lsn;
+      }
+    }
+    if (ready) {
+      const std::string old_primary = shard.primary;
+      std::vector<std::string> replicas = {old_primary};
+      for (const std::string& node : shard.replicas) {
+        if (node != shard.switch_to) replicas.push_back(node);
+      }
+      shard.primary = shard.switch_to;
+      shard.replicas = std::move(replicas);
+      shard.switch_to.clear();
+      ++shard.epoch;
+      epoch_bumps_.fetch_add(1, std::memory_order_relaxed);
+      switchovers_.fetch_add(1, std::memory_order_relaxed);
+      changed = true;
+      log_->warn(
+          "controller {}: shard {} epoch {}: switched over from {} to {} at lsn {} ({} ms after "
+          "writes paused)",
+          options_.node_id, shard.shard_id, shard.epoch, old_primary, shard.primary, target_lsn,
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - since).count());
+      finish_request(shard.shard_id);
+    } else if (now - since > options_.switchover_timeout) {
+      switchovers_abandoned_.fetch_add(1, std::memory_order_relaxed);
+      log_->error(
+          "controller {}: switchover of shard {} to {} abandoned after {} ms (target at lsn {}, "
+          "primary at {}): {} takes writes again",
+          options_.node_id, shard.shard_id, shard.switch_to, options_.switchover_timeout.count(),
+          target_lsn, primary_lsn, shard.primary);
+      shard.switch_to.clear();
+      ++shard.epoch;
+      epoch_bumps_.fetch_add(1, std::memory_order_relaxed);
+      changed = true;
+      finish_request(shard.shard_id);
+    }
   }
   std::vector<NodeInfo> nodes = map->nodes();
   for (NodeInfo& node : nodes) {
@@ -300,6 +428,11 @@ void FailoverController::RenderMetrics(std::string* out) const {
   counter("scrollback_controller_deferred_total",
           "Shard failovers put off to a later pass (a live copy opening or not answering).",
           deferred_.load());
+  counter("scrollback_controller_switchovers_total",
+          "Planned switchovers completed (a primary moved with writes paused, no loss).",
+          switchovers_.load());
+  counter("scrollback_controller_switchovers_abandoned_total",
+          "Planned switchovers refused or given up (logged).", switchovers_abandoned_.load());
   counter("scrollback_controller_errors_total",
           "Passes or campaigns that failed (metadata store errors; logged).", errors_.load());
 }

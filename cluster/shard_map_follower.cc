@@ -61,7 +61,8 @@ Status ShardMapFollower::Apply(const ShardMap& map) {
                                    primary ? ShardRole::kPrimary : ShardRole::kReplica,
                                    shard.placement_version, shard.primary,
                                    primary_node ? primary_node->address : std::string(),
-                                   primary ? shard.replicas : std::vector<std::string>()});
+                                   primary ? shard.replicas : std::vector<std::string>(),
+                                   primary && !shard.switch_to.empty()});
   }
   Status applied = node_.AssignShards(map.version(), mine, map.Serialize());
   if (applied.ok() && node_.primary_lease() != nullptr && map.version() >= node_.map_version()) {

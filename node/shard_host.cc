@@ -105,6 +105,7 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
 
   std::map<uint64_t, const ShardAssignment*> wanted;
   for (const ShardAssignment& a : sorted) wanted[a.shard_id] = &a;
+  std::vector<uint64_t> new_epochs;  // Open primaries whose epoch grows in place.
 
   // Dropped, or changed in range or placement (another copy): close what is open.
   for (auto it = slots_.begin(); it != slots_.end();) {
@@ -164,18 +165,9 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
         continue;
       }
       if (new_epoch && next.role == ShardRole::kPrimary && slot.store) {
-        // Still primary here, at a newer epoch (the failover controller re-granted it): the
-        // epoch is recorded in the data before the table that allows writes at it is published.
-        auto begun = slot.store->BeginEpoch(next.epoch);
-        if (begun.ok()) {
-          log_->info("shard {} epoch {} begins at lsn {}", a.shard_id, begun->epoch,
-                     begun->start_lsn);
-        } else {
-          lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
-          log_->error("recording epoch {} of shard {} failed ({}): reopening it", next.epoch,
-                      a.shard_id, begun.status().ToString());
-          ReopenLocked(a.shard_id, slot);
-        }
+        // Still primary here, at a newer epoch (a re-granted lease, a switchover's pause): the
+        // epoch's record is written once the table at the new epoch is published (below).
+        new_epochs.push_back(a.shard_id);
         continue;
       }
       if (slot.state == ShardState::kRefused) {  // Its assignment changed: try again.
@@ -193,14 +185,32 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
     slots_.emplace(a.shard_id, std::move(slot));
   }
   PublishLocked();
+  // The epoch record of a primary that stays primary goes after the new table: a write of the
+  // old epoch that commits after the record is then never acknowledged (its epoch is no longer
+  // the table's), so every acknowledged write of an epoch lies before the next one's start.
+  bool reopened = false;
+  for (uint64_t shard_id : new_epochs) {
+    Slot& slot = slots_.at(shard_id);
+    auto begun = slot.store->BeginEpoch(slot.assignment.epoch);
+    if (begun.ok()) {
+      log_->info("shard {} epoch {} begins at lsn {}", shard_id, begun->epoch, begun->start_lsn);
+      continue;
+    }
+    lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+    log_->error("recording epoch {} of shard {} failed ({}): reopening it", slot.assignment.epoch,
+                shard_id, begun.status().ToString());
+    ReopenLocked(shard_id, slot);
+    reopened = true;
+  }
+  if (reopened) PublishLocked();
   return Status::Ok();
 }
 
 void ShardHost::ReopenLocked(uint64_t shard_id, Slot& slot) {
   ++closing_;
   ++closing_ids_[shard_id];
-  Schedule(Task{std::chrono::steady_clock::now(), shard_id, 0, std::move(slot.store),
-                slot.assignment});
+  Schedule(
+      Task{std::chrono::steady_clock::now(), shard_id, 0, std::move(slot.store), slot.assignment});
   slot.state = ShardState::kOpening;
   slot.generation = next_generation_++;
   Schedule(Task{std::chrono::steady_clock::now(), shard_id, slot.generation, nullptr, {}});

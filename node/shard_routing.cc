@@ -12,8 +12,11 @@ Status CheckAcknowledgeable(const NodeCore& core, const ShardTable& table,
   PrimaryLease* lease = core.options.primary_lease.get();
   if (lease == nullptr) return Status::Ok();
   const HostedShard* shard = table.FindShard(token.shard_id);
+  // A write of epoch e that committed after the shard moved on (a new epoch, a switchover's
+  // pause, another role) is not acknowledged: the next primary may not have it.
   const bool same_term = shard != nullptr && shard->assignment.role == ShardRole::kPrimary &&
-                         shard->assignment.epoch == token.epoch;
+                         shard->assignment.epoch == token.epoch &&
+                         !shard->assignment.writes_paused;
   if (same_term && lease->Writable()) return Status::Ok();
   lease->CountWithheldAck();
   return Status::Unavailable(
@@ -91,6 +94,10 @@ Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& ta
     return Status::NotPrimary("shard " + std::to_string(a.shard_id) + " is a replica on node " +
                                   core.options.node_id + "; its primary is " + a.primary_node,
                               a.primary_address);
+  }
+  if (shard.ok() && (*shard)->assignment.writes_paused) {
+    return Status::Unavailable("shard " + std::to_string((*shard)->assignment.shard_id) +
+                               " is switching over to a new primary; retry");
   }
   if (shard.ok() && core.options.primary_lease) {
     SB_RETURN_IF_ERROR(core.options.primary_lease->CheckWritable());

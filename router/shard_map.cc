@@ -52,6 +52,12 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
                                                      " has two copies on node " + replica);
       }
     }
+    if (!shard.switch_to.empty() && (shard.switch_to == shard.primary ||
+                                     !holders.count(shard.switch_to))) {
+      return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
+                                                   " switches over to " + shard.switch_to +
+                                                   ", which is not one of its replicas");
+    }
     bool last = i + 1 == shards.size();
     if (last != (shard.range.last == UINT64_MAX)) {
       return Status::InvalidArgument("shards", "shard ranges must end at the top of the ring");
@@ -129,6 +135,7 @@ std::string ShardMap::Serialize() const {
     for (unsigned r = 0; r < in.replicas.size(); ++r) replicas.set(r, wire::AsText(in.replicas[r]));
     out.setEpoch(in.epoch);
     out.setPlacementVersion(in.placement_version);
+    out.setSwitchTo(wire::AsText(in.switch_to));
   }
   auto nodes = root.initNodes(static_cast<unsigned>(nodes_.size()));
   for (unsigned i = 0; i < nodes_.size(); ++i) {
@@ -163,6 +170,7 @@ Result<ShardMap> ShardMap::Parse(std::string_view bytes) {
       for (auto replica : in.getReplicas()) shard.replicas.emplace_back(wire::View(replica));
       shard.epoch = in.getEpoch();
       shard.placement_version = in.getPlacementVersion();
+      shard.switch_to = wire::View(in.getSwitchTo());
     }
     for (auto in : root.getNodes()) {
       nodes.push_back({std::string(wire::View(in.getNodeId())),

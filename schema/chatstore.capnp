@@ -135,6 +135,10 @@ struct ShardInfo {
   placementVersion @6 :UInt64;
   # The map version at which the primary's copy of the shard was placed. A node's shard
   # directory records it; a directory from another placement is refused, never served as current.
+  switchTo @7 :Text;
+  # A planned switchover in progress (docs/replication.md, Switchover): the node id of the
+  # replica that becomes primary once it has applied everything; meanwhile the primary takes no
+  # writes (answered unavailable, retryable). Empty: none.
 }
 
 struct NodeInfo {

@@ -339,6 +339,47 @@ TEST_CASE("processes: with replication factor 3, a SIGKILLed node catches up and
   // The restarted node reports its replicas current.
   std::string metrics = HttpGet(cluster.nodes[2].http_port, "/metrics");
   CHECK(metrics.find("scrollback_replica_lag_lsn{shard=") != std::string::npos);
+
+  // scrollbackctl drain moves every primary off a node; failover moves one back.
+  const std::string drained = cluster.nodes[0].id;
+  {
+    ChildProcess ctl(
+        {SCROLLBACKCTL, "drain", "--etcd", cluster.etcd.endpoint(), "--node-id", drained, "--json"},
+        cluster.etcd.dir.Sub("drain.log"));
+    int status = ctl.Stop(0, std::chrono::seconds(120));
+    INFO(ctl.LogTail());
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+    CHECK(ctl.LogTail().find("pause_ms") != std::string::npos);
+  }
+  auto drained_map = ReadShardMap(*cluster.metadata);
+  REQUIRE(drained_map.ok());
+  for (const ShardInfo& shard : drained_map->shards()) CHECK(shard.primary != drained);
+  const ShardInfo& first = drained_map->shards().front();
+  {
+    ChildProcess ctl({SCROLLBACKCTL, "failover", "--etcd", cluster.etcd.endpoint(), "--shard",
+                      std::to_string(first.shard_id), "--to", drained},
+                     cluster.etcd.dir.Sub("failover.log"));
+    int status = ctl.Stop(0, std::chrono::seconds(60));
+    INFO(ctl.LogTail());
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+  }
+  auto back = ReadShardMap(*cluster.metadata);
+  REQUIRE(back.ok());
+  CHECK(back->FindShard(first.shard_id)->primary == drained);
+  load(3);  // Writes go on through the router, to the new primaries.
+  CHECK(errors == 0);
+  // An impossible request is a clear error, exit 1.
+  {
+    ChildProcess ctl(
+        {SCROLLBACKCTL, "failover", "--etcd", cluster.etcd.endpoint(), "--shard", "9999"},
+        cluster.etcd.dir.Sub("failover-bad.log"));
+    int status = ctl.Stop(0, std::chrono::seconds(60));
+    REQUIRE(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 1);
+    CHECK(ctl.LogTail().find("no shard 9999") != std::string::npos);
+  }
 }
 
 }  // namespace

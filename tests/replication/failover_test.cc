@@ -5,6 +5,7 @@
 // sends, their seqs and write tokens), never from logs. Randomized tests print their seed
 // (SCROLLBACK_SEED=... replays one).
 #include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <map>
@@ -12,6 +13,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cluster/cluster_test_util.h"
@@ -413,7 +415,10 @@ TEST_CASE(
     r.setClientMsgId(kj::heapString(id).asBytes());
     r.setBody(kj::StringPtr("to the old primary").asBytes());
     request.initOptions().setAck(s::AckMode::SEMI_SYNC);
-    auto reply = request.send().wait(f.io.waitScope);
+    // Bounded: a node that never answered would fail the test here, not hang it.
+    auto reply = f.io.provider->getTimer()
+                     .timeoutAfter(15 * kj::SECONDS, request.send())
+                     .wait(f.io.waitScope);
     Outcome o;
     o.id = id;
     o.code = CodeOf(reply);
@@ -592,6 +597,84 @@ TEST_CASE(
   load.Stop();
   CheckAcknowledged(f, load.acked);
   REQUIRE(EventuallyIdentical(f));
+}
+
+TEST_CASE("a planned switchover and a drain under async sends lose nothing") {
+  ClusterFixture f(FailoverOptions(AckMode::kAsync));
+  auto convs = ConversationsOnEveryShard(f);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(5));
+
+  // One shard to a named replica.
+  const ShardInfo shard = StoredMap(f).ShardForKey(convs[0]);
+  const std::string target = shard.replicas.back();
+  // The target stops applying for a while: the acknowledged async sends it lacks must reach it
+  // before it becomes primary (promoting it at once would lose them).
+  std::shared_ptr<replication::ShardLog> target_log;
+  {
+    auto target_copy = HostedOn(f, f.cluster->IndexOf(target), shard.shard_id);
+    REQUIRE(target_copy);
+    target_log = target_copy->log;  // Not the store: holding it would keep it from reopening.
+  }
+  target_log->SetPauseAt(target_log->lsn());
+  REQUIRE(load.EachGains(3));
+  Result<SwitchoverResult> moved = Status::Unavailable("not run");
+  {
+    // Switchover() blocks: run it on a thread while this loop drives the load.
+    std::atomic<bool> done{false};
+    std::thread runner([&] {
+      moved = f.cluster->Switchover(shard.shard_id, target);
+      done = true;
+    });
+    const auto held_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(400);
+    REQUIRE(f.Eventually(
+        [&] {
+          if (std::chrono::steady_clock::now() >= held_until) target_log->SetPauseAt(0);
+          return done.load();
+        },
+        std::chrono::seconds(60)));
+    runner.join();
+  }
+  INFO(moved.status().ToString());
+  REQUIRE(moved.ok());
+  CHECK(moved->from == shard.primary);
+  CHECK(moved->to == target);
+  CHECK(moved->epoch == shard.epoch + 2);  // Paused at + 1, the new primary at + 2.
+  const ShardInfo after = *StoredMap(f).FindShard(shard.shard_id);
+  CHECK(after.primary == target);
+  CHECK(after.switch_to.empty());
+  CHECK(std::find(after.replicas.begin(), after.replicas.end(), shard.primary) !=
+        after.replicas.end());
+  REQUIRE(load.EachGains(5));
+
+  // Drain a node: every primary it has moves, one after another.
+  const std::string drained = f.cluster->node_id(0);
+  Result<std::vector<SwitchoverResult>> drain = Status::Unavailable("not run");
+  {
+    std::atomic<bool> done{false};
+    std::thread runner([&] {
+      drain = DrainPrimaries(*f.cluster->metadata(), drained, std::chrono::seconds(30));
+      done = true;
+    });
+    REQUIRE(f.Eventually([&] { return done.load(); }, std::chrono::seconds(120)));
+    runner.join();
+  }
+  INFO(drain.status().ToString());
+  REQUIRE(drain.ok());
+  for (const ShardInfo& s : StoredMap(f).shards()) CHECK(s.primary != drained);
+  REQUIRE(load.EachGains(5));
+  load.Stop();
+  // Async sends, yet nothing acknowledged is lost: each move waited for its target.
+  CheckAcknowledged(f, load.acked);
+  REQUIRE(EventuallyIdentical(f));
+
+  // Requests that cannot be met are refused before anything pauses.
+  auto to_primary =
+      Switchover(*f.cluster->metadata(), after.shard_id, after.primary, std::chrono::seconds(5));
+  CHECK(to_primary.status().code() == ErrorCode::kInvalidArgument);
+  auto unknown = Switchover(*f.cluster->metadata(), 999, "", std::chrono::seconds(5));
+  CHECK(unknown.status().code() == ErrorCode::kInvalidArgument);
 }
 
 }  // namespace

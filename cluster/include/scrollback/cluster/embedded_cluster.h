@@ -22,6 +22,7 @@
 #include "scrollback/cluster/node_lease.h"
 #include "scrollback/cluster/shard_map_follower.h"
 #include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/cluster/switchover.h"
 #include "scrollback/node/fanout_worker.h"
 #include "scrollback/node/storage_node.h"
 #include "scrollback/router/chat_client.h"
@@ -109,6 +110,10 @@ class EmbeddedCluster {
   // Only with replication_factor 1 (shared directories): a replicated shard changes primary by
   // a switchover (failover), failed-precondition here.
   Status MoveShard(uint64_t shard_id, size_t to_node);
+  // A planned switchover of `shard_id` to node `to` (empty: its most advanced replica), with
+  // no loss even of async writes (switchover.h); returns once every running node serves the map
+  // that names the new primary.
+  Result<SwitchoverResult> Switchover(uint64_t shard_id, const std::string& to = "");
   // Waits until every running node serves map `version` (or newer) with all its shards open
   // and (with failover) may write under its lease.
   Status WaitUntilServing(uint64_t version,

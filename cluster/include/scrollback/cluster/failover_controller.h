@@ -7,6 +7,8 @@
 // Keys (persisted; never rename):
 //   /scrollback/controller   the leader's node id, under the leader's lease
 //
+// Planned switchovers (switchover.h) are decided in the same passes, after failovers.
+//
 // One pass (every `interval`, and at once when a primary lease changes):
 //   For each node of the map whose live lease (node_lease.h) differs from the lease the map
 //   records for it (NodeInfo.lease_id): the node died, was cut off from the store, or restarted.
@@ -49,6 +51,9 @@ struct FailoverControllerOptions {
   std::chrono::milliseconds call_timeout{500};
   // Default: 5 s. How long a copy that is still opening holds up its shard's failover.
   std::chrono::milliseconds opening_patience{5000};
+  // Default: 10 s. How long a planned switchover waits for its target to catch up before it
+  // gives up (the old primary then takes writes again; switchover.h).
+  std::chrono::milliseconds switchover_timeout{10000};
   Logger logger;
 };
 
@@ -74,6 +79,7 @@ class FailoverController {
     bool serving = false;
     bool opening = false;  // Still opening (not bootstrapping): worth waiting for.
     uint64_t lsn = 0;
+    uint64_t epoch = 0;  // The epoch the node applied for it.
   };
 
   FailoverController(std::shared_ptr<MetadataStore> metadata, FailoverControllerOptions options);
@@ -89,13 +95,16 @@ class FailoverController {
   int64_t leader_lease_ = 0;  // Only the loop's thread.
   // Only the loop's thread: when a shard's failover first waited for an opening copy.
   std::map<uint64_t, std::chrono::steady_clock::time_point> waiting_since_;
+  // Only the loop's thread: when this controller first saw each switchover pausing writes.
+  std::map<uint64_t, std::chrono::steady_clock::time_point> switching_since_;
   std::unique_ptr<WatchHandle> watch_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // GUARDED_BY(mu_)
   bool wake_ = false;      // GUARDED_BY(mu_)
   std::atomic<bool> leading_{false};
-  std::atomic<uint64_t> passes_{0}, failovers_{0}, epoch_bumps_{0}, deferred_{0}, errors_{0};
+  std::atomic<uint64_t> passes_{0}, failovers_{0}, epoch_bumps_{0}, deferred_{0}, errors_{0},
+      switchovers_{0}, switchovers_abandoned_{0};
   std::thread thread_;
 };
 

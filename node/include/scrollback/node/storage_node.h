@@ -64,6 +64,9 @@ struct ShardAssignment {
   // of them acknowledge semi-sync writes. (The name is the puller's word: the fence against a
   // copy that is not what it claims is the epoch and the divergence check, not the name.)
   std::vector<std::string> replica_nodes;
+  // For a primary: a planned switchover is in progress (ShardInfo::switch_to): writes are
+  // answered unavailable while the new primary catches up; pulls, reads and checksums go on.
+  bool writes_paused = false;
 
   friend bool operator==(const ShardAssignment&, const ShardAssignment&) = default;
 };

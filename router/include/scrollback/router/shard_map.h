@@ -25,6 +25,9 @@ struct ShardInfo {
   // Kept when the same copy changes node (EmbeddedCluster's shared directories); a new copy
   // gets the version of the map that places it.
   uint64_t placement_version = 0;
+  // A planned switchover in progress: the replica that becomes primary once it caught up; the
+  // primary takes no writes meanwhile (schema ShardInfo.switchTo). Empty: none.
+  std::string switch_to;
 };
 
 struct NodeInfo {

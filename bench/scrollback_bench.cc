@@ -96,6 +96,10 @@ int Main(int argc, char** argv) {
                  "Run the failover scenario instead of workloads: crash the busiest primary "
                  "this many times under a send load (embedded cluster, --ack mode)")
       ->check(CLI::Range(1, 1000));
+  int failover_switchovers = 0;
+  app.add_option("--failover-switchovers", failover_switchovers,
+                 "Planned switchovers after the kills of the failover scenario (pause measured)")
+      ->check(CLI::Range(0, 1000));
   uint32_t failover_lease_ms = 1000;
   app.add_option("--failover-lease-ms", failover_lease_ms, "Primary lease of the failover scenario")
       ->check(CLI::Range(300u, 60'000u));
@@ -104,6 +108,7 @@ int Main(int argc, char** argv) {
   if (failover_kills > 0) {
     FailoverOptions failover;
     failover.kills = failover_kills;
+    failover.switchovers = failover_switchovers;
     failover.ack = ack == "async" ? AckMode::kAsync : AckMode::kSemiSync;
     failover.lease = std::chrono::milliseconds(failover_lease_ms);
     failover.data_dir = data_dir;
@@ -124,12 +129,31 @@ int Main(int argc, char** argv) {
         "retried), {} acknowledged sends lost\n",
         mode, result->kills, failover_lease_ms, p50, max, ms.size(), result->acknowledged,
         result->sends_per_s, result->run_s, result->failed_attempts, result->lost);
+    auto summary = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return std::make_pair(v.empty() ? 0.0 : v[v.size() / 2], v.empty() ? 0.0 : v.back());
+    };
+    const auto [pause_p50, pause_max] = summary(result->switchover_pause_ms);
+    const auto [resume_p50, resume_max] = summary(result->switchover_resume_ms);
+    if (!result->switchover_pause_ms.empty()) {
+      fmt::print(
+          "[SWITCHOVER] {} planned switchovers: writes paused p50 {:.0f} ms, max {:.0f} ms; "
+          "longest gap between acknowledged sends on the shard p50 {:.0f} ms, max {:.0f} ms\n",
+          result->switchover_pause_ms.size(), pause_p50, pause_max, resume_p50, resume_max);
+    }
     if (!json_path.empty()) {
-      nlohmann::json out = {{"scenario", "failover"},      {"ack", mode},
-                            {"kills", result->kills},      {"lease_ms", failover_lease_ms},
-                            {"unavailable_ms", ms},        {"unavailable_p50_ms", p50},
-                            {"unavailable_max_ms", max},   {"acknowledged", result->acknowledged},
-                            {"lost", result->lost},        {"sends_per_s", result->sends_per_s},
+      nlohmann::json out = {{"scenario", "failover"},
+                            {"ack", mode},
+                            {"switchover_pause_ms", result->switchover_pause_ms},
+                            {"switchover_resume_ms", result->switchover_resume_ms},
+                            {"kills", result->kills},
+                            {"lease_ms", failover_lease_ms},
+                            {"unavailable_ms", ms},
+                            {"unavailable_p50_ms", p50},
+                            {"unavailable_max_ms", max},
+                            {"acknowledged", result->acknowledged},
+                            {"lost", result->lost},
+                            {"sends_per_s", result->sends_per_s},
                             {"failed_attempts", result->failed_attempts}};
       std::ofstream(json_path) << out.dump(2) << "\n";
     }

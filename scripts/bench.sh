@@ -14,7 +14,8 @@
 #      `replica`; a replica bootstrap of a BOOTSTRAP_MB shard beside a
 #      filesystem copy (docs/replication.md);
 #   6. failover: the busiest primary crashed FAILOVER_KILLS times under semi-sync, then async,
-#      sends: ms until each of its shards took a write again (p50 / max), acknowledged sends lost.
+#      sends: ms until each of its shards took a write again (p50 / max), acknowledged sends lost;
+#      then as many planned switchovers, measured by their write pause.
 # Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt,
 # replication.txt, replication.json, bootstrap.txt, failover.txt, failover-*.json, and PNG charts
 # (scripts/plot-bench.sh).
@@ -119,7 +120,8 @@ if [[ "$kills" != 0 ]]; then
   echo "== failover (embedded, rf 3)"
   : >bench/results/failover.txt
   for ack in semi-sync async; do
-    build/bench/scrollback-bench --failover-kills "$kills" --ack "$ack" \
+    build/bench/scrollback-bench --failover-kills "$kills" --failover-switchovers "$kills" \
+      --ack "$ack" \
       --json "bench/results/failover-$ack.json" | tee -a bench/results/failover.txt
   done
 fi

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -181,6 +182,41 @@ Result<FailoverResult> RunFailover(const FailoverOptions& options) {
     writers.Pump([&] { return restart_done.load(); }, std::chrono::seconds(120));
     restart.join();
     if (!restarted.ok()) return restarted;
+  }
+  for (int k = 0; k < options.switchovers; ++k) {
+    settle();
+    const uint64_t shard_id = shard_of[k % shard_of.size()];
+    const SteadyTime requested = std::chrono::steady_clock::now();
+    Result<SwitchoverResult> moved = Status::Unavailable("not run");
+    std::atomic<bool> moved_done{false};
+    std::thread mover([&] {
+      moved = (*cluster)->Switchover(shard_id);
+      moved_done = true;
+    });
+    writers.Pump([&] { return moved_done.load(); }, std::chrono::seconds(120));
+    mover.join();
+    if (!moved.ok()) return moved.status();
+    result.switchover_pause_ms.push_back(static_cast<double>(moved->pause.count()));
+    // What the shard's writer saw: the longest gap between two acknowledgements on that shard,
+    // from the last one before the request until 300 ms after the switchover returned.
+    writers.Pump([] { return false; }, std::chrono::milliseconds(300));
+    std::optional<SteadyTime> previous;
+    double longest = 0;
+    for (const Acked& a : writers.acked) {
+      if (a.shard_id != shard_id) continue;
+      if (a.answered < requested) {
+        previous = a.answered;
+        continue;
+      }
+      if (previous) {
+        longest = std::max(
+            longest, std::chrono::duration<double, std::milli>(a.answered - *previous).count());
+      }
+      previous = a.answered;
+    }
+    const bool resumed = previous && *previous >= requested;
+    result.switchover_resume_ms.push_back(longest);
+    if (!resumed) return Status::Unavailable("no write after switchover " + std::to_string(k + 1));
   }
   settle();
   writers.Stop();

@@ -685,7 +685,8 @@ TEST_CASE("a primary demoted to replica is rebuilt from its new primary, never m
   }));
 
   // b becomes primary at epoch 2; a, cut off, still takes a write of its own (never acked by
-  // the new history), then learns the new map and becomes b's replica.
+  // the new history), then learns the new map and becomes b's replica: its first pull finds it
+  // past the start of epoch 2 (the rejoin check), and it is rebuilt.
   ShardAssignment on_b = on_a;
   on_b.epoch = 2;
   on_b.primary_node = "node-b";
@@ -708,8 +709,11 @@ TEST_CASE("a primary demoted to replica is rebuilt from its new primary, never m
   REQUIRE(WaitUntil([&] {
     auto shards = (*a)->Shards();
     if (shards.empty() || shards.front().assignment.role != ShardRole::kReplica) return false;
+    // Kept only once it is the rebuilt copy: holding the diverged one would keep it from
+    // closing (and being moved aside).
+    if (shards.front().store->LatestSequence() != store_b->LatestSequence()) return false;
     rebuilt = shards.front().store;
-    return rebuilt->LatestSequence() == store_b->LatestSequence();
+    return true;
   }));
   auto want = store_b->Checksum();
   auto got = rebuilt->Checksum();

@@ -335,7 +335,8 @@ ShardMap StoredMap(ClusterFixture& f) {
 // The node holding the most primaries in the stored map.
 size_t BusiestPrimary(ClusterFixture& f) {
   std::map<std::string, int> count;
-  for (const ShardInfo& s : StoredMap(f).shards()) ++count[s.primary];
+  const ShardMap map = StoredMap(f);  // Named: a range-for over a temporary's member dangles.
+  for (const ShardInfo& s : map.shards()) ++count[s.primary];
   auto most = std::max_element(count.begin(), count.end(),
                                [](const auto& a, const auto& b) { return a.second < b.second; });
   return f.cluster->IndexOf(most->first);
@@ -346,7 +347,8 @@ size_t BusiestPrimary(ClusterFixture& f) {
 bool PrimariesMovedOff(ClusterFixture& f, const std::string& node) {
   return f.Eventually(
       [&] {
-        for (const ShardInfo& s : StoredMap(f).shards()) {
+        const ShardMap map = StoredMap(f);
+        for (const ShardInfo& s : map.shards()) {
           if (s.primary == node) return false;
         }
         return true;
@@ -662,7 +664,8 @@ TEST_CASE("a planned switchover and a drain under async sends lose nothing") {
   }
   INFO(drain.status().ToString());
   REQUIRE(drain.ok());
-  for (const ShardInfo& s : StoredMap(f).shards()) CHECK(s.primary != drained);
+  const ShardMap drained_map = StoredMap(f);
+  for (const ShardInfo& s : drained_map.shards()) CHECK(s.primary != drained);
   REQUIRE(load.EachGains(5));
   load.Stop();
   // Async sends, yet nothing acknowledged is lost: each move waited for its target.

@@ -78,6 +78,7 @@ EmbeddedCluster::~EmbeddedCluster() {
 
 std::unique_ptr<ChatClient> EmbeddedCluster::NewClient(kj::AsyncIoProvider& io,
                                                        ClientOptions options) {
+  if (!options.faults) options.faults = options_.faults;
   return ChatClient::Create(io, maps_, options);
 }
 
@@ -139,6 +140,7 @@ NodeOptions EmbeddedCluster::OptionsOf(size_t i) {
   // that drops a shard must leave its directory for the next owner (decision 0007).
   node_options.keep_dropped_directories = replication_factor() == 1;
   if (!node_options.logger) node_options.logger = log_;
+  if (!node_options.replication.faults) node_options.replication.faults = options_.faults;
   if (options_.customize_node) options_.customize_node(i, node_options);
   return node_options;
 }
@@ -147,6 +149,10 @@ void EmbeddedCluster::StartWorker(Member& member) {
   if (!options_.fan_out) return;
   FanOutOptions fan_out = options_.fan_out_options;
   if (!fan_out.logger) fan_out.logger = log_;
+  if (!fan_out.client.faults) {
+    fan_out.client.faults = options_.faults;
+    fan_out.client.self = member.id;
+  }
   member.worker = std::make_unique<FanOutWorker>(*member.node, maps_, fan_out);
 }
 

@@ -49,6 +49,7 @@ ShardHost::ShardHost(NodeCore& core, std::shared_ptr<StorageResources> resources
       std::min<uint64_t>(follower.bootstrap_chunk_bytes, core_.options.max_message_bytes / 2));
   follower.max_message_bytes = core_.options.max_message_bytes;
   follower.tamper_chunk = replication.tamper_chunk;
+  follower.faults = replication.faults;
   follower.logger = core_.logger;
   follower_ = replication::ReplicaFollower::Start(
       follower, [this](uint64_t shard_id, const Status& why) { OnRebootstrap(shard_id, why); });

@@ -18,6 +18,7 @@
 
 #include "scrollback/replication/replication.h"
 #include "scrollback/rpc/buffered_stream.h"
+#include "scrollback/rpc/network_faults.h"
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/chatstore_wire.h"
 
@@ -211,7 +212,9 @@ class FollowerImpl final : public ReplicaFollower {
 
   // The connection to `address`, connecting if there is none. Dropped (and made afresh by the
   // next caller) when a call on it fails. `*used` (if given) identifies it for DropConnection.
-  s::Node::Client ConnectionTo(const std::string& address, const Connection** used = nullptr) {
+  // `node_id` names the peer for the fault seam (FollowerOptions::faults).
+  s::Node::Client ConnectionTo(const std::string& address, const std::string& node_id,
+                               const Connection** used = nullptr) {
     auto it = loop_->connections.find(address);
     if (it != loop_->connections.end()) {
       if (used != nullptr) *used = it->second.get();
@@ -223,9 +226,12 @@ class FollowerImpl final : public ReplicaFollower {
         io_->provider->getNetwork()
             .parseAddress(address)
             .then([](kj::Own<kj::NetworkAddress> a) { return a->connect(); })
-            .then([this, c](kj::Own<kj::AsyncIoStream> stream) {
+            .then([this, c, node_id](kj::Own<kj::AsyncIoStream> stream) {
               capnp::ReaderOptions reader;
               reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
+              if (options_.faults) {
+                stream = options_.faults->Wrap(kj::mv(stream), options_.node_id, node_id, timer());
+              }
               c->stream = NewBufferedStream(kj::mv(stream));
               c->network = kj::heap<capnp::TwoPartyVatNetwork>(
                   *c->stream, capnp::rpc::twoparty::Side::CLIENT, reader);
@@ -280,7 +286,8 @@ class FollowerImpl final : public ReplicaFollower {
     }
     const uint64_t from = f.store->LatestSequence() + 1;
     const Connection* used = nullptr;
-    auto request = ConnectionTo(f.target.primary_address, &used).pullLogRequest();
+    auto request =
+        ConnectionTo(f.target.primary_address, f.target.primary_node, &used).pullLogRequest();
     request.setShardId(f.target.shard_id);
     request.setEpoch(f.target.epoch);
     request.setFromLsn(from);
@@ -311,8 +318,8 @@ class FollowerImpl final : public ReplicaFollower {
                       "rejoin: shard {} copy at lsn {} (data epoch {}) holds {} LSNs past lsn {}, "
                       "where primary {} began a later epoch (now {}): discarding them, "
                       "rebuilding from a checkpoint",
-                      f.target.shard_id, from - 1, data_epoch, discarded,
-                      reply.getEpochStartLsn(), f.target.primary_node, f.target.epoch);
+                      f.target.shard_id, from - 1, data_epoch, discarded, reply.getEpochStartLsn(),
+                      f.target.primary_node, f.target.epoch);
                 }
                 return PullRefused(f, error);
               }
@@ -439,7 +446,7 @@ class FollowerImpl final : public ReplicaFollower {
       return Result<uint64_t>(
           Status::Internal("cannot create " + copy->part_dir + ": " + ec.message()));
     }
-    copy->node = ConnectionTo(target.primary_address, &copy->connection);
+    copy->node = ConnectionTo(target.primary_address, target.primary_node, &copy->connection);
     auto begin = copy->node.beginCheckpointRequest();
     begin.setShardId(target.shard_id);
     begin.setEpoch(target.epoch);

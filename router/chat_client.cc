@@ -5,6 +5,7 @@
 #include <map>
 
 #include "scrollback/rpc/buffered_stream.h"
+#include "scrollback/rpc/network_faults.h"
 #include "scrollback/schema/chatstore_wire.h"
 
 namespace scrollback {
@@ -496,6 +497,10 @@ class ChatClientImpl final : public ChatClient {
             .then([this, c, node_id](kj::Own<kj::AsyncIoStream> stream) {
               capnp::ReaderOptions reader;
               reader.traversalLimitInWords = options_.max_message_bytes / sizeof(capnp::word);
+              if (options_.faults) {
+                stream =
+                    options_.faults->Wrap(kj::mv(stream), options_.self, node_id, io_.getTimer());
+              }
               c->stream = NewBufferedStream(kj::mv(stream));
               c->network = kj::heap<capnp::TwoPartyVatNetwork>(
                   *c->stream, capnp::rpc::twoparty::Side::CLIENT, reader);

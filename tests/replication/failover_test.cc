@@ -21,6 +21,7 @@
 #include "scrollback/cluster/metadata_faults.h"
 #include "scrollback/cluster/node_lease.h"
 #include "scrollback/replication/replication.h"
+#include "scrollback/rpc/network_faults.h"
 #include "test_util.h"
 
 namespace scrollback {
@@ -557,6 +558,44 @@ TEST_CASE(
   CHECK(lost == unreplicated.size());
   CHECK(present.count("after") == 1);
   CHECK(present.count("later-39") == 1);
+}
+
+// The partition the issue names: a primary cut off from the metadata store and from its
+// replicas (network seam: cut, or a black hole that drops every byte), while its clients still
+// reach it. Its semi-sync writes cannot be acknowledged (no replica can pull), it fences itself
+// when its lease runs out, the controller promotes a replica, and nothing acknowledged is lost.
+TEST_CASE("a primary partitioned from the store and its replicas loses no acknowledged send") {
+  for (const bool black_hole : {false, true}) {
+    INFO((black_hole ? "links drop every byte" : "links cut"));
+    EmbeddedClusterOptions options = FailoverOptions(AckMode::kSemiSync);
+    options.faults = std::make_shared<NetworkFaults>();
+    ClusterFixture f(options);
+    auto convs = ConversationsOnEveryShard(f);
+    SendLoad load(f, convs, {});
+    load.Start();
+    REQUIRE(load.EachGains(3));
+    const ShardInfo shard = StoredMap(f).ShardForKey(convs[0]);
+    const size_t isolated = f.cluster->IndexOf(shard.primary);
+    for (size_t i = 0; i < f.cluster->node_count(); ++i) {
+      if (i == isolated) continue;
+      if (black_hole) {
+        options.faults->Drop(shard.primary, f.cluster->node_id(i));
+      } else {
+        options.faults->Cut(shard.primary, f.cluster->node_id(i));
+      }
+    }
+    f.cluster->CutFromMetadata(isolated, true);
+    REQUIRE(PrimariesMovedOff(f, shard.primary));
+    REQUIRE(load.EachGains(5));  // Every shard, the isolated node's included, takes writes.
+    options.faults->HealAll();
+    f.cluster->CutFromMetadata(isolated, false);
+    REQUIRE(f.Eventually([&] { return f.cluster->node(isolated)->primary_lease()->Writable(); },
+                         std::chrono::seconds(20)));
+    REQUIRE(load.EachGains(3));
+    load.Stop();
+    CheckAcknowledged(f, load.acked);
+    REQUIRE(EventuallyIdentical(f));
+  }
 }
 
 // Rounds of faults under a semi-sync load: kill a random node (a crash) or cut it off from the

@@ -26,6 +26,7 @@
 #include "scrollback/node/fanout_worker.h"
 #include "scrollback/node/storage_node.h"
 #include "scrollback/router/chat_client.h"
+#include "scrollback/rpc/network_faults.h"
 
 namespace scrollback {
 
@@ -59,6 +60,9 @@ struct EmbeddedClusterOptions {
   // Default: the system clock. The metadata store's clock (lease expiry) and the nodes' lease
   // clocks.
   std::shared_ptr<Clock> clock;
+  // Default: none. The fault seam between named nodes (rpc/network_faults.h): replicas' pulls,
+  // fan-out deliveries, and the clients NewClient makes ("client") go through it.
+  std::shared_ptr<NetworkFaults> faults;
   // Default: none (quiet). Given to every node, follower, worker and map source that has none.
   Logger logger;
 };

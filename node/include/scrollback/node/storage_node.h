@@ -37,6 +37,7 @@ namespace scrollback {
 namespace replication {
 class ShardLog;  // replication/replication.h
 }
+class NetworkFaults;  // rpc/network_faults.h
 
 // What a node does with a shard it hosts. Persisted in the shard directory's identity file by
 // name ("primary", "replica"); never renumber.
@@ -119,6 +120,8 @@ struct ReplicationOptions {
   std::chrono::milliseconds default_max_lag = std::chrono::seconds(1);
   // Default: 5 min. A checkpoint served to a replica and not read for this long is released.
   std::chrono::milliseconds checkpoint_idle_timeout = std::chrono::minutes(5);
+  // Test seam (see FollowerOptions::faults): the node's connections to primaries. Default: none.
+  std::shared_ptr<NetworkFaults> faults;
   // Test seam (see FollowerOptions::tamper_chunk). Default: none.
   std::function<void(const std::string& file, uint64_t offset, std::string* data)> tamper_chunk;
 };

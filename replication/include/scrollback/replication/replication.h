@@ -37,6 +37,10 @@
 #include "scrollback/schema/log.h"
 #include "scrollback/schema/status.h"
 
+namespace scrollback {
+class NetworkFaults;  // rpc/network_faults.h
+}  // namespace scrollback
+
 namespace scrollback::replication {
 
 // Milliseconds on the steady clock (progress times; never compared across processes).
@@ -209,6 +213,9 @@ struct FollowerOptions {
   // Default: 64 MiB. Largest reply accepted (Cap'n Proto traversal limit).
   uint64_t max_message_bytes = 64ull << 20;
   Logger logger;
+  // Test seam, default none: connections to primaries go through these faults, as the link from
+  // node_id to the primary's node id (rpc/network_faults.h).
+  std::shared_ptr<NetworkFaults> faults;
   // Test seam, default none: sees (and may change) every checkpoint chunk received, before it
   // is written and checked. Tests corrupt or truncate chunks with it.
   std::function<void(const std::string& file, uint64_t offset, std::string* data)> tamper_chunk;

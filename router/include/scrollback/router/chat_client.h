@@ -34,6 +34,8 @@
 
 namespace scrollback {
 
+class NetworkFaults;  // rpc/network_faults.h
+
 // Where the client gets the shard map. Implementations must be thread-safe.
 class ShardMapSource {
  public:
@@ -73,6 +75,10 @@ struct ClientOptions {
   std::chrono::milliseconds down_retry = std::chrono::milliseconds(300);
   // Default: 64 MiB. Largest reply accepted (Cap'n Proto traversal limit).
   uint64_t max_message_bytes = 64ull << 20;
+  // Test seam, default none: connections to nodes go through these faults, as the link from
+  // `self` to the node's id (rpc/network_faults.h).
+  std::shared_ptr<NetworkFaults> faults;
+  std::string self = "client";
 };
 
 class ChatClient {

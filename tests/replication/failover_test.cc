@@ -598,9 +598,10 @@ TEST_CASE("a primary partitioned from the store and its replicas loses no acknow
   }
 }
 
-// Rounds of faults under a semi-sync load: kill a random node (a crash) or cut it off from the
-// metadata store, wait until its primaries have moved and every shard takes writes, then bring
-// it back. SCROLLBACK_FAILOVER_ROUNDS sets the number of rounds (scripts/soak.sh runs more).
+// Rounds of faults under a semi-sync load: kill a random node (a crash) or partition it from
+// the metadata store and from the other nodes, wait until its primaries have moved and every
+// shard takes writes, then bring it back. SCROLLBACK_FAILOVER_ROUNDS sets the number of rounds
+// (scripts/soak-replication.sh runs more).
 TEST_CASE(
     "seeded failover rounds: crashes and partitions under semi-sync load lose no acknowledged "
     "send") {
@@ -609,26 +610,34 @@ TEST_CASE(
   const int rounds = env ? std::atoi(env) : 20;
   INFO("seed " << seed << " (SCROLLBACK_SEED=" << seed << " replays it), " << rounds << " rounds");
   std::mt19937_64 rng(seed);
-  ClusterFixture f(FailoverOptions(AckMode::kSemiSync));
+  EmbeddedClusterOptions options = FailoverOptions(AckMode::kSemiSync);
+  options.faults = std::make_shared<NetworkFaults>();
+  ClusterFixture f(options);
   auto convs = ConversationsOnEveryShard(f);
   SendLoad load(f, convs, {});
   load.Start();
   REQUIRE(load.EachGains(3));
+  std::vector<std::string> node_ids;
+  for (size_t i = 0; i < f.cluster->node_count(); ++i) node_ids.push_back(f.cluster->node_id(i));
   for (int round = 0; round < rounds; ++round) {
     const size_t victim = rng() % f.cluster->node_count();
     const bool crash = rng() % 2 == 0;
     const std::string victim_id = f.cluster->node_id(victim);
-    INFO("round " << round << ": " << (crash ? "crash " : "partition ") << victim_id);
+    INFO("round " << round << ": " << (crash ? "crash " : "partition from the store and peers ")
+                  << victim_id);
     if (crash) {
       f.cluster->StopNode(victim);
     } else {
+      // Cut off from the metadata store and from every other node (its clients still reach it).
       f.cluster->CutFromMetadata(victim, true);
+      options.faults->Isolate(victim_id, node_ids);
     }
     REQUIRE(PrimariesMovedOff(f, victim_id));
     REQUIRE(load.EachGains(3));
     if (crash) {
       REQUIRE(f.cluster->RestartNode(victim).ok());
     } else {
+      options.faults->HealAll();
       f.cluster->CutFromMetadata(victim, false);
     }
     REQUIRE(f.Eventually([&] { return f.cluster->node(victim)->primary_lease()->Writable(); },

@@ -201,6 +201,13 @@ Result<bool> FailoverController::Pass(Probe& probe) {
 
   std::vector<ShardInfo> shards = map->shards();
   std::set<std::string> undecided;  // Changed nodes with a primary shard left for a later pass.
+  struct Decision {
+    ShardInfo* shard;
+    std::string primary;              // The copy that leads at the next epoch.
+    std::vector<std::string> copies;  // Every copy: the old primary first, then the replicas.
+    std::string considered;           // For the log line.
+  };
+  std::vector<Decision> decisions;
   bool changed = false;
   const auto now = std::chrono::steady_clock::now();
   for (ShardInfo& shard : shards) {
@@ -246,26 +253,38 @@ Result<bool> FailoverController::Pass(Probe& probe) {
       continue;
     }
     waiting_since_.erase(shard.shard_id);
+    decisions.push_back({&shard, best.empty() ? shard.primary : best, std::move(candidates),
+                         std::move(considered)});
+  }
+  // Applied per node, all of its primaries at once: a node with a shard left undecided keeps
+  // every epoch as it is (it stays fenced), rather than having its other shards' epochs bumped
+  // again on every pass until the last one is decided.
+  for (Decision& d : decisions) {
+    ShardInfo& shard = *d.shard;
+    if (undecided.count(shard.primary)) continue;
     shard.switch_to.clear();  // A switchover in progress is overtaken by the failover.
     const std::string old_primary = shard.primary;
     const uint64_t old_epoch = shard.epoch;
-    if (!best.empty() && best != old_primary) {
+    if (d.primary != old_primary) {
       std::vector<std::string> replicas;
-      for (const std::string& node : candidates) {
-        if (node != best) replicas.push_back(node);
+      for (const std::string& node : d.copies) {
+        if (node != d.primary) replicas.push_back(node);
       }
-      shard.primary = best;
+      shard.primary = d.primary;
       shard.replicas = std::move(replicas);
       failovers_.fetch_add(1, std::memory_order_relaxed);
     }
     ++shard.epoch;
     epoch_bumps_.fetch_add(1, std::memory_order_relaxed);
     changed = true;
-    log_->warn(
+    // A failover is worth a warning; a primary kept under a new lease (start-up, a restart
+    // before anyone took over) is routine.
+    log_->log(
+        shard.primary != old_primary ? spdlog::level::warn : spdlog::level::info,
         "controller {}: shard {} epoch {} -> {}: primary {} (lease {}) -> {} [{}]",
         options_.node_id, shard.shard_id, old_epoch, shard.epoch, old_primary,
         live_lease(old_primary) == 0 ? "gone" : "granted anew", shard.primary,
-        considered.empty() ? "no live copy answered: kept until its node is back" : considered);
+        d.considered.empty() ? "no live copy answered: kept until its node is back" : d.considered);
   }
   // Planned switchovers: requested ones start (writes pause at epoch + 1), started ones finish
   // once the target has everything (epoch + 2), or are abandoned after switchover_timeout.

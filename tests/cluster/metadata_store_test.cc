@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
+#include "scrollback/cluster/shard_map_store.h"
+
 namespace scrollback {
 namespace {
 
@@ -69,6 +71,34 @@ TEST_CASE("a watch sees every change under its prefix until its handle is droppe
   watch.reset();
   REQUIRE(store->Put("/a/2", "z").ok());
   CHECK(seen == std::vector<std::string>{"/a/1=x", "/a/1=<deleted>"});
+}
+
+TEST_CASE("a key under an expired lease is never listed, even before the expiry thread runs") {
+  auto clock = std::make_shared<ManualClock>();
+  auto store = NewInMemoryMetadataStore(clock);
+  auto lease = store->GrantLease(std::chrono::milliseconds(100));
+  REQUIRE(lease.ok());
+  REQUIRE(store->Put("/leases/a", "1", *lease).ok());
+  REQUIRE(store->List("/leases/")->size() == 1);
+  clock->Advance(101);
+  // The failover controller decides from List: a lapsed lease must not look alive.
+  CHECK(store->List("/leases/")->empty());
+}
+
+TEST_CASE("publishing a node's address keeps the lease the map records for it") {
+  auto store = NewInMemoryMetadataStore(std::make_shared<ManualClock>());
+  std::vector<NodeInfo> nodes = {{"n1", "127.0.0.1:1", "", 0}, {"n2", "127.0.0.1:2", "", 0}};
+  ShardMap first = ShardMap::Uniform(1, 2, nodes, 2);
+  std::vector<NodeInfo> leased = first.nodes();
+  leased[0].lease_id = 42;  // As the failover controller records it.
+  auto map = ShardMap::Make(2, first.shards(), leased);
+  REQUIRE(map.ok());
+  REQUIRE(PublishShardMap(*store, *map, 0).ok());
+  REQUIRE(PublishNodeAddress(*store, {"n1", "127.0.0.1:9", "127.0.0.1:10", 0}).ok());
+  auto now = ReadShardMap(*store);
+  REQUIRE(now.ok());
+  CHECK(now->FindNode("n1")->address == "127.0.0.1:9");
+  CHECK(now->FindNode("n1")->lease_id == 42);  // Not reset to the caller's 0.
 }
 
 }  // namespace

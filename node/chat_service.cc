@@ -441,45 +441,7 @@ class ChatService final : public s::Node::Server {
             : Status::Ok();
     uint64_t epoch_start = 0;  // The start of the first epoch after the copy's, if any.
     if (refused.ok()) {
-      const HostedShard& h = **primary;
-      const uint64_t latest = h.store->LatestSequence();
-      const uint64_t data_epoch = params.getDataEpoch();
-      if (data_epoch < h.assignment.epoch) {
-        // A copy last written at an older epoch (a rejoining old primary, or a replica that
-        // followed one): is it past where the next epoch began here? (docs/replication.md)
-        auto history = h.store->EpochHistory();
-        if (!history.ok()) {
-          refused = history.status();
-        } else {
-          for (const EpochRecord& record : *history) {
-            if (record.epoch > data_epoch) {
-              epoch_start = record.start_lsn;
-              break;
-            }
-          }
-        }
-      }
-      if (!refused.ok()) {
-        // The history did not read: refused as it is.
-      } else if (epoch_start > 0 && from - 1 > epoch_start) {
-        refused = Status::FailedPrecondition(
-            "the replica's copy of shard " + std::to_string(shard_id) + " is at lsn " +
-            std::to_string(from - 1) + ", last written at epoch " + std::to_string(data_epoch) +
-            "; here the next epoch began at lsn " + std::to_string(epoch_start) + ": its " +
-            std::to_string(from - 1 - epoch_start) +
-            " later LSNs were never this primary's (diverged); bootstrap it again");
-      } else if (from - 1 > latest) {
-        // The copy holds writes this primary never had (an old primary's): never merged.
-        refused = Status::FailedPrecondition(
-            "the replica is at lsn " + std::to_string(from - 1) + ", past primary " +
-            core_->options.node_id + "'s lsn " + std::to_string(latest) + " of shard " +
-            std::to_string(shard_id) + ": its log diverged; bootstrap it again");
-      } else if (!replica.empty()) {
-        // Acknowledges semi-sync writes up to from - 1 if the map lists it as a replica.
-        const auto& listed = h.assignment.replica_nodes;
-        h.log->RecordPull(replica, from - 1,
-                          std::find(listed.begin(), listed.end(), replica) != listed.end());
-      }
+      refused = AcceptPull(*core_, **primary, replica, from, params.getDataEpoch(), &epoch_start);
     }
     if (!refused.ok()) {
       CallTimer timer(core_->metrics, NodeMetrics::kPullLog);

@@ -32,7 +32,10 @@ bool PrimaryLease::Writable() const {
   const bool writable = held != 0 && held == recorded_.load(std::memory_order_acquire) &&
                         clock_->NowMs() < until_ms_.load(std::memory_order_acquire);
   // One log line per change (a lapse is noticed by the first write after it).
-  if (was_writable_.exchange(writable, std::memory_order_acq_rel) != writable) {
+  // A plain load first: every write calls this, and an exchange on one shared line per write
+  // would make the writers' cores contend for it.
+  if (was_writable_.load(std::memory_order_relaxed) != writable &&
+      was_writable_.exchange(writable, std::memory_order_acq_rel) != writable) {
     if (writable) {
       log_->info("node {}: primary lease {} held and recorded in the map: accepting writes",
                  node_id_, held);

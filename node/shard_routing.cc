@@ -1,6 +1,7 @@
 // Which hosted shard serves a call, and with what refusal when none may (private to node/).
 #include "shard_routing.h"
 
+#include <algorithm>
 #include <string>
 
 #include "scrollback/replication/replication.h"
@@ -15,8 +16,7 @@ Status CheckAcknowledgeable(const NodeCore& core, const ShardTable& table,
   // A write of epoch e that committed after the shard moved on (a new epoch, a switchover's
   // pause, another role) is not acknowledged: the next primary may not have it.
   const bool same_term = shard != nullptr && shard->assignment.role == ShardRole::kPrimary &&
-                         shard->assignment.epoch == token.epoch &&
-                         !shard->assignment.writes_paused;
+                         shard->assignment.epoch == token.epoch && !shard->assignment.writes_paused;
   if (same_term && lease->Writable()) return Status::Ok();
   lease->CountWithheldAck();
   return Status::Unavailable(
@@ -25,6 +25,47 @@ Status CheckAcknowledgeable(const NodeCore& core, const ShardTable& table,
       (same_term ? ", but the node's primary lease ran out before it could be acknowledged"
                  : ", but the shard changed epoch or role before it could be acknowledged") +
       ": not acknowledged (it may or may not survive; retrying is safe)");
+}
+
+Status AcceptPull(const NodeCore& core, const HostedShard& shard, const std::string& replica_node,
+                  uint64_t from_lsn, uint64_t data_epoch, uint64_t* epoch_start) {
+  const uint64_t applied = from_lsn - 1;
+  const std::string shard_id = std::to_string(shard.assignment.shard_id);
+  *epoch_start = 0;
+  if (data_epoch < shard.assignment.epoch) {
+    // A copy last written at an older epoch (a rejoining old primary, or a replica that
+    // followed one): is it past where the next epoch began here? (docs/replication.md, Rejoin)
+    auto history = shard.store->EpochHistory();
+    if (!history.ok()) return history.status();
+    for (const EpochRecord& record : *history) {
+      if (record.epoch > data_epoch) {
+        *epoch_start = record.start_lsn;
+        break;
+      }
+    }
+  }
+  if (*epoch_start > 0 && applied > *epoch_start) {
+    return Status::FailedPrecondition(
+        "the replica's copy of shard " + shard_id + " is at lsn " + std::to_string(applied) +
+        ", last written at epoch " + std::to_string(data_epoch) +
+        "; here the next epoch began at lsn " + std::to_string(*epoch_start) + ": its " +
+        std::to_string(applied - *epoch_start) +
+        " later LSNs were never this primary's (diverged); bootstrap it again");
+  }
+  const uint64_t latest = shard.store->LatestSequence();
+  if (applied > latest) {
+    // The copy holds writes this primary never had (an old primary's): never merged.
+    return Status::FailedPrecondition("the replica is at lsn " + std::to_string(applied) +
+                                      ", past primary " + core.options.node_id + "'s lsn " +
+                                      std::to_string(latest) + " of shard " + shard_id +
+                                      ": its log diverged; bootstrap it again");
+  }
+  if (!replica_node.empty()) {
+    const auto& listed = shard.assignment.replica_nodes;
+    shard.log->RecordPull(replica_node, applied,
+                          std::find(listed.begin(), listed.end(), replica_node) != listed.end());
+  }
+  return Status::Ok();
 }
 
 bool ValidNodeId(const std::string& id) {

@@ -39,6 +39,15 @@ Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& ta
 Status CheckAcknowledgeable(const NodeCore& core, const ShardTable& table,
                             const WriteToken& token);
 
+// Whether a replica's pull of `shard` (held here as primary) from `from_lsn` continues this
+// primary's log. `data_epoch` is the last epoch the copy's data records: when this primary's
+// history has a later one, `*epoch_start` is its start LSN, and a copy past it diverged (an old
+// primary's unacknowledged tail). A copy past this primary's latest LSN diverged too. Both are
+// failed-precondition (the replica rebuilds itself). Otherwise records the pull, which
+// acknowledges semi-sync writes up to from_lsn - 1 when the map lists `replica_node`.
+Status AcceptPull(const NodeCore& core, const HostedShard& shard, const std::string& replica_node,
+                  uint64_t from_lsn, uint64_t data_epoch, uint64_t* epoch_start);
+
 // Routes a read by its consistency (docs/replication.md, Reads); counts reads served by
 // replicas in core.metrics.
 Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,

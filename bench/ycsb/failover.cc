@@ -59,6 +59,23 @@ class Writers {
     return true;
   }
 
+  // Runs the blocking `call` (a node restart, a switchover) on a thread of its own while this
+  // loop keeps the writers sending; returns its result.
+  template <typename Call>
+  auto WhileSending(Call&& call) -> decltype(call()) {
+    std::optional<decltype(call())> out;
+    std::atomic<bool> done{false};
+    std::thread runner([&] {
+      out.emplace(call());
+      done = true;
+    });
+    while (!done.load()) {
+      io_.provider->getTimer().afterDelay(5 * kj::MILLISECONDS).wait(io_.waitScope);
+    }
+    runner.join();
+    return std::move(*out);
+  }
+
   std::vector<Acked> acked;
   uint64_t failed_attempts = 0;
 
@@ -172,29 +189,15 @@ Result<FailoverResult> RunFailover(const FailoverOptions& options) {
     }
     for (const auto& [shard, ms] : resumed) result.unavailable_ms.push_back(ms);
     ++result.kills;
-    // Restart on its own thread while the writers keep going.
-    Status restarted = Status::Ok();
-    std::atomic<bool> restart_done{false};
-    std::thread restart([&] {
-      restarted = (*cluster)->RestartNode(victim);
-      restart_done = true;
-    });
-    writers.Pump([&] { return restart_done.load(); }, std::chrono::seconds(120));
-    restart.join();
+    Status restarted = writers.WhileSending([&] { return (*cluster)->RestartNode(victim); });
     if (!restarted.ok()) return restarted;
   }
   for (int k = 0; k < options.switchovers; ++k) {
     settle();
     const uint64_t shard_id = shard_of[k % shard_of.size()];
     const SteadyTime requested = std::chrono::steady_clock::now();
-    Result<SwitchoverResult> moved = Status::Unavailable("not run");
-    std::atomic<bool> moved_done{false};
-    std::thread mover([&] {
-      moved = (*cluster)->Switchover(shard_id);
-      moved_done = true;
-    });
-    writers.Pump([&] { return moved_done.load(); }, std::chrono::seconds(120));
-    mover.join();
+    Result<SwitchoverResult> moved =
+        writers.WhileSending([&] { return (*cluster)->Switchover(shard_id); });
     if (!moved.ok()) return moved.status();
     result.switchover_pause_ms.push_back(static_cast<double>(moved->pause.count()));
     // What the shard's writer saw: the longest gap between two acknowledgements on that shard,

@@ -287,8 +287,14 @@ TEST_CASE("a replica whose log was purged on the primary bootstraps again and en
   REQUIRE(f.cluster->RestartNode(lagging).ok());
   REQUIRE(EventuallyIdentical(f, shard.shard_id));
   RequireIdentical(f, shard.shard_id);
-  CHECK(MetricValue(f.cluster->node(lagging)->RenderMetrics(),
-                    "scrollback_shard_rebootstraps_total") >= 1);
+  // The copy was rebuilt from a checkpoint, never continued across the gap: moved aside on the
+  // gap (rebootstraps), or bootstrapped afresh by the restarted node (with failover on, CI saw
+  // this path once; not yet explained). A restarted node that kept its copy and skipped the
+  // gap counts neither.
+  const std::string metrics = f.cluster->node(lagging)->RenderMetrics();
+  CHECK(MetricValue(metrics, "scrollback_shard_rebootstraps_total") +
+            MetricValue(metrics, "scrollback_replica_bootstraps_total") >=
+        1);
   // The writes it missed are there on the rebuilt copy.
   RawNode copy(f.io, f.cluster->node(lagging)->address());
   auto read = copy.node.getConversationRequest();

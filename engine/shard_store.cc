@@ -212,10 +212,8 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
   // paths below the DB is closed before Open returns, while the caller's options still hold it.
   if (options.env) db_options.env = options.env.get();
 
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (size_t cf = 0; cf < kNumCfs; ++cf) {
-    descriptors.emplace_back(kCfNames[cf], MakeCfOptions(static_cast<Cf>(cf), impl));
-  }
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors =
+      engine_internal::ColumnFamilyDescriptors(impl);
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
   SB_RETURN_IF_ERROR(
@@ -274,6 +272,17 @@ Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options
 }
 
 namespace engine_internal {
+
+std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilyDescriptors(
+    const StorageResources& resources) {
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (size_t cf = 0; cf < kNumCfs; ++cf) {
+    descriptors.emplace_back(
+        kCfNames[cf],
+        MakeCfOptions(static_cast<Cf>(cf), static_cast<const StorageResourcesImpl&>(resources)));
+  }
+  return descriptors;
+}
 
 Status ShardStoreImpl::PutCurrentMeta(rocksdb::WriteBatch& batch) {
   codec::ShardMetaRow meta = meta_;

@@ -93,6 +93,11 @@ enum Cf : size_t {
 inline constexpr std::array<const char*, kNumCfs> kCfNames = {
     "default", "conversations", "messages", "indexes", "inbox", "outbox"};
 
+// The column families' options, in kCfNames order, on `resources`' cache and write budget
+// (shard_store.cc). Every open of a shard's files uses them.
+std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilyDescriptors(
+    const StorageResources& resources);
+
 inline rocksdb::Slice ToSlice(const Key& key) { return rocksdb::Slice(key.data(), key.size()); }
 inline std::string_view ToView(const rocksdb::Slice& s) {
   return std::string_view(s.data(), s.size());
@@ -338,6 +343,12 @@ class ShardStoreImpl final : public ShardStore {
   Result<std::vector<EpochRecord>> EpochHistory() override;
   Result<ShardChecksum> Checksum() override;
   Status CompactAll() override;
+  // Splitting (split.cc).
+  Result<uint64_t> Seal() override;
+  void Unseal() override { sealed_.store(false); }
+  bool sealed() const override { return sealed_.load(); }
+  Result<uint64_t> CreateSplitCopy(const std::string& dir, uint64_t child_shard_id,
+                                   TokenRange child_range, uint64_t expected_lsn) override;
 
  private:
   // What the store keeps in memory about a conversation between writes. Derived entirely from
@@ -434,6 +445,18 @@ class ShardStoreImpl final : public ShardStore {
   // record in the new format is never written without the mark (and an older build refuses
   // the shard instead of misreading it). Replicas get the mark through the log.
   Status Write(rocksdb::WriteBatch& batch, const char* what) {
+    // The seal gate (Seal): announce the write, then look at the seal; Seal sets the seal, then
+    // waits for the announced writes. Both sides sequentially consistent, so either this write
+    // sees the seal or Seal sees this write.
+    writes_in_flight_.fetch_add(1);
+    struct Leave {
+      std::atomic<int64_t>& in_flight;
+      ~Leave() { in_flight.fetch_sub(1); }
+    } leave{writes_in_flight_};
+    if (sealed_.load()) {
+      return Status::Unavailable("shard " + std::to_string(options_.shard_id) +
+                                 " is being split: writes resume on its new shards");
+    }
     const bool upgrading = format_upgrade_pending_.load(std::memory_order_acquire);
     if (upgrading) SB_RETURN_IF_ERROR(PutCurrentMeta(batch));
     SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &batch), what));
@@ -661,6 +684,10 @@ class ShardStoreImpl final : public ShardStore {
   // still marked with the older version. Cleared once a write that re-marks it committed.
   codec::ShardMetaRow meta_;
   std::atomic<bool> format_upgrade_pending_{false};
+  // The seal gate (Seal, Write): whether the store's own writes are refused, and how many are
+  // past the check and not yet committed.
+  std::atomic<bool> sealed_{false};
+  std::atomic<int64_t> writes_in_flight_{0};
   // Serializes the read-modify-write of partly delivered outbox records (DeleteOutbox).
   std::mutex outbox_delete_mu_;
 };

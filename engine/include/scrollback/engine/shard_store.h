@@ -302,6 +302,28 @@ class ShardStore {
   // were recorded).
   virtual Result<std::vector<EpochRecord>> EpochHistory() = 0;
 
+  // ---- Splitting (docs/resharding.md) -----------------------------------------------------------
+
+  // Stops the store's own writes: from now on every write method answers unavailable (retryable:
+  // the shard is being split) until Unseal(). Waits for writes already past the check to commit,
+  // then returns the final LSN: nothing the store writes itself lands after it (ApplyLogBatches,
+  // a replica's only writer, is not gated). Cheap: one atomic exchange, then a short wait.
+  virtual Result<uint64_t> Seal() = 0;
+  // Takes writes again (an abandoned split).
+  virtual void Unseal() = 0;
+  virtual bool sealed() const = 0;
+  // The copy a split child starts from, made in `dir` (which must not exist): a checkpoint of
+  // this store (hard links), which must hold exactly `expected_lsn` (failed-precondition and
+  // nothing left behind otherwise), then cut to `child_range` by one deterministic write: a
+  // DeleteRange of the rest of this shard's range in every sharded column family, and the meta
+  // row naming `child_shard_id` and `child_range`. The outbox and the epoch records are kept
+  // (the outbox is a per-copy queue; docs/formats.md). Every copy of a shard that holds the same
+  // LSN makes the same write, so the children's copies are identical, LSN for LSN, without any
+  // data crossing the network. Returns the child's LSN (after the cut). Takes no lock on this
+  // store's writers: call it on a sealed store or a replica that is no longer applying.
+  virtual Result<uint64_t> CreateSplitCopy(const std::string& dir, uint64_t child_shard_id,
+                                           TokenRange child_range, uint64_t expected_lsn) = 0;
+
   // ---- Administration -----------------------------------------------------------------------
 
   virtual uint64_t shard_id() const = 0;

@@ -1,0 +1,134 @@
+// Splitting a shard (docs/resharding.md): the seal that fixes the parent's last LSN, and the
+// copy each child starts from (a checkpoint cut to the child's range by one deterministic write).
+#include <rocksdb/db.h>
+#include <rocksdb/utilities/checkpoint.h>
+#include <rocksdb/write_batch.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shard_store_impl.h"
+
+namespace scrollback::engine_internal {
+namespace {
+
+// The first key of token `token` in a sharded column family: keys begin with the big-endian
+// token (docs/formats.md, Conventions).
+std::string TokenKey(uint64_t token) {
+  std::string key(8, '\0');
+  keys::PutBigEndian64(key.data(), token);
+  return key;
+}
+
+// A key above every sharded key: 8 bytes of token, 8 of id and one row tag, all 0xff. Real keys
+// with token 2^64-1 carry a tag below 0xff at byte 17, so they sort before it.
+std::string AboveEveryKey() { return std::string(keys::kPrefixSize + 1, '\xff'); }
+
+}  // namespace
+
+Result<uint64_t> ShardStoreImpl::Seal() {
+  sealed_.store(true);
+  // Writes that passed the gate before the seal commit (or fail) in microseconds: wait for them.
+  while (writes_in_flight_.load() != 0) std::this_thread::yield();
+  return db_->GetLatestSequenceNumber();
+}
+
+Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_t child_shard_id,
+                                                 TokenRange child_range,
+                                                 uint64_t expected_lsn) {
+  const TokenRange parent = options_.token_range;
+  if (child_range.first > child_range.last || child_range.first < parent.first ||
+      child_range.last > parent.last || child_range == parent) {
+    return Status::InvalidArgument("child_range",
+                                   "a split child's range must be a strict part of [" +
+                                       std::to_string(parent.first) + ", " +
+                                       std::to_string(parent.last) + "]");
+  }
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto cleanup = [&] { fs::remove_all(dir, ec); };
+
+  auto checkpoint_lsn = CreateCheckpoint(dir);
+  if (!checkpoint_lsn.ok()) {
+    cleanup();
+    return checkpoint_lsn.status();
+  }
+  if (*checkpoint_lsn != expected_lsn) {
+    cleanup();
+    return Status::FailedPrecondition("shard " + std::to_string(options_.shard_id) + " is at lsn " +
+                                      std::to_string(*checkpoint_lsn) + ", the split is at lsn " +
+                                      std::to_string(expected_lsn));
+  }
+
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = false;
+  db_options.max_open_files = 64;
+  if (env_) db_options.env = env_.get();
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  Status opened = FromRocksDb(
+      rocksdb::DB::Open(db_options, dir, ColumnFamilyDescriptors(*resources_), &handles, &raw_db),
+      "open split copy at " + dir);
+  if (!opened.ok()) {
+    cleanup();
+    return opened;
+  }
+  std::unique_ptr<rocksdb::DB> db(raw_db);
+  auto close = [&] {
+    for (auto* handle : handles) (void)db->DestroyColumnFamilyHandle(handle);
+    db.reset();
+  };
+
+  // The cut: the parts of the parent's range outside the child's, in every sharded column
+  // family, and the child's meta row (the parent's, with the child's id and range).
+  rocksdb::WriteBatch cut;
+  Status staged = Status::Ok();
+  for (Cf cf : {kConversationsCf, kMessagesCf, kIndexesCf, kInboxCf}) {
+    if (child_range.first > parent.first) {
+      staged = FromRocksDb(
+          cut.DeleteRange(handles[cf], TokenKey(parent.first), TokenKey(child_range.first)),
+          "stage split cut");
+      if (!staged.ok()) break;
+    }
+    if (child_range.last < parent.last) {
+      const std::string end =
+          parent.last == UINT64_MAX ? AboveEveryKey() : TokenKey(parent.last + 1);
+      staged =
+          FromRocksDb(cut.DeleteRange(handles[cf], TokenKey(child_range.last + 1), end),
+                      "stage split cut");
+      if (!staged.ok()) break;
+    }
+  }
+  std::string meta_value;
+  const rocksdb::Slice meta_key(keys::kShardMetaKey.data(), keys::kShardMetaKey.size());
+  if (staged.ok()) {
+    staged = FromRocksDb(db->Get(rocksdb::ReadOptions(), handles[kMetaCf], meta_key, &meta_value),
+                         "read the split copy's meta row");
+  }
+  codec::ShardMetaRow meta;
+  if (staged.ok()) staged = codec::DecodeShardMeta(meta_value, &meta);
+  if (staged.ok()) {
+    meta.shard_id = child_shard_id;
+    meta.token_first = child_range.first;
+    meta.token_last = child_range.last;
+    staged = FromRocksDb(cut.Put(handles[kMetaCf], meta_key, codec::EncodeShardMeta(meta)),
+                         "stage split meta");
+  }
+  if (staged.ok()) {
+    rocksdb::WriteOptions write_options;
+    write_options.sync = true;
+    staged = FromRocksDb(db->Write(write_options, &cut), "write split cut");
+  }
+  const uint64_t lsn = db->GetLatestSequenceNumber();
+  close();
+  if (!staged.ok()) {
+    cleanup();
+    return staged;
+  }
+  return lsn;
+}
+
+}  // namespace scrollback::engine_internal

@@ -244,6 +244,18 @@ Result<SwitchoverResult> EmbeddedCluster::Switchover(uint64_t shard_id, const st
   return done;
 }
 
+Result<SplitResult> EmbeddedCluster::Split(uint64_t shard_id, std::optional<uint64_t> at_token) {
+  if (!options_.failover) {
+    return Status::FailedPrecondition("splits are carried out by the failover controller");
+  }
+  auto done = SplitShard(*metadata_, shard_id, at_token, std::chrono::seconds(30));
+  if (!done.ok()) return done;
+  auto map = ReadShardMap(*metadata_);
+  if (!map.ok()) return map.status();
+  SB_RETURN_IF_ERROR(WaitUntilServing(map->version()));
+  return done;
+}
+
 template <typename Change>
 Status EmbeddedCluster::UpdateMap(Change&& change) {
   std::optional<ShardMap> next;

@@ -10,6 +10,7 @@
 
 #include "scrollback/cluster/node_lease.h"
 #include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/cluster/split.h"
 #include "scrollback/cluster/switchover.h"
 #include "scrollback/schema/chatstore.capnp.h"
 
@@ -44,6 +45,7 @@ class FailoverController::Probe {
         copy.opening = st.getState() == s::ShardState::OPENING;
         copy.lsn = st.getLatestSequence();
         copy.epoch = st.getEpoch();
+        copy.sealed = st.getSealed();
       }
       return out;
     } catch (const kj::Exception& e) {
@@ -180,8 +182,12 @@ Result<bool> FailoverController::Pass(Probe& probe) {
   }
   auto requested = metadata_->List(kSwitchoverPrefix);
   if (!requested.ok()) return requested.status();
-  bool switching = !requested->empty();
-  for (const ShardInfo& shard : map->shards()) switching = switching || !shard.switch_to.empty();
+  auto split_requests = metadata_->List(kSplitPrefix);
+  if (!split_requests.ok()) return split_requests.status();
+  bool switching = !requested->empty() || !split_requests->empty();
+  for (const ShardInfo& shard : map->shards()) {
+    switching = switching || !shard.switch_to.empty() || shard.split_at != 0;
+  }
   if (changed_nodes.empty()) waiting_since_.clear();
   if (changed_nodes.empty() && !switching) return false;
 
@@ -409,6 +415,10 @@ Result<bool> FailoverController::Pass(Probe& probe) {
       finish_request(shard.shard_id);
     }
   }
+  if (SplitStep(shards, map->version() + 1, changed_nodes, live_lease, copies_of, *split_requests,
+                now)) {
+    changed = true;
+  }
   std::vector<NodeInfo> nodes = map->nodes();
   for (NodeInfo& node : nodes) {
     if (!changed_nodes.count(node.node_id) || undecided.count(node.node_id)) continue;
@@ -452,6 +462,10 @@ void FailoverController::RenderMetrics(std::string* out) const {
           switchovers_.load());
   counter("scrollback_controller_switchovers_abandoned_total",
           "Planned switchovers refused or given up (logged).", switchovers_abandoned_.load());
+  counter("scrollback_controller_splits_total",
+          "Splits completed (a shard replaced by its two children).", splits_.load());
+  counter("scrollback_controller_splits_abandoned_total",
+          "Splits refused or given up (logged).", splits_abandoned_.load());
   counter("scrollback_controller_errors_total",
           "Passes or campaigns that failed (metadata store errors; logged).", errors_.load());
 }

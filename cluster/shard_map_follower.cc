@@ -57,12 +57,19 @@ Status ShardMapFollower::Apply(const ShardMap& map) {
                          shard.replicas.end();
     if (!primary && !replica) continue;
     const NodeInfo* primary_node = map.FindNode(shard.primary);
-    mine.push_back(ShardAssignment{shard.shard_id, shard.range, shard.epoch,
-                                   primary ? ShardRole::kPrimary : ShardRole::kReplica,
-                                   shard.placement_version, shard.primary,
-                                   primary_node ? primary_node->address : std::string(),
-                                   primary ? shard.replicas : std::vector<std::string>(),
-                                   primary && !shard.switch_to.empty()});
+    ShardAssignment& a = mine.emplace_back();
+    a.shard_id = shard.shard_id;
+    a.range = shard.range;
+    a.epoch = shard.epoch;
+    a.role = primary ? ShardRole::kPrimary : ShardRole::kReplica;
+    a.placement_version = shard.placement_version;
+    a.primary_node = shard.primary;
+    a.primary_address = primary_node ? primary_node->address : std::string();
+    if (primary) a.replica_nodes = shard.replicas;
+    a.sealed_for_split = primary && shard.split_at != 0;
+    a.writes_paused = primary && (!shard.switch_to.empty() || a.sealed_for_split);
+    a.split_from = shard.split_from;
+    a.split_lsn = shard.split_lsn;
   }
   Status applied = node_.AssignShards(map.version(), mine, map.Serialize());
   if (applied.ok() && node_.primary_lease() != nullptr && map.version() >= node_.map_version()) {

@@ -401,6 +401,7 @@ class ChatService final : public s::Node::Server {
       out.setMemtableBytes(got->memtable_bytes);
       out.setEstimatedKeys(got->estimated_keys);
       out.setLatestSequence(got->latest_sequence);
+      out.setSealed(shard.store->sealed());
     }
     for (const PendingShard& pending : table->pending) {
       auto out = stats[i++];

@@ -107,8 +107,14 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
   std::map<uint64_t, const ShardAssignment*> wanted;
   for (const ShardAssignment& a : sorted) wanted[a.shard_id] = &a;
   std::vector<uint64_t> new_epochs;  // Open primaries whose epoch grows in place.
+  std::vector<uint64_t> to_seal;     // Open primaries that a split seals.
 
-  // Dropped, or changed in range or placement (another copy): close what is open.
+  // Dropped, or changed in range or placement (another copy): close what is open. A dropped
+  // shard that a new one splits from stays open until the children are cut from it.
+  std::map<uint64_t, std::shared_ptr<ShardStore>> split_parents;
+  for (const ShardAssignment& a : sorted) {
+    if (a.split_from != 0 && !slots_.count(a.shard_id)) split_parents[a.split_from] = nullptr;
+  }
   for (auto it = slots_.begin(); it != slots_.end();) {
     auto next = wanted.find(it->first);
     const bool keep = next != wanted.end() && next->second->range == it->second.assignment.range &&
@@ -118,6 +124,9 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
       continue;
     }
     log_->info("dropping {}", Describe(it->second.assignment));
+    if (auto parent = split_parents.find(it->first); parent != split_parents.end()) {
+      parent->second = it->second.store;
+    }
     if (it->second.store) {
       ++closing_;
       ++closing_ids_[it->first];
@@ -165,6 +174,14 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
         ReopenLocked(a.shard_id, slot);
         continue;
       }
+      if (slot.store && slot.store->sealed() && !next.sealed_for_split) {
+        // A split abandoned (or overtaken by a failover): the shard takes writes again.
+        slot.store->Unseal();
+        log_->warn("{}: split abandoned, writes resume", Describe(next));
+      }
+      if (next.sealed_for_split && next.role == ShardRole::kPrimary && slot.store) {
+        to_seal.push_back(a.shard_id);
+      }
       if (new_epoch && next.role == ShardRole::kPrimary && slot.store) {
         // Still primary here, at a newer epoch (a re-granted lease, a switchover's pause): the
         // epoch's record is written once the table at the new epoch is published (below).
@@ -182,7 +199,11 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
     slot.assignment = a;
     slot.generation = next_generation_++;
     log_->info("opening {}", Describe(a));
-    Schedule(Task{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}});
+    Task open{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}};
+    if (auto parent = split_parents.find(a.split_from); parent != split_parents.end()) {
+      open.split_source = parent->second;
+    }
+    Schedule(std::move(open));
     slots_.emplace(a.shard_id, std::move(slot));
   }
   PublishLocked();
@@ -202,6 +223,20 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
                 shard_id, begun.status().ToString());
     ReopenLocked(shard_id, slot);
     reopened = true;
+  }
+  // A split seals the primary after its epoch's record (which the children inherit, so the
+  // record is inside the sealed LSN): writes that passed the table's check before it was
+  // published finish first; whatever the store holds then is final (docs/resharding.md).
+  for (uint64_t shard_id : to_seal) {
+    auto it = slots_.find(shard_id);
+    if (it == slots_.end() || !it->second.store || it->second.store->sealed()) continue;
+    auto sealed = it->second.store->Seal();
+    if (sealed.ok()) {
+      log_->warn("{}: sealed for a split at lsn {}", Describe(it->second.assignment), *sealed);
+    } else {
+      lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+      log_->error("sealing shard {} failed: {}", shard_id, sealed.status().ToString());
+    }
   }
   if (reopened) PublishLocked();
   return Status::Ok();
@@ -374,15 +409,28 @@ void ShardHost::Open(const Task& task) {
       log_->log(primary_not_ready && attempt <= 5 ? spdlog::level::info : spdlog::level::warn,
                 "opening {} failed (attempt {}), retrying in {} ms: {}", Describe(assignment),
                 attempt, wait.count(), slot.last_error);
-      Schedule(Task{
-          std::chrono::steady_clock::now() + wait, task.shard_id, task.generation, nullptr, {}});
+      Task retry{
+          std::chrono::steady_clock::now() + wait, task.shard_id, task.generation, nullptr, {}};
+      retry.split_source = task.split_source;
+      Schedule(std::move(retry));
     }
     PublishLocked();
   };
 
+  std::error_code ec;
+  if (assignment.split_from != 0 && !fs::exists(fs::path(dir) / "CURRENT", ec)) {
+    // A split child without a copy yet: cut it from the parent's copy here, if there is one
+    // at the split LSN; else a replica bootstraps (below) and a primary waits for its copy.
+    Status cut = CutSplitChild(assignment, task.split_source, dir);
+    if (!cut.ok()) {
+      split_cut_failures_.fetch_add(1, std::memory_order_relaxed);
+      if (assignment.role == ShardRole::kPrimary) return give_up(ShardState::kOpening, cut);
+      log_->warn("{}: no local copy to cut ({}): bootstrapping it from {}", Describe(assignment),
+                 cut.ToString(), assignment.primary_node);
+    }
+  }
   auto identity = ReadShardIdentity(dir);
   if (!identity.ok()) return give_up(ShardState::kRefused, identity.status());
-  std::error_code ec;
   if (*identity) {
     if (Status fits = CheckShardIdentity(**identity, assignment); !fits.ok()) {
       return give_up(ShardState::kRefused, fits);
@@ -454,6 +502,12 @@ void ShardHost::Open(const Task& task) {
     if (!begun.ok()) return give_up(ShardState::kOpening, begun.status());
     log_->info("shard {} epoch {} began at lsn {} (now {})", assignment.shard_id, begun->epoch,
                begun->start_lsn, store->LatestSequence());
+    if (assignment.sealed_for_split) {
+      // A split in progress (this node restarted, or its copy was promoted): sealed as it opens.
+      auto sealed = store->Seal();
+      if (!sealed.ok()) return give_up(ShardState::kOpening, sealed.status());
+      log_->warn("{}: sealed for a split at lsn {}", Describe(assignment), *sealed);
+    }
   }
 
   ShardIdentity written{1,
@@ -492,6 +546,57 @@ void ShardHost::Open(const Task& task) {
     PublishLocked();
   }
   SyncFollow(task.shard_id);  // A replica starts pulling its primary's log.
+}
+
+Status ShardHost::CutSplitChild(const ShardAssignment& child,
+                                const std::shared_ptr<ShardStore>& source,
+                                const std::string& dir) {
+  std::shared_ptr<ShardStore> parent = source;
+  if (!parent) {
+    // After a restart: the parent's directory, if this node still has it.
+    const std::string parent_dir = DirectoryOf(child.split_from);
+    auto identity = ReadShardIdentity(parent_dir);
+    if (!identity.ok()) return identity.status();
+    if (!*identity) {
+      return Status::FailedPrecondition("no copy of parent shard " +
+                                        std::to_string(child.split_from) + " on this node");
+    }
+    ShardOptions options = core_.options.shard_options;
+    options.shard_id = child.split_from;
+    options.token_range = (*identity)->range;
+    options.create_if_missing = false;
+    if (!options.resources) options.resources = resources_;
+    auto opened = ShardStore::Open(options, parent_dir);
+    if (!opened.ok()) return opened.status();
+    parent = std::move(opened).value();
+  }
+  const auto started = std::chrono::steady_clock::now();
+  const std::string cutting = dir + ".cutting";
+  std::error_code ec;
+  fs::remove_all(cutting, ec);  // Left by a crash during an earlier cut.
+  auto lsn = parent->CreateSplitCopy(cutting, child.shard_id, child.range, child.split_lsn);
+  if (!lsn.ok()) return lsn.status();
+  fs::remove_all(dir, ec);  // An identity file alone, or an empty directory, is no copy.
+  fs::rename(cutting, dir, ec);
+  if (ec) return Status::Internal("moving " + cutting + " to " + dir + ": " + ec.message());
+  ShardIdentity identity{1,
+                         child.shard_id,
+                         child.range,
+                         child.placement_version,
+                         child.epoch,
+                         child.role,
+                         *lsn,
+                         /*clean_close=*/true,
+                         core_.options.node_id};
+  SB_RETURN_IF_ERROR(WriteShardIdentity(dir, identity));
+  split_cuts_.fetch_add(1, std::memory_order_relaxed);
+  log_->warn("{}: cut from shard {} at lsn {} in {} ms (now at lsn {})", Describe(child),
+             child.split_from, child.split_lsn,
+             std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now() - started)
+                 .count(),
+             *lsn);
+  return Status::Ok();
 }
 
 void ShardHost::SyncFollow(uint64_t shard_id) {
@@ -656,6 +761,12 @@ void ShardHost::RenderMetrics(std::string* out) const {
   counter("scrollback_shard_rebootstraps_total",
           "Replica copies moved aside to bootstrap again (log gap or divergence; logged).",
           rebootstraps_.load());
+  counter("scrollback_split_cuts_total",
+          "Split children cut locally from their parent's copy (no data over the network).",
+          split_cuts_.load());
+  counter("scrollback_split_cut_failures_total",
+          "Split children that could not be cut here (a replica bootstraps instead; logged).",
+          split_cut_failures_.load());
   follower_->RenderMetrics(out);
 }
 

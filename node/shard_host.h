@@ -79,6 +79,9 @@ class ShardHost {
     ShardAssignment closing_assignment;   // Close: what it was assigned as.
     bool discard = false;  // Close: move the directory aside even if still assigned (rebootstrap).
     bool unfollowed = false;  // Close: the follower was told to let go of it.
+    // Open of a split child: the parent's open store, held so that the parent closes only
+    // after the child's copy was cut from it (null: look for the parent's directory on disk).
+    std::shared_ptr<ShardStore> split_source = nullptr;
   };
 
   void Work();
@@ -98,6 +101,11 @@ class ShardHost {
   void SyncFollow(uint64_t shard_id);
   // The follower gave up on a copy (on its thread): reopen it from a fresh bootstrap.
   void OnRebootstrap(uint64_t shard_id, const Status& why);
+  // Makes a split child's first copy in `dir` from the parent's copy on this node (docs/
+  // resharding.md): `source` if set, else the parent's directory opened from disk (after a
+  // restart). failed-precondition when no copy of the parent at exactly the split LSN is here.
+  Status CutSplitChild(const ShardAssignment& child, const std::shared_ptr<ShardStore>& source,
+                       const std::string& dir);
   void PublishLocked();  // REQUIRES: mu_ held.
   std::string DirectoryOf(uint64_t shard_id) const;
   // REQUIRES: mu_ held.
@@ -135,6 +143,8 @@ class ShardHost {
   std::atomic<uint64_t> moved_aside_{0};
   std::atomic<uint64_t> lifecycle_errors_{0};  // Identity writes and moves that failed.
   std::atomic<uint64_t> rebootstraps_{0};
+  std::atomic<uint64_t> split_cuts_{0};          // Children cut locally from their parent.
+  std::atomic<uint64_t> split_cut_failures_{0};  // Cuts that failed (then bootstrapped/retried).
 };
 
 }  // namespace scrollback

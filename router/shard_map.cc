@@ -58,17 +58,49 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
                                                    " switches over to " + shard.switch_to +
                                                    ", which is not one of its replicas");
     }
+    if (shard.split_at != 0) {
+      if (shard.split_at <= shard.range.first || shard.split_at > shard.range.last) {
+        return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
+                                                     " splits at a token outside (first, last]");
+      }
+      if (shard.split_left_id == 0 || shard.split_right_id == 0 ||
+          shard.split_left_id == shard.split_right_id) {
+        return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
+                                                     " splits without two distinct child ids");
+      }
+      if (!shard.switch_to.empty()) {
+        return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
+                                                     " cannot split and switch over at once");
+      }
+    }
     bool last = i + 1 == shards.size();
     if (last != (shard.range.last == UINT64_MAX)) {
       return Status::InvalidArgument("shards", "shard ranges must end at the top of the ring");
     }
     if (!last) expected_first = shard.range.last + 1;
   }
+  for (const ShardInfo& shard : shards) {
+    for (uint64_t child : {shard.split_left_id, shard.split_right_id}) {
+      if (child != 0 && shard_ids.count(child)) {
+        return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
+                                                     " splits into shard " + std::to_string(child) +
+                                                     ", which exists");
+      }
+    }
+  }
   ShardMap map;
   map.version_ = version;
   map.shards_ = std::move(shards);
   map.nodes_ = std::move(nodes);
   return map;
+}
+
+uint64_t ShardMap::NextShardId() const {
+  uint64_t largest = 0;
+  for (const ShardInfo& shard : shards_) {
+    largest = std::max({largest, shard.shard_id, shard.split_left_id, shard.split_right_id});
+  }
+  return largest + 1;
 }
 
 ShardMap ShardMap::Uniform(uint64_t version, uint32_t shard_count, std::vector<NodeInfo> nodes,
@@ -136,6 +168,11 @@ std::string ShardMap::Serialize() const {
     out.setEpoch(in.epoch);
     out.setPlacementVersion(in.placement_version);
     out.setSwitchTo(wire::AsText(in.switch_to));
+    out.setSplitAt(in.split_at);
+    out.setSplitLeftId(in.split_left_id);
+    out.setSplitRightId(in.split_right_id);
+    out.setSplitFrom(in.split_from);
+    out.setSplitLsn(in.split_lsn);
   }
   auto nodes = root.initNodes(static_cast<unsigned>(nodes_.size()));
   for (unsigned i = 0; i < nodes_.size(); ++i) {
@@ -171,6 +208,11 @@ Result<ShardMap> ShardMap::Parse(std::string_view bytes) {
       shard.epoch = in.getEpoch();
       shard.placement_version = in.getPlacementVersion();
       shard.switch_to = wire::View(in.getSwitchTo());
+      shard.split_at = in.getSplitAt();
+      shard.split_left_id = in.getSplitLeftId();
+      shard.split_right_id = in.getSplitRightId();
+      shard.split_from = in.getSplitFrom();
+      shard.split_lsn = in.getSplitLsn();
     }
     for (auto in : root.getNodes()) {
       nodes.push_back({std::string(wire::View(in.getNodeId())),

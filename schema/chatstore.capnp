@@ -139,6 +139,17 @@ struct ShardInfo {
   # A planned switchover in progress (docs/replication.md, Switchover): the node id of the
   # replica that becomes primary once it has applied everything; meanwhile the primary takes no
   # writes (answered unavailable, retryable). Empty: none.
+  splitAt @8 :UInt64;
+  # A split in progress (docs/resharding.md): the right child starts at this token
+  # (tokenFirst < splitAt <= tokenLast). Every copy's primary seals the shard (writes answered
+  # unavailable, retryable) until the map replaces it with its children. 0: none.
+  splitLeftId @9 :UInt64;   # With splitAt: the children's shard ids, chosen when the split
+  splitRightId @10 :UInt64; # starts (never an id the map used before).
+  splitFrom @11 :UInt64;
+  # A split child: the parent's shard id, and the parent's sealed LSN the child was cut at.
+  # A node holding the parent's copy at exactly that LSN makes the child's copy locally
+  # (checkpoint + cut); any other copy is bootstrapped from the child's primary. 0: none.
+  splitLsn @12 :UInt64;
 }
 
 struct NodeInfo {
@@ -179,6 +190,7 @@ struct ShardStats {
   bootstrapBytesDone @14 :UInt64;   # While bootstrapping: bytes copied so far, of
   bootstrapBytesTotal @15 :UInt64;  # the checkpoint's total.
   replicasOnPrimary @16 :List(ReplicaProgress);  # Primaries: each replica's last pull.
+  sealed @17 :Bool;         # Primaries: sealed for a split; latestSequence is final.
 }
 
 struct ReplicaProgress {

@@ -22,6 +22,7 @@
 #include "scrollback/cluster/node_lease.h"
 #include "scrollback/cluster/shard_map_follower.h"
 #include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/cluster/split.h"
 #include "scrollback/cluster/switchover.h"
 #include "scrollback/node/fanout_worker.h"
 #include "scrollback/node/storage_node.h"
@@ -118,6 +119,10 @@ class EmbeddedCluster {
   // no loss even of async writes (switchover.h); returns once every running node serves the map
   // that names the new primary.
   Result<SwitchoverResult> Switchover(uint64_t shard_id, const std::string& to = "");
+  // Splits `shard_id` online so that the right child starts at `at_token` (nullopt: the middle
+  // of its range; split.h); returns once every running node serves the map that names the
+  // children with all of its shards open. Needs failover (the controller carries splits out).
+  Result<SplitResult> Split(uint64_t shard_id, std::optional<uint64_t> at_token = std::nullopt);
   // Waits until every running node serves map `version` (or newer) with all its shards open
   // and (with failover) may write under its lease.
   Status WaitUntilServing(uint64_t version,

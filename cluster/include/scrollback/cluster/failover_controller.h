@@ -7,7 +7,8 @@
 // Keys (persisted; never rename):
 //   /scrollback/controller   the leader's node id, under the leader's lease
 //
-// Planned switchovers (switchover.h) are decided in the same passes, after failovers.
+// Planned switchovers (switchover.h) and splits (split.h) are decided in the same passes, after
+// failovers.
 //
 // One pass (every `interval`, and at once when a primary lease changes):
 //   For each node of the map whose live lease (node_lease.h) differs from the lease the map
@@ -26,11 +27,14 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "scrollback/cluster/metadata_store.h"
 #include "scrollback/router/shard_map.h"
@@ -54,6 +58,12 @@ struct FailoverControllerOptions {
   // Default: 10 s. How long a planned switchover waits for its target to catch up before it
   // gives up (the old primary then takes writes again; switchover.h).
   std::chrono::milliseconds switchover_timeout{10000};
+  // Default: 10 s. How long a split waits for its primary to seal before it gives up (the
+  // parent then takes writes again; split.h).
+  std::chrono::milliseconds split_timeout{10000};
+  // Default: 2 s. How long a sealed split waits for a live replica to reach the sealed LSN;
+  // after that the split goes on without it (that copy is bootstrapped from the child's primary).
+  std::chrono::milliseconds split_replica_patience{2000};
   Logger logger;
 };
 
@@ -80,6 +90,7 @@ class FailoverController {
     bool opening = false;  // Still opening (not bootstrapping): worth waiting for.
     uint64_t lsn = 0;
     uint64_t epoch = 0;  // The epoch the node applied for it.
+    bool sealed = false;  // A primary sealed for a split: lsn is final.
   };
 
   FailoverController(std::shared_ptr<MetadataStore> metadata, FailoverControllerOptions options);
@@ -88,6 +99,17 @@ class FailoverController {
   bool Campaign();
   // One pass over the map (the class comment). Returns true when it published a map.
   Result<bool> Pass(Probe& probe);
+  // The split part of a pass (split_step.cc): starts requested splits, finishes sealed ones
+  // (replacing the shard in `shards` by its children at `next_version`) and abandons stuck ones.
+  // Shards whose primary fails over in this pass are left for a later pass. True when it
+  // changed `shards`.
+  using CopiesOf =
+      std::function<const Result<std::map<uint64_t, CopyState>>&(const std::string& node_id)>;
+  bool SplitStep(std::vector<ShardInfo>& shards, uint64_t next_version,
+                 const std::set<std::string>& changed_nodes,
+                 const std::function<int64_t(const std::string&)>& live_lease,
+                 const CopiesOf& copies_of, const std::vector<KeyValue>& requested,
+                 std::chrono::steady_clock::time_point now);
 
   const std::shared_ptr<MetadataStore> metadata_;
   const FailoverControllerOptions options_;
@@ -97,6 +119,10 @@ class FailoverController {
   std::map<uint64_t, std::chrono::steady_clock::time_point> waiting_since_;
   // Only the loop's thread: when this controller first saw each switchover pausing writes.
   std::map<uint64_t, std::chrono::steady_clock::time_point> switching_since_;
+  // Only the loop's thread: when this controller first saw each split started, and when each
+  // sealed split started waiting for a lagging replica.
+  std::map<uint64_t, std::chrono::steady_clock::time_point> splitting_since_;
+  std::map<uint64_t, std::chrono::steady_clock::time_point> split_waiting_since_;
   std::unique_ptr<WatchHandle> watch_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -104,7 +130,7 @@ class FailoverController {
   bool wake_ = false;      // GUARDED_BY(mu_)
   std::atomic<bool> leading_{false};
   std::atomic<uint64_t> passes_{0}, failovers_{0}, epoch_bumps_{0}, deferred_{0}, errors_{0},
-      switchovers_{0}, switchovers_abandoned_{0};
+      switchovers_{0}, switchovers_abandoned_{0}, splits_{0}, splits_abandoned_{0};
   std::thread thread_;
 };
 

@@ -68,6 +68,14 @@ struct ShardAssignment {
   // For a primary: a planned switchover is in progress (ShardInfo::switch_to): writes are
   // answered unavailable while the new primary catches up; pulls, reads and checksums go on.
   bool writes_paused = false;
+  // For a primary: a split is in progress (ShardInfo::split_at). The store is sealed (its last
+  // LSN final; writes_paused is set too) until the map replaces the shard with its children.
+  bool sealed_for_split = false;
+  // A split child (ShardInfo::split_from): its first copy is cut from the parent's local copy
+  // at exactly split_lsn when the node holds one (no data crosses the network); else a replica
+  // bootstraps from its primary, and a primary waits (it never starts empty).
+  uint64_t split_from = 0;
+  uint64_t split_lsn = 0;
 
   friend bool operator==(const ShardAssignment&, const ShardAssignment&) = default;
 };

@@ -28,6 +28,14 @@ struct ShardInfo {
   // A planned switchover in progress: the replica that becomes primary once it caught up; the
   // primary takes no writes meanwhile (schema ShardInfo.switchTo). Empty: none.
   std::string switch_to;
+  // A split in progress (schema ShardInfo.splitAt): the right child starts at split_at; the
+  // children get split_left_id and split_right_id. 0: none.
+  uint64_t split_at = 0;
+  uint64_t split_left_id = 0;
+  uint64_t split_right_id = 0;
+  // A split child: its parent's id and the parent's sealed LSN it was cut at (0: none).
+  uint64_t split_from = 0;
+  uint64_t split_lsn = 0;
 };
 
 struct NodeInfo {
@@ -66,6 +74,10 @@ class ShardMap {
   // nullptr when unknown.
   const NodeInfo* FindNode(std::string_view node_id) const;
   const ShardInfo* FindShard(uint64_t shard_id) const;
+  // An id no shard of this map has, nor will have through a split in progress: one past the
+  // largest in use. Splits (and merges) replace shards by ones with new, larger ids, so an id
+  // is never reused and a directory left by an earlier shard is never mistaken for a new one.
+  uint64_t NextShardId() const;
 
  private:
   ShardMap() = default;

@@ -1,0 +1,181 @@
+// Resharding on the embedded cluster (docs/resharding.md): online splits under a send load from
+// several writers. Checked from what clients were told (acknowledged sends, their seqs and
+// tokens), from `verify` across every copy, and from the nodes' counters (children cut locally,
+// no checkpoint copied). Randomized rounds print their seed (SCROLLBACK_SEED=... replays one;
+// SCROLLBACK_SPLIT_ROUNDS sets how many).
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/cluster_test_util.h"
+#include "replication/replication_test_util.h"
+#include "replication/send_load.h"
+#include "scrollback/cluster/split.h"
+#include "test_util.h"
+
+namespace scrollback {
+namespace {
+
+using namespace replication_testing;  // NOLINT: the shared helpers of these tests.
+
+// The sum of `metric` over the running nodes.
+uint64_t SumOverNodes(ClusterFixture& f, const std::string& metric) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < f.cluster->node_count(); ++i) {
+    if (f.cluster->node(i)) sum += MetricValue(f.cluster->node(i)->RenderMetrics(), metric);
+  }
+  return sum;
+}
+
+// Runs a blocking split on a thread while the fixture's loop drives the load.
+Result<SplitResult> SplitWhileSending(ClusterFixture& f, uint64_t shard_id,
+                                      std::optional<uint64_t> at) {
+  Result<SplitResult> split = Status::Unavailable("not run");
+  std::atomic<bool> done{false};
+  std::thread runner([&] {
+    split = f.cluster->Split(shard_id, at);
+    done = true;
+  });
+  REQUIRE(f.Eventually([&] { return done.load(); }, std::chrono::seconds(90)));
+  runner.join();
+  return split;
+}
+
+// Conversations from `first` on, `per_shard` on every shard of the current map.
+std::vector<uint64_t> ConversationsPerShard(ClusterFixture& f, uint64_t first, int per_shard) {
+  auto map = f.cluster->shard_maps()->Current();
+  std::map<uint64_t, int> count;
+  std::vector<uint64_t> convs;
+  for (uint64_t conv = first; convs.size() < map->shards().size() * per_shard; ++conv) {
+    if (count[map->ShardForKey(conv).shard_id]++ < per_shard) convs.push_back(conv);
+  }
+  for (uint64_t conv : convs) CreateConversations(f, conv, 1);
+  return convs;
+}
+
+TEST_CASE("a shard splits online under sends: nothing acknowledged is lost and no data moves") {
+  ClusterFixture f(FailoverOptions(AckMode::kSemiSync));
+  auto convs = ConversationsPerShard(f, kFirstConv, 4);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(3));
+
+  const ShardInfo parent = StoredMap(f).ShardForKey(convs[0]);
+  const uint64_t bootstraps_before = SumOverNodes(f, "scrollback_replica_bootstraps_total");
+  auto split = SplitWhileSending(f, parent.shard_id, std::nullopt);
+  INFO(split.status().ToString());
+  REQUIRE(split.ok());
+  CHECK(split->at_token == MiddleToken(parent.range));
+  CHECK(split->left == TokenRange{parent.range.first, split->at_token - 1});
+  CHECK(split->right == TokenRange{split->at_token, parent.range.last});
+  const ShardMap after = StoredMap(f);
+  CHECK(after.FindShard(parent.shard_id) == nullptr);
+  for (uint64_t child_id : {split->left_id, split->right_id}) {
+    const ShardInfo* child = after.FindShard(child_id);
+    REQUIRE(child);
+    CHECK(child->split_from == parent.shard_id);
+    CHECK(child->split_lsn == split->lsn);
+    CHECK(child->primary == parent.primary);  // Same nodes: nothing to copy.
+    CHECK(child->replicas == parent.replicas);
+    CHECK(child->epoch == parent.epoch + 2);  // Sealed at + 1, the children at + 2.
+  }
+  CHECK(after.shards().size() == StoredMap(f).shards().size());
+  // Writes go on, on both children and everywhere else.
+  REQUIRE(load.EachGains(5));
+  load.Stop();
+  CheckAcknowledged(f, load.acked);
+  REQUIRE(EventuallyIdentical(f));
+  RequireIdentical(f);
+  // Every copy of both children was cut from the node's own copy of the parent: no checkpoint
+  // crossed the network.
+  CHECK(SumOverNodes(f, "scrollback_split_cuts_total") == 2 * f.cluster->replication_factor());
+  CHECK(SumOverNodes(f, "scrollback_replica_bootstraps_total") == bootstraps_before);
+  // Acknowledged tokens of the parent lie at or before the sealed LSN.
+  for (const AckedSend& a : load.acked) {
+    if (a.token.shard_id == parent.shard_id) CHECK(a.token.lsn <= split->lsn);
+  }
+  // Inboxes converge: members see the newest seq of every conversation.
+  for (uint64_t conv : convs) {
+    const uint64_t last = f.Wait(f.client->GetConversation(conv))->last_seq;
+    INFO("conversation " << conv);
+    CHECK(f.Eventually([&] { return testing::InboxSeq(f, 2, conv) == last; }));
+  }
+}
+
+TEST_CASE("impossible splits are refused before anything pauses") {
+  ClusterFixture f(FailoverOptions(AckMode::kAsync));
+  const ShardInfo shard = StoredMap(f).shards()[1];
+  auto& metadata = *f.cluster->metadata();
+  const auto timeout = std::chrono::seconds(5);
+  CHECK(SplitShard(metadata, 999, std::nullopt, timeout).status().code() ==
+        ErrorCode::kInvalidArgument);
+  CHECK(SplitShard(metadata, shard.shard_id, shard.range.first, timeout).status().code() ==
+        ErrorCode::kInvalidArgument);  // The left child would be empty.
+  CHECK(SplitShard(metadata, shard.shard_id, shard.range.last + 1, timeout).status().code() ==
+        ErrorCode::kInvalidArgument);  // Outside the shard.
+  const uint64_t version = StoredMap(f).version();
+  CHECK(StoredMap(f).version() == version);  // Nothing changed.
+  CHECK(f.Wait(f.client->CreateConversation({77, 1, {2}, "still writable"})).ok());
+}
+
+TEST_CASE("seeded rounds of splits under sends, some with a replica down, lose nothing") {
+  const uint64_t seed = testing::TestSeed();
+  INFO("SCROLLBACK_SEED=" << seed);
+  std::mt19937_64 rng(seed);
+  int rounds = 10;
+  if (const char* env = std::getenv("SCROLLBACK_SPLIT_ROUNDS")) rounds = std::atoi(env);
+  EmbeddedClusterOptions options = FailoverOptions(AckMode::kSemiSync);
+  options.shards = 3;
+  ClusterFixture f(options);
+  auto convs = ConversationsPerShard(f, kFirstConv, 6);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(2));
+  int with_replica_down = 0;
+  size_t splits = 0;
+  for (int round = 0; round < rounds; ++round) {
+    const ShardMap map = StoredMap(f);
+    const ShardInfo shard = map.shards()[rng() % map.shards().size()];
+    if (shard.range.first == shard.range.last) continue;
+    // A token anywhere inside; sometimes exactly a conversation's own token.
+    uint64_t at = shard.range.first + 1 + rng() % (shard.range.last - shard.range.first);
+    for (uint64_t conv : convs) {
+      if (rng() % 4 == 0 && shard.range.Contains(TokenOf(conv)) &&
+          TokenOf(conv) > shard.range.first) {
+        at = TokenOf(conv);
+        break;
+      }
+    }
+    // Every third round a replica of the shard is down during the split: it comes back to
+    // children it never had and bootstraps them from their primary.
+    const bool replica_down = round % 3 == 2 && !shard.replicas.empty();
+    size_t down = 0;
+    if (replica_down) {
+      down = f.cluster->IndexOf(shard.replicas[rng() % shard.replicas.size()]);
+      f.cluster->StopNode(down);
+      ++with_replica_down;
+    }
+    INFO("round " << round << ": shard " << shard.shard_id << " at token " << at
+                  << (replica_down ? " with " + f.cluster->node_id(down) + " down" : ""));
+    auto split = SplitWhileSending(f, shard.shard_id, at);
+    INFO(split.status().ToString());
+    REQUIRE(split.ok());
+    CHECK(split->right.first == at);
+    ++splits;
+    if (replica_down) REQUIRE(f.cluster->RestartNode(down).ok());
+    REQUIRE(load.EachGains(2));
+  }
+  load.Stop();
+  CHECK(with_replica_down > 0);
+  CHECK(StoredMap(f).shards().size() == 3 + splits);
+  CheckAcknowledged(f, load.acked);
+  REQUIRE(EventuallyIdentical(f));
+  RequireIdentical(f);
+}
+
+}  // namespace
+}  // namespace scrollback

@@ -11,6 +11,12 @@
 //                                                     (no loss, writes paused meanwhile)
 //   scrollbackctl drain --etcd HOST:PORT --node-id NODE [--json]
 //                                                     moves every primary off NODE
+//   scrollbackctl split --etcd HOST:PORT --shard N [--at TOKEN] [--json]
+//                                                     online split (writes pause while the copies
+//                                                     are cut; the pause is printed)
+//   scrollbackctl rebalance --etcd HOST:PORT (--plan | --apply) [--json]
+//                                                     plans (and carries out) one round of splits
+//                                                     and primary moves from the measured load
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
@@ -19,8 +25,11 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "scrollback/admin/rebalance.h"
 #include "scrollback/admin/verify.h"
 #include "scrollback/cluster/etcd_metadata_store.h"
+#include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/cluster/split.h"
 #include "scrollback/cluster/switchover.h"
 #include "scrollback/router/shard_map.h"
 #include "scrollback/schema/chatstore.capnp.h"
@@ -285,13 +294,17 @@ int Verify(const std::string& node_address, int timeout_ms, uint64_t shard, bool
   return bad == 0 ? 0 : 1;
 }
 
-// Switchover / drain through the metadata store (the failover controller carries them out).
-int MovePrimaries(const std::string& etcd, uint64_t shard, const std::string& to,
-                  const std::string& drain_node, int timeout_ms, bool json) {
+Result<std::shared_ptr<MetadataStore>> OpenEtcd(const std::string& etcd, int timeout_ms) {
   EtcdOptions options;
   options.endpoint = etcd;
   options.wait_for_etcd = std::chrono::milliseconds(timeout_ms);
-  auto metadata = NewEtcdMetadataStore(options);
+  return NewEtcdMetadataStore(options);
+}
+
+// Switchover / drain through the metadata store (the failover controller carries them out).
+int MovePrimaries(const std::string& etcd, uint64_t shard, const std::string& to,
+                  const std::string& drain_node, int timeout_ms, bool json) {
+  auto metadata = OpenEtcd(etcd, timeout_ms);
   if (!metadata.ok()) {
     fmt::print(stderr, "scrollbackctl: {}\n", metadata.status().ToString());
     return 1;
@@ -328,6 +341,129 @@ int MovePrimaries(const std::string& etcd, uint64_t shard, const std::string& to
   if (json) fmt::print("{}\n", out.dump(2));
   if (!json && moved->empty()) fmt::print("{} is primary of no shard\n", drain_node);
   return 0;
+}
+
+int Split(const std::string& etcd, uint64_t shard, std::optional<uint64_t> at, int timeout_ms,
+          bool json) {
+  auto metadata = OpenEtcd(etcd, timeout_ms);
+  if (!metadata.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", metadata.status().ToString());
+    return 1;
+  }
+  if (!json) fmt::print("splitting shard {} ...\n", shard);
+  auto done = SplitShard(**metadata, shard, at, std::chrono::milliseconds(timeout_ms));
+  if (!done.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", done.status().ToString());
+    return 1;
+  }
+  if (json) {
+    fmt::print("{}\n", nlohmann::json{{"shard", done->shard_id},
+                                      {"at_token", done->at_token},
+                                      {"left", {{"shard", done->left_id},
+                                                {"token_first", done->left.first},
+                                                {"token_last", done->left.last}}},
+                                      {"right", {{"shard", done->right_id},
+                                                 {"token_first", done->right.first},
+                                                 {"token_last", done->right.last}}},
+                                      {"lsn", done->lsn},
+                                      {"pause_ms", done->pause.count()}}
+                           .dump(2));
+  } else {
+    fmt::print(
+        "shard {} split at token {:016x} (lsn {}): shard {} [{:016x}, {:016x}] and shard {} "
+        "[{:016x}, {:016x}]; writes paused {} ms\n",
+        done->shard_id, done->at_token, done->lsn, done->left_id, done->left.first,
+        done->left.last, done->right_id, done->right.first, done->right.last,
+        done->pause.count());
+  }
+  return 0;
+}
+
+int Rebalance(const std::string& etcd, bool apply, const PlannerOptions& planner, int timeout_ms,
+              bool json) {
+  auto metadata = OpenEtcd(etcd, timeout_ms);
+  if (!metadata.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", metadata.status().ToString());
+    return 1;
+  }
+  auto map = ReadShardMap(**metadata);
+  if (!map.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", map.status().ToString());
+    return 1;
+  }
+  auto io = kj::setupAsyncIo();
+  auto loads = admin::CollectShardLoads(io, *map, std::chrono::milliseconds(3000));
+  if (!loads.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", loads.status().ToString());
+    return 1;
+  }
+  const RebalancePlan plan = PlanRebalance(*map, *loads, planner);
+  nlohmann::json out = {{"map_version", map->version()},
+                        {"max_over_mean_before", plan.max_over_mean_before},
+                        {"max_over_mean_after", plan.max_over_mean_after},
+                        {"node_load_before", plan.node_load_before},
+                        {"node_load_after", plan.node_load_after},
+                        {"splits", nlohmann::json::array()},
+                        {"moves", nlohmann::json::array()}};
+  for (const PlannedSplit& split : plan.splits) {
+    out["splits"].push_back({{"shard", split.shard_id},
+                             {"at_token", split.at_token},
+                             {"left_ops", split.left_ops},
+                             {"right_ops", split.right_ops},
+                             {"reason", split.reason}});
+  }
+  for (const PlannedMove& move : plan.moves) {
+    out["moves"].push_back({{"shard", move.shard_id},
+                            {"from", move.from},
+                            {"to", move.to},
+                            {"switchover", move.switchover},
+                            {"ops", move.ops},
+                            {"reason", move.reason}});
+  }
+  if (!json) {
+    fmt::print("node load (ops/s), max / mean {:.2f} now, {:.2f} after the plan:\n",
+               plan.max_over_mean_before, plan.max_over_mean_after);
+    for (const auto& [node, load] : plan.node_load_before) {
+      fmt::print("  {:<12} {:>10.1f} -> {:>10.1f}\n", node, load, plan.node_load_after.at(node));
+    }
+    if (plan.splits.empty() && plan.moves.empty()) fmt::print("nothing to do\n");
+    for (const PlannedSplit& split : plan.splits) {
+      fmt::print("split shard {} at token {:016x} ({:.1f} | {:.1f} ops/s): {}\n", split.shard_id,
+                 split.at_token, split.left_ops, split.right_ops, split.reason);
+    }
+    for (const PlannedMove& move : plan.moves) {
+      fmt::print("move primary of shard {} from {} to {} ({}, {:.1f} ops/s): {}\n",
+                 move.shard_id, move.from, move.to, move.switchover ? "switchover" : "copy",
+                 move.ops, move.reason);
+    }
+  }
+  int status = 0;
+  if (apply) {
+    const admin::AppliedPlan done =
+        admin::ApplyRebalancePlan(**metadata, plan, std::chrono::milliseconds(timeout_ms));
+    out["applied"] = {{"splits", done.splits.size()},
+                      {"switchovers", done.switchovers.size()},
+                      {"not_applied", done.not_applied.size()},
+                      {"errors", done.errors}};
+    if (!json) {
+      for (const SplitResult& r : done.splits) {
+        fmt::print("split shard {} into {} and {}: writes paused {} ms\n", r.shard_id, r.left_id,
+                   r.right_id, r.pause.count());
+      }
+      for (const SwitchoverResult& r : done.switchovers) {
+        fmt::print("shard {} primary {} -> {}: writes paused {} ms\n", r.shard_id, r.from, r.to,
+                   r.pause.count());
+      }
+      for (const PlannedMove& m : done.not_applied) {
+        fmt::print("not applied: copying shard {} to {} (moving copies is not built yet)\n",
+                   m.shard_id, m.to);
+      }
+      for (const std::string& e : done.errors) fmt::print(stderr, "failed: {}\n", e);
+    }
+    status = done.errors.empty() ? 0 : 1;
+  }
+  if (json) fmt::print("{}\n", out.dump(2));
+  return status;
 }
 
 int Run(int argc, char** argv) {
@@ -368,7 +504,47 @@ int Run(int argc, char** argv) {
   drain->add_option("--timeout-ms", move_timeout_ms, "How long to wait per shard")
       ->check(CLI::Range(1, 600000));
   drain->add_flag("--json", json, "Machine-readable output");
+  uint64_t at = 0;
+  auto* split = app.add_subcommand(
+      "split",
+      "Split a shard online at a token (default: the middle of its range); every copy is cut "
+      "locally, writes pause meanwhile (printed)");
+  split->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
+  split->add_option("--shard", shard, "The shard id")->required();
+  auto* at_option =
+      split->add_option("--at", at, "The right half's first token (decimal; default: middle)");
+  split->add_option("--timeout-ms", move_timeout_ms, "How long to wait")
+      ->check(CLI::Range(1, 600000));
+  split->add_flag("--json", json, "Machine-readable output");
+  bool plan_only = false, apply = false;
+  PlannerOptions planner;
+  auto* rebalance = app.add_subcommand(
+      "rebalance",
+      "Plan one round of splits and primary moves from the load the nodes measure (--plan), "
+      "or plan and carry it out (--apply)");
+  rebalance->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
+  auto* plan_flag = rebalance->add_flag("--plan", plan_only, "Print the plan only");
+  auto* apply_flag = rebalance->add_flag("--apply", apply, "Carry the plan out");
+  plan_flag->excludes(apply_flag);
+  rebalance->add_option("--max-moves", planner.max_moves_per_round, "Moves per round");
+  rebalance->add_option("--max-splits", planner.max_splits_per_round, "Splits per round");
+  rebalance->add_option("--target-ratio", planner.target_ratio,
+                        "Stop when the busiest node is within this factor of the mean");
+  rebalance->add_option("--timeout-ms", move_timeout_ms, "How long to wait per step")
+      ->check(CLI::Range(1, 600000));
+  rebalance->add_flag("--json", json, "Machine-readable output");
   CLI11_PARSE(app, argc, argv);
+  if (*split) {
+    return Split(etcd, shard, at_option->count() > 0 ? std::optional<uint64_t>(at) : std::nullopt,
+                 move_timeout_ms, json);
+  }
+  if (*rebalance) {
+    if (!plan_only && !apply) {
+      fmt::print(stderr, "scrollbackctl: rebalance needs --plan or --apply\n");
+      return 2;
+    }
+    return Rebalance(etcd, apply, planner, move_timeout_ms, json);
+  }
   if (*status) return Status_(node, timeout_ms, json);
   if (*verify) return Verify(node, timeout_ms, shard, json);
   if (*failover) return MovePrimaries(etcd, shard, to, "", move_timeout_ms, json);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 
+#include "load_counters.h"
 #include "scrollback/schema/chatstore_wire.h"
 #include "scrollback/schema/wire.h"
 #include "shard_routing.h"
@@ -402,6 +403,20 @@ class ChatService final : public s::Node::Server {
       out.setEstimatedKeys(got->estimated_keys);
       out.setLatestSequence(got->latest_sequence);
       out.setSealed(shard.store->sealed());
+      if (shard.load) {
+        const LoadSnapshot load = shard.load->Snapshot();
+        out.setReadOpsPerS(load.read_ops_per_s);
+        out.setWriteOpsPerS(load.write_ops_per_s);
+        auto buckets = out.initLoadBuckets(static_cast<unsigned>(load.buckets.size()));
+        for (unsigned b = 0; b < load.buckets.size(); ++b) {
+          buckets.set(b, load.buckets[b].read_ops_per_s + load.buckets[b].write_ops_per_s);
+        }
+        auto hot = out.initHotTokens(static_cast<unsigned>(load.hot_tokens.size()));
+        for (unsigned k = 0; k < load.hot_tokens.size(); ++k) {
+          hot[k].setToken(load.hot_tokens[k].token);
+          hot[k].setShare(load.hot_tokens[k].share);
+        }
+      }
     }
     for (const PendingShard& pending : table->pending) {
       auto out = stats[i++];

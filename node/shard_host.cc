@@ -17,6 +17,8 @@ namespace fs = std::filesystem;
 constexpr auto kFirstRetry = std::chrono::milliseconds(50);
 constexpr auto kMaxRetry = std::chrono::seconds(2);
 constexpr auto kClosePoll = std::chrono::milliseconds(10);
+// How often the shards' load counters fold their counts into decayed rates.
+constexpr auto kLoadTick = std::chrono::seconds(1);
 
 std::string Describe(const ShardAssignment& a) {
   return "shard " + std::to_string(a.shard_id) + " [" + std::to_string(a.range.first) + ", " +
@@ -197,6 +199,7 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
     }
     Slot slot;
     slot.assignment = a;
+    slot.load = std::make_shared<LoadCounters>(a.range);
     slot.generation = next_generation_++;
     log_->info("opening {}", Describe(a));
     Task open{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}};
@@ -294,16 +297,23 @@ void ShardHost::Stop(std::chrono::milliseconds grace) {
 void ShardHost::Work() {
   std::unique_lock lock(mu_);
   for (;;) {
+    const TimePoint now = std::chrono::steady_clock::now();
+    if (now >= next_load_tick_) {
+      next_load_tick_ = now + kLoadTick;
+      const int64_t now_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
+      for (auto& [id, slot] : slots_) slot.load->Tick(now_ms);
+    }
     if (tasks_.empty()) {
       if (stopping_) return;
-      cv_.wait(lock);
+      cv_.wait_until(lock, next_load_tick_);
       continue;
     }
     auto first = tasks_.begin();
     // A copy: another thread may take (and free) this task while we wait.
     const TimePoint due = first->first;
-    if (due > std::chrono::steady_clock::now()) {
-      cv_.wait_until(lock, due);
+    if (due > now) {
+      cv_.wait_until(lock, std::min(due, next_load_tick_));
       continue;
     }
     Task task = std::move(first->second);
@@ -536,6 +546,32 @@ void ShardHost::Open(const Task& task) {
       return;
     }
     Slot& slot = it->second;
+    // The assignment may have changed while the shard opened (same copy, new epoch or a split
+    // that started): a primary records the newer epoch and seals as AssignLocked would have.
+    if (slot.assignment.role == ShardRole::kPrimary && assignment.role == ShardRole::kPrimary) {
+      if (slot.assignment.epoch > assignment.epoch) {
+        auto begun = store->BeginEpoch(slot.assignment.epoch);
+        if (!begun.ok()) {
+          lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+          log_->error("recording epoch {} of shard {} failed ({}): reopening it",
+                      slot.assignment.epoch, task.shard_id, begun.status().ToString());
+          ++closing_;
+          ++closing_ids_[task.shard_id];
+          Schedule(Task{std::chrono::steady_clock::now(), task.shard_id, 0, std::move(store),
+                        assignment});
+          slot.generation = next_generation_++;
+          Schedule(Task{std::chrono::steady_clock::now(), task.shard_id, slot.generation, nullptr,
+                        {}});
+          return;
+        }
+      }
+      if (slot.assignment.sealed_for_split && !store->sealed()) {
+        auto sealed = store->Seal();
+        if (sealed.ok()) {
+          log_->warn("{}: sealed for a split at lsn {}", Describe(slot.assignment), *sealed);
+        }
+      }
+    }
     slot.log->Publish(store->LatestSequence());
     slot.store = std::move(store);
     slot.state = ShardState::kServing;
@@ -717,7 +753,7 @@ void ShardHost::PublishLocked() {
   table->shard_map = shard_map_;
   for (const auto& [id, slot] : slots_) {
     if (slot.state == ShardState::kServing) {
-      table->shards.push_back(HostedShard{slot.assignment, slot.store, slot.log});
+      table->shards.push_back(HostedShard{slot.assignment, slot.store, slot.log, slot.load});
     } else {
       table->pending.push_back(
           PendingShard{slot.assignment, slot.state, slot.last_error, slot.log});
@@ -731,9 +767,23 @@ void ShardHost::PublishLocked() {
 
 void ShardHost::RenderMetrics(std::string* out) const {
   size_t by_state[4] = {0, 0, 0, 0};
+  std::vector<std::pair<uint64_t, LoadSnapshot>> loads;
   {
     std::lock_guard lock(mu_);
-    for (const auto& [id, slot] : slots_) ++by_state[static_cast<size_t>(slot.state)];
+    for (const auto& [id, slot] : slots_) {
+      ++by_state[static_cast<size_t>(slot.state)];
+      if (slot.state == ShardState::kServing) loads.emplace_back(id, slot.load->Snapshot());
+    }
+  }
+  *out +=
+      "# HELP scrollback_shard_load_ops_per_second Calls served by each hosted copy (decayed "
+      "rate, half-life 60 s).\n# TYPE scrollback_shard_load_ops_per_second gauge\n";
+  for (const auto& [id, load] : loads) {
+    const std::string shard = "shard=\"" + std::to_string(id) + "\"";
+    *out += "scrollback_shard_load_ops_per_second{" + shard + ",kind=\"read\"} " +
+            std::to_string(load.read_ops_per_s) + "\n";
+    *out += "scrollback_shard_load_ops_per_second{" + shard + ",kind=\"write\"} " +
+            std::to_string(load.write_ops_per_s) + "\n";
   }
   *out +=
       "# HELP scrollback_shards Shards assigned to this node, by lifecycle state.\n"

@@ -36,6 +36,7 @@
 #include <thread>
 #include <vector>
 
+#include "load_counters.h"
 #include "node_core.h"
 #include "scrollback/replication/replication.h"
 
@@ -67,6 +68,7 @@ class ShardHost {
     ShardState state = ShardState::kOpening;
     std::shared_ptr<ShardStore> store;  // Set while serving.
     std::shared_ptr<replication::ShardLog> log = std::make_shared<replication::ShardLog>();
+    std::shared_ptr<LoadCounters> load;  // Made with the slot, for its range.
     uint32_t attempts = 0;
     std::string last_error;
     uint64_t generation = 0;  // Bumped whenever the assignment changes; stale tasks see it.
@@ -131,6 +133,9 @@ class ShardHost {
   std::set<uint64_t> opening_ids_;
   uint64_t next_generation_ = 1;                         // GUARDED_BY(mu_)
   bool stopping_ = false;                                // GUARDED_BY(mu_)
+  // GUARDED_BY(mu_). When the lifecycle threads next fold the shards' load counters (every
+  // kLoadTick).
+  TimePoint next_load_tick_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point stop_deadline_;  // GUARDED_BY(mu_)
   std::vector<std::thread> threads_;
   std::unique_ptr<replication::ReplicaFollower> follower_;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "load_counters.h"
 #include "scrollback/replication/replication.h"
 
 namespace scrollback {
@@ -138,11 +139,14 @@ Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& ta
   }
   if (shard.ok() && (*shard)->assignment.writes_paused) {
     return Status::Unavailable("shard " + std::to_string((*shard)->assignment.shard_id) +
-                               " is switching over to a new primary; retry");
+                               ((*shard)->assignment.sealed_for_split
+                                    ? " is being split; retry"
+                                    : " is switching over to a new primary; retry"));
   }
   if (shard.ok() && core.options.primary_lease) {
     SB_RETURN_IF_ERROR(core.options.primary_lease->CheckWritable());
   }
+  if (shard.ok() && (*shard)->load) (*shard)->load->RecordWrite(TokenOf(key), 0);
   return shard;
 }
 
@@ -150,8 +154,11 @@ Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& ta
 // its staleness is under the bound and `session` reads once it has applied the caller's
 // token (WhenReadable waited for it). Otherwise notPrimary (the client reads from the
 // primary) or, for a session read still behind after the wait, unavailable.
-Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
-                                     const char* field, const ReadOptions& read) {
+namespace {
+
+Result<const HostedShard*> RouteReadUncounted(NodeCore& core, const ShardTable& table,
+                                              uint64_t key, const char* field,
+                                              const ReadOptions& read) {
   auto shard = Route(core, table, key, field);
   if (!shard.ok() || (*shard)->assignment.role == ShardRole::kPrimary) return shard;
   const HostedShard& h = **shard;
@@ -198,6 +205,15 @@ Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, ui
       return shard;
     }
   }
+  return shard;
+}
+
+}  // namespace
+
+Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
+                                     const char* field, const ReadOptions& read) {
+  auto shard = RouteReadUncounted(core, table, key, field, read);
+  if (shard.ok() && (*shard)->load) (*shard)->load->RecordRead(TokenOf(key), 0);
   return shard;
 }
 

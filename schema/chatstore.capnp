@@ -191,6 +191,18 @@ struct ShardStats {
   bootstrapBytesTotal @15 :UInt64;  # the checkpoint's total.
   replicasOnPrimary @16 :List(ReplicaProgress);  # Primaries: each replica's last pull.
   sealed @17 :Bool;         # Primaries: sealed for a split; latestSequence is final.
+  # The copy's load (docs/resharding.md, Hot spots): decayed rates (half-life 60 s, folded
+  # every second) of the calls it served.
+  readOpsPerS @18 :Float64;
+  writeOpsPerS @19 :Float64;
+  loadBuckets @20 :List(Float64);   # Reads + writes per second in each of 64 equal token
+                                    # sub-ranges of the shard's range, in order.
+  hotTokens @21 :List(HotToken);    # The hottest tokens sampled, hottest first (at most 8).
+}
+
+struct HotToken {
+  token @0 :UInt64;
+  share @1 :Float64;        # Of the copy's sampled calls, in [0, 1] (a lower bound).
 }
 
 struct ReplicaProgress {

@@ -14,6 +14,7 @@
 #include "cluster/cluster_test_util.h"
 #include "replication/replication_test_util.h"
 #include "replication/send_load.h"
+#include "scrollback/admin/rebalance.h"
 #include "scrollback/cluster/split.h"
 #include "test_util.h"
 
@@ -175,6 +176,63 @@ TEST_CASE("seeded rounds of splits under sends, some with a replica down, lose n
   CheckAcknowledged(f, load.acked);
   REQUIRE(EventuallyIdentical(f));
   RequireIdentical(f);
+}
+
+TEST_CASE("a hot conversation shows in its shard's load and a rebalance isolates it") {
+  ClusterFixture f(FailoverOptions(AckMode::kAsync));
+  auto convs = ConversationsPerShard(f, kFirstConv, 3);
+  for (uint64_t conv : convs) {
+    REQUIRE(f.Wait(f.client->SendMessage(Send(conv, 1, "first", "hello"))).ok());
+  }
+  const uint64_t hot = convs[1];
+  const ShardInfo home = StoredMap(f).ShardForKey(hot);
+  // Two seconds of reads, nine in ten of them of the hot conversation.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
+    const uint64_t conv = i % 10 == 0 ? convs[(i / 10) % convs.size()] : hot;
+    REQUIRE(f.Wait(f.client->GetMessage(conv, 1)).ok());
+  }
+  auto loads = admin::CollectShardLoads(f.io, StoredMap(f), std::chrono::seconds(5));
+  INFO(loads.status().ToString());
+  REQUIRE(loads.ok());
+  const ShardLoad* hot_load = nullptr;
+  double elsewhere = 0;
+  for (const ShardLoad& load : *loads) {
+    if (load.shard_id == home.shard_id) {
+      hot_load = &load;
+    } else {
+      elsewhere = std::max(elsewhere, load.ops_per_s);
+    }
+  }
+  REQUIRE(hot_load);
+  CHECK(hot_load->ops_per_s > 5 * elsewhere);
+  REQUIRE_FALSE(hot_load->hot_tokens.empty());
+  CHECK(hot_load->hot_tokens[0].token == TokenOf(hot));
+  CHECK(hot_load->hot_tokens[0].share > 0.6);
+
+  PlannerOptions planner;
+  planner.min_ops_to_split = 1;  // Rates are decayed over a minute: 2 s of load reads low.
+  const RebalancePlan plan = PlanRebalance(StoredMap(f), *loads, planner);
+  REQUIRE_FALSE(plan.splits.empty());
+  for (const PlannedSplit& split : plan.splits) CHECK(split.shard_id == home.shard_id);
+  Result<admin::AppliedPlan> applied = Status::Unavailable("not run");
+  {
+    std::atomic<bool> done{false};
+    std::thread runner([&] {
+      applied = admin::ApplyRebalancePlan(*f.cluster->metadata(), plan, std::chrono::seconds(30));
+      done = true;
+    });
+    REQUIRE(f.Eventually([&] { return done.load(); }, std::chrono::seconds(90)));
+    runner.join();
+  }
+  for (const std::string& e : applied->errors) FAIL_CHECK(e);
+  CHECK(applied->splits.size() == plan.splits.size());
+  const ShardInfo isolated = StoredMap(f).ShardForKey(hot);
+  CHECK(isolated.range.first == TokenOf(hot));
+  CHECK(isolated.range.last == TokenOf(hot));
+  REQUIRE(f.cluster->WaitUntilServing(StoredMap(f).version()).ok());
+  CHECK(f.Wait(f.client->GetMessage(hot, 1))->body == "hello");
+  CHECK(f.Wait(f.client->SendMessage(Send(hot, 1, "second", "still here"))).ok());
 }
 
 }  // namespace

@@ -225,12 +225,17 @@ class OutboxSignal {
   uint64_t generation_ = 0;  // GUARDED_BY(mu_)
 };
 
+class LoadCounters;  // node/load_counters.h: a copy's decayed load per token bucket.
+
 struct HostedShard {
   ShardAssignment assignment;
   std::shared_ptr<ShardStore> store;
   // The LSN the store has reached with its waiters, and replication progress (never null for a
   // serving shard).
   std::shared_ptr<replication::ShardLog> log;
+  // The reads and writes this copy served, for hot-spot detection (never null for a serving
+  // shard; Node.shardStats and /metrics report it).
+  std::shared_ptr<LoadCounters> load;
 };
 
 class StorageNode {

@@ -31,6 +31,8 @@ Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterO
 
   if (!cluster->options_.clock) cluster->options_.clock = SystemClock();
   cluster->metadata_ = NewInMemoryMetadataStore(cluster->options_.clock);
+  // Room for AddNode without moving the members (their nodes' threads hold references).
+  cluster->nodes_.reserve(std::max(options.nodes, 64));
   cluster->nodes_.resize(options.nodes);
   std::vector<NodeInfo> infos;
   for (int i = 0; i < options.nodes; ++i) {
@@ -254,6 +256,33 @@ Result<SplitResult> EmbeddedCluster::Split(uint64_t shard_id, std::optional<uint
   if (!map.ok()) return map.status();
   SB_RETURN_IF_ERROR(WaitUntilServing(map->version()));
   return done;
+}
+
+Result<MoveResult> EmbeddedCluster::Move(uint64_t shard_id, const std::string& from,
+                                         const std::string& to) {
+  if (!options_.failover) {
+    return Status::FailedPrecondition("moves are carried out by the failover controller");
+  }
+  auto done = MoveCopy(*metadata_, shard_id, from, to, std::chrono::seconds(60));
+  if (!done.ok()) return done;
+  auto map = ReadShardMap(*metadata_);
+  if (!map.ok()) return map.status();
+  SB_RETURN_IF_ERROR(WaitUntilServing(map->version()));
+  return done;
+}
+
+Result<size_t> EmbeddedCluster::AddNode() {
+  if (replication_factor() == 1) {
+    return Status::FailedPrecondition("adding a node needs replication (directories per node)");
+  }
+  const size_t i = nodes_.size();
+  if (i == nodes_.capacity()) return Status::FailedPrecondition("too many nodes");
+  Member& member = nodes_.emplace_back();
+  member.id = "node-" + std::to_string(i + 1);
+  member.metadata = std::make_shared<CuttableMetadataStore>(metadata_, member.id);
+  SB_RETURN_IF_ERROR(AddNodeToMap(*metadata_, member.id));
+  SB_RETURN_IF_ERROR(StartNode(i));
+  return i;
 }
 
 template <typename Change>

@@ -10,6 +10,7 @@
 
 #include "scrollback/cluster/node_lease.h"
 #include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/cluster/move.h"
 #include "scrollback/cluster/split.h"
 #include "scrollback/cluster/switchover.h"
 #include "scrollback/schema/chatstore.capnp.h"
@@ -184,9 +185,12 @@ Result<bool> FailoverController::Pass(Probe& probe) {
   if (!requested.ok()) return requested.status();
   auto split_requests = metadata_->List(kSplitPrefix);
   if (!split_requests.ok()) return split_requests.status();
-  bool switching = !requested->empty() || !split_requests->empty();
+  auto move_requests = metadata_->List(kMovePrefix);
+  if (!move_requests.ok()) return move_requests.status();
+  bool switching = !requested->empty() || !split_requests->empty() || !move_requests->empty();
   for (const ShardInfo& shard : map->shards()) {
-    switching = switching || !shard.switch_to.empty() || shard.split_at != 0;
+    switching = switching || !shard.switch_to.empty() || shard.split_at != 0 ||
+                !shard.move_to.empty();
   }
   if (changed_nodes.empty()) waiting_since_.clear();
   if (changed_nodes.empty() && !switching) return false;
@@ -419,6 +423,7 @@ Result<bool> FailoverController::Pass(Probe& probe) {
                 now)) {
     changed = true;
   }
+  if (MoveStep(shards, changed_nodes, live_lease, copies_of, *move_requests, now)) changed = true;
   std::vector<NodeInfo> nodes = map->nodes();
   for (NodeInfo& node : nodes) {
     if (!changed_nodes.count(node.node_id) || undecided.count(node.node_id)) continue;
@@ -466,6 +471,11 @@ void FailoverController::RenderMetrics(std::string* out) const {
           "Splits completed (a shard replaced by its two children).", splits_.load());
   counter("scrollback_controller_splits_abandoned_total",
           "Splits refused or given up (logged).", splits_abandoned_.load());
+  counter("scrollback_controller_moves_total",
+          "Moves of a shard copy completed (new copy caught up, old copy removed).",
+          moves_.load());
+  counter("scrollback_controller_moves_aborted_total", "Moves refused or aborted (logged).",
+          moves_aborted_.load());
   counter("scrollback_controller_errors_total",
           "Passes or campaigns that failed (metadata store errors; logged).", errors_.load());
 }

@@ -59,6 +59,8 @@ bool FailoverController::SplitStep(std::vector<ShardInfo>& shards, uint64_t next
         refusal = "token " + std::to_string(at) + " is outside the shard's (first, last]";
       } else if (!shard.switch_to.empty()) {
         refusal = "a switchover is in progress";
+      } else if (!shard.move_to.empty()) {
+        refusal = "a move is in progress";
       } else if (live_lease(shard.primary) == 0) {
         refusal = "its primary " + shard.primary + " holds no lease";
       }

@@ -58,6 +58,14 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
                                                    " switches over to " + shard.switch_to +
                                                    ", which is not one of its replicas");
     }
+    if (!shard.move_to.empty() &&
+        (shard.move_from == shard.move_to || !holders.count(shard.move_to) ||
+         !holders.count(shard.move_from))) {
+      return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
+                                                   " moves a copy from " + shard.move_from +
+                                                   " to " + shard.move_to +
+                                                   ": both must hold one, and differ");
+    }
     if (shard.split_at != 0) {
       if (shard.split_at <= shard.range.first || shard.split_at > shard.range.last) {
         return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
@@ -173,6 +181,8 @@ std::string ShardMap::Serialize() const {
     out.setSplitRightId(in.split_right_id);
     out.setSplitFrom(in.split_from);
     out.setSplitLsn(in.split_lsn);
+    out.setMoveFrom(wire::AsText(in.move_from));
+    out.setMoveTo(wire::AsText(in.move_to));
   }
   auto nodes = root.initNodes(static_cast<unsigned>(nodes_.size()));
   for (unsigned i = 0; i < nodes_.size(); ++i) {
@@ -213,6 +223,8 @@ Result<ShardMap> ShardMap::Parse(std::string_view bytes) {
       shard.split_right_id = in.getSplitRightId();
       shard.split_from = in.getSplitFrom();
       shard.split_lsn = in.getSplitLsn();
+      shard.move_from = wire::View(in.getMoveFrom());
+      shard.move_to = wire::View(in.getMoveTo());
     }
     for (auto in : root.getNodes()) {
       nodes.push_back({std::string(wire::View(in.getNodeId())),

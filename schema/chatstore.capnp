@@ -150,6 +150,11 @@ struct ShardInfo {
   # A node holding the parent's copy at exactly that LSN makes the child's copy locally
   # (checkpoint + cut); any other copy is bootstrapped from the child's primary. 0: none.
   splitLsn @12 :UInt64;
+  moveFrom @13 :Text;
+  # A move of one copy in progress (docs/resharding.md, Move): moveTo was added as a replica
+  # (it bootstraps and catches up); once it has caught up (and, if moveFrom is the primary,
+  # after a switchover to it), moveFrom's copy is removed. Empty: none.
+  moveTo @14 :Text;
 }
 
 struct NodeInfo {

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -233,6 +234,203 @@ TEST_CASE("a hot conversation shows in its shard's load and a rebalance isolates
   REQUIRE(f.cluster->WaitUntilServing(StoredMap(f).version()).ok());
   CHECK(f.Wait(f.client->GetMessage(hot, 1))->body == "hello");
   CHECK(f.Wait(f.client->SendMessage(Send(hot, 1, "second", "still here"))).ok());
+}
+
+// ---- Moves -------------------------------------------------------------------------------------
+
+// Runs `work` (blocking) on a thread while the fixture's loop drives the load.
+template <typename Work>
+void WhileSending(ClusterFixture& f, Work&& work) {
+  std::atomic<bool> done{false};
+  std::thread runner([&] {
+    work();
+    done = true;
+  });
+  REQUIRE(f.Eventually([&] { return done.load(); }, std::chrono::seconds(120)));
+  runner.join();
+}
+
+// The nodes holding a copy of `shard`.
+std::set<std::string> Holders(const ShardInfo& shard) {
+  std::set<std::string> holders(shard.replicas.begin(), shard.replicas.end());
+  holders.insert(shard.primary);
+  return holders;
+}
+
+// A node of the map that holds no copy of `shard`.
+std::string NonHolder(ClusterFixture& f, const ShardInfo& shard) {
+  const ShardMap map = StoredMap(f);
+  for (const NodeInfo& node : map.nodes()) {
+    if (!Holders(shard).count(node.node_id)) return node.node_id;
+  }
+  FAIL("every node holds shard " << shard.shard_id);
+  return "";
+}
+
+EmbeddedClusterOptions FourNodes() {
+  EmbeddedClusterOptions options = FailoverOptions(AckMode::kSemiSync);
+  options.nodes = 4;
+  options.shards = 4;
+  return options;
+}
+
+TEST_CASE("copies move between nodes under sends, a primary's too, and nothing is lost") {
+  ClusterFixture f(FourNodes());
+  auto convs = ConversationsPerShard(f, kFirstConv, 3);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(3));
+  const ShardInfo shard = StoredMap(f).ShardForKey(convs[0]);
+
+  // A replica's copy, then the primary's.
+  for (const std::string& from : {shard.replicas.front(), shard.primary}) {
+    const ShardInfo before = *StoredMap(f).FindShard(shard.shard_id);
+    const std::string to = NonHolder(f, before);
+    INFO("moving shard " << shard.shard_id << " from " << from << " to " << to);
+    Result<MoveResult> moved = Status::Unavailable("not run");
+    WhileSending(f, [&] { moved = f.cluster->Move(shard.shard_id, from, to); });
+    INFO(moved.status().ToString());
+    REQUIRE(moved.ok());
+    CHECK(moved->was_primary == (from == before.primary));
+    const ShardInfo after = *StoredMap(f).FindShard(shard.shard_id);
+    std::set<std::string> expected = Holders(before);
+    expected.erase(from);
+    expected.insert(to);
+    CHECK(Holders(after) == expected);
+    CHECK(after.move_from.empty());
+    CHECK(after.move_to.empty());
+    if (moved->was_primary) CHECK(after.primary == to);
+    REQUIRE(load.EachGains(3));
+  }
+  load.Stop();
+  CheckAcknowledged(f, load.acked);
+  REQUIRE(EventuallyIdentical(f));
+  RequireIdentical(f);
+}
+
+TEST_CASE("a move aborted before its switchover leaves the old placement serving") {
+  ClusterFixture f(FourNodes());
+  auto convs = ConversationsPerShard(f, kFirstConv, 2);
+  const ShardInfo shard = StoredMap(f).ShardForKey(convs[0]);
+  const std::string to = NonHolder(f, shard);
+  const size_t target = f.cluster->IndexOf(to);
+  Result<MoveResult> moved = Status::Unavailable("not run");
+  std::thread mover([&] {
+    moved = MoveCopy(*f.cluster->metadata(), shard.shard_id, shard.primary, to,
+                     std::chrono::seconds(60));
+  });
+  // The target joins, then dies before it could catch up and take over.
+  REQUIRE(f.Eventually([&] { return StoredMap(f).FindShard(shard.shard_id)->move_to == to; }));
+  f.cluster->StopNode(target);
+  Status aborted = AbortMove(*f.cluster->metadata(), shard.shard_id, std::chrono::seconds(30));
+  mover.join();
+  INFO(aborted.ToString() << " / " << moved.status().ToString());
+  REQUIRE(aborted.ok());
+  CHECK(moved.status().code() == ErrorCode::kFailedPrecondition);
+  const ShardInfo after = *StoredMap(f).FindShard(shard.shard_id);
+  CHECK(Holders(after) == Holders(shard));
+  CHECK(after.primary == shard.primary);
+  CHECK(after.move_to.empty());
+  // Writable, and the returning target drops what it had of the shard.
+  CHECK(f.Wait(f.client->SendMessage(Send(convs[0], 1, "after", "abort"))).ok());
+  REQUIRE(f.cluster->RestartNode(target).ok());
+  CHECK_FALSE(HostedOn(f, target, shard.shard_id).has_value());
+  // Aborting what is not moving is refused.
+  CHECK(AbortMove(*f.cluster->metadata(), shard.shard_id, std::chrono::seconds(5)).code() ==
+        ErrorCode::kFailedPrecondition);
+  // Impossible moves are refused before anything changes.
+  auto& metadata = *f.cluster->metadata();
+  CHECK(MoveCopy(metadata, shard.shard_id, shard.primary, shard.replicas[0],
+                 std::chrono::seconds(5))
+            .status()
+            .code() == ErrorCode::kInvalidArgument);  // The target holds a copy already.
+  CHECK(MoveCopy(metadata, shard.shard_id, to, shard.primary, std::chrono::seconds(5))
+            .status()
+            .code() == ErrorCode::kInvalidArgument);  // The source holds none.
+  CHECK(MoveCopy(metadata, shard.shard_id, shard.primary, "node-99", std::chrono::seconds(5))
+            .status()
+            .code() == ErrorCode::kInvalidArgument);  // No such node.
+}
+
+TEST_CASE("a move goes on through its target's crash mid-copy") {
+  // Until the target's first crash, its bootstraps crawl (10 KB/s): it is stopped mid-copy.
+  auto slow = std::make_shared<std::atomic<bool>>(true);
+  EmbeddedClusterOptions options = FourNodes();
+  options.customize_node = [slow](size_t, NodeOptions& node) {
+    if (slow->load()) node.replication.bootstrap_mb_per_s = 0.01;
+  };
+  ClusterFixture f(options);
+  auto convs = ConversationsPerShard(f, kFirstConv, 2);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(2));
+  const ShardInfo shard = StoredMap(f).ShardForKey(convs[0]);
+  const std::string to = NonHolder(f, shard);
+  const size_t target = f.cluster->IndexOf(to);
+  slow->store(false);  // Applies to the target's restart below.
+  Result<MoveResult> moved = Status::Unavailable("not run");
+  std::thread mover([&] {
+    moved = MoveCopy(*f.cluster->metadata(), shard.shard_id, shard.replicas[0], to,
+                     std::chrono::seconds(60));
+  });
+  REQUIRE(f.Eventually([&] { return StoredMap(f).FindShard(shard.shard_id)->move_to == to; }));
+  f.cluster->StopNode(target);
+  CHECK(StoredMap(f).FindShard(shard.shard_id)->move_to == to);  // Stopped mid-move.
+  REQUIRE(load.EachGains(2));
+  REQUIRE(f.cluster->RestartNode(target).ok());
+  REQUIRE(f.Eventually([&] { return moved.ok() || moved.status().code() != ErrorCode::kUnavailable; },
+                       std::chrono::seconds(60)));
+  mover.join();
+  INFO(moved.status().ToString());
+  REQUIRE(moved.ok());
+  load.Stop();
+  CheckAcknowledged(f, load.acked);
+  REQUIRE(EventuallyIdentical(f));
+  RequireIdentical(f);
+}
+
+TEST_CASE("a new node takes copies, and a drained node gives all of its copies away") {
+  ClusterFixture f(FailoverOptions(AckMode::kSemiSync));
+  auto convs = ConversationsPerShard(f, kFirstConv, 2);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(2));
+  Result<size_t> added = Status::Unavailable("not run");
+  WhileSending(f, [&] { added = f.cluster->AddNode(); });
+  INFO(added.status().ToString());
+  REQUIRE(added.ok());
+  const std::string fresh = f.cluster->node_id(*added);
+  CHECK(StoredMap(f).FindNode(fresh) != nullptr);
+
+  // Drain node-1: its copies (primaries too) go to the only node without them, the new one.
+  const std::string drained = f.cluster->node_id(0);
+  Result<std::vector<MoveResult>> drain = Status::Unavailable("not run");
+  WhileSending(f, [&] {
+    drain = DrainCopies(*f.cluster->metadata(), drained, std::chrono::seconds(60));
+  });
+  INFO(drain.status().ToString());
+  REQUIRE(drain.ok());
+  CHECK(drain->size() == StoredMap(f).shards().size());
+  const ShardMap after = StoredMap(f);
+  for (const ShardInfo& s : after.shards()) {
+    CHECK_FALSE(Holders(s).count(drained));
+    CHECK(Holders(s).count(fresh));
+    CHECK(Holders(s).size() == 3);
+  }
+  // Now it can leave the map, and be stopped without anyone noticing.
+  Status removed = Status::Unavailable("not run");
+  WhileSending(f, [&] { removed = RemoveNodeFromMap(*f.cluster->metadata(), drained); });
+  INFO(removed.ToString());
+  REQUIRE(removed.ok());
+  CHECK(StoredMap(f).FindNode(drained) == nullptr);
+  f.cluster->StopNode(0);
+  REQUIRE(load.EachGains(2));
+  load.Stop();
+  CheckAcknowledged(f, load.acked);
+  REQUIRE(EventuallyIdentical(f));
+  // A node that holds copies cannot leave the map.
+  CHECK(RemoveNodeFromMap(*f.cluster->metadata(), fresh).code() ==
+        ErrorCode::kFailedPrecondition);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "scrollback/cluster/failover_controller.h"
 #include "scrollback/cluster/metadata_faults.h"
 #include "scrollback/cluster/metadata_store.h"
+#include "scrollback/cluster/move.h"
 #include "scrollback/cluster/node_lease.h"
 #include "scrollback/cluster/shard_map_follower.h"
 #include "scrollback/cluster/shard_map_store.h"
@@ -123,6 +124,13 @@ class EmbeddedCluster {
   // of its range; split.h); returns once every running node serves the map that names the
   // children with all of its shards open. Needs failover (the controller carries splits out).
   Result<SplitResult> Split(uint64_t shard_id, std::optional<uint64_t> at_token = std::nullopt);
+  // Moves `shard_id`'s copy on node `from` to node `to` (move.h): the new copy bootstraps and
+  // catches up, the primary switches over if it moved, the old copy goes. Returns once every
+  // running node serves the map without the move. Needs failover (the controller moves).
+  Result<MoveResult> Move(uint64_t shard_id, const std::string& from, const std::string& to);
+  // Starts a new node (the next index) with no shards and adds it to the map; moves and
+  // rebalancing give it copies. Returns its index. Only with replication (own directories).
+  Result<size_t> AddNode();
   // Waits until every running node serves map `version` (or newer) with all its shards open
   // and (with failover) may write under its lease.
   Status WaitUntilServing(uint64_t version,

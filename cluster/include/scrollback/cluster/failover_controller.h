@@ -7,8 +7,8 @@
 // Keys (persisted; never rename):
 //   /scrollback/controller   the leader's node id, under the leader's lease
 //
-// Planned switchovers (switchover.h) and splits (split.h) are decided in the same passes, after
-// failovers.
+// Planned switchovers (switchover.h), splits (split.h) and moves of copies (move.h) are decided
+// in the same passes, after failovers.
 //
 // One pass (every `interval`, and at once when a primary lease changes):
 //   For each node of the map whose live lease (node_lease.h) differs from the lease the map
@@ -103,6 +103,13 @@ class FailoverController {
   // (replacing the shard in `shards` by its children at `next_version`) and abandons stuck ones.
   // Shards whose primary fails over in this pass are left for a later pass. True when it
   // changed `shards`.
+  // The move part of a pass (move_step.cc, move.h): starts requested moves, switches the
+  // primary over to a caught-up new copy, finishes (removes the old copy) or aborts.
+  bool MoveStep(std::vector<ShardInfo>& shards, const std::set<std::string>& changed_nodes,
+                const std::function<int64_t(const std::string&)>& live_lease,
+                const std::function<const Result<std::map<uint64_t, CopyState>>&(
+                    const std::string& node_id)>& copies_of,
+                const std::vector<KeyValue>& requested, std::chrono::steady_clock::time_point now);
   using CopiesOf =
       std::function<const Result<std::map<uint64_t, CopyState>>&(const std::string& node_id)>;
   bool SplitStep(std::vector<ShardInfo>& shards, uint64_t next_version,
@@ -130,7 +137,8 @@ class FailoverController {
   bool wake_ = false;      // GUARDED_BY(mu_)
   std::atomic<bool> leading_{false};
   std::atomic<uint64_t> passes_{0}, failovers_{0}, epoch_bumps_{0}, deferred_{0}, errors_{0},
-      switchovers_{0}, switchovers_abandoned_{0}, splits_{0}, splits_abandoned_{0};
+      switchovers_{0}, switchovers_abandoned_{0}, splits_{0}, splits_abandoned_{0}, moves_{0},
+      moves_aborted_{0};
   std::thread thread_;
 };
 

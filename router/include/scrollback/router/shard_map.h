@@ -36,6 +36,11 @@ struct ShardInfo {
   // A split child: its parent's id and the parent's sealed LSN it was cut at (0: none).
   uint64_t split_from = 0;
   uint64_t split_lsn = 0;
+  // A move of one copy in progress (schema ShardInfo.moveFrom / moveTo): move_to holds a new
+  // copy (listed among the replicas, or primary after the move's switchover), move_from's copy
+  // goes once move_to has caught up. Empty: none.
+  std::string move_from;
+  std::string move_to;
 };
 
 struct NodeInfo {

@@ -66,7 +66,15 @@ AppliedPlan ApplyRebalancePlan(MetadataStore& metadata, const RebalancePlan& pla
   }
   for (const PlannedMove& move : plan.moves) {
     if (!move.switchover) {
-      applied.not_applied.push_back(move);
+      // A copy to a node holding none: the primary's copy moves there (bootstrap, catch-up,
+      // switchover, the old copy removed).
+      auto done = MoveCopy(metadata, move.shard_id, move.from, move.to, timeout_per_step);
+      if (done.ok()) {
+        applied.moves.push_back(*done);
+      } else {
+        applied.errors.push_back("move of shard " + std::to_string(move.shard_id) + " from " +
+                                 move.from + " to " + move.to + ": " + done.status().ToString());
+      }
       continue;
     }
     auto done = Switchover(metadata, move.shard_id, move.to, timeout_per_step);

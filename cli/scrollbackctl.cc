@@ -14,12 +14,20 @@
 //   scrollbackctl split --etcd HOST:PORT --shard N [--at TOKEN] [--json]
 //                                                     online split (writes pause while the copies
 //                                                     are cut; the pause is printed)
+//   scrollbackctl move --etcd HOST:PORT --shard N (--from NODE --to NODE | --abort) [--json]
+//                                                     moves one copy (progress on stderr)
+//   scrollbackctl drain --etcd HOST:PORT --node-id NODE --all-copies [--json]
+//                                                     moves every copy off NODE
+//   scrollbackctl add-node | remove-node --etcd HOST:PORT --node-id NODE
+//                                                     node membership of the shard map
 //   scrollbackctl rebalance --etcd HOST:PORT (--plan | --apply) [--json]
 //                                                     plans (and carries out) one round of splits
 //                                                     and primary moves from the measured load
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
+
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <map>
@@ -28,6 +36,7 @@
 #include "scrollback/admin/rebalance.h"
 #include "scrollback/admin/verify.h"
 #include "scrollback/cluster/etcd_metadata_store.h"
+#include "scrollback/cluster/move.h"
 #include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/cluster/split.h"
 #include "scrollback/cluster/switchover.h"
@@ -301,6 +310,140 @@ Result<std::shared_ptr<MetadataStore>> OpenEtcd(const std::string& etcd, int tim
   return NewEtcdMetadataStore(options);
 }
 
+// Progress of a long operation: a bar redrawn in place on a terminal, plain lines otherwise
+// (one per phase change and per tenth of the bytes).
+class Progress {
+ public:
+  explicit Progress(std::string what) : what_(std::move(what)), tty_(isatty(fileno(stderr))) {}
+  ~Progress() {
+    if (tty_ && drawn_) fmt::print(stderr, "\n");
+  }
+  void Update(const std::string& phase, uint64_t done, uint64_t total) {
+    const int tenth = total == 0 ? -1 : static_cast<int>(10 * done / std::max<uint64_t>(1, total));
+    if (tty_) {
+      const int width = 30;
+      const int filled = total == 0 ? 0 : static_cast<int>(width * done / std::max<uint64_t>(1, total));
+      fmt::print(stderr, "\r{} [{}{}] {}{}\x1b[K", what_, std::string(filled, '#'),
+                 std::string(width - filled, '.'), phase,
+                 total == 0 ? "" : fmt::format(" {} of {}", Bytes(done), Bytes(total)));
+      drawn_ = true;
+    } else if (phase != phase_ || tenth != tenth_) {
+      fmt::print(stderr, "{}: {}{}\n", what_, phase,
+                 total == 0 ? "" : fmt::format(" ({} of {})", Bytes(done), Bytes(total)));
+    }
+    phase_ = phase;
+    tenth_ = tenth;
+  }
+
+ private:
+  const std::string what_;
+  const bool tty_;
+  bool drawn_ = false;
+  std::string phase_;
+  int tenth_ = -2;
+};
+
+// The bootstrap progress of `shard_id`'s copy on `node_id` (0, 0 when it is not bootstrapping).
+std::pair<uint64_t, uint64_t> BootstrapProgress(kj::AsyncIoContext& io, const ShardMap& map,
+                                                const std::string& node_id, uint64_t shard_id) {
+  const NodeInfo* node = map.FindNode(node_id);
+  if (node == nullptr || node->address.empty()) return {0, 0};
+  auto session = Connect(io, node->address, 500 * kj::MILLISECONDS);
+  if (!session.ok()) return {0, 0};
+  try {
+    auto stats = io.provider->getTimer()
+                     .timeoutAfter(500 * kj::MILLISECONDS, session->node.shardStatsRequest().send())
+                     .wait(io.waitScope);
+    for (auto st : stats.getStats()) {
+      if (st.getShardId() == shard_id && st.getState() == s::ShardState::BOOTSTRAPPING) {
+        return {st.getBootstrapBytesDone(), st.getBootstrapBytesTotal()};
+      }
+    }
+  } catch (const kj::Exception&) {
+  }
+  return {0, 0};
+}
+
+// Moves of copies, node membership and full drains through the metadata store.
+int MoveCopies(const std::string& etcd, const std::string& command, uint64_t shard,
+               const std::string& from, const std::string& to, const std::string& node_id,
+               int timeout_ms, bool json) {
+  auto metadata = OpenEtcd(etcd, timeout_ms);
+  if (!metadata.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", metadata.status().ToString());
+    return 1;
+  }
+  const auto timeout = std::chrono::milliseconds(timeout_ms);
+  auto fail = [](const Status& status) {
+    fmt::print(stderr, "scrollbackctl: {}\n", status.ToString());
+    return 1;
+  };
+  if (command == "add-node" || command == "remove-node") {
+    Status done = command == "add-node" ? AddNodeToMap(**metadata, node_id)
+                                        : RemoveNodeFromMap(**metadata, node_id);
+    if (!done.ok()) return fail(done);
+    if (json) {
+      fmt::print("{}\n", nlohmann::json{{command == "add-node" ? "added" : "removed", node_id}}.dump());
+    } else {
+      fmt::print("{} {} the shard map\n", node_id,
+                 command == "add-node" ? "added to (it takes shards by move or rebalance)"
+                                       : "removed from");
+    }
+    return 0;
+  }
+  if (command == "abort") {
+    Status done = AbortMove(**metadata, shard, timeout);
+    if (!done.ok()) return fail(done);
+    if (json) {
+      fmt::print("{}\n", nlohmann::json{{"aborted", shard}}.dump());
+    } else {
+      fmt::print("the move of shard {} was rolled back\n", shard);
+    }
+    return 0;
+  }
+  auto io = kj::setupAsyncIo();
+  nlohmann::json out = nlohmann::json::array();
+  auto report = [&](const MoveResult& r) {
+    if (json) {
+      out.push_back({{"shard", r.shard_id},
+                     {"from", r.from},
+                     {"to", r.to},
+                     {"was_primary", r.was_primary},
+                     {"took_ms", r.took.count()}});
+    } else {
+      fmt::print("shard {:<5} copy moved {} -> {}{} in {} ms\n", r.shard_id, r.from, r.to,
+                 r.was_primary ? " (primary: switched over)" : "", r.took.count());
+    }
+  };
+  if (command == "move") {
+    Progress progress("shard " + std::to_string(shard) + " " + from + " -> " + to);
+    auto done = MoveCopy(**metadata, shard, from, to, timeout, [&](MovePhase phase) {
+      uint64_t bytes = 0, total = 0;
+      if (phase == MovePhase::kCatchingUp) {
+        if (auto map = ReadShardMap(**metadata); map.ok()) {
+          std::tie(bytes, total) = BootstrapProgress(io, *map, to, shard);
+        }
+      }
+      if (!json) progress.Update(MovePhaseName(phase), bytes, total);
+    });
+    if (!done.ok()) return fail(done.status());
+    report(*done);
+  } else {  // drain --all-copies
+    auto done = DrainCopies(**metadata, node_id, timeout, [&](const MoveResult& r) {
+      if (!json) report(r);
+    });
+    if (!done.ok()) return fail(done.status());
+    if (json) {
+      for (const MoveResult& r : *done) report(r);
+    } else {
+      fmt::print("{} holds no copy any more: `scrollbackctl remove-node` takes it out of the map\n",
+                 node_id);
+    }
+  }
+  if (json) fmt::print("{}\n", out.dump(2));
+  return 0;
+}
+
 // Switchover / drain through the metadata store (the failover controller carries them out).
 int MovePrimaries(const std::string& etcd, uint64_t shard, const std::string& to,
                   const std::string& drain_node, int timeout_ms, bool json) {
@@ -443,7 +586,7 @@ int Rebalance(const std::string& etcd, bool apply, const PlannerOptions& planner
         admin::ApplyRebalancePlan(**metadata, plan, std::chrono::milliseconds(timeout_ms));
     out["applied"] = {{"splits", done.splits.size()},
                       {"switchovers", done.switchovers.size()},
-                      {"not_applied", done.not_applied.size()},
+                      {"copies_moved", done.moves.size()},
                       {"errors", done.errors}};
     if (!json) {
       for (const SplitResult& r : done.splits) {
@@ -454,9 +597,9 @@ int Rebalance(const std::string& etcd, bool apply, const PlannerOptions& planner
         fmt::print("shard {} primary {} -> {}: writes paused {} ms\n", r.shard_id, r.from, r.to,
                    r.pause.count());
       }
-      for (const PlannedMove& m : done.not_applied) {
-        fmt::print("not applied: copying shard {} to {} (moving copies is not built yet)\n",
-                   m.shard_id, m.to);
+      for (const MoveResult& m : done.moves) {
+        fmt::print("shard {} copy moved {} -> {} in {} ms\n", m.shard_id, m.from, m.to,
+                   m.took.count());
       }
       for (const std::string& e : done.errors) fmt::print(stderr, "failed: {}\n", e);
     }
@@ -533,7 +676,48 @@ int Run(int argc, char** argv) {
   rebalance->add_option("--timeout-ms", move_timeout_ms, "How long to wait per step")
       ->check(CLI::Range(1, 600000));
   rebalance->add_flag("--json", json, "Machine-readable output");
+  std::string from;
+  bool abort = false, all_copies = false;
+  drain->add_flag("--all-copies", all_copies,
+                  "Move every copy off the node, replicas too (then remove-node takes it out)");
+  auto* move = app.add_subcommand(
+      "move",
+      "Move a shard's copy from one node to another (bootstrap, catch-up, switchover if it was "
+      "the primary, old copy removed); --abort rolls a move back before its switchover");
+  move->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
+  move->add_option("--shard", shard, "The shard id")->required();
+  move->add_option("--from", from, "The node whose copy moves");
+  move->add_option("--to", to, "The node that receives it (it must hold no copy)");
+  move->add_flag("--abort", abort, "Roll back the shard's move in progress");
+  move->add_option("--timeout-ms", move_timeout_ms, "How long to wait")
+      ->check(CLI::Range(1, 86400000));
+  move->add_flag("--json", json, "Machine-readable output");
+  auto* add_node = app.add_subcommand(
+      "add-node", "Add a node to the shard map (it then takes shards by move or rebalance)");
+  add_node->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
+  add_node->add_option("--node-id", node_id, "The new node's id")->required();
+  add_node->add_flag("--json", json, "Machine-readable output");
+  auto* remove_node = app.add_subcommand(
+      "remove-node", "Remove a node that holds no copy from the shard map");
+  remove_node->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
+  remove_node->add_option("--node-id", node_id, "The node")->required();
+  remove_node->add_flag("--json", json, "Machine-readable output");
   CLI11_PARSE(app, argc, argv);
+  if (*move) {
+    if (abort) return MoveCopies(etcd, "abort", shard, "", "", "", move_timeout_ms, json);
+    if (from.empty() || to.empty()) {
+      fmt::print(stderr, "scrollbackctl: move needs --from and --to (or --abort)\n");
+      return 2;
+    }
+    return MoveCopies(etcd, "move", shard, from, to, "", move_timeout_ms, json);
+  }
+  if (*add_node) return MoveCopies(etcd, "add-node", 0, "", "", node_id, move_timeout_ms, json);
+  if (*remove_node) {
+    return MoveCopies(etcd, "remove-node", 0, "", "", node_id, move_timeout_ms, json);
+  }
+  if (*drain && all_copies) {
+    return MoveCopies(etcd, "drain", 0, "", "", node_id, move_timeout_ms, json);
+  }
   if (*split) {
     return Split(etcd, shard, at_option->count() > 0 ? std::optional<uint64_t>(at) : std::nullopt,
                  move_timeout_ms, json);

@@ -95,14 +95,14 @@ class MultiProcessCluster {
 
   static std::string Address(int port) { return "127.0.0.1:" + std::to_string(port); }
 
-  void StartNode(size_t i) {
-    nodes[i].process = std::make_unique<ChildProcess>(
-        std::vector<std::string>{SCROLLBACKD, "--node-id", nodes[i].id, "--data-dir",
-                                 etcd.dir.Sub(nodes[i].id), "--listen", Address(nodes[i].port),
-                                 "--etcd", etcd.endpoint(), "--event-loops", "1", "--http",
-                                 Address(nodes[i].http_port), "--bootstrap-shards", "8",
-                                 "--bootstrap-nodes", "node-1,node-2,node-3"},
-        etcd.dir.Sub(nodes[i].id + ".log"));
+  void StartNode(size_t i, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{SCROLLBACKD, "--node-id", nodes[i].id, "--data-dir",
+                                  etcd.dir.Sub(nodes[i].id), "--listen", Address(nodes[i].port),
+                                  "--etcd", etcd.endpoint(), "--event-loops", "1", "--http",
+                                  Address(nodes[i].http_port), "--bootstrap-shards", "8",
+                                  "--bootstrap-nodes", "node-1,node-2,node-3"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    nodes[i].process = std::make_unique<ChildProcess>(argv, etcd.dir.Sub(nodes[i].id + ".log"));
     SB_REQUIRE_LISTENING(*nodes[i].process, nodes[i].port, std::chrono::seconds(30));
   }
 
@@ -380,6 +380,146 @@ TEST_CASE("processes: with replication factor 3, a SIGKILLed node catches up and
     CHECK(WEXITSTATUS(status) == 1);
     CHECK(ctl.LogTail().find("no shard 9999") != std::string::npos);
   }
+}
+
+// Runs scrollbackctl with `args` to its end (up to `limit`); returns its exit code and output.
+std::pair<int, std::string> RunCtl(MultiProcessCluster& cluster, std::vector<std::string> args,
+                                   const std::string& log,
+                                   std::chrono::seconds limit = std::chrono::seconds(120)) {
+  args.insert(args.begin(), SCROLLBACKCTL);
+  ChildProcess ctl(args, cluster.etcd.dir.Sub(log));
+  int status = ctl.Stop(0, limit);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ctl.LogTail()};
+}
+
+TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKILLed target") {
+  MultiProcessCluster cluster;
+  auto& io = cluster.io;
+  auto address = io.provider->getNetwork()
+                     .parseAddress(MultiProcessCluster::Address(cluster.router_port))
+                     .wait(io.waitScope);
+  auto stream = address->connect().wait(io.waitScope);
+  capnp::TwoPartyClient rpc(*stream);
+  auto router = rpc.bootstrap().castAs<schema::ChatStore>();
+  constexpr uint64_t kConvs = 16;
+  std::map<uint64_t, uint64_t> acked;  // Conversation -> sends acknowledged (seqs 1..n).
+  int errors = 0;
+  auto load = [&](int rounds) {
+    for (int r = 0; r < rounds; ++r) {
+      for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+        auto send = router.sendMessageRequest();
+        auto request = send.initRequest();
+        request.setConvId(conv);
+        request.setSenderId(1);
+        const std::string id = "m" + std::to_string(acked[conv]);
+        request.setClientMsgId(wire::AsData(id));
+        request.setBody(wire::AsData("body " + id));
+        auto sent = send.send().wait(io.waitScope);
+        if (sent.hasError() || sent.getResult().hasError()) {
+          ++errors;
+          UNSCOPED_INFO((sent.hasError() ? sent.getError() : sent.getResult().getError())
+                            .getMessage()
+                            .cStr());
+        } else {
+          CHECK(sent.getResult().getSeq() == acked[conv] + 1);
+          ++acked[conv];
+        }
+      }
+    }
+  };
+  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+    auto create = router.createConversationRequest();
+    create.setConvId(conv);
+    create.setCreatorId(1);
+    create.setTitle("reshard");
+    REQUIRE_FALSE(create.send().wait(io.waitScope).hasError());
+  }
+  load(5);
+
+  // A split, printed as JSON.
+  const ShardInfo parent = ReadShardMap(*cluster.metadata)->ShardForKey(1);
+  auto [split_code, split_out] =
+      RunCtl(cluster, {"split", "--etcd", cluster.etcd.endpoint(), "--shard",
+                       std::to_string(parent.shard_id), "--json"},
+             "split.log");
+  INFO(split_out);
+  REQUIRE(split_code == 0);
+  CHECK(split_out.find("pause_ms") != std::string::npos);
+  CHECK(ReadShardMap(*cluster.metadata)->FindShard(parent.shard_id) == nullptr);
+  load(3);
+
+  // A fourth node joins; a copy moves to it while its first bootstrap crawls, and it is
+  // SIGKILLed mid-copy: restarted, it copies again and the move completes.
+  cluster.nodes.push_back({"node-4", FreePort(), FreePort(), nullptr});
+  auto [add_code, add_out] =
+      RunCtl(cluster, {"add-node", "--etcd", cluster.etcd.endpoint(), "--node-id", "node-4"},
+             "add-node.log");
+  INFO(add_out);
+  REQUIRE(add_code == 0);
+  cluster.StartNode(3, {"--bootstrap-mb-per-s", "0.01"});
+  const ShardInfo moving = ReadShardMap(*cluster.metadata)->ShardForKey(2);
+  ChildProcess mover({SCROLLBACKCTL, "move", "--etcd", cluster.etcd.endpoint(), "--shard",
+                      std::to_string(moving.shard_id), "--from", moving.primary, "--to", "node-4"},
+                     cluster.etcd.dir.Sub("move.log"));
+  bool recorded = false;
+  for (int i = 0; i < 400 && !recorded; ++i) {
+    auto map = ReadShardMap(*cluster.metadata);
+    recorded = map.ok() && map->FindShard(moving.shard_id)->move_to == "node-4";
+    if (!recorded) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  REQUIRE(recorded);
+  cluster.nodes[3].process->Stop(SIGKILL, std::chrono::milliseconds(0));
+  CHECK(ReadShardMap(*cluster.metadata)->FindShard(moving.shard_id)->move_to == "node-4");
+  load(3);  // The old placement serves meanwhile.
+  cluster.StartNode(3);
+  int status = mover.Stop(0, std::chrono::seconds(120));
+  INFO(mover.LogTail());
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  const ShardInfo moved = *ReadShardMap(*cluster.metadata)->FindShard(moving.shard_id);
+  CHECK(moved.primary == "node-4");
+  CHECK(std::find(moved.replicas.begin(), moved.replicas.end(), moving.primary) ==
+        moved.replicas.end());
+  load(3);
+  CHECK(errors == 0);
+
+  // Impossible requests: clear errors, exit 1.
+  auto [bad_code, bad_out] =
+      RunCtl(cluster, {"move", "--etcd", cluster.etcd.endpoint(), "--shard",
+                       std::to_string(moved.shard_id), "--from", "node-4", "--to",
+                       moved.replicas[0]},
+             "move-bad.log");
+  CHECK(bad_code == 1);
+  CHECK(bad_out.find("already holds a copy") != std::string::npos);
+
+  // Every acknowledged send is there, and every copy of every shard is identical.
+  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+    auto read = router.readHistoryRequest();
+    auto query = read.initRequest();
+    query.setConvId(conv);
+    query.setLimit(200);
+    auto page = read.send().wait(io.waitScope);
+    REQUIRE_FALSE(page.hasError());
+    CHECK(page.getPage().getMessages().size() == acked[conv]);
+  }
+  cluster.WaitServing(3);
+  auto fresh = MetadataShardMapSource::Create(cluster.metadata);
+  REQUIRE(fresh.ok());
+  bool identical = false;
+  std::string problems;
+  for (int attempt = 0; attempt < 100 && !identical; ++attempt) {
+    identical = true;
+    problems.clear();
+    for (const auto& v : admin::VerifyShards(io, *(*fresh)->RefreshNow())) {
+      if (!v.identical) {
+        identical = false;
+        problems += "shard " + std::to_string(v.shard_id) + ": " + v.problem + "\n";
+      }
+    }
+    if (!identical) io.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).wait(io.waitScope);
+  }
+  INFO(problems);
+  CHECK(identical);
 }
 
 }  // namespace

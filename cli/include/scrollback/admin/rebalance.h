@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "scrollback/cluster/metadata_store.h"
+#include "scrollback/cluster/move.h"
 #include "scrollback/cluster/rebalance_planner.h"
 #include "scrollback/cluster/split.h"
 #include "scrollback/cluster/switchover.h"
@@ -26,14 +27,13 @@ Result<std::vector<ShardLoad>> CollectShardLoads(kj::AsyncIoContext& io, const S
 struct AppliedPlan {
   std::vector<SplitResult> splits;
   std::vector<SwitchoverResult> switchovers;
-  // Moves of a copy to a node that holds none: not carried out (moving copies is not built
-  // yet; docs/resharding.md, Status).
-  std::vector<PlannedMove> not_applied;
+  std::vector<MoveResult> moves;    // Copies moved to a node that held none.
   std::vector<std::string> errors;  // A step that failed; the later steps still ran.
 };
 
 // Carries out `plan`: its splits (in order; a second split of the same shard lands on the child
-// that now holds its token), then its switchovers. Each step waits up to `timeout_per_step`.
+// that now holds its token), then its moves (switchovers, and copies moved with MoveCopy). Each
+// step waits up to `timeout_per_step`.
 AppliedPlan ApplyRebalancePlan(MetadataStore& metadata, const RebalancePlan& plan,
                                std::chrono::milliseconds timeout_per_step);
 

@@ -1,5 +1,6 @@
 // Splitting a shard (docs/resharding.md): the seal that fixes the parent's last LSN, and the
 // copy each child starts from (a checkpoint cut to the child's range by one deterministic write).
+#include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
@@ -121,6 +122,29 @@ Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_
     rocksdb::WriteOptions write_options;
     write_options.sync = true;
     staged = FromRocksDb(db->Write(write_options, &cut), "write split cut");
+  }
+  // The copy shares the parent's SST files (hard links): drop the ones that hold only keys the
+  // cut removed, so the child neither stores nor, moved later, ships them. Visible data and
+  // sequence numbers stay as the cut left them (those keys are deleted already), so every copy
+  // stays identical; files straddling a boundary go at the next compaction.
+  for (Cf cf : {kConversationsCf, kMessagesCf, kIndexesCf, kInboxCf}) {
+    if (!staged.ok()) break;
+    std::vector<std::pair<std::string, std::string>> removed;
+    if (child_range.first > parent.first) {
+      removed.emplace_back(TokenKey(parent.first), TokenKey(child_range.first));
+    }
+    if (child_range.last < parent.last) {
+      removed.emplace_back(TokenKey(child_range.last + 1), parent.last == UINT64_MAX
+                                                              ? AboveEveryKey()
+                                                              : TokenKey(parent.last + 1));
+    }
+    for (const auto& [begin, end] : removed) {
+      const rocksdb::Slice b(begin), e(end);
+      staged = FromRocksDb(rocksdb::DeleteFilesInRange(db.get(), handles[cf], &b, &e,
+                                                       /*include_end=*/false),
+                           "drop the split copy's files of the other half");
+      if (!staged.ok()) break;
+    }
   }
   const uint64_t lsn = db->GetLatestSequenceNumber();
   close();

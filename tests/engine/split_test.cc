@@ -147,6 +147,7 @@ TEST_CASE("split copies keep exactly their half of every row, and the whole outb
   }
   CHECK(left_convs > 0);
   CHECK(right_convs > 0);
+
   // Sharded rows are split without loss or duplication; the outbox and the meta rows (meta,
   // epochs) are in both.
   auto left_sum = left->Checksum();

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "ycsb/failover.h"
+#include "ycsb/resharding.h"
 #include "ycsb/operations.h"
 #include "ycsb/report.h"
 #include "ycsb/rpc_targets.h"
@@ -103,8 +104,53 @@ int Main(int argc, char** argv) {
   uint32_t failover_lease_ms = 1000;
   app.add_option("--failover-lease-ms", failover_lease_ms, "Primary lease of the failover scenario")
       ->check(CLI::Range(300u, 60'000u));
+  std::vector<uint64_t> reshard_mb;
+  app.add_option("--reshard-mb", reshard_mb,
+                 "Run the resharding scenario instead of workloads, once per size: load one "
+                 "shard to this many MB, split it and move a copy under a send load")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100'000}));
   CLI11_PARSE(app, argc, argv);
   data_set.max_run_inserts = run.operations + 1'000'000;
+  if (!reshard_mb.empty()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (uint64_t mb : reshard_mb) {
+      ReshardOptions reshard;
+      reshard.shard_mb = mb;
+      reshard.data_dir = data_dir.empty() ? "" : data_dir + "/reshard-" + std::to_string(mb);
+      reshard.seed = run.seed;
+      auto r = RunResharding(reshard);
+      if (!r.ok()) {
+        fmt::print(stderr, "scrollback-bench: resharding: {}\n", r.status().ToString());
+        return 1;
+      }
+      fmt::print(
+          "[RESHARD] shard of {:.0f} MB ({} messages, loaded in {:.1f} s): split paused writes {:.0f} "
+          "ms (longest writer gap {:.0f} ms, send p99 {:.1f} ms around it, {:.1f} ms before); "
+          "children {:.0f} + {:.0f} MB; moving a child's copy: {:.0f} MB in {:.1f} s = {:.0f} "
+          "MB/s, send p99 {:.1f} ms meanwhile; {} sends acknowledged, {} lost\n",
+          r->shard_bytes / 1048576.0, r->messages, r->load_s, r->split_pause_ms, r->split_gap_ms,
+          r->split_p99_ms, r->baseline_p99_ms, r->child_bytes[0] / 1048576.0,
+          r->child_bytes[1] / 1048576.0, r->move_bytes / 1048576.0, r->move_s, r->move_mb_per_s,
+          r->move_p99_ms, r->acknowledged, r->lost);
+      out.push_back({{"scenario", "reshard"},
+                     {"shard_mb", r->shard_bytes / 1048576.0},
+                     {"messages", r->messages},
+                     {"split_pause_ms", r->split_pause_ms},
+                     {"split_gap_ms", r->split_gap_ms},
+                     {"split_p99_ms", r->split_p99_ms},
+                     {"baseline_p99_ms", r->baseline_p99_ms},
+                     {"child_mb", {r->child_bytes[0] / 1048576.0, r->child_bytes[1] / 1048576.0}},
+                     {"move_mb", r->move_bytes / 1048576.0},
+                     {"move_s", r->move_s},
+                     {"move_mb_per_s", r->move_mb_per_s},
+                     {"move_p99_ms", r->move_p99_ms},
+                     {"acknowledged", r->acknowledged},
+                     {"lost", r->lost}});
+      if (r->lost > 0) return 3;
+    }
+    if (!json_path.empty()) std::ofstream(json_path) << out.dump(2) << "\n";
+    return 0;
+  }
   if (failover_kills > 0) {
     FailoverOptions failover;
     failover.kills = failover_kills;

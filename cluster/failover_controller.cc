@@ -97,7 +97,12 @@ void FailoverController::Loop() {
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      cv_.wait_for(lock, options_.interval, [this] { return stopping_ || wake_; });
+      // While a switchover, split or move is in progress (writes may be paused), passes come
+      // every 20 ms: each of their steps waits for the next pass.
+      const auto wait = busy_ ? std::min<std::chrono::milliseconds>(options_.interval,
+                                                                    std::chrono::milliseconds(20))
+                              : options_.interval;
+      cv_.wait_for(lock, wait, [this] { return stopping_ || wake_; });
       if (stopping_) break;
       wake_ = false;
     }
@@ -192,6 +197,7 @@ Result<bool> FailoverController::Pass(Probe& probe) {
     switching = switching || !shard.switch_to.empty() || shard.split_at != 0 ||
                 !shard.move_to.empty();
   }
+  busy_ = switching;
   if (changed_nodes.empty()) waiting_since_.clear();
   if (changed_nodes.empty() && !switching) return false;
 

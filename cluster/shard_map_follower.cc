@@ -67,7 +67,8 @@ Status ShardMapFollower::Apply(const ShardMap& map) {
     a.primary_address = primary_node ? primary_node->address : std::string();
     if (primary) a.replica_nodes = shard.replicas;
     a.sealed_for_split = primary && shard.split_at != 0;
-    a.writes_paused = primary && (!shard.switch_to.empty() || a.sealed_for_split);
+    a.split_pending = shard.split_at != 0;
+    a.writes_paused = primary && !shard.switch_to.empty();
     a.split_from = shard.split_from;
     a.split_lsn = shard.split_lsn;
   }

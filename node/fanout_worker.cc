@@ -58,8 +58,8 @@ void FanOutWorker::Run() {
       if (stop_ || fenced) break;
       if (shard.assignment.role != ShardRole::kPrimary) continue;  // Replicas never deliver.
       // Paused for a switchover: no writes here (the outbox deletes) until the new primary has
-      // everything; it delivers what is left.
-      if (shard.assignment.writes_paused) continue;
+      // everything; it delivers what is left. Splitting: the children deliver it.
+      if (shard.assignment.writes_paused || shard.assignment.sealed_for_split) continue;
       Cursor& cursor = cursors[shard.assignment.shard_id];
       if (!same_store(cursor.store, shard.store)) {
         // First pass over this shard, or it was closed and opened again (its outbox positions

@@ -109,7 +109,6 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
   std::map<uint64_t, const ShardAssignment*> wanted;
   for (const ShardAssignment& a : sorted) wanted[a.shard_id] = &a;
   std::vector<uint64_t> new_epochs;  // Open primaries whose epoch grows in place.
-  std::vector<uint64_t> to_seal;     // Open primaries that a split seals.
 
   // Dropped, or changed in range or placement (another copy): close what is open. A dropped
   // shard that a new one splits from stays open until the children are cut from it.
@@ -154,6 +153,7 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
       }
       log_->info("now {}", Describe(next));
       const bool new_epoch = next.epoch > slot.assignment.epoch;
+      const bool split_starts = next.split_pending && !slot.assignment.split_pending;
       const bool promoted = slot.assignment.role == ShardRole::kReplica &&
                             next.role == ShardRole::kPrimary && slot.store != nullptr;
       const bool demoted = slot.assignment.role == ShardRole::kPrimary &&
@@ -181,8 +181,14 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
         slot.store->Unseal();
         log_->warn("{}: split abandoned, writes resume", Describe(next));
       }
-      if (next.sealed_for_split && next.role == ShardRole::kPrimary && slot.store) {
-        to_seal.push_back(a.shard_id);
+      if (split_starts && slot.store &&
+          (next.role == ShardRole::kReplica || next.sealed_for_split)) {
+        // Off this thread (the map follower's; a flush takes a while): the epoch's record
+        // (below) is written first, so the children inherit it.
+        Task start{std::chrono::steady_clock::now(), a.shard_id, 0, nullptr, {}};
+        start.split_start = slot.store;
+        start.seal = next.role == ShardRole::kPrimary;
+        Schedule(std::move(start));
       }
       if (new_epoch && next.role == ShardRole::kPrimary && slot.store) {
         // Still primary here, at a newer epoch (a re-granted lease, a switchover's pause): the
@@ -226,20 +232,6 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
                 shard_id, begun.status().ToString());
     ReopenLocked(shard_id, slot);
     reopened = true;
-  }
-  // A split seals the primary after its epoch's record (which the children inherit, so the
-  // record is inside the sealed LSN): writes that passed the table's check before it was
-  // published finish first; whatever the store holds then is final (docs/resharding.md).
-  for (uint64_t shard_id : to_seal) {
-    auto it = slots_.find(shard_id);
-    if (it == slots_.end() || !it->second.store || it->second.store->sealed()) continue;
-    auto sealed = it->second.store->Seal();
-    if (sealed.ok()) {
-      log_->warn("{}: sealed for a split at lsn {}", Describe(it->second.assignment), *sealed);
-    } else {
-      lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
-      log_->error("sealing shard {} failed: {}", shard_id, sealed.status().ToString());
-    }
   }
   if (reopened) PublishLocked();
   return Status::Ok();
@@ -319,7 +311,9 @@ void ShardHost::Work() {
     Task task = std::move(first->second);
     tasks_.erase(first);
     lock.unlock();
-    if (task.closing) {
+    if (task.split_start) {
+      StartSplit(task);
+    } else if (task.closing) {
       Close(std::move(task));
     } else {
       Open(task);
@@ -582,6 +576,39 @@ void ShardHost::Open(const Task& task) {
     PublishLocked();
   }
   SyncFollow(task.shard_id);  // A replica starts pulling its primary's log.
+}
+
+void ShardHost::StartSplit(const Task& task) {
+  ShardStore& store = *task.split_start;
+  if (store.sealed()) return;
+  const auto started = std::chrono::steady_clock::now();
+  if (Status flushed = store.Flush(); !flushed.ok()) {
+    lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+    log_->error("flushing shard {} as its split starts failed{}: {}", task.shard_id,
+                task.seal ? " (sealing anyway)" : "", flushed.ToString());
+  }
+  if (!task.seal) return;  // A replica: it applies its primary's log up to the seal.
+  {
+    // Sealed only while the assignment still asks for it (an abandoned split unseals; a seal
+    // after that would stop the shard for good).
+    std::lock_guard lock(mu_);
+    auto it = slots_.find(task.shard_id);
+    if (it == slots_.end() || it->second.store != task.split_start ||
+        !it->second.assignment.sealed_for_split) {
+      return;
+    }
+    auto sealed = store.Seal();
+    if (!sealed.ok()) {
+      lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+      log_->error("sealing shard {} failed: {}", task.shard_id, sealed.status().ToString());
+      return;
+    }
+    log_->warn("{}: sealed for a split at lsn {} (flushed first: {} ms)",
+               Describe(it->second.assignment), *sealed,
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - started)
+                   .count());
+  }
 }
 
 Status ShardHost::CutSplitChild(const ShardAssignment& child,

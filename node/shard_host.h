@@ -84,6 +84,9 @@ class ShardHost {
     // Open of a split child: the parent's open store, held so that the parent closes only
     // after the child's copy was cut from it (null: look for the parent's directory on disk).
     std::shared_ptr<ShardStore> split_source = nullptr;
+    // A split started on this open copy: flush it, then seal it if `seal` (the primary).
+    std::shared_ptr<ShardStore> split_start = nullptr;
+    bool seal = false;
   };
 
   void Work();
@@ -98,6 +101,9 @@ class ShardHost {
   void ReopenLocked(uint64_t shard_id, Slot& slot);
   Status AssignLocked(uint64_t map_version, const std::vector<ShardAssignment>& sorted,
                       std::string shard_map);  // REQUIRES: mu_ held.
+  // A split started on `task.split_start`: flushes it while writes go on, so that little is
+  // left in its memtables when they stop, then (a primary) seals it.
+  void StartSplit(const Task& task);
   // Makes the follower follow shard `shard_id` iff its slot is a serving replica. REQUIRES: mu_
   // not held.
   void SyncFollow(uint64_t shard_id);

@@ -139,9 +139,11 @@ Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& ta
   }
   if (shard.ok() && (*shard)->assignment.writes_paused) {
     return Status::Unavailable("shard " + std::to_string((*shard)->assignment.shard_id) +
-                               ((*shard)->assignment.sealed_for_split
-                                    ? " is being split; retry"
-                                    : " is switching over to a new primary; retry"));
+                               " is switching over to a new primary; retry");
+  }
+  if (shard.ok() && (*shard)->store->sealed()) {
+    return Status::Unavailable("shard " + std::to_string((*shard)->assignment.shard_id) +
+                               " is being split; retry");
   }
   if (shard.ok() && core.options.primary_lease) {
     SB_RETURN_IF_ERROR(core.options.primary_lease->CheckWritable());

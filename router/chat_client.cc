@@ -640,7 +640,8 @@ class ChatClientImpl final : public ChatClient {
                 }
                 // The node may be the one behind (still applying the map): back off a little,
                 // more each attempt, before asking again.
-                auto backoff = options_.not_owner_backoff.count() * (1 << attempt);
+                auto backoff = std::min<int64_t>(options_.not_owner_backoff.count() << attempt,
+                                                 options_.max_backoff.count());
                 return io_.getTimer()
                     .afterDelay(backoff * kj::MILLISECONDS)
                     .then([this, shard_key, call, attempt, ack_wait] {

@@ -122,6 +122,8 @@ class FailoverController {
   const FailoverControllerOptions options_;
   const Logger log_;
   int64_t leader_lease_ = 0;  // Only the loop's thread.
+  // Only the loop's thread: the last pass saw a switchover, split or move in progress.
+  bool busy_ = false;
   // Only the loop's thread: when a shard's failover first waited for an opening copy.
   std::map<uint64_t, std::chrono::steady_clock::time_point> waiting_since_;
   // Only the loop's thread: when this controller first saw each switchover pausing writes.

@@ -68,9 +68,14 @@ struct ShardAssignment {
   // For a primary: a planned switchover is in progress (ShardInfo::switch_to): writes are
   // answered unavailable while the new primary catches up; pulls, reads and checksums go on.
   bool writes_paused = false;
-  // For a primary: a split is in progress (ShardInfo::split_at). The store is sealed (its last
-  // LSN final; writes_paused is set too) until the map replaces the shard with its children.
+  // For a primary: a split is in progress (ShardInfo::split_at). The node flushes the store's
+  // memtables (writes go on meanwhile, so the seal's checkpoint has little left to flush), then
+  // seals it (its last LSN final; writes answered unavailable) until the map replaces the shard
+  // with its children.
   bool sealed_for_split = false;
+  // Any role: a split of the shard is in progress. A replica flushes its memtables at once, so
+  // that cutting its copy of the children later flushes little (it holds the same LSNs).
+  bool split_pending = false;
   // A split child (ShardInfo::split_from): its first copy is cut from the parent's local copy
   // at exactly split_lsn when the node holds one (no data crosses the network); else a replica
   // bootstraps from its primary, and a primary waits (it never starts empty).

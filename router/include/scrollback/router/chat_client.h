@@ -71,6 +71,9 @@ struct ClientOptions {
   // Default: 25 ms. Wait before the first retry after not-owner or unavailable; doubles per
   // attempt (a node that is still applying a new map or opening a shard catches up meanwhile).
   std::chrono::milliseconds not_owner_backoff = std::chrono::milliseconds(25);
+  // Default: 100 ms. The longest of those waits: a shard paused for a split or a switchover
+  // comes back within a few hundred ms, and a longer sleep would only add to the pause.
+  std::chrono::milliseconds max_backoff = std::chrono::milliseconds(100);
   // Default: 300 ms. How long a node stays marked down before the client tries it again.
   std::chrono::milliseconds down_retry = std::chrono::milliseconds(300);
   // Default: 64 MiB. Largest reply accepted (Cap'n Proto traversal limit).

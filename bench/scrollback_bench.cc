@@ -124,22 +124,20 @@ int Main(int argc, char** argv) {
         return 1;
       }
       fmt::print(
-          "[RESHARD] shard of {:.0f} MB ({} messages, loaded in {:.1f} s): split paused writes {:.0f} "
-          "ms (longest writer gap {:.0f} ms, send p99 {:.1f} ms around it, {:.1f} ms before); "
-          "children {:.0f} + {:.0f} MB; moving a child's copy: {:.0f} MB in {:.1f} s = {:.0f} "
+          "[RESHARD] shard of {:.0f} MB ({} messages, loaded and settled in {:.1f} s): split in "
+          "{:.0f} ms, writes paused {:.0f} ms (the longest gap a writer saw), send p99 {:.1f} ms "
+          "around it ({:.1f} ms before); moving a child's copy: {:.0f} MB in {:.1f} s = {:.0f} "
           "MB/s, send p99 {:.1f} ms meanwhile; {} sends acknowledged, {} lost\n",
-          r->shard_bytes / 1048576.0, r->messages, r->load_s, r->split_pause_ms, r->split_gap_ms,
-          r->split_p99_ms, r->baseline_p99_ms, r->child_bytes[0] / 1048576.0,
-          r->child_bytes[1] / 1048576.0, r->move_bytes / 1048576.0, r->move_s, r->move_mb_per_s,
-          r->move_p99_ms, r->acknowledged, r->lost);
+          r->shard_bytes / 1048576.0, r->messages, r->load_s, r->split_ms, r->split_gap_ms,
+          r->split_p99_ms, r->baseline_p99_ms, r->move_bytes / 1048576.0, r->move_s,
+          r->move_mb_per_s, r->move_p99_ms, r->acknowledged, r->lost);
       out.push_back({{"scenario", "reshard"},
                      {"shard_mb", r->shard_bytes / 1048576.0},
                      {"messages", r->messages},
-                     {"split_pause_ms", r->split_pause_ms},
+                     {"split_ms", r->split_ms},
                      {"split_gap_ms", r->split_gap_ms},
                      {"split_p99_ms", r->split_p99_ms},
                      {"baseline_p99_ms", r->baseline_p99_ms},
-                     {"child_mb", {r->child_bytes[0] / 1048576.0, r->child_bytes[1] / 1048576.0}},
                      {"move_mb", r->move_bytes / 1048576.0},
                      {"move_s", r->move_s},
                      {"move_mb_per_s", r->move_mb_per_s},

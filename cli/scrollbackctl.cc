@@ -14,6 +14,8 @@
 //   scrollbackctl split --etcd HOST:PORT --shard N [--at TOKEN] [--json]
 //                                                     online split (writes pause while the copies
 //                                                     are cut; the pause is printed)
+//   scrollbackctl merge --etcd HOST:PORT --shard N --with M [--json]
+//                                                     merges shard N with the next one, M
 //   scrollbackctl move --etcd HOST:PORT --shard N (--from NODE --to NODE | --abort) [--json]
 //                                                     moves one copy (progress on stderr)
 //   scrollbackctl drain --etcd HOST:PORT --node-id NODE --all-copies [--json]
@@ -36,6 +38,7 @@
 #include "scrollback/admin/rebalance.h"
 #include "scrollback/admin/verify.h"
 #include "scrollback/cluster/etcd_metadata_store.h"
+#include "scrollback/cluster/merge.h"
 #include "scrollback/cluster/move.h"
 #include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/cluster/split.h"
@@ -522,6 +525,33 @@ int Split(const std::string& etcd, uint64_t shard, std::optional<uint64_t> at, i
   return 0;
 }
 
+int Merge(const std::string& etcd, uint64_t left, uint64_t right, int timeout_ms, bool json) {
+  auto metadata = OpenEtcd(etcd, timeout_ms);
+  if (!metadata.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", metadata.status().ToString());
+    return 1;
+  }
+  auto done = MergeShards(**metadata, left, right, std::chrono::milliseconds(timeout_ms));
+  if (!done.ok()) {
+    fmt::print(stderr, "scrollbackctl: {}\n", done.status().ToString());
+    return 1;
+  }
+  if (json) {
+    fmt::print("{}\n", nlohmann::json{{"left", done->left_id},
+                                      {"right", done->right_id},
+                                      {"merged", done->merged_id},
+                                      {"token_first", done->range.first},
+                                      {"token_last", done->range.last},
+                                      {"took_ms", done->took.count()}}
+                           .dump(2));
+  } else {
+    fmt::print("shards {} and {} merged into shard {} [{:016x}, {:016x}] in {} ms\n",
+               done->left_id, done->right_id, done->merged_id, done->range.first,
+               done->range.last, done->took.count());
+  }
+  return 0;
+}
+
 int Rebalance(const std::string& etcd, bool apply, const PlannerOptions& planner, int timeout_ms,
               bool json) {
   auto metadata = OpenEtcd(etcd, timeout_ms);
@@ -702,7 +732,19 @@ int Run(int argc, char** argv) {
   remove_node->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
   remove_node->add_option("--node-id", node_id, "The node")->required();
   remove_node->add_flag("--json", json, "Machine-readable output");
+  uint64_t with = 0;
+  auto* merge = app.add_subcommand(
+      "merge",
+      "Merge a shard with the shard right after it (both held by the same nodes); writes to "
+      "both pause while the merged copy is made on every node");
+  merge->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
+  merge->add_option("--shard", shard, "The left shard's id")->required();
+  merge->add_option("--with", with, "The right shard's id (the next one)")->required();
+  merge->add_option("--timeout-ms", move_timeout_ms, "How long to wait")
+      ->check(CLI::Range(1, 600000));
+  merge->add_flag("--json", json, "Machine-readable output");
   CLI11_PARSE(app, argc, argv);
+  if (*merge) return Merge(etcd, shard, with, move_timeout_ms, json);
   if (*move) {
     if (abort) return MoveCopies(etcd, "abort", shard, "", "", "", move_timeout_ms, json);
     if (from.empty() || to.empty()) {

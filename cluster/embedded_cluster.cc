@@ -250,11 +250,24 @@ Result<SplitResult> EmbeddedCluster::Split(uint64_t shard_id, std::optional<uint
   if (!options_.failover) {
     return Status::FailedPrecondition("splits are carried out by the failover controller");
   }
-  auto done = SplitShard(*metadata_, shard_id, at_token, std::chrono::seconds(30));
+  auto done = SplitShard(*metadata_, shard_id, at_token, std::chrono::seconds(60));
   if (!done.ok()) return done;
   auto map = ReadShardMap(*metadata_);
   if (!map.ok()) return map.status();
-  SB_RETURN_IF_ERROR(WaitUntilServing(map->version()));
+  // A copy left behind by the split is bootstrapped: give a large shard's time.
+  SB_RETURN_IF_ERROR(WaitUntilServing(map->version(), std::chrono::minutes(5)));
+  return done;
+}
+
+Result<MergeResult> EmbeddedCluster::Merge(uint64_t left_id, uint64_t right_id) {
+  if (!options_.failover) {
+    return Status::FailedPrecondition("merges are carried out by the failover controller");
+  }
+  auto done = MergeShards(*metadata_, left_id, right_id, std::chrono::seconds(60));
+  if (!done.ok()) return done;
+  auto map = ReadShardMap(*metadata_);
+  if (!map.ok()) return map.status();
+  SB_RETURN_IF_ERROR(WaitUntilServing(map->version(), std::chrono::minutes(5)));
   return done;
 }
 
@@ -263,7 +276,7 @@ Result<MoveResult> EmbeddedCluster::Move(uint64_t shard_id, const std::string& f
   if (!options_.failover) {
     return Status::FailedPrecondition("moves are carried out by the failover controller");
   }
-  auto done = MoveCopy(*metadata_, shard_id, from, to, std::chrono::seconds(60));
+  auto done = MoveCopy(*metadata_, shard_id, from, to, std::chrono::minutes(10));
   if (!done.ok()) return done;
   auto map = ReadShardMap(*metadata_);
   if (!map.ok()) return map.status();

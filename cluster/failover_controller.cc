@@ -10,6 +10,7 @@
 
 #include "scrollback/cluster/node_lease.h"
 #include "scrollback/cluster/shard_map_store.h"
+#include "scrollback/cluster/merge.h"
 #include "scrollback/cluster/move.h"
 #include "scrollback/cluster/split.h"
 #include "scrollback/cluster/switchover.h"
@@ -192,10 +193,13 @@ Result<bool> FailoverController::Pass(Probe& probe) {
   if (!split_requests.ok()) return split_requests.status();
   auto move_requests = metadata_->List(kMovePrefix);
   if (!move_requests.ok()) return move_requests.status();
-  bool switching = !requested->empty() || !split_requests->empty() || !move_requests->empty();
+  auto merge_requests = metadata_->List(kMergePrefix);
+  if (!merge_requests.ok()) return merge_requests.status();
+  bool switching = !requested->empty() || !split_requests->empty() || !move_requests->empty() ||
+                   !merge_requests->empty();
   for (const ShardInfo& shard : map->shards()) {
     switching = switching || !shard.switch_to.empty() || shard.split_at != 0 ||
-                !shard.move_to.empty();
+                !shard.move_to.empty() || shard.merge_into != 0;
   }
   busy_ = switching;
   if (changed_nodes.empty()) waiting_since_.clear();
@@ -430,6 +434,10 @@ Result<bool> FailoverController::Pass(Probe& probe) {
     changed = true;
   }
   if (MoveStep(shards, changed_nodes, live_lease, copies_of, *move_requests, now)) changed = true;
+  if (MergeStep(shards, map->version() + 1, changed_nodes, live_lease, copies_of, *merge_requests,
+                now)) {
+    changed = true;
+  }
   std::vector<NodeInfo> nodes = map->nodes();
   for (NodeInfo& node : nodes) {
     if (!changed_nodes.count(node.node_id) || undecided.count(node.node_id)) continue;
@@ -474,9 +482,10 @@ void FailoverController::RenderMetrics(std::string* out) const {
   counter("scrollback_controller_switchovers_abandoned_total",
           "Planned switchovers refused or given up (logged).", switchovers_abandoned_.load());
   counter("scrollback_controller_splits_total",
-          "Splits completed (a shard replaced by its two children).", splits_.load());
+          "Splits and merges completed (a shard replaced by its two children, or two by one).",
+          splits_.load());
   counter("scrollback_controller_splits_abandoned_total",
-          "Splits refused or given up (logged).", splits_abandoned_.load());
+          "Splits and merges refused or given up (logged).", splits_abandoned_.load());
   counter("scrollback_controller_moves_total",
           "Moves of a shard copy completed (new copy caught up, old copy removed).",
           moves_.load());

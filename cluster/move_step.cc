@@ -73,8 +73,10 @@ bool FailoverController::MoveStep(
         refusal = to + " holds a copy already";
       } else if (live_lease(to) == 0) {
         refusal = to + " is not live (no lease)";
-      } else if (shard.split_at != 0 || !shard.switch_to.empty()) {
-        refusal = shard.split_at != 0 ? "a split is in progress" : "a switchover is in progress";
+      } else if (shard.split_at != 0 || !shard.switch_to.empty() || shard.merge_into != 0) {
+        refusal = shard.split_at != 0   ? "a split is in progress"
+                  : shard.merge_into != 0 ? "a merge is in progress"
+                                          : "a switchover is in progress";
       }
       if (!refusal.empty()) {
         moves_aborted_.fetch_add(1, std::memory_order_relaxed);

@@ -279,7 +279,8 @@ RebalancePlan PlanRebalance(const ShardMap& map, const std::vector<ShardLoad>& l
     Shard shard;
     shard.info = &info;
     shard.primary = *primary;
-    shard.pinned = info.split_at != 0 || !info.switch_to.empty() || !info.move_to.empty();
+    shard.pinned = info.split_at != 0 || !info.switch_to.empty() || !info.move_to.empty() ||
+                   info.merge_into != 0;
     for (const std::string& replica : info.replicas) {
       const std::optional<size_t> n = index_of(replica);
       if (n && *n != *primary) shard.replicas.push_back(*n);

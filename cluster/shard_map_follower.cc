@@ -66,11 +66,15 @@ Status ShardMapFollower::Apply(const ShardMap& map) {
     a.primary_node = shard.primary;
     a.primary_address = primary_node ? primary_node->address : std::string();
     if (primary) a.replica_nodes = shard.replicas;
-    a.sealed_for_split = primary && shard.split_at != 0;
-    a.split_pending = shard.split_at != 0;
+    a.reshard_pending = shard.split_at != 0 || shard.merge_into != 0;
+    a.sealed_for_reshard = primary && a.reshard_pending;
     a.writes_paused = primary && !shard.switch_to.empty();
     a.split_from = shard.split_from;
     a.split_lsn = shard.split_lsn;
+    a.merge_left = shard.merge_left;
+    a.merge_right = shard.merge_right;
+    a.merge_left_lsn = shard.merge_left_lsn;
+    a.merge_right_lsn = shard.merge_right_lsn;
   }
   Status applied = node_.AssignShards(map.version(), mine, map.Serialize());
   if (applied.ok() && node_.primary_lease() != nullptr && map.version() >= node_.map_version()) {

@@ -40,7 +40,7 @@ bool FailoverController::SplitStep(std::vector<ShardInfo>& shards, uint64_t next
   uint64_t next_id = 1;  // Past every id in use or promised to a split in progress.
   for (const ShardInfo& shard : shards) {
     next_id = std::max({next_id, shard.shard_id + 1, shard.split_left_id + 1,
-                        shard.split_right_id + 1});
+                        shard.split_right_id + 1, shard.merge_into + 1});
   }
   std::vector<ShardInfo> children;     // Of the splits finished in this pass.
   std::set<uint64_t> finished;         // Their parents.
@@ -61,8 +61,40 @@ bool FailoverController::SplitStep(std::vector<ShardInfo>& shards, uint64_t next
         refusal = "a switchover is in progress";
       } else if (!shard.move_to.empty()) {
         refusal = "a move is in progress";
+      } else if (shard.merge_into != 0) {
+        refusal = "a merge is in progress";
       } else if (live_lease(shard.primary) == 0) {
         refusal = "its primary " + shard.primary + " holds no lease";
+      }
+      if (refusal.empty()) {
+        // Replicas close behind the primary first: the pause after the seal is then short.
+        auto& asked = splitting_since_.try_emplace(shard.shard_id, now).first->second;
+        uint64_t worst_lag = 0;
+        std::string behind;
+        const auto& on_primary = copies_of(shard.primary);
+        const bool primary_answered =
+            on_primary.ok() && on_primary->find(shard.shard_id) != on_primary->end();
+        if (primary_answered) {
+          const uint64_t primary_lsn = on_primary->find(shard.shard_id)->second.lsn;
+          for (const std::string& node : shard.replicas) {
+            if (live_lease(node) == 0) continue;
+            const auto& hosted = copies_of(node);
+            if (!hosted.ok()) continue;
+            auto it = hosted->find(shard.shard_id);
+            if (it == hosted->end() || !it->second.serving || it->second.lsn >= primary_lsn) {
+              continue;
+            }
+            if (primary_lsn - it->second.lsn > worst_lag) {
+              worst_lag = primary_lsn - it->second.lsn;
+              behind = node;
+            }
+          }
+        }
+        if (worst_lag > options_.split_max_replica_lag && now - asked < options_.split_timeout) {
+          log_->info("controller {}: split of shard {} waits for {} ({} lsns behind)",
+                     options_.node_id, shard.shard_id, behind, worst_lag);
+          continue;
+        }
       }
       if (!refusal.empty()) {
         splits_abandoned_.fetch_add(1, std::memory_order_relaxed);

@@ -343,12 +343,15 @@ class ShardStoreImpl final : public ShardStore {
   Result<std::vector<EpochRecord>> EpochHistory() override;
   Result<ShardChecksum> Checksum() override;
   Status CompactAll() override;
-  // Splitting (split.cc).
+  // Splitting and merging (split.cc).
   Result<uint64_t> Seal() override;
   void Unseal() override { sealed_.store(false); }
   bool sealed() const override { return sealed_.load(); }
   Result<uint64_t> CreateSplitCopy(const std::string& dir, uint64_t child_shard_id,
                                    TokenRange child_range, uint64_t expected_lsn) override;
+  Result<uint64_t> CreateMergedCopy(const std::string& dir, uint64_t merged_shard_id,
+                                    uint64_t expected_lsn, ShardStore& right,
+                                    uint64_t right_expected_lsn) override;
 
  private:
   // What the store keeps in memory about a conversation between writes. Derived entirely from

@@ -1,11 +1,13 @@
-// Splitting a shard (docs/resharding.md): the seal that fixes the parent's last LSN, and the
-// copy each child starts from (a checkpoint cut to the child's range by one deterministic write).
+// Splitting and merging shards (docs/resharding.md): the seal that fixes a shard's last LSN, the
+// copy each split child starts from (a checkpoint cut to the child's range by one deterministic
+// write), and the copy a merged shard starts from (the left's checkpoint plus the right's rows).
 #include <rocksdb/convenience.h>
 #include <rocksdb/db.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -151,6 +153,126 @@ Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_
   if (!staged.ok()) {
     cleanup();
     return staged;
+  }
+  return lsn;
+}
+
+Result<uint64_t> ShardStoreImpl::CreateMergedCopy(const std::string& dir,
+                                                  uint64_t merged_shard_id,
+                                                  uint64_t expected_lsn, ShardStore& right_store,
+                                                  uint64_t right_expected_lsn) {
+  auto& right = static_cast<ShardStoreImpl&>(right_store);
+  const TokenRange left_range = options_.token_range;
+  const TokenRange right_range = right.options_.token_range;
+  if (left_range.last == UINT64_MAX || left_range.last + 1 != right_range.first) {
+    return Status::InvalidArgument("right", "shard " + std::to_string(right.options_.shard_id) +
+                                                " does not start right after shard " +
+                                                std::to_string(options_.shard_id));
+  }
+  if (right.db_->GetLatestSequenceNumber() != right_expected_lsn) {
+    return Status::FailedPrecondition(
+        "shard " + std::to_string(right.options_.shard_id) + " is at lsn " +
+        std::to_string(right.db_->GetLatestSequenceNumber()) + ", the merge is at lsn " +
+        std::to_string(right_expected_lsn));
+  }
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto cleanup = [&] { fs::remove_all(dir, ec); };
+  auto checkpoint_lsn = CreateCheckpoint(dir);
+  if (!checkpoint_lsn.ok()) {
+    cleanup();
+    return checkpoint_lsn.status();
+  }
+  if (*checkpoint_lsn != expected_lsn) {
+    cleanup();
+    return Status::FailedPrecondition("shard " + std::to_string(options_.shard_id) + " is at lsn " +
+                                      std::to_string(*checkpoint_lsn) + ", the merge is at lsn " +
+                                      std::to_string(expected_lsn));
+  }
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = false;
+  db_options.max_open_files = 64;
+  if (env_) db_options.env = env_.get();
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  Status status = FromRocksDb(
+      rocksdb::DB::Open(db_options, dir, ColumnFamilyDescriptors(*resources_), &handles, &raw_db),
+      "open merged copy at " + dir);
+  if (!status.ok()) {
+    cleanup();
+    return status;
+  }
+  std::unique_ptr<rocksdb::DB> db(raw_db);
+
+  // Batches of a fixed number of operations: the same rows give the same batches, so every
+  // copy consumes the same sequence numbers.
+  constexpr size_t kOpsPerBatch = 1000;
+  rocksdb::WriteBatch batch;
+  auto flush_batch = [&]() -> Status {
+    if (batch.Count() == 0) return Status::Ok();
+    Status written = FromRocksDb(db->Write(rocksdb::WriteOptions(), &batch), "write merged rows");
+    batch.Clear();
+    return written;
+  };
+  rocksdb::ReadOptions read;
+  read.total_order_seek = true;
+  read.fill_cache = false;
+  // The right shard's sharded rows, as they are.
+  for (Cf cf : {kConversationsCf, kMessagesCf, kIndexesCf, kInboxCf}) {
+    if (!status.ok()) break;
+    std::unique_ptr<rocksdb::Iterator> it(right.db_->NewIterator(read, right.handles_[cf]));
+    for (it->SeekToFirst(); it->Valid() && status.ok(); it->Next()) {
+      status = FromRocksDb(batch.Put(handles[cf], it->key(), it->value()), "stage merged row");
+      if (status.ok() && batch.Count() >= kOpsPerBatch) status = flush_batch();
+    }
+    if (status.ok()) status = FromRocksDb(it->status(), "read the right shard");
+  }
+  // Its outbox records, renumbered after the left's newest of the same tag: tag | seq | rest.
+  if (status.ok()) {
+    std::map<char, uint64_t> newest;  // Per outbox tag, in the left copy.
+    std::unique_ptr<rocksdb::Iterator> left_it(db->NewIterator(read, handles[kOutboxCf]));
+    for (left_it->SeekToFirst(); left_it->Valid(); left_it->Next()) {
+      const rocksdb::Slice key = left_it->key();
+      if (key.size() < 9) continue;
+      uint64_t& seq = newest[key[0]];
+      seq = std::max(seq, keys::GetBigEndian64(key.data() + 1));
+    }
+    status = FromRocksDb(left_it->status(), "read the left outbox");
+    std::unique_ptr<rocksdb::Iterator> it(right.db_->NewIterator(read, right.handles_[kOutboxCf]));
+    for (it->SeekToFirst(); it->Valid() && status.ok(); it->Next()) {
+      std::string key = it->key().ToString();
+      if (key.size() >= 9) {
+        keys::PutBigEndian64(key.data() + 1, newest[key[0]] + keys::GetBigEndian64(key.data() + 1));
+      }
+      status = FromRocksDb(batch.Put(handles[kOutboxCf], key, it->value()), "stage merged outbox");
+      if (status.ok() && batch.Count() >= kOpsPerBatch) status = flush_batch();
+    }
+    if (status.ok()) status = FromRocksDb(it->status(), "read the right outbox");
+  }
+  // The meta row: the left's, with the merged id and range.
+  std::string meta_value;
+  const rocksdb::Slice meta_key(keys::kShardMetaKey.data(), keys::kShardMetaKey.size());
+  if (status.ok()) {
+    status = FromRocksDb(db->Get(rocksdb::ReadOptions(), handles[kMetaCf], meta_key, &meta_value),
+                         "read the merged copy's meta row");
+  }
+  codec::ShardMetaRow meta;
+  if (status.ok()) status = codec::DecodeShardMeta(meta_value, &meta);
+  if (status.ok()) {
+    meta.shard_id = merged_shard_id;
+    meta.token_first = left_range.first;
+    meta.token_last = right_range.last;
+    status = FromRocksDb(batch.Put(handles[kMetaCf], meta_key, codec::EncodeShardMeta(meta)),
+                         "stage merged meta");
+  }
+  if (status.ok()) status = flush_batch();
+  if (status.ok()) status = FromRocksDb(db->FlushWAL(/*sync=*/true), "sync the merged copy");
+  const uint64_t lsn = db->GetLatestSequenceNumber();
+  for (auto* handle : handles) (void)db->DestroyColumnFamilyHandle(handle);
+  db.reset();
+  if (!status.ok()) {
+    cleanup();
+    return status;
   }
   return lsn;
 }

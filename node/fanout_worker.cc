@@ -59,7 +59,7 @@ void FanOutWorker::Run() {
       if (shard.assignment.role != ShardRole::kPrimary) continue;  // Replicas never deliver.
       // Paused for a switchover: no writes here (the outbox deletes) until the new primary has
       // everything; it delivers what is left. Splitting: the children deliver it.
-      if (shard.assignment.writes_paused || shard.assignment.sealed_for_split) continue;
+      if (shard.assignment.writes_paused || shard.assignment.sealed_for_reshard) continue;
       Cursor& cursor = cursors[shard.assignment.shard_id];
       if (!same_store(cursor.store, shard.store)) {
         // First pass over this shard, or it was closed and opened again (its outbox positions

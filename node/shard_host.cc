@@ -112,9 +112,12 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
 
   // Dropped, or changed in range or placement (another copy): close what is open. A dropped
   // shard that a new one splits from stays open until the children are cut from it.
-  std::map<uint64_t, std::shared_ptr<ShardStore>> split_parents;
+  std::map<uint64_t, std::shared_ptr<ShardStore>> split_parents;  // Of splits and merges.
   for (const ShardAssignment& a : sorted) {
-    if (a.split_from != 0 && !slots_.count(a.shard_id)) split_parents[a.split_from] = nullptr;
+    if (slots_.count(a.shard_id)) continue;
+    for (uint64_t parent : {a.split_from, a.merge_left, a.merge_right}) {
+      if (parent != 0) split_parents[parent] = nullptr;
+    }
   }
   for (auto it = slots_.begin(); it != slots_.end();) {
     auto next = wanted.find(it->first);
@@ -153,7 +156,7 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
       }
       log_->info("now {}", Describe(next));
       const bool new_epoch = next.epoch > slot.assignment.epoch;
-      const bool split_starts = next.split_pending && !slot.assignment.split_pending;
+      const bool split_starts = next.reshard_pending && !slot.assignment.reshard_pending;
       const bool promoted = slot.assignment.role == ShardRole::kReplica &&
                             next.role == ShardRole::kPrimary && slot.store != nullptr;
       const bool demoted = slot.assignment.role == ShardRole::kPrimary &&
@@ -176,13 +179,13 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
         ReopenLocked(a.shard_id, slot);
         continue;
       }
-      if (slot.store && slot.store->sealed() && !next.sealed_for_split) {
+      if (slot.store && slot.store->sealed() && !next.sealed_for_reshard) {
         // A split abandoned (or overtaken by a failover): the shard takes writes again.
         slot.store->Unseal();
         log_->warn("{}: split abandoned, writes resume", Describe(next));
       }
       if (split_starts && slot.store &&
-          (next.role == ShardRole::kReplica || next.sealed_for_split)) {
+          (next.role == ShardRole::kReplica || next.sealed_for_reshard)) {
         // Off this thread (the map follower's; a flush takes a while): the epoch's record
         // (below) is written first, so the children inherit it.
         Task start{std::chrono::steady_clock::now(), a.shard_id, 0, nullptr, {}};
@@ -209,8 +212,12 @@ Status ShardHost::AssignLocked(uint64_t map_version, const std::vector<ShardAssi
     slot.generation = next_generation_++;
     log_->info("opening {}", Describe(a));
     Task open{std::chrono::steady_clock::now(), a.shard_id, slot.generation, nullptr, {}};
-    if (auto parent = split_parents.find(a.split_from); parent != split_parents.end()) {
+    const uint64_t left_parent = a.split_from != 0 ? a.split_from : a.merge_left;
+    if (auto parent = split_parents.find(left_parent); parent != split_parents.end()) {
       open.split_source = parent->second;
+    }
+    if (auto parent = split_parents.find(a.merge_right); parent != split_parents.end()) {
+      open.merge_right_source = parent->second;
     }
     Schedule(std::move(open));
     slots_.emplace(a.shard_id, std::move(slot));
@@ -416,16 +423,20 @@ void ShardHost::Open(const Task& task) {
       Task retry{
           std::chrono::steady_clock::now() + wait, task.shard_id, task.generation, nullptr, {}};
       retry.split_source = task.split_source;
+      retry.merge_right_source = task.merge_right_source;
       Schedule(std::move(retry));
     }
     PublishLocked();
   };
 
   std::error_code ec;
-  if (assignment.split_from != 0 && !fs::exists(fs::path(dir) / "CURRENT", ec)) {
-    // A split child without a copy yet: cut it from the parent's copy here, if there is one
-    // at the split LSN; else a replica bootstraps (below) and a primary waits for its copy.
-    Status cut = CutSplitChild(assignment, task.split_source, dir);
+  if ((assignment.split_from != 0 || assignment.merge_left != 0) &&
+      !fs::exists(fs::path(dir) / "CURRENT", ec)) {
+    // A split child or merged shard without a copy yet: made from the parents' copies here, if
+    // they are at the right LSNs; else a replica bootstraps (below) and a primary waits.
+    Status cut = assignment.split_from != 0
+                     ? CutSplitChild(assignment, task.split_source, dir)
+                     : MakeMergedCopy(assignment, task.split_source, task.merge_right_source, dir);
     if (!cut.ok()) {
       split_cut_failures_.fetch_add(1, std::memory_order_relaxed);
       if (assignment.role == ShardRole::kPrimary) return give_up(ShardState::kOpening, cut);
@@ -506,7 +517,7 @@ void ShardHost::Open(const Task& task) {
     if (!begun.ok()) return give_up(ShardState::kOpening, begun.status());
     log_->info("shard {} epoch {} began at lsn {} (now {})", assignment.shard_id, begun->epoch,
                begun->start_lsn, store->LatestSequence());
-    if (assignment.sealed_for_split) {
+    if (assignment.sealed_for_reshard) {
       // A split in progress (this node restarted, or its copy was promoted): sealed as it opens.
       auto sealed = store->Seal();
       if (!sealed.ok()) return give_up(ShardState::kOpening, sealed.status());
@@ -559,7 +570,7 @@ void ShardHost::Open(const Task& task) {
           return;
         }
       }
-      if (slot.assignment.sealed_for_split && !store->sealed()) {
+      if (slot.assignment.sealed_for_reshard && !store->sealed()) {
         auto sealed = store->Seal();
         if (sealed.ok()) {
           log_->warn("{}: sealed for a split at lsn {}", Describe(slot.assignment), *sealed);
@@ -594,7 +605,7 @@ void ShardHost::StartSplit(const Task& task) {
     std::lock_guard lock(mu_);
     auto it = slots_.find(task.shard_id);
     if (it == slots_.end() || it->second.store != task.split_start ||
-        !it->second.assignment.sealed_for_split) {
+        !it->second.assignment.sealed_for_reshard) {
       return;
     }
     auto sealed = store.Seal();
@@ -611,28 +622,66 @@ void ShardHost::StartSplit(const Task& task) {
   }
 }
 
+Result<std::shared_ptr<ShardStore>> ShardHost::ParentCopy(
+    uint64_t parent_id, const std::shared_ptr<ShardStore>& source) {
+  if (source) return source;
+  // After a restart: the parent's directory, if this node still has it.
+  const std::string parent_dir = DirectoryOf(parent_id);
+  auto identity = ReadShardIdentity(parent_dir);
+  if (!identity.ok()) return identity.status();
+  if (!*identity) {
+    return Status::FailedPrecondition("no copy of parent shard " + std::to_string(parent_id) +
+                                      " on this node");
+  }
+  ShardOptions options = core_.options.shard_options;
+  options.shard_id = parent_id;
+  options.token_range = (*identity)->range;
+  options.create_if_missing = false;
+  if (!options.resources) options.resources = resources_;
+  auto opened = ShardStore::Open(options, parent_dir);
+  if (!opened.ok()) return opened.status();
+  return std::shared_ptr<ShardStore>(std::move(opened).value());
+}
+
+Status ShardHost::MakeMergedCopy(const ShardAssignment& merged,
+                                 const std::shared_ptr<ShardStore>& left_source,
+                                 const std::shared_ptr<ShardStore>& right_source,
+                                 const std::string& dir) {
+  auto left = ParentCopy(merged.merge_left, left_source);
+  if (!left.ok()) return left.status();
+  auto right = ParentCopy(merged.merge_right, right_source);
+  if (!right.ok()) return right.status();
+  const auto started = std::chrono::steady_clock::now();
+  const std::string making = dir + ".cutting";
+  std::error_code ec;
+  fs::remove_all(making, ec);  // Left by a crash during an earlier attempt.
+  auto lsn = (*left)->CreateMergedCopy(making, merged.shard_id, merged.merge_left_lsn, **right,
+                                       merged.merge_right_lsn);
+  if (!lsn.ok()) return lsn.status();
+  fs::remove_all(dir, ec);
+  fs::rename(making, dir, ec);
+  if (ec) return Status::Internal("moving " + making + " to " + dir + ": " + ec.message());
+  ShardIdentity identity{1,        merged.shard_id, merged.range, merged.placement_version,
+                         merged.epoch, merged.role,   *lsn,         /*clean_close=*/true,
+                         core_.options.node_id};
+  SB_RETURN_IF_ERROR(WriteShardIdentity(dir, identity));
+  split_cuts_.fetch_add(1, std::memory_order_relaxed);
+  log_->warn("{}: merged from shards {} (lsn {}) and {} (lsn {}) in {} ms (now at lsn {})",
+             Describe(merged), merged.merge_left, merged.merge_left_lsn, merged.merge_right,
+             merged.merge_right_lsn,
+             std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now() - started)
+                 .count(),
+             *lsn);
+  return Status::Ok();
+}
+
 Status ShardHost::CutSplitChild(const ShardAssignment& child,
                                 const std::shared_ptr<ShardStore>& source,
                                 const std::string& dir) {
-  std::shared_ptr<ShardStore> parent = source;
-  if (!parent) {
-    // After a restart: the parent's directory, if this node still has it.
-    const std::string parent_dir = DirectoryOf(child.split_from);
-    auto identity = ReadShardIdentity(parent_dir);
-    if (!identity.ok()) return identity.status();
-    if (!*identity) {
-      return Status::FailedPrecondition("no copy of parent shard " +
-                                        std::to_string(child.split_from) + " on this node");
-    }
-    ShardOptions options = core_.options.shard_options;
-    options.shard_id = child.split_from;
-    options.token_range = (*identity)->range;
-    options.create_if_missing = false;
-    if (!options.resources) options.resources = resources_;
-    auto opened = ShardStore::Open(options, parent_dir);
-    if (!opened.ok()) return opened.status();
-    parent = std::move(opened).value();
-  }
+  auto parent_copy = ParentCopy(child.split_from, source);
+  if (!parent_copy.ok()) return parent_copy.status();
+  std::shared_ptr<ShardStore> parent = std::move(parent_copy).value();
   const auto started = std::chrono::steady_clock::now();
   const std::string cutting = dir + ".cutting";
   std::error_code ec;

@@ -84,6 +84,8 @@ class ShardHost {
     // Open of a split child: the parent's open store, held so that the parent closes only
     // after the child's copy was cut from it (null: look for the parent's directory on disk).
     std::shared_ptr<ShardStore> split_source = nullptr;
+    // Open of a merged shard: split_source is the left parent's open store, this the right's.
+    std::shared_ptr<ShardStore> merge_right_source = nullptr;
     // A split started on this open copy: flush it, then seal it if `seal` (the primary).
     std::shared_ptr<ShardStore> split_start = nullptr;
     bool seal = false;
@@ -114,6 +116,15 @@ class ShardHost {
   // restart). failed-precondition when no copy of the parent at exactly the split LSN is here.
   Status CutSplitChild(const ShardAssignment& child, const std::shared_ptr<ShardStore>& source,
                        const std::string& dir);
+  // Makes a merged shard's first copy in `dir` from this node's copies of both parents at
+  // their merge LSNs (`left` / `right` if set, else opened from disk). failed-precondition when
+  // this node lacks either at the right LSN.
+  Status MakeMergedCopy(const ShardAssignment& merged, const std::shared_ptr<ShardStore>& left,
+                        const std::shared_ptr<ShardStore>& right, const std::string& dir);
+  // A parent's copy on this node: `source` if set, else its directory opened from disk (after a
+  // restart). failed-precondition when this node has none.
+  Result<std::shared_ptr<ShardStore>> ParentCopy(uint64_t parent_id,
+                                                 const std::shared_ptr<ShardStore>& source);
   void PublishLocked();  // REQUIRES: mu_ held.
   std::string DirectoryOf(uint64_t shard_id) const;
   // REQUIRES: mu_ held.
@@ -154,7 +165,7 @@ class ShardHost {
   std::atomic<uint64_t> moved_aside_{0};
   std::atomic<uint64_t> lifecycle_errors_{0};  // Identity writes and moves that failed.
   std::atomic<uint64_t> rebootstraps_{0};
-  std::atomic<uint64_t> split_cuts_{0};          // Children cut locally from their parent.
+  std::atomic<uint64_t> split_cuts_{0};  // Children cut (split) or made (merge) locally.
   std::atomic<uint64_t> split_cut_failures_{0};  // Cuts that failed (then bootstrapped/retried).
 };
 

@@ -81,6 +81,12 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
                                                      " cannot split and switch over at once");
       }
     }
+    if (shard.merge_into != 0 && (shard.split_at != 0 || !shard.switch_to.empty() ||
+                                  !shard.move_to.empty())) {
+      return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
+                                                   " cannot merge while it splits, moves or "
+                                                   "switches over");
+    }
     bool last = i + 1 == shards.size();
     if (last != (shard.range.last == UINT64_MAX)) {
       return Status::InvalidArgument("shards", "shard ranges must end at the top of the ring");
@@ -88,7 +94,7 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
     if (!last) expected_first = shard.range.last + 1;
   }
   for (const ShardInfo& shard : shards) {
-    for (uint64_t child : {shard.split_left_id, shard.split_right_id}) {
+    for (uint64_t child : {shard.split_left_id, shard.split_right_id, shard.merge_into}) {
       if (child != 0 && shard_ids.count(child)) {
         return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
                                                      " splits into shard " + std::to_string(child) +
@@ -106,7 +112,8 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
 uint64_t ShardMap::NextShardId() const {
   uint64_t largest = 0;
   for (const ShardInfo& shard : shards_) {
-    largest = std::max({largest, shard.shard_id, shard.split_left_id, shard.split_right_id});
+    largest = std::max(
+        {largest, shard.shard_id, shard.split_left_id, shard.split_right_id, shard.merge_into});
   }
   return largest + 1;
 }
@@ -183,6 +190,11 @@ std::string ShardMap::Serialize() const {
     out.setSplitLsn(in.split_lsn);
     out.setMoveFrom(wire::AsText(in.move_from));
     out.setMoveTo(wire::AsText(in.move_to));
+    out.setMergeInto(in.merge_into);
+    out.setMergeLeft(in.merge_left);
+    out.setMergeRight(in.merge_right);
+    out.setMergeLeftLsn(in.merge_left_lsn);
+    out.setMergeRightLsn(in.merge_right_lsn);
   }
   auto nodes = root.initNodes(static_cast<unsigned>(nodes_.size()));
   for (unsigned i = 0; i < nodes_.size(); ++i) {
@@ -225,6 +237,11 @@ Result<ShardMap> ShardMap::Parse(std::string_view bytes) {
       shard.split_lsn = in.getSplitLsn();
       shard.move_from = wire::View(in.getMoveFrom());
       shard.move_to = wire::View(in.getMoveTo());
+      shard.merge_into = in.getMergeInto();
+      shard.merge_left = in.getMergeLeft();
+      shard.merge_right = in.getMergeRight();
+      shard.merge_left_lsn = in.getMergeLeftLsn();
+      shard.merge_right_lsn = in.getMergeRightLsn();
     }
     for (auto in : root.getNodes()) {
       nodes.push_back({std::string(wire::View(in.getNodeId())),

@@ -155,6 +155,16 @@ struct ShardInfo {
   # (it bootstraps and catches up); once it has caught up (and, if moveFrom is the primary,
   # after a switchover to it), moveFrom's copy is removed. Empty: none.
   moveTo @14 :Text;
+  mergeInto @15 :UInt64;
+  # A merge in progress (docs/resharding.md, Merge), on both shards: the merged shard's id.
+  # Both primaries seal until the map replaces the two by the merged shard. 0: none.
+  mergeLeft @16 :UInt64;
+  # A merged shard: its two parents (left, right) and their sealed LSNs. A node holding copies
+  # of both at exactly those LSNs makes the merged copy locally; any other copy is bootstrapped
+  # from the merged shard's primary. 0: none.
+  mergeRight @17 :UInt64;
+  mergeLeftLsn @18 :UInt64;
+  mergeRightLsn @19 :UInt64;
 }
 
 struct NodeInfo {

@@ -29,10 +29,10 @@ struct ReshardResult {
   uint64_t shard_bytes = 0;  // Primary's live data + memtables when the split began.
   uint64_t messages = 0;     // Loaded.
   double load_s = 0;
-  double split_pause_ms = 0;     // SplitResult::pause.
+  double split_ms = 0;           // SplitResult::pause: from the seal's start to the children
+                                 // named (copies flush first, writes going on).
   double split_gap_ms = 0;       // Longest gap between acknowledged sends of a split writer.
   double split_p99_ms = 0;       // Sends (first attempt to acknowledgement) around the split.
-  uint64_t child_bytes[2] = {0, 0};  // Each child's primary copy after the split.
   double move_s = 0;
   uint64_t move_bytes = 0;       // Checkpoint bytes the new copy received.
   double move_mb_per_s = 0;

@@ -447,6 +447,31 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   CHECK(split_out.find("pause_ms") != std::string::npos);
   CHECK(ReadShardMap(*cluster.metadata)->FindShard(parent.shard_id) == nullptr);
   load(3);
+  // The two halves merge back, and split again.
+  {
+    auto map = ReadShardMap(*cluster.metadata);
+    REQUIRE(map.ok());
+    const ShardInfo& left = map->ShardForToken(parent.range.first);
+    const ShardInfo& right = map->ShardForToken(parent.range.last);
+    auto [merge_code, merge_out] =
+        RunCtl(cluster, {"merge", "--etcd", cluster.etcd.endpoint(), "--shard",
+                         std::to_string(left.shard_id), "--with", std::to_string(right.shard_id),
+                         "--json"},
+               "merge.log");
+    INFO(merge_out);
+    REQUIRE(merge_code == 0);
+    CHECK(merge_out.find("\"merged\"") != std::string::npos);
+    const ShardInfo whole = ReadShardMap(*cluster.metadata)->ShardForToken(parent.range.first);
+    CHECK(whole.range == parent.range);
+    load(3);
+    auto [again_code, again_out] =
+        RunCtl(cluster, {"split", "--etcd", cluster.etcd.endpoint(), "--shard",
+                         std::to_string(whole.shard_id)},
+               "split-again.log");
+    INFO(again_out);
+    REQUIRE(again_code == 0);
+    load(3);
+  }
 
   // A fourth node joins; a copy moves to it while its first bootstrap crawls, and it is
   // SIGKILLed mid-copy: restarted, it copies again and the move completes.

@@ -205,6 +205,79 @@ TEST_CASE("two copies of a shard at the same lsn give identical children") {
   CHECK(sums[0].checksum == sums[1].checksum);
 }
 
+TEST_CASE("a merged copy holds both halves' rows and both outboxes, the same from any copies") {
+  StoreFixture f;
+  Load(f);
+  const uint64_t at = uint64_t{1} << 63;
+  const TokenRange left_range{0, at - 1}, right_range{at, UINT64_MAX};
+  auto lsn = f.store->Seal();
+  REQUIRE(lsn.ok());
+  std::vector<std::unique_ptr<ShardStore>> halves;
+  for (auto [id, range] : {std::pair{uint64_t{11}, left_range}, std::pair{uint64_t{12}, right_range}}) {
+    const std::string dir = f.dir.Sub("half-" + std::to_string(id));
+    std::filesystem::remove_all(dir);
+    REQUIRE(f.store->CreateSplitCopy(dir, id, range, *lsn).ok());
+    halves.push_back(OpenChild(f.options, id, range, dir));
+  }
+  // Each half moves on by itself: new conversations, sends, outbox records.
+  for (uint64_t c = 1001; c <= 1040; ++c) {
+    ShardStore& home = TokenOf(c) < at ? *halves[0] : *halves[1];
+    REQUIRE(home.CreateConversation({c, 5000 + c, {6000 + c}, "later"}).ok());
+    REQUIRE(home.SendMessage({c, 5000 + c, "x", "after the split"}).ok());
+  }
+  const size_t outbox = ReadWholeOutbox(*halves[0]).size() + ReadWholeOutbox(*halves[1]).size();
+  // Second copies of both halves, as replicas hold them.
+  std::vector<std::unique_ptr<ShardStore>> copies;
+  for (size_t h = 0; h < 2; ++h) {
+    const std::string dir = f.dir.Sub("copy-" + std::to_string(h));
+    std::filesystem::remove_all(dir);
+    REQUIRE(halves[h]->CreateCheckpoint(dir).ok());
+    copies.push_back(OpenChild(f.options, halves[h]->shard_id(), halves[h]->token_range(), dir));
+  }
+  std::vector<ShardChecksum> sums;
+  for (auto* pair : {&halves, &copies}) {
+    ShardStore& left = *(*pair)[0];
+    ShardStore& right = *(*pair)[1];
+    const std::string dir = f.dir.Sub("merged-" + std::to_string(sums.size()));
+    std::filesystem::remove_all(dir);
+    auto merged_lsn =
+        left.CreateMergedCopy(dir, 20, left.LatestSequence(), right, right.LatestSequence());
+    INFO(merged_lsn.status().ToString());
+    REQUIRE(merged_lsn.ok());
+    auto merged = OpenChild(f.options, 20, TokenRange::Full(), dir);
+    CHECK(merged->LatestSequence() == *merged_lsn);
+    for (uint64_t c = 1; c <= kConvs; ++c) {
+      INFO("conversation " << c);
+      HistoryQuery newest;
+      newest.conv_id = c;
+      REQUIRE(merged->ReadHistory(newest)->messages.size() == 3);
+    }
+    for (uint64_t c = 1001; c <= 1040; ++c) CHECK(merged->GetMessage(c, 1)->body == "after the split");
+    // Every record of both outboxes, none overwritten by the other's numbering.
+    CHECK(ReadWholeOutbox(*merged).size() == outbox);
+    // It takes writes anywhere in the union of the ranges.
+    REQUIRE(merged->SendMessage({1, 1001, "merged", "hello"}).ok());
+    auto sum = merged->Checksum();
+    REQUIRE(sum.ok());
+    sums.push_back(*sum);
+  }
+  CHECK(sums[0].checksum == sums[1].checksum);
+  CHECK(sums[0].keys == sums[1].keys);
+  CHECK(sums[0].lsn == sums[1].lsn);
+  // Not adjacent, or not at the LSN asked for: refused, nothing left behind.
+  const std::string dir = f.dir.Sub("refused");
+  std::filesystem::remove_all(dir);
+  CHECK(halves[1]->CreateMergedCopy(dir, 21, halves[1]->LatestSequence(), *halves[0],
+                                    halves[0]->LatestSequence())
+            .status()
+            .code() == ErrorCode::kInvalidArgument);
+  CHECK(halves[0]->CreateMergedCopy(dir, 21, halves[0]->LatestSequence(), *halves[1],
+                                    halves[1]->LatestSequence() - 1)
+            .status()
+            .code() == ErrorCode::kFailedPrecondition);
+  CHECK_FALSE(std::filesystem::exists(dir));
+}
+
 TEST_CASE("a split copy refuses a store not at the split lsn, and a range that is no split") {
   StoreFixture f;
   Load(f);

@@ -16,6 +16,7 @@
 #include "replication/replication_test_util.h"
 #include "replication/send_load.h"
 #include "scrollback/admin/rebalance.h"
+#include "scrollback/cluster/merge.h"
 #include "scrollback/cluster/split.h"
 #include "test_util.h"
 
@@ -45,6 +46,25 @@ Result<SplitResult> SplitWhileSending(ClusterFixture& f, uint64_t shard_id,
   REQUIRE(f.Eventually([&] { return done.load(); }, std::chrono::seconds(90)));
   runner.join();
   return split;
+}
+
+// Runs `work` (blocking) on a thread while the fixture's loop drives the load.
+template <typename Work>
+void WhileSending(ClusterFixture& f, Work&& work) {
+  std::atomic<bool> done{false};
+  std::thread runner([&] {
+    work();
+    done = true;
+  });
+  REQUIRE(f.Eventually([&] { return done.load(); }, std::chrono::seconds(120)));
+  runner.join();
+}
+
+// The nodes holding a copy of `shard`.
+std::set<std::string> Holders(const ShardInfo& shard) {
+  std::set<std::string> holders(shard.replicas.begin(), shard.replicas.end());
+  holders.insert(shard.primary);
+  return holders;
 }
 
 // Conversations from `first` on, `per_shard` on every shard of the current map.
@@ -108,6 +128,53 @@ TEST_CASE("a shard splits online under sends: nothing acknowledged is lost and n
   }
 }
 
+TEST_CASE("a split shard merges back under sends: nothing lost, every copy made locally") {
+  ClusterFixture f(FailoverOptions(AckMode::kSemiSync));
+  auto convs = ConversationsPerShard(f, kFirstConv, 4);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(2));
+  const ShardInfo parent = StoredMap(f).ShardForKey(convs[0]);
+  auto split = SplitWhileSending(f, parent.shard_id, std::nullopt);
+  INFO(split.status().ToString());
+  REQUIRE(split.ok());
+  REQUIRE(load.EachGains(2));
+  const uint64_t bootstraps_before = SumOverNodes(f, "scrollback_replica_bootstraps_total");
+  const uint64_t cuts_before = SumOverNodes(f, "scrollback_split_cuts_total");
+
+  // Impossible merges are refused first: not adjacent (the wrong way round), unknown.
+  auto& metadata = *f.cluster->metadata();
+  CHECK(MergeShards(metadata, split->right_id, split->left_id, std::chrono::seconds(5))
+            .status()
+            .code() == ErrorCode::kInvalidArgument);
+  CHECK(MergeShards(metadata, split->left_id, 999, std::chrono::seconds(5)).status().code() ==
+        ErrorCode::kInvalidArgument);
+
+  Result<MergeResult> merged = Status::Unavailable("not run");
+  WhileSending(f, [&] { merged = f.cluster->Merge(split->left_id, split->right_id); });
+  INFO(merged.status().ToString());
+  REQUIRE(merged.ok());
+  CHECK(merged->range == parent.range);
+  const ShardMap after = StoredMap(f);
+  CHECK(after.FindShard(split->left_id) == nullptr);
+  CHECK(after.FindShard(split->right_id) == nullptr);
+  const ShardInfo* whole = after.FindShard(merged->merged_id);
+  REQUIRE(whole);
+  CHECK(whole->range == parent.range);
+  CHECK(whole->merge_left == split->left_id);
+  CHECK(whole->merge_right == split->right_id);
+  CHECK(whole->shard_id > split->right_id);  // A new id, never one used before.
+  REQUIRE(load.EachGains(3));
+  load.Stop();
+  CheckAcknowledged(f, load.acked);
+  REQUIRE(EventuallyIdentical(f));
+  RequireIdentical(f);
+  // Every copy of the merged shard was made from the node's own copies of both halves.
+  CHECK(SumOverNodes(f, "scrollback_split_cuts_total") - cuts_before ==
+        f.cluster->replication_factor());
+  CHECK(SumOverNodes(f, "scrollback_replica_bootstraps_total") == bootstraps_before);
+}
+
 TEST_CASE("impossible splits are refused before anything pauses") {
   ClusterFixture f(FailoverOptions(AckMode::kAsync));
   const ShardInfo shard = StoredMap(f).shards()[1];
@@ -124,7 +191,7 @@ TEST_CASE("impossible splits are refused before anything pauses") {
   CHECK(f.Wait(f.client->CreateConversation({77, 1, {2}, "still writable"})).ok());
 }
 
-TEST_CASE("seeded rounds of splits under sends, some with a replica down, lose nothing") {
+TEST_CASE("seeded rounds of splits and merges under sends, some with a replica down, lose nothing") {
   const uint64_t seed = testing::TestSeed();
   INFO("SCROLLBACK_SEED=" << seed);
   std::mt19937_64 rng(seed);
@@ -138,9 +205,31 @@ TEST_CASE("seeded rounds of splits under sends, some with a replica down, lose n
   load.Start();
   REQUIRE(load.EachGains(2));
   int with_replica_down = 0;
-  size_t splits = 0;
+  size_t splits = 0, merges = 0;
   for (int round = 0; round < rounds; ++round) {
     const ShardMap map = StoredMap(f);
+    if (round % 3 == 1) {
+      // A merge of two neighbours held alike (siblings of an earlier split are).
+      std::vector<std::pair<uint64_t, uint64_t>> pairs;
+      for (size_t k = 0; k + 1 < map.shards().size(); ++k) {
+        const ShardInfo& l = map.shards()[k];
+        const ShardInfo& r = map.shards()[k + 1];
+        if (l.primary == r.primary && Holders(l) == Holders(r)) {
+          pairs.emplace_back(l.shard_id, r.shard_id);
+        }
+      }
+      if (!pairs.empty()) {
+        const auto [left_id, right_id] = pairs[rng() % pairs.size()];
+        INFO("round " << round << ": merging shards " << left_id << " and " << right_id);
+        Result<MergeResult> merged = Status::Unavailable("not run");
+        WhileSending(f, [&] { merged = f.cluster->Merge(left_id, right_id); });
+        INFO(merged.status().ToString());
+        REQUIRE(merged.ok());
+        ++merges;
+        REQUIRE(load.EachGains(2));
+        continue;
+      }
+    }
     const ShardInfo shard = map.shards()[rng() % map.shards().size()];
     if (shard.range.first == shard.range.last) continue;
     // A token anywhere inside; sometimes exactly a conversation's own token.
@@ -173,7 +262,8 @@ TEST_CASE("seeded rounds of splits under sends, some with a replica down, lose n
   }
   load.Stop();
   CHECK(with_replica_down > 0);
-  CHECK(StoredMap(f).shards().size() == 3 + splits);
+  CHECK(StoredMap(f).shards().size() == 3 + splits - merges);
+  if (rounds >= 6) CHECK(merges > 0);
   CheckAcknowledged(f, load.acked);
   REQUIRE(EventuallyIdentical(f));
   RequireIdentical(f);
@@ -237,25 +327,6 @@ TEST_CASE("a hot conversation shows in its shard's load and a rebalance isolates
 }
 
 // ---- Moves -------------------------------------------------------------------------------------
-
-// Runs `work` (blocking) on a thread while the fixture's loop drives the load.
-template <typename Work>
-void WhileSending(ClusterFixture& f, Work&& work) {
-  std::atomic<bool> done{false};
-  std::thread runner([&] {
-    work();
-    done = true;
-  });
-  REQUIRE(f.Eventually([&] { return done.load(); }, std::chrono::seconds(120)));
-  runner.join();
-}
-
-// The nodes holding a copy of `shard`.
-std::set<std::string> Holders(const ShardInfo& shard) {
-  std::set<std::string> holders(shard.replicas.begin(), shard.replicas.end());
-  holders.insert(shard.primary);
-  return holders;
-}
 
 // A node of the map that holds no copy of `shard`.
 std::string NonHolder(ClusterFixture& f, const ShardInfo& shard) {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "scrollback/cluster/failover_controller.h"
+#include "scrollback/cluster/merge.h"
 #include "scrollback/cluster/metadata_faults.h"
 #include "scrollback/cluster/metadata_store.h"
 #include "scrollback/cluster/move.h"
@@ -124,6 +125,9 @@ class EmbeddedCluster {
   // of its range; split.h); returns once every running node serves the map that names the
   // children with all of its shards open. Needs failover (the controller carries splits out).
   Result<SplitResult> Split(uint64_t shard_id, std::optional<uint64_t> at_token = std::nullopt);
+  // Merges `left_id` with the shard right after it, `right_id` (merge.h); returns once every
+  // running node serves the map that names the merged shard. Needs failover.
+  Result<MergeResult> Merge(uint64_t left_id, uint64_t right_id);
   // Moves `shard_id`'s copy on node `from` to node `to` (move.h): the new copy bootstraps and
   // catches up, the primary switches over if it moved, the old copy goes. Returns once every
   // running node serves the map without the move. Needs failover (the controller moves).

@@ -64,6 +64,10 @@ struct FailoverControllerOptions {
   // Default: 2 s. How long a sealed split waits for a live replica to reach the sealed LSN;
   // after that the split goes on without it (that copy is bootstrapped from the child's primary).
   std::chrono::milliseconds split_replica_patience{2000};
+  // Default: 20,000. A split seals its primary only once every live replica is within this many
+  // LSNs of it (else writes would stay paused while a replica catches up, or its copy would be
+  // bootstrapped); the start waits for that up to split_timeout, then seals anyway.
+  uint64_t split_max_replica_lag = 20'000;
   Logger logger;
 };
 
@@ -103,6 +107,14 @@ class FailoverController {
   // (replacing the shard in `shards` by its children at `next_version`) and abandons stuck ones.
   // Shards whose primary fails over in this pass are left for a later pass. True when it
   // changed `shards`.
+  // The merge part of a pass (merge_step.cc, merge.h): starts requested merges, replaces two
+  // sealed shards by the merged one at `next_version`, abandons stuck ones. Counted with splits.
+  bool MergeStep(std::vector<ShardInfo>& shards, uint64_t next_version,
+                 const std::set<std::string>& changed_nodes,
+                 const std::function<int64_t(const std::string&)>& live_lease,
+                 const std::function<const Result<std::map<uint64_t, CopyState>>&(
+                     const std::string& node_id)>& copies_of,
+                 const std::vector<KeyValue>& requested, std::chrono::steady_clock::time_point now);
   // The move part of a pass (move_step.cc, move.h): starts requested moves, switches the
   // primary over to a caught-up new copy, finishes (removes the old copy) or aborts.
   bool MoveStep(std::vector<ShardInfo>& shards, const std::set<std::string>& changed_nodes,

@@ -302,7 +302,7 @@ class ShardStore {
   // were recorded).
   virtual Result<std::vector<EpochRecord>> EpochHistory() = 0;
 
-  // ---- Splitting (docs/resharding.md) -----------------------------------------------------------
+  // ---- Splitting and merging (docs/resharding.md) -----------------------------------------------
 
   // Stops the store's own writes: from now on every write method answers unavailable (retryable:
   // the shard is being split) until Unseal(). Waits for writes already past the check to commit,
@@ -323,6 +323,18 @@ class ShardStore {
   // store's writers: call it on a sealed store or a replica that is no longer applying.
   virtual Result<uint64_t> CreateSplitCopy(const std::string& dir, uint64_t child_shard_id,
                                            TokenRange child_range, uint64_t expected_lsn) = 0;
+  // The copy a merged shard starts from, made in `dir` (which must not exist): a checkpoint of
+  // this store (the left of two adjacent shards), which must hold exactly `expected_lsn`, then
+  // every sharded row of `right` (the shard right after it, holding exactly
+  // `right_expected_lsn`) written in key order in batches of a fixed number of operations, its
+  // outbox records renumbered after this store's newest, and the meta row naming
+  // `merged_shard_id` and the union of the two ranges. The epoch records are this store's.
+  // Deterministic: copies of the two shards at the same LSNs give identical merged copies, LSN
+  // for LSN. The work is proportional to `right`'s size: merging is for small shards. Returns
+  // the merged copy's LSN. Call it on sealed stores or replicas that are no longer applying.
+  virtual Result<uint64_t> CreateMergedCopy(const std::string& dir, uint64_t merged_shard_id,
+                                            uint64_t expected_lsn, ShardStore& right,
+                                            uint64_t right_expected_lsn) = 0;
 
   // ---- Administration -----------------------------------------------------------------------
 

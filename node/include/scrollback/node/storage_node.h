@@ -68,19 +68,27 @@ struct ShardAssignment {
   // For a primary: a planned switchover is in progress (ShardInfo::switch_to): writes are
   // answered unavailable while the new primary catches up; pulls, reads and checksums go on.
   bool writes_paused = false;
-  // For a primary: a split is in progress (ShardInfo::split_at). The node flushes the store's
+  // For a primary: a split or merge is in progress (ShardInfo::split_at, merge_into). The node
+  // flushes the store's
   // memtables (writes go on meanwhile, so the seal's checkpoint has little left to flush), then
   // seals it (its last LSN final; writes answered unavailable) until the map replaces the shard
   // with its children.
-  bool sealed_for_split = false;
-  // Any role: a split of the shard is in progress. A replica flushes its memtables at once, so
-  // that cutting its copy of the children later flushes little (it holds the same LSNs).
-  bool split_pending = false;
+  bool sealed_for_reshard = false;
+  // Any role: a split or merge of the shard is in progress. A replica flushes its memtables at
+  // once, so that the checkpoint of its copy later flushes little (it holds the same LSNs).
+  bool reshard_pending = false;
   // A split child (ShardInfo::split_from): its first copy is cut from the parent's local copy
   // at exactly split_lsn when the node holds one (no data crosses the network); else a replica
   // bootstraps from its primary, and a primary waits (it never starts empty).
   uint64_t split_from = 0;
   uint64_t split_lsn = 0;
+  // A merged shard (ShardInfo::merge_left / merge_right): its first copy is made from the
+  // node's copies of both parents at exactly those LSNs when it holds them; else as a split
+  // child without a local parent.
+  uint64_t merge_left = 0;
+  uint64_t merge_right = 0;
+  uint64_t merge_left_lsn = 0;
+  uint64_t merge_right_lsn = 0;
 
   friend bool operator==(const ShardAssignment&, const ShardAssignment&) = default;
 };

@@ -41,6 +41,13 @@ struct ShardInfo {
   // goes once move_to has caught up. Empty: none.
   std::string move_from;
   std::string move_to;
+  // A merge in progress, on both shards: the merged shard's id (schema ShardInfo.mergeInto).
+  uint64_t merge_into = 0;
+  // A merged shard: its parents and their sealed LSNs (0: none).
+  uint64_t merge_left = 0;
+  uint64_t merge_right = 0;
+  uint64_t merge_left_lsn = 0;
+  uint64_t merge_right_lsn = 0;
 };
 
 struct NodeInfo {

@@ -15,9 +15,12 @@
 #      filesystem copy (docs/replication.md);
 #   6. failover: the busiest primary crashed FAILOVER_KILLS times under semi-sync, then async,
 #      sends: ms until each of its shards took a write again (p50 / max), acknowledged sends lost;
-#      then as many planned switchovers, measured by their write pause.
+#      then as many planned switchovers, measured by their write pause;
+#   7. resharding: a shard of each of RESHARD_MB (default "100 1024") split under semi-sync
+#      sends (the write pause), then a child's copy moved to a new node (MB/s, send p99).
 # Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt,
-# replication.txt, replication.json, bootstrap.txt, failover.txt, failover-*.json, and PNG charts
+# replication.txt, replication.json, bootstrap.txt, failover.txt, failover-*.json, reshard.txt,
+# reshard.json, and PNG charts
 # (scripts/plot-bench.sh).
 #
 # Environment: RECORDS (default 50000), DURATION seconds per run (default 4),
@@ -124,6 +127,15 @@ if [[ "$kills" != 0 ]]; then
       --ack "$ack" \
       --json "bench/results/failover-$ack.json" | tee -a bench/results/failover.txt
   done
+fi
+
+reshard_mb=${RESHARD_MB-100 1024}
+if [[ -n "$reshard_mb" ]]; then
+  echo "== resharding (embedded, rf 3)"
+  args=()
+  for mb in $reshard_mb; do args+=(--reshard-mb "$mb"); done
+  build/bench/scrollback-bench "${args[@]}" --json bench/results/reshard.json |
+    tee bench/results/reshard.txt
 fi
 
 scripts/plot-bench.sh bench/results/ycsb.json bench/results

@@ -452,5 +452,33 @@ TEST_CASE("the failover scenario measures every kill and a semi-sync run loses n
   CHECK(ReadFile(log_path).find("[FAILOVER] semi-sync acks, 2 kills") != std::string::npos);
 }
 
+// The resharding scenario on a small shard: a split and a move are measured and nothing
+// acknowledged is lost. Timings are reported, not asserted.
+TEST_CASE("the resharding scenario measures a split and a move and loses nothing") {
+  testing::TempDir dir;
+  const std::string json_path = dir.Sub("reshard.json");
+  const std::string log_path = dir.Sub("bench.log");
+  {
+    testing::ChildProcess bench({SCROLLBACK_BENCH, "--reshard-mb", "4", "--json", json_path,
+                                 "--data-dir", dir.Sub("data")},
+                                log_path);
+    int status = bench.Stop(0, std::chrono::seconds(150));  // Signal 0: just wait.
+    INFO("log:\n" << ReadFile(log_path));
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
+  }
+  auto report = nlohmann::json::parse(ReadFile(json_path), nullptr, /*allow_exceptions=*/false);
+  REQUIRE(report.is_array());
+  REQUIRE(report.size() == 1);
+  const auto& run = report[0];
+  CHECK(run["scenario"] == "reshard");
+  CHECK(run["shard_mb"].get<double>() > 0);
+  CHECK(run["split_gap_ms"].get<double>() > 0);
+  CHECK(run["move_mb"].get<double>() > 0);
+  CHECK(run["acknowledged"].get<uint64_t>() > 0);
+  CHECK(run["lost"] == 0);
+  CHECK(ReadFile(log_path).find("[RESHARD] shard of") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace scrollback

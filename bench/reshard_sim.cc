@@ -46,7 +46,8 @@ int Run(const Options& o) {
   std::mt19937_64 rng(o.seed);
   std::vector<NodeInfo> nodes;
   for (uint32_t i = 0; i < o.nodes; ++i) {
-    nodes.push_back({"n" + std::to_string(100000 + i), "10.0.0.1:" + std::to_string(7000 + i), "", 0});
+    nodes.push_back(
+        {"n" + std::to_string(100000 + i), "10.0.0.1:" + std::to_string(7000 + i), "", 0});
   }
   std::vector<ShardInfo> shards = ShardMap::Uniform(1, o.shards, nodes, o.rf).shards();
   // Zipfian heat by rank, ranks given to shards in a random order.
@@ -148,8 +149,8 @@ int Run(const Options& o) {
       "({} switchovers, {} copies); max/mean after the last round {:.3f}; {} shards now. Today's "
       "map is one value: {:.1f} MB at the start, {:.1f} MB now (x4/3 in etcd's JSON gateway), "
       "written and read by every watcher on every change\n",
-      o.rounds, Percentile(planner_ms, 0.5), Percentile(planner_ms, 1.0), total_splits,
-      total_moves, total_switchovers, total_moves - total_switchovers, last_ratio, shards.size(),
+      o.rounds, Percentile(planner_ms, 0.5), Percentile(planner_ms, 1.0), total_splits, total_moves,
+      total_switchovers, total_moves - total_switchovers, last_ratio, shards.size(),
       map_bytes_start / 1e6, map_bytes_end / 1e6);
   return 0;
 }

@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "ycsb/failover.h"
-#include "ycsb/resharding.h"
 #include "ycsb/operations.h"
 #include "ycsb/report.h"
+#include "ycsb/resharding.h"
 #include "ycsb/rpc_targets.h"
 #include "ycsb/runner.h"
 #include "ycsb/target.h"

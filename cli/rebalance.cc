@@ -23,8 +23,7 @@ Result<std::vector<ShardLoad>> CollectShardLoads(kj::AsyncIoContext& io, const S
       auto stream = timer.timeoutAfter(wait, addr->connect()).wait(io.waitScope);
       capnp::TwoPartyClient rpc(*stream);
       auto client = rpc.bootstrap().castAs<s::Node>();
-      auto reply =
-          timer.timeoutAfter(wait, client.shardStatsRequest().send()).wait(io.waitScope);
+      auto reply = timer.timeoutAfter(wait, client.shardStatsRequest().send()).wait(io.waitScope);
       for (auto st : reply.getStats()) {
         if (st.getRole() != s::ShardRole::PRIMARY || st.getState() != s::ShardState::SERVING) {
           continue;

@@ -28,7 +28,6 @@
 #include <capnp/rpc-twoparty.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
-
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -325,7 +324,8 @@ class Progress {
     const int tenth = total == 0 ? -1 : static_cast<int>(10 * done / std::max<uint64_t>(1, total));
     if (tty_) {
       const int width = 30;
-      const int filled = total == 0 ? 0 : static_cast<int>(width * done / std::max<uint64_t>(1, total));
+      const int filled =
+          total == 0 ? 0 : static_cast<int>(width * done / std::max<uint64_t>(1, total));
       fmt::print(stderr, "\r{} [{}{}] {}{}\x1b[K", what_, std::string(filled, '#'),
                  std::string(width - filled, '.'), phase,
                  total == 0 ? "" : fmt::format(" {} of {}", Bytes(done), Bytes(total)));
@@ -386,7 +386,8 @@ int MoveCopies(const std::string& etcd, const std::string& command, uint64_t sha
                                         : RemoveNodeFromMap(**metadata, node_id);
     if (!done.ok()) return fail(done);
     if (json) {
-      fmt::print("{}\n", nlohmann::json{{command == "add-node" ? "added" : "removed", node_id}}.dump());
+      fmt::print("{}\n",
+                 nlohmann::json{{command == "add-node" ? "added" : "removed", node_id}}.dump());
     } else {
       fmt::print("{} {} the shard map\n", node_id,
                  command == "add-node" ? "added to (it takes shards by move or rebalance)"
@@ -505,12 +506,14 @@ int Split(const std::string& etcd, uint64_t shard, std::optional<uint64_t> at, i
   if (json) {
     fmt::print("{}\n", nlohmann::json{{"shard", done->shard_id},
                                       {"at_token", done->at_token},
-                                      {"left", {{"shard", done->left_id},
-                                                {"token_first", done->left.first},
-                                                {"token_last", done->left.last}}},
-                                      {"right", {{"shard", done->right_id},
-                                                 {"token_first", done->right.first},
-                                                 {"token_last", done->right.last}}},
+                                      {"left",
+                                       {{"shard", done->left_id},
+                                        {"token_first", done->left.first},
+                                        {"token_last", done->left.last}}},
+                                      {"right",
+                                       {{"shard", done->right_id},
+                                        {"token_first", done->right.first},
+                                        {"token_last", done->right.last}}},
                                       {"lsn", done->lsn},
                                       {"pause_ms", done->pause.count()}}
                            .dump(2));
@@ -518,9 +521,8 @@ int Split(const std::string& etcd, uint64_t shard, std::optional<uint64_t> at, i
     fmt::print(
         "shard {} split at token {:016x} (lsn {}): shard {} [{:016x}, {:016x}] and shard {} "
         "[{:016x}, {:016x}]; writes paused {} ms\n",
-        done->shard_id, done->at_token, done->lsn, done->left_id, done->left.first,
-        done->left.last, done->right_id, done->right.first, done->right.last,
-        done->pause.count());
+        done->shard_id, done->at_token, done->lsn, done->left_id, done->left.first, done->left.last,
+        done->right_id, done->right.first, done->right.last, done->pause.count());
   }
   return 0;
 }
@@ -545,9 +547,9 @@ int Merge(const std::string& etcd, uint64_t left, uint64_t right, int timeout_ms
                                       {"took_ms", done->took.count()}}
                            .dump(2));
   } else {
-    fmt::print("shards {} and {} merged into shard {} [{:016x}, {:016x}] in {} ms\n",
-               done->left_id, done->right_id, done->merged_id, done->range.first,
-               done->range.last, done->took.count());
+    fmt::print("shards {} and {} merged into shard {} [{:016x}, {:016x}] in {} ms\n", done->left_id,
+               done->right_id, done->merged_id, done->range.first, done->range.last,
+               done->took.count());
   }
   return 0;
 }
@@ -605,9 +607,9 @@ int Rebalance(const std::string& etcd, bool apply, const PlannerOptions& planner
                  split.at_token, split.left_ops, split.right_ops, split.reason);
     }
     for (const PlannedMove& move : plan.moves) {
-      fmt::print("move primary of shard {} from {} to {} ({}, {:.1f} ops/s): {}\n",
-                 move.shard_id, move.from, move.to, move.switchover ? "switchover" : "copy",
-                 move.ops, move.reason);
+      fmt::print("move primary of shard {} from {} to {} ({}, {:.1f} ops/s): {}\n", move.shard_id,
+                 move.from, move.to, move.switchover ? "switchover" : "copy", move.ops,
+                 move.reason);
     }
   }
   int status = 0;
@@ -727,8 +729,8 @@ int Run(int argc, char** argv) {
   add_node->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
   add_node->add_option("--node-id", node_id, "The new node's id")->required();
   add_node->add_flag("--json", json, "Machine-readable output");
-  auto* remove_node = app.add_subcommand(
-      "remove-node", "Remove a node that holds no copy from the shard map");
+  auto* remove_node =
+      app.add_subcommand("remove-node", "Remove a node that holds no copy from the shard map");
   remove_node->add_option("--etcd", etcd, "host:port of etcd's client URL")->required();
   remove_node->add_option("--node-id", node_id, "The node")->required();
   remove_node->add_flag("--json", json, "Machine-readable output");

@@ -8,10 +8,10 @@
 #include <algorithm>
 #include <set>
 
-#include "scrollback/cluster/node_lease.h"
-#include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/cluster/merge.h"
 #include "scrollback/cluster/move.h"
+#include "scrollback/cluster/node_lease.h"
+#include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/cluster/split.h"
 #include "scrollback/cluster/switchover.h"
 #include "scrollback/schema/chatstore.capnp.h"
@@ -487,8 +487,7 @@ void FailoverController::RenderMetrics(std::string* out) const {
   counter("scrollback_controller_splits_abandoned_total",
           "Splits and merges refused or given up (logged).", splits_abandoned_.load());
   counter("scrollback_controller_moves_total",
-          "Moves of a shard copy completed (new copy caught up, old copy removed).",
-          moves_.load());
+          "Moves of a shard copy completed (new copy caught up, old copy removed).", moves_.load());
   counter("scrollback_controller_moves_aborted_total", "Moves refused or aborted (logged).",
           moves_aborted_.load());
   counter("scrollback_controller_errors_total",

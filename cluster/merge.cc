@@ -16,7 +16,8 @@ Result<MergeResult> MergeShards(MetadataStore& metadata, uint64_t left_id, uint6
   const ShardInfo* left = map->FindShard(left_id);
   const ShardInfo* right = map->FindShard(right_id);
   if (left == nullptr || right == nullptr) {
-    return Status::InvalidArgument("shard", "no shard " + std::to_string(left ? right_id : left_id));
+    return Status::InvalidArgument("shard",
+                                   "no shard " + std::to_string(left ? right_id : left_id));
   }
   if (left->range.last == UINT64_MAX || left->range.last + 1 != right->range.first) {
     return Status::InvalidArgument("with", "shard " + std::to_string(right_id) +

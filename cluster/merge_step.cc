@@ -19,8 +19,7 @@ bool FailoverController::MergeStep(std::vector<ShardInfo>& shards, uint64_t next
   std::map<uint64_t, uint64_t> requests;  // Left shard id -> right shard id.
   auto drop_request = [&](uint64_t left_id) {
     splitting_since_.erase(left_id);
-    if (Status removed = metadata_->Delete(kMergePrefix + std::to_string(left_id));
-        !removed.ok()) {
+    if (Status removed = metadata_->Delete(kMergePrefix + std::to_string(left_id)); !removed.ok()) {
       errors_.fetch_add(1, std::memory_order_relaxed);
       log_->warn("controller {}: removing the merge request of shard {} failed: {}",
                  options_.node_id, left_id, removed.ToString());
@@ -119,10 +118,11 @@ bool FailoverController::MergeStep(std::vector<ShardInfo>& shards, uint64_t next
     if (!left_lsn || !right_lsn) {
       if (now - since > options_.split_timeout) {
         splits_abandoned_.fetch_add(1, std::memory_order_relaxed);
-        log_->error("controller {}: merge of shards {} and {} abandoned: {} did not seal both "
-                    "within {} ms; both take writes again",
-                    options_.node_id, left.shard_id, right.shard_id, left.primary,
-                    options_.split_timeout.count());
+        log_->error(
+            "controller {}: merge of shards {} and {} abandoned: {} did not seal both "
+            "within {} ms; both take writes again",
+            options_.node_id, left.shard_id, right.shard_id, left.primary,
+            options_.split_timeout.count());
         left.merge_into = right.merge_into = 0;
         ++left.epoch;
         ++right.epoch;
@@ -162,8 +162,8 @@ bool FailoverController::MergeStep(std::vector<ShardInfo>& shards, uint64_t next
   }
   for (const auto& [left_id, right_id] : requests) {
     if (!present.count(left_id)) {
-      log_->error("controller {}: merge requested for unknown shard {} (dropped)",
-                  options_.node_id, left_id);
+      log_->error("controller {}: merge requested for unknown shard {} (dropped)", options_.node_id,
+                  left_id);
       drop_request(left_id);
     }
   }

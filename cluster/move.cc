@@ -69,18 +69,18 @@ Result<MoveResult> MoveCopy(MetadataStore& metadata, uint64_t shard_id, const st
     return Status::InvalidArgument("to", "the shard map has no node " + to);
   }
   if (!Holds(*shard, from)) {
-    return Status::InvalidArgument("from", from + " holds no copy of shard " +
-                                               std::to_string(shard_id));
+    return Status::InvalidArgument("from",
+                                   from + " holds no copy of shard " + std::to_string(shard_id));
   }
   if (Holds(*shard, to)) {
-    return Status::InvalidArgument("to", to + " already holds a copy of shard " +
-                                             std::to_string(shard_id));
+    return Status::InvalidArgument(
+        "to", to + " already holds a copy of shard " + std::to_string(shard_id));
   }
   if (!shard->move_to.empty() || shard->split_at != 0 || !shard->switch_to.empty()) {
-    return Status::FailedPrecondition(
-        "shard " + std::to_string(shard_id) + " is already " +
-        (!shard->move_to.empty() ? "moving" : shard->split_at != 0 ? "splitting"
-                                                                   : "switching over"));
+    return Status::FailedPrecondition("shard " + std::to_string(shard_id) + " is already " +
+                                      (!shard->move_to.empty() ? "moving"
+                                       : shard->split_at != 0  ? "splitting"
+                                                               : "switching over"));
   }
   MoveResult result{shard_id, from, to, shard->primary == from, {}};
   const std::string key = kMovePrefix + std::to_string(shard_id);
@@ -133,7 +133,8 @@ Status AbortMove(MetadataStore& metadata, uint64_t shard_id, std::chrono::millis
   auto map = ReadShardMap(metadata);
   if (!map.ok()) return map.status();
   const ShardInfo* shard = map->FindShard(shard_id);
-  if (shard == nullptr) return Status::InvalidArgument("shard", "no shard " + std::to_string(shard_id));
+  if (shard == nullptr)
+    return Status::InvalidArgument("shard", "no shard " + std::to_string(shard_id));
   if (shard->move_to.empty()) {
     return Status::FailedPrecondition("shard " + std::to_string(shard_id) + " is not moving");
   }
@@ -185,8 +186,8 @@ Status RemoveNodeFromMap(MetadataStore& metadata, const std::string& node_id) {
     size_t held = 0;
     for (const ShardInfo& shard : shards) held += Holds(shard, node_id) ? 1 : 0;
     if (held > 0) {
-      return Status::FailedPrecondition(node_id + " still holds copies of " +
-                                        std::to_string(held) + " shards: drain it first");
+      return Status::FailedPrecondition(node_id + " still holds copies of " + std::to_string(held) +
+                                        " shards: drain it first");
     }
     nodes.erase(it);
     return Status::Ok();

@@ -16,9 +16,7 @@ bool Holds(const ShardInfo& shard, const std::string& node) {
          std::find(shard.replicas.begin(), shard.replicas.end(), node) != shard.replicas.end();
 }
 
-void RemoveReplica(ShardInfo& shard, const std::string& node) {
-  std::erase(shard.replicas, node);
-}
+void RemoveReplica(ShardInfo& shard, const std::string& node) { std::erase(shard.replicas, node); }
 
 }  // namespace
 
@@ -30,8 +28,7 @@ bool FailoverController::MoveStep(
     const std::vector<KeyValue>& requested, std::chrono::steady_clock::time_point now) {
   std::map<uint64_t, std::string> requests;  // Shard id -> "<from> <to>" or "abort".
   auto drop_request = [&](uint64_t shard_id) {
-    if (Status removed = metadata_->Delete(kMovePrefix + std::to_string(shard_id));
-        !removed.ok()) {
+    if (Status removed = metadata_->Delete(kMovePrefix + std::to_string(shard_id)); !removed.ok()) {
       errors_.fetch_add(1, std::memory_order_relaxed);
       log_->warn("controller {}: removing the move request of shard {} failed: {}",
                  options_.node_id, shard_id, removed.ToString());
@@ -74,14 +71,14 @@ bool FailoverController::MoveStep(
       } else if (live_lease(to) == 0) {
         refusal = to + " is not live (no lease)";
       } else if (shard.split_at != 0 || !shard.switch_to.empty() || shard.merge_into != 0) {
-        refusal = shard.split_at != 0   ? "a split is in progress"
+        refusal = shard.split_at != 0     ? "a split is in progress"
                   : shard.merge_into != 0 ? "a merge is in progress"
                                           : "a switchover is in progress";
       }
       if (!refusal.empty()) {
         moves_aborted_.fetch_add(1, std::memory_order_relaxed);
-        log_->error("controller {}: move of shard {} refused: {}", options_.node_id,
-                    shard.shard_id, refusal);
+        log_->error("controller {}: move of shard {} refused: {}", options_.node_id, shard.shard_id,
+                    refusal);
         drop_request(shard.shard_id);
         continue;
       }
@@ -99,8 +96,7 @@ bool FailoverController::MoveStep(
       if (shard.primary != shard.move_to && shard.switch_to.empty()) {
         RemoveReplica(shard, shard.move_to);
         log_->warn("controller {}: shard {}: move from {} to {} aborted: {}'s copy removed",
-                   options_.node_id, shard.shard_id, shard.move_from, shard.move_to,
-                   shard.move_to);
+                   options_.node_id, shard.shard_id, shard.move_from, shard.move_to, shard.move_to);
         shard.move_from.clear();
         shard.move_to.clear();
         moves_aborted_.fetch_add(1, std::memory_order_relaxed);
@@ -110,7 +106,7 @@ bool FailoverController::MoveStep(
       }
       // Switched over already: only the finish is left; the abort is not honoured.
     }
-    if (!shard.switch_to.empty()) continue;  // The switchover step carries it on.
+    if (!shard.switch_to.empty()) continue;             // The switchover step carries it on.
     const auto& on_primary = copies_of(shard.primary);  // The primary first: see move.h.
     const auto& on_target = copies_of(shard.move_to);
     bool caught_up = false;
@@ -137,8 +133,7 @@ bool FailoverController::MoveStep(
       log_->warn(
           "controller {}: shard {} epoch {}: the move's new copy on {} has caught up (lsn {}): "
           "switching the primary over from {}",
-          options_.node_id, shard.shard_id, shard.epoch, shard.move_to, target_lsn,
-          shard.primary);
+          options_.node_id, shard.shard_id, shard.epoch, shard.move_to, target_lsn, shard.primary);
       continue;
     }
     // Finish: the old copy leaves.
@@ -156,8 +151,8 @@ bool FailoverController::MoveStep(
   }
   for (const auto& [shard_id, what] : requests) {
     if (!present.count(shard_id)) {
-      log_->error("controller {}: move requested for unknown shard {} (dropped)",
-                  options_.node_id, shard_id);
+      log_->error("controller {}: move requested for unknown shard {} (dropped)", options_.node_id,
+                  shard_id);
       drop_request(shard_id);
     }
   }

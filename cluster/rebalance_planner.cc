@@ -160,11 +160,12 @@ std::vector<PlannedMove> PlanMoves(Cluster& cluster, double target, double mean,
     move.to = cluster.nodes[to];
     move.switchover = best->switchover;
     move.ops = shard.ops;
-    move.reason = Format("%s carries %.2fx the mean node load: %s of shard %llu (%.0f ops/s) to %s "
-                         "(%.2fx -> %.2fx)",
-                         move.from.c_str(), load[hi] / mean,
-                         move.switchover ? "switchover" : "copy", Ull(move.shard_id), shard.ops,
-                         move.to.c_str(), load[to] / mean, (load[to] + shard.ops) / mean);
+    move.reason = Format(
+        "%s carries %.2fx the mean node load: %s of shard %llu (%.0f ops/s) to %s "
+        "(%.2fx -> %.2fx)",
+        move.from.c_str(), load[hi] / mean, move.switchover ? "switchover" : "copy",
+        Ull(move.shard_id), shard.ops, move.to.c_str(), load[to] / mean,
+        (load[to] + shard.ops) / mean);
     load[hi] -= shard.ops;
     load[to] += shard.ops;
     if (move.switchover) std::replace(shard.replicas.begin(), shard.replicas.end(), to, hi);
@@ -239,18 +240,17 @@ std::vector<PlannedSplit> SplitsFor(const Shard& shard, const PlannerOptions& op
     if (!shape.empty()) cumulative += shape[j - 1];
     const u128 start = BucketStart(range, j);
     if (start > range.last) break;  // Boundaries only grow; span >= 2 makes j = 1 valid.
-    const double share = shape.empty() ? static_cast<double>(start - range.first) /
-                                             static_cast<double>(span)
-                                       : std::min(cumulative, 1.0);
+    const double share = shape.empty()
+                             ? static_cast<double>(start - range.first) / static_cast<double>(span)
+                             : std::min(cumulative, 1.0);
     if (std::abs(share - 0.5) < distance) {
       distance = std::abs(share - 0.5);
       at = start;
       left = share;
     }
   }
-  const std::string reason =
-      Format("shard %llu: %.0f ops/s; ", Ull(id), ops) + why +
-      Format("; split at its load median (%.0f%% left)", left * 100);
+  const std::string reason = Format("shard %llu: %.0f ops/s; ", Ull(id), ops) + why +
+                             Format("; split at its load median (%.0f%% left)", left * 100);
   splits.push_back({id, static_cast<uint64_t>(at), ops * left, ops - ops * left, reason});
   return splits;
 }
@@ -262,8 +262,7 @@ RebalancePlan PlanRebalance(const ShardMap& map, const std::vector<ShardLoad>& l
   Cluster cluster;
   for (const NodeInfo& node : map.nodes()) cluster.nodes.push_back(node.node_id);
   std::sort(cluster.nodes.begin(), cluster.nodes.end());
-  cluster.nodes.erase(std::unique(cluster.nodes.begin(), cluster.nodes.end()),
-                      cluster.nodes.end());
+  cluster.nodes.erase(std::unique(cluster.nodes.begin(), cluster.nodes.end()), cluster.nodes.end());
   auto index_of = [&](const std::string& id) -> std::optional<size_t> {
     auto it = std::lower_bound(cluster.nodes.begin(), cluster.nodes.end(), id);
     if (it == cluster.nodes.end() || *it != id) return std::nullopt;
@@ -292,9 +291,8 @@ RebalancePlan PlanRebalance(const ShardMap& map, const std::vector<ShardLoad>& l
     }
     cluster.shards.push_back(std::move(shard));
   }
-  std::sort(cluster.shards.begin(), cluster.shards.end(), [](const Shard& a, const Shard& b) {
-    return a.info->shard_id < b.info->shard_id;
-  });
+  std::sort(cluster.shards.begin(), cluster.shards.end(),
+            [](const Shard& a, const Shard& b) { return a.info->shard_id < b.info->shard_id; });
   cluster.load.assign(cluster.nodes.size(), 0.0);
   for (const Shard& shard : cluster.shards) cluster.load[shard.primary] += shard.ops;
 
@@ -318,8 +316,7 @@ RebalancePlan PlanRebalance(const ShardMap& map, const std::vector<ShardLoad>& l
     plan.max_over_mean_after = max_over_mean();
     std::sort(plan.splits.begin(), plan.splits.end(),
               [](const PlannedSplit& a, const PlannedSplit& b) {
-                return a.shard_id != b.shard_id ? a.shard_id < b.shard_id
-                                                : a.at_token < b.at_token;
+                return a.shard_id != b.shard_id ? a.shard_id < b.shard_id : a.at_token < b.at_token;
               });
   };
   if (mean <= 0 || cluster.load[MostLoaded(cluster.load)] <= target) {

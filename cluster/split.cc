@@ -7,8 +7,8 @@
 namespace scrollback {
 
 uint64_t MiddleToken(TokenRange range) {
-  return range.first + static_cast<uint64_t>(
-                           (static_cast<unsigned __int128>(range.last) - range.first + 1) / 2);
+  return range.first +
+         static_cast<uint64_t>((static_cast<unsigned __int128>(range.last) - range.first + 1) / 2);
 }
 
 Result<SplitResult> SplitShard(MetadataStore& metadata, uint64_t shard_id,
@@ -22,15 +22,15 @@ Result<SplitResult> SplitShard(MetadataStore& metadata, uint64_t shard_id,
   }
   const TokenRange range = shard->range;
   if (range.first == range.last) {
-    return Status::InvalidArgument("shard", "shard " + std::to_string(shard_id) +
-                                                " owns one token: it cannot split");
+    return Status::InvalidArgument(
+        "shard", "shard " + std::to_string(shard_id) + " owns one token: it cannot split");
   }
   const uint64_t at = at_token.value_or(MiddleToken(range));
   if (at <= range.first || at > range.last) {
-    return Status::InvalidArgument(
-        "at", "token " + std::to_string(at) + " is outside (" + std::to_string(range.first) +
-                  ", " + std::to_string(range.last) + "], where shard " +
-                  std::to_string(shard_id) + " can split");
+    return Status::InvalidArgument("at", "token " + std::to_string(at) + " is outside (" +
+                                             std::to_string(range.first) + ", " +
+                                             std::to_string(range.last) + "], where shard " +
+                                             std::to_string(shard_id) + " can split");
   }
   if (shard->split_at != 0 || !shard->switch_to.empty()) {
     return Status::FailedPrecondition("shard " + std::to_string(shard_id) + " is already " +

@@ -42,8 +42,8 @@ bool FailoverController::SplitStep(std::vector<ShardInfo>& shards, uint64_t next
     next_id = std::max({next_id, shard.shard_id + 1, shard.split_left_id + 1,
                         shard.split_right_id + 1, shard.merge_into + 1});
   }
-  std::vector<ShardInfo> children;     // Of the splits finished in this pass.
-  std::set<uint64_t> finished;         // Their parents.
+  std::vector<ShardInfo> children;  // Of the splits finished in this pass.
+  std::set<uint64_t> finished;      // Their parents.
   std::set<uint64_t> present;
   for (ShardInfo& shard : shards) {
     present.insert(shard.shard_id);
@@ -152,8 +152,8 @@ bool FailoverController::SplitStep(std::vector<ShardInfo>& shards, uint64_t next
       auto it = hosted->find(shard.shard_id);
       if (it == hosted->end() || !it->second.serving) continue;  // Nothing to cut from.
       if (it->second.lsn < *sealed_lsn) {
-        lagging += (lagging.empty() ? "" : ", ") + node + " at lsn " +
-                   std::to_string(it->second.lsn);
+        lagging +=
+            (lagging.empty() ? "" : ", ") + node + " at lsn " + std::to_string(it->second.lsn);
       }
     }
     if (!lagging.empty()) {
@@ -192,8 +192,8 @@ bool FailoverController::SplitStep(std::vector<ShardInfo>& shards, uint64_t next
   }
   for (const auto& [shard_id, at] : requests) {
     if (!present.count(shard_id)) {
-      log_->error("controller {}: split requested for unknown shard {} (dropped)",
-                  options_.node_id, shard_id);
+      log_->error("controller {}: split requested for unknown shard {} (dropped)", options_.node_id,
+                  shard_id);
       drop_request(shard_id);
     }
   }

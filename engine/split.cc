@@ -40,15 +40,13 @@ Result<uint64_t> ShardStoreImpl::Seal() {
 }
 
 Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_t child_shard_id,
-                                                 TokenRange child_range,
-                                                 uint64_t expected_lsn) {
+                                                 TokenRange child_range, uint64_t expected_lsn) {
   const TokenRange parent = options_.token_range;
   if (child_range.first > child_range.last || child_range.first < parent.first ||
       child_range.last > parent.last || child_range == parent) {
-    return Status::InvalidArgument("child_range",
-                                   "a split child's range must be a strict part of [" +
-                                       std::to_string(parent.first) + ", " +
-                                       std::to_string(parent.last) + "]");
+    return Status::InvalidArgument(
+        "child_range", "a split child's range must be a strict part of [" +
+                           std::to_string(parent.first) + ", " + std::to_string(parent.last) + "]");
   }
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -99,9 +97,8 @@ Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_
     if (child_range.last < parent.last) {
       const std::string end =
           parent.last == UINT64_MAX ? AboveEveryKey() : TokenKey(parent.last + 1);
-      staged =
-          FromRocksDb(cut.DeleteRange(handles[cf], TokenKey(child_range.last + 1), end),
-                      "stage split cut");
+      staged = FromRocksDb(cut.DeleteRange(handles[cf], TokenKey(child_range.last + 1), end),
+                           "stage split cut");
       if (!staged.ok()) break;
     }
   }
@@ -136,9 +133,8 @@ Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_
       removed.emplace_back(TokenKey(parent.first), TokenKey(child_range.first));
     }
     if (child_range.last < parent.last) {
-      removed.emplace_back(TokenKey(child_range.last + 1), parent.last == UINT64_MAX
-                                                              ? AboveEveryKey()
-                                                              : TokenKey(parent.last + 1));
+      removed.emplace_back(TokenKey(child_range.last + 1),
+                           parent.last == UINT64_MAX ? AboveEveryKey() : TokenKey(parent.last + 1));
     }
     for (const auto& [begin, end] : removed) {
       const rocksdb::Slice b(begin), e(end);
@@ -157,8 +153,7 @@ Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_
   return lsn;
 }
 
-Result<uint64_t> ShardStoreImpl::CreateMergedCopy(const std::string& dir,
-                                                  uint64_t merged_shard_id,
+Result<uint64_t> ShardStoreImpl::CreateMergedCopy(const std::string& dir, uint64_t merged_shard_id,
                                                   uint64_t expected_lsn, ShardStore& right_store,
                                                   uint64_t right_expected_lsn) {
   auto& right = static_cast<ShardStoreImpl&>(right_store);

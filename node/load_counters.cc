@@ -6,8 +6,7 @@
 namespace scrollback {
 
 LoadCounters::LoadCounters(TokenRange range, std::chrono::milliseconds half_life)
-    : range_(range),
-      half_life_ms_(static_cast<double>(std::max<int64_t>(half_life.count(), 1))) {
+    : range_(range), half_life_ms_(static_cast<double>(std::max<int64_t>(half_life.count(), 1))) {
   top_.reserve(kTopK);
 }
 
@@ -43,9 +42,8 @@ void LoadCounters::Sample(uint64_t token) {
   }
   // Space-saving: the newcomer replaces the least counted entry and inherits its count as its
   // possible overestimate.
-  Entry& least = *std::min_element(top_.begin(), top_.end(), [](const Entry& a, const Entry& b) {
-    return a.count < b.count;
-  });
+  Entry& least = *std::min_element(
+      top_.begin(), top_.end(), [](const Entry& a, const Entry& b) { return a.count < b.count; });
   least = {token, least.count + 1, least.count};
 }
 

@@ -128,8 +128,8 @@ class LoadCounters {
   // Lock order: mu_ before sketch_mu_. The hot path takes only sketch_mu_, one time in
   // kSampleEvery.
   mutable std::mutex mu_;
-  bool started_ = false;             // GUARDED_BY(mu_)
-  int64_t last_tick_ms_ = 0;         // GUARDED_BY(mu_)
+  bool started_ = false;                                // GUARDED_BY(mu_)
+  int64_t last_tick_ms_ = 0;                            // GUARDED_BY(mu_)
   std::array<LoadSnapshot::Bucket, kBuckets> rates_{};  // GUARDED_BY(mu_)
 
   mutable std::mutex sketch_mu_;

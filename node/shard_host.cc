@@ -565,8 +565,8 @@ void ShardHost::Open(const Task& task) {
           Schedule(Task{std::chrono::steady_clock::now(), task.shard_id, 0, std::move(store),
                         assignment});
           slot.generation = next_generation_++;
-          Schedule(Task{std::chrono::steady_clock::now(), task.shard_id, slot.generation, nullptr,
-                        {}});
+          Schedule(
+              Task{std::chrono::steady_clock::now(), task.shard_id, slot.generation, nullptr, {}});
           return;
         }
       }
@@ -661,8 +661,14 @@ Status ShardHost::MakeMergedCopy(const ShardAssignment& merged,
   fs::remove_all(dir, ec);
   fs::rename(making, dir, ec);
   if (ec) return Status::Internal("moving " + making + " to " + dir + ": " + ec.message());
-  ShardIdentity identity{1,        merged.shard_id, merged.range, merged.placement_version,
-                         merged.epoch, merged.role,   *lsn,         /*clean_close=*/true,
+  ShardIdentity identity{1,
+                         merged.shard_id,
+                         merged.range,
+                         merged.placement_version,
+                         merged.epoch,
+                         merged.role,
+                         *lsn,
+                         /*clean_close=*/true,
                          core_.options.node_id};
   SB_RETURN_IF_ERROR(WriteShardIdentity(dir, identity));
   split_cuts_.fetch_add(1, std::memory_order_relaxed);
@@ -677,8 +683,7 @@ Status ShardHost::MakeMergedCopy(const ShardAssignment& merged,
 }
 
 Status ShardHost::CutSplitChild(const ShardAssignment& child,
-                                const std::shared_ptr<ShardStore>& source,
-                                const std::string& dir) {
+                                const std::shared_ptr<ShardStore>& source, const std::string& dir) {
   auto parent_copy = ParentCopy(child.split_from, source);
   if (!parent_copy.ok()) return parent_copy.status();
   std::shared_ptr<ShardStore> parent = std::move(parent_copy).value();

@@ -29,9 +29,9 @@
 #include <condition_variable>
 #include <cstdint>
 #include <map>
-#include <set>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -148,8 +148,8 @@ class ShardHost {
   // GUARDED_BY(mu_). Shard ids with an open running: a second open of the same id (a newer
   // assignment) waits for it, so two bootstraps never share a directory.
   std::set<uint64_t> opening_ids_;
-  uint64_t next_generation_ = 1;                         // GUARDED_BY(mu_)
-  bool stopping_ = false;                                // GUARDED_BY(mu_)
+  uint64_t next_generation_ = 1;  // GUARDED_BY(mu_)
+  bool stopping_ = false;         // GUARDED_BY(mu_)
   // GUARDED_BY(mu_). When the lifecycle threads next fold the shards' load counters (every
   // kLoadTick).
   TimePoint next_load_tick_ = std::chrono::steady_clock::now();
@@ -165,7 +165,7 @@ class ShardHost {
   std::atomic<uint64_t> moved_aside_{0};
   std::atomic<uint64_t> lifecycle_errors_{0};  // Identity writes and moves that failed.
   std::atomic<uint64_t> rebootstraps_{0};
-  std::atomic<uint64_t> split_cuts_{0};  // Children cut (split) or made (merge) locally.
+  std::atomic<uint64_t> split_cuts_{0};          // Children cut (split) or made (merge) locally.
   std::atomic<uint64_t> split_cut_failures_{0};  // Cuts that failed (then bootstrapped/retried).
 };
 

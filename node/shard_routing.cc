@@ -158,9 +158,8 @@ Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& ta
 // primary) or, for a session read still behind after the wait, unavailable.
 namespace {
 
-Result<const HostedShard*> RouteReadUncounted(NodeCore& core, const ShardTable& table,
-                                              uint64_t key, const char* field,
-                                              const ReadOptions& read) {
+Result<const HostedShard*> RouteReadUncounted(NodeCore& core, const ShardTable& table, uint64_t key,
+                                              const char* field, const ReadOptions& read) {
   auto shard = Route(core, table, key, field);
   if (!shard.ok() || (*shard)->assignment.role == ShardRole::kPrimary) return shard;
   const HostedShard& h = **shard;

@@ -52,8 +52,8 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
                                                      " has two copies on node " + replica);
       }
     }
-    if (!shard.switch_to.empty() && (shard.switch_to == shard.primary ||
-                                     !holders.count(shard.switch_to))) {
+    if (!shard.switch_to.empty() &&
+        (shard.switch_to == shard.primary || !holders.count(shard.switch_to))) {
       return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
                                                    " switches over to " + shard.switch_to +
                                                    ", which is not one of its replicas");
@@ -81,8 +81,8 @@ Result<ShardMap> ShardMap::Make(uint64_t version, std::vector<ShardInfo> shards,
                                                      " cannot split and switch over at once");
       }
     }
-    if (shard.merge_into != 0 && (shard.split_at != 0 || !shard.switch_to.empty() ||
-                                  !shard.move_to.empty())) {
+    if (shard.merge_into != 0 &&
+        (shard.split_at != 0 || !shard.switch_to.empty() || !shard.move_to.empty())) {
       return Status::InvalidArgument("shards", "shard " + std::to_string(shard.shard_id) +
                                                    " cannot merge while it splits, moves or "
                                                    "switches over");

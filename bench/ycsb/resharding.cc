@@ -38,7 +38,8 @@ double Ms(SteadyTime from, SteadyTime to) {
 std::vector<double> LatenciesIn(const std::vector<Acked>& acked, SteadyTime from, SteadyTime to) {
   std::vector<double> out;
   for (const Acked& a : acked) {
-    if (a.first_started >= from && a.first_started < to) out.push_back(Ms(a.first_started, a.answered));
+    if (a.first_started >= from && a.first_started < to)
+      out.push_back(Ms(a.first_started, a.answered));
   }
   return out;
 }
@@ -93,7 +94,8 @@ Result<ReshardResult> RunResharding(const ReshardOptions& options) {
     for (size_t k = 0; k < kBatch; ++k) {
       const uint64_t conv = 1 + (result.messages + k) % kConversations;
       const uint64_t n = ++sent[conv];
-      sends.push_back({conv, 1, "l" + std::to_string(n), TextBody(result.messages + k, kBodyBytes)});
+      sends.push_back(
+          {conv, 1, "l" + std::to_string(n), TextBody(result.messages + k, kBodyBytes)});
     }
     for (auto& r : client->SendBatch(std::move(sends)).wait(io.waitScope)) {
       if (!r.ok()) return r.status();
@@ -112,7 +114,8 @@ Result<ReshardResult> RunResharding(const ReshardOptions& options) {
     if (primary && lowest >= primary->LatestSequence()) break;
     io.provider->getTimer().afterDelay(10 * kj::MILLISECONDS).wait(io.waitScope);
   }
-  result.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
+  result.load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_begin).count();
   // Compactions settle too (a shard of that size at rest), so that the split meets files
   // rather than a backlog.
   if (auto primary = primary_copy(1)) (void)primary->Flush();
@@ -121,7 +124,8 @@ Result<ReshardResult> RunResharding(const ReshardOptions& options) {
   // Writers on conversations spread over the ring (both halves of the split).
   std::vector<uint64_t> convs, shards;
   std::set<uint64_t> sixteenths;
-  for (uint64_t conv = 1; conv <= kConversations && convs.size() < static_cast<size_t>(options.writers); ++conv) {
+  for (uint64_t conv = 1;
+       conv <= kConversations && convs.size() < static_cast<size_t>(options.writers); ++conv) {
     if (sixteenths.insert(TokenOf(conv) >> 60).second || sixteenths.size() >= 16) {
       convs.push_back(conv);
       shards.push_back(1);

@@ -29,17 +29,17 @@ struct ReshardResult {
   uint64_t shard_bytes = 0;  // Primary's live data + memtables when the split began.
   uint64_t messages = 0;     // Loaded.
   double load_s = 0;
-  double split_ms = 0;           // SplitResult::pause: from the seal's start to the children
-                                 // named (copies flush first, writes going on).
-  double split_gap_ms = 0;       // Longest gap between acknowledged sends of a split writer.
-  double split_p99_ms = 0;       // Sends (first attempt to acknowledgement) around the split.
+  double split_ms = 0;      // SplitResult::pause: from the seal's start to the children
+                            // named (copies flush first, writes going on).
+  double split_gap_ms = 0;  // Longest gap between acknowledged sends of a split writer.
+  double split_p99_ms = 0;  // Sends (first attempt to acknowledgement) around the split.
   double move_s = 0;
-  uint64_t move_bytes = 0;       // Checkpoint bytes the new copy received.
+  uint64_t move_bytes = 0;  // Checkpoint bytes the new copy received.
   double move_mb_per_s = 0;
-  double move_p99_ms = 0;        // Sends while the move ran.
-  double baseline_p99_ms = 0;    // Sends in the second before the split.
+  double move_p99_ms = 0;      // Sends while the move ran.
+  double baseline_p99_ms = 0;  // Sends in the second before the split.
   uint64_t acknowledged = 0;
-  uint64_t lost = 0;             // Acknowledged sends missing from history at the end.
+  uint64_t lost = 0;  // Acknowledged sends missing from history at the end.
 };
 
 Result<ReshardResult> RunResharding(const ReshardOptions& options);

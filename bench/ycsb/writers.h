@@ -122,5 +122,4 @@ class Writers {
   int running_ = 0;
 };
 
-
 }  // namespace scrollback::ycsb

@@ -459,9 +459,9 @@ TEST_CASE("the resharding scenario measures a split and a move and loses nothing
   const std::string json_path = dir.Sub("reshard.json");
   const std::string log_path = dir.Sub("bench.log");
   {
-    testing::ChildProcess bench({SCROLLBACK_BENCH, "--reshard-mb", "4", "--json", json_path,
-                                 "--data-dir", dir.Sub("data")},
-                                log_path);
+    testing::ChildProcess bench(
+        {SCROLLBACK_BENCH, "--reshard-mb", "4", "--json", json_path, "--data-dir", dir.Sub("data")},
+        log_path);
     int status = bench.Stop(0, std::chrono::seconds(150));  // Signal 0: just wait.
     INFO("log:\n" << ReadFile(log_path));
     REQUIRE(WIFEXITED(status));

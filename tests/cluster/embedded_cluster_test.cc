@@ -13,9 +13,9 @@ namespace scrollback {
 namespace {
 
 using testing::ClusterFixture;
-using testing::SharedDirectoryOptions;
 using testing::Inbox;
 using testing::InboxSeq;
+using testing::SharedDirectoryOptions;
 
 HistoryQuery Newest(uint64_t conv, uint32_t limit = 50) {
   HistoryQuery q;
@@ -209,7 +209,8 @@ TEST_CASE("a client with a stale shard map refreshes on not-owner and retries") 
   CHECK(f.Wait(f.client->GetMessage(conv, 1))->body == "before");
 }
 
-TEST_CASE("calls to a stopped node fail fast with unavailable, the rest succeed, and data returns") {
+TEST_CASE(
+    "calls to a stopped node fail fast with unavailable, the rest succeed, and data returns") {
   // Without failover: the stopped node's shards stay unavailable until it returns. (With it,
   // they move once its lease lapses, 1 s on, which a slow sanitizer run of the sends below can
   // outlast; failover_test covers that path.)

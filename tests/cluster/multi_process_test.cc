@@ -96,11 +96,23 @@ class MultiProcessCluster {
   static std::string Address(int port) { return "127.0.0.1:" + std::to_string(port); }
 
   void StartNode(size_t i, std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv{SCROLLBACKD, "--node-id", nodes[i].id, "--data-dir",
-                                  etcd.dir.Sub(nodes[i].id), "--listen", Address(nodes[i].port),
-                                  "--etcd", etcd.endpoint(), "--event-loops", "1", "--http",
-                                  Address(nodes[i].http_port), "--bootstrap-shards", "8",
-                                  "--bootstrap-nodes", "node-1,node-2,node-3"};
+    std::vector<std::string> argv{SCROLLBACKD,
+                                  "--node-id",
+                                  nodes[i].id,
+                                  "--data-dir",
+                                  etcd.dir.Sub(nodes[i].id),
+                                  "--listen",
+                                  Address(nodes[i].port),
+                                  "--etcd",
+                                  etcd.endpoint(),
+                                  "--event-loops",
+                                  "1",
+                                  "--http",
+                                  Address(nodes[i].http_port),
+                                  "--bootstrap-shards",
+                                  "8",
+                                  "--bootstrap-nodes",
+                                  "node-1,node-2,node-3"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     nodes[i].process = std::make_unique<ChildProcess>(argv, etcd.dir.Sub(nodes[i].id + ".log"));
     SB_REQUIRE_LISTENING(*nodes[i].process, nodes[i].port, std::chrono::seconds(30));
@@ -438,10 +450,10 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
 
   // A split, printed as JSON.
   const ShardInfo parent = ReadShardMap(*cluster.metadata)->ShardForKey(1);
-  auto [split_code, split_out] =
-      RunCtl(cluster, {"split", "--etcd", cluster.etcd.endpoint(), "--shard",
-                       std::to_string(parent.shard_id), "--json"},
-             "split.log");
+  auto [split_code, split_out] = RunCtl(cluster,
+                                        {"split", "--etcd", cluster.etcd.endpoint(), "--shard",
+                                         std::to_string(parent.shard_id), "--json"},
+                                        "split.log");
   INFO(split_out);
   REQUIRE(split_code == 0);
   CHECK(split_out.find("pause_ms") != std::string::npos);
@@ -454,9 +466,9 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
     const ShardInfo& left = map->ShardForToken(parent.range.first);
     const ShardInfo& right = map->ShardForToken(parent.range.last);
     auto [merge_code, merge_out] =
-        RunCtl(cluster, {"merge", "--etcd", cluster.etcd.endpoint(), "--shard",
-                         std::to_string(left.shard_id), "--with", std::to_string(right.shard_id),
-                         "--json"},
+        RunCtl(cluster,
+               {"merge", "--etcd", cluster.etcd.endpoint(), "--shard",
+                std::to_string(left.shard_id), "--with", std::to_string(right.shard_id), "--json"},
                "merge.log");
     INFO(merge_out);
     REQUIRE(merge_code == 0);
@@ -464,10 +476,10 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
     const ShardInfo whole = ReadShardMap(*cluster.metadata)->ShardForToken(parent.range.first);
     CHECK(whole.range == parent.range);
     load(3);
-    auto [again_code, again_out] =
-        RunCtl(cluster, {"split", "--etcd", cluster.etcd.endpoint(), "--shard",
-                         std::to_string(whole.shard_id)},
-               "split-again.log");
+    auto [again_code, again_out] = RunCtl(
+        cluster,
+        {"split", "--etcd", cluster.etcd.endpoint(), "--shard", std::to_string(whole.shard_id)},
+        "split-again.log");
     INFO(again_out);
     REQUIRE(again_code == 0);
     load(3);
@@ -510,9 +522,9 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
 
   // Impossible requests: clear errors, exit 1.
   auto [bad_code, bad_out] =
-      RunCtl(cluster, {"move", "--etcd", cluster.etcd.endpoint(), "--shard",
-                       std::to_string(moved.shard_id), "--from", "node-4", "--to",
-                       moved.replicas[0]},
+      RunCtl(cluster,
+             {"move", "--etcd", cluster.etcd.endpoint(), "--shard", std::to_string(moved.shard_id),
+              "--from", "node-4", "--to", moved.replicas[0]},
              "move-bad.log");
   CHECK(bad_code == 1);
   CHECK(bad_out.find("already holds a copy") != std::string::npos);

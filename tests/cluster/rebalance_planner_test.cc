@@ -71,8 +71,8 @@ void CheckMovesPossible(const ShardMap& map, const RebalancePlan& plan) {
     CHECK(shard->primary == move.from);
     CHECK(move.to != move.from);
     REQUIRE(map.FindNode(move.to) != nullptr);
-    const bool holds_replica = std::find(shard->replicas.begin(), shard->replicas.end(),
-                                         move.to) != shard->replicas.end();
+    const bool holds_replica =
+        std::find(shard->replicas.begin(), shard->replicas.end(), move.to) != shard->replicas.end();
     CHECK(holds_replica == move.switchover);
     CHECK(moved.insert(move.shard_id).second);
     for (const PlannedSplit& split : plan.splits) CHECK(split.shard_id != move.shard_id);
@@ -331,7 +331,7 @@ TEST_CASE("when no move can bring a node within target, its hottest shard is spl
   CHECK(plan.max_over_mean_before == Approx(1.125));
   CHECK(plan.moves.empty());
   REQUIRE(plan.splits.size() == 1);
-  CHECK(plan.splits[0].shard_id == 1);  // Equal loads on node-1: the lowest id.
+  CHECK(plan.splits[0].shard_id == 1);           // Equal loads on node-1: the lowest id.
   CHECK(plan.splits[0].at_token == 1ull << 59);  // The middle of [0, 2^60 - 1].
   CHECK(plan.splits[0].left_ops == Approx(500));
   // Shards below min_ops_to_split stay whole, and nothing else helps.
@@ -357,8 +357,7 @@ TEST_CASE("a token carrying most of a hot shard's load is isolated in a shard of
     CHECK(plan.splits[0].left_ops + plan.splits[0].right_ops == Approx(1000));
     // The second split divides [t, last]: the token's own 800 and the rest above it.
     CHECK(plan.splits[1].left_ops == Approx(800));
-    CHECK(plan.splits[1].left_ops + plan.splits[1].right_ops ==
-          Approx(plan.splits[0].right_ops));
+    CHECK(plan.splits[1].left_ops + plan.splits[1].right_ops == Approx(plan.splits[0].right_ops));
     // Uniform elsewhere: almost all of the other 200 lies above t.
     CHECK(plan.splits[1].right_ops == Approx(200).epsilon(0.01));
   }

@@ -69,9 +69,8 @@ TEST_CASE("a sealed store refuses its own writes as unavailable and reports its 
   CHECK(refused.status().code() == ErrorCode::kUnavailable);
   auto pending = ReadWholeOutbox(*f.store);
   REQUIRE_FALSE(pending.empty());
-  CHECK(f.store->ApplyInboxUpdates({pending[0].update}).front().code() ==
-        ErrorCode::kUnavailable);
-  CHECK(f.store->LatestSequence() == *sealed);  // Nothing written.
+  CHECK(f.store->ApplyInboxUpdates({pending[0].update}).front().code() == ErrorCode::kUnavailable);
+  CHECK(f.store->LatestSequence() == *sealed);         // Nothing written.
   CHECK(f.store->GetMessage(1, 1)->body == "before");  // Reads go on.
   f.store->Unseal();
   CHECK(f.Send(1, 1, "b", "after") == 2);
@@ -213,7 +212,8 @@ TEST_CASE("a merged copy holds both halves' rows and both outboxes, the same fro
   auto lsn = f.store->Seal();
   REQUIRE(lsn.ok());
   std::vector<std::unique_ptr<ShardStore>> halves;
-  for (auto [id, range] : {std::pair{uint64_t{11}, left_range}, std::pair{uint64_t{12}, right_range}}) {
+  for (auto [id, range] :
+       {std::pair{uint64_t{11}, left_range}, std::pair{uint64_t{12}, right_range}}) {
     const std::string dir = f.dir.Sub("half-" + std::to_string(id));
     std::filesystem::remove_all(dir);
     REQUIRE(f.store->CreateSplitCopy(dir, id, range, *lsn).ok());
@@ -252,7 +252,8 @@ TEST_CASE("a merged copy holds both halves' rows and both outboxes, the same fro
       newest.conv_id = c;
       REQUIRE(merged->ReadHistory(newest)->messages.size() == 3);
     }
-    for (uint64_t c = 1001; c <= 1040; ++c) CHECK(merged->GetMessage(c, 1)->body == "after the split");
+    for (uint64_t c = 1001; c <= 1040; ++c)
+      CHECK(merged->GetMessage(c, 1)->body == "after the split");
     // Every record of both outboxes, none overwritten by the other's numbering.
     CHECK(ReadWholeOutbox(*merged).size() == outbox);
     // It takes writes anywhere in the union of the ranges.
@@ -267,12 +268,14 @@ TEST_CASE("a merged copy holds both halves' rows and both outboxes, the same fro
   // Not adjacent, or not at the LSN asked for: refused, nothing left behind.
   const std::string dir = f.dir.Sub("refused");
   std::filesystem::remove_all(dir);
-  CHECK(halves[1]->CreateMergedCopy(dir, 21, halves[1]->LatestSequence(), *halves[0],
-                                    halves[0]->LatestSequence())
+  CHECK(halves[1]
+            ->CreateMergedCopy(dir, 21, halves[1]->LatestSequence(), *halves[0],
+                               halves[0]->LatestSequence())
             .status()
             .code() == ErrorCode::kInvalidArgument);
-  CHECK(halves[0]->CreateMergedCopy(dir, 21, halves[0]->LatestSequence(), *halves[1],
-                                    halves[1]->LatestSequence() - 1)
+  CHECK(halves[0]
+            ->CreateMergedCopy(dir, 21, halves[0]->LatestSequence(), *halves[1],
+                               halves[1]->LatestSequence() - 1)
             .status()
             .code() == ErrorCode::kFailedPrecondition);
   CHECK_FALSE(std::filesystem::exists(dir));

@@ -100,7 +100,6 @@ TEST_CASE(
   CHECK(lease->Writable());
 }
 
-
 // The node holding the most primaries in the stored map.
 size_t BusiestPrimary(ClusterFixture& f) {
   std::map<std::string, int> count;

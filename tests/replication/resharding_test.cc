@@ -191,7 +191,8 @@ TEST_CASE("impossible splits are refused before anything pauses") {
   CHECK(f.Wait(f.client->CreateConversation({77, 1, {2}, "still writable"})).ok());
 }
 
-TEST_CASE("seeded rounds of splits and merges under sends, some with a replica down, lose nothing") {
+TEST_CASE(
+    "seeded rounds of splits and merges under sends, some with a replica down, lose nothing") {
   const uint64_t seed = testing::TestSeed();
   INFO("SCROLLBACK_SEED=" << seed);
   std::mt19937_64 rng(seed);
@@ -449,8 +450,9 @@ TEST_CASE("a move goes on through its target's crash mid-copy") {
   CHECK(StoredMap(f).FindShard(shard.shard_id)->move_to == to);  // Stopped mid-move.
   REQUIRE(load.EachGains(2));
   REQUIRE(f.cluster->RestartNode(target).ok());
-  REQUIRE(f.Eventually([&] { return moved.ok() || moved.status().code() != ErrorCode::kUnavailable; },
-                       std::chrono::seconds(60)));
+  REQUIRE(
+      f.Eventually([&] { return moved.ok() || moved.status().code() != ErrorCode::kUnavailable; },
+                   std::chrono::seconds(60)));
   mover.join();
   INFO(moved.status().ToString());
   REQUIRE(moved.ok());
@@ -476,9 +478,8 @@ TEST_CASE("a new node takes copies, and a drained node gives all of its copies a
   // Drain node-1: its copies (primaries too) go to the only node without them, the new one.
   const std::string drained = f.cluster->node_id(0);
   Result<std::vector<MoveResult>> drain = Status::Unavailable("not run");
-  WhileSending(f, [&] {
-    drain = DrainCopies(*f.cluster->metadata(), drained, std::chrono::seconds(60));
-  });
+  WhileSending(
+      f, [&] { drain = DrainCopies(*f.cluster->metadata(), drained, std::chrono::seconds(60)); });
   INFO(drain.status().ToString());
   REQUIRE(drain.ok());
   CHECK(drain->size() == StoredMap(f).shards().size());
@@ -500,8 +501,7 @@ TEST_CASE("a new node takes copies, and a drained node gives all of its copies a
   CheckAcknowledged(f, load.acked);
   REQUIRE(EventuallyIdentical(f));
   // A node that holds copies cannot leave the map.
-  CHECK(RemoveNodeFromMap(*f.cluster->metadata(), fresh).code() ==
-        ErrorCode::kFailedPrecondition);
+  CHECK(RemoveNodeFromMap(*f.cluster->metadata(), fresh).code() == ErrorCode::kFailedPrecondition);
 }
 
 }  // namespace

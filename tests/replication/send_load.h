@@ -124,7 +124,8 @@ inline std::vector<uint64_t> ConversationsOnEveryShard(ClusterFixture& f) {
 
 // Every conversation's whole history, oldest first (strong reads, retried through failovers).
 // `pages` (if given) describes each page read: cursor, seqs returned, has_more, next cursor.
-inline std::vector<Message> History(ClusterFixture& f, uint64_t conv, std::string* pages = nullptr) {
+inline std::vector<Message> History(ClusterFixture& f, uint64_t conv,
+                                    std::string* pages = nullptr) {
   std::vector<Message> out;
   uint64_t cursor = 0;
   for (;;) {

@@ -93,7 +93,7 @@ class FailoverController {
     bool serving = false;
     bool opening = false;  // Still opening (not bootstrapping): worth waiting for.
     uint64_t lsn = 0;
-    uint64_t epoch = 0;  // The epoch the node applied for it.
+    uint64_t epoch = 0;   // The epoch the node applied for it.
     bool sealed = false;  // A primary sealed for a split: lsn is final.
   };
 
@@ -109,19 +109,21 @@ class FailoverController {
   // changed `shards`.
   // The merge part of a pass (merge_step.cc, merge.h): starts requested merges, replaces two
   // sealed shards by the merged one at `next_version`, abandons stuck ones. Counted with splits.
-  bool MergeStep(std::vector<ShardInfo>& shards, uint64_t next_version,
-                 const std::set<std::string>& changed_nodes,
-                 const std::function<int64_t(const std::string&)>& live_lease,
-                 const std::function<const Result<std::map<uint64_t, CopyState>>&(
-                     const std::string& node_id)>& copies_of,
-                 const std::vector<KeyValue>& requested, std::chrono::steady_clock::time_point now);
+  bool MergeStep(
+      std::vector<ShardInfo>& shards, uint64_t next_version,
+      const std::set<std::string>& changed_nodes,
+      const std::function<int64_t(const std::string&)>& live_lease,
+      const std::function<const Result<std::map<uint64_t, CopyState>>&(const std::string& node_id)>&
+          copies_of,
+      const std::vector<KeyValue>& requested, std::chrono::steady_clock::time_point now);
   // The move part of a pass (move_step.cc, move.h): starts requested moves, switches the
   // primary over to a caught-up new copy, finishes (removes the old copy) or aborts.
-  bool MoveStep(std::vector<ShardInfo>& shards, const std::set<std::string>& changed_nodes,
-                const std::function<int64_t(const std::string&)>& live_lease,
-                const std::function<const Result<std::map<uint64_t, CopyState>>&(
-                    const std::string& node_id)>& copies_of,
-                const std::vector<KeyValue>& requested, std::chrono::steady_clock::time_point now);
+  bool MoveStep(
+      std::vector<ShardInfo>& shards, const std::set<std::string>& changed_nodes,
+      const std::function<int64_t(const std::string&)>& live_lease,
+      const std::function<const Result<std::map<uint64_t, CopyState>>&(const std::string& node_id)>&
+          copies_of,
+      const std::vector<KeyValue>& requested, std::chrono::steady_clock::time_point now);
   using CopiesOf =
       std::function<const Result<std::map<uint64_t, CopyState>>&(const std::string& node_id)>;
   bool SplitStep(std::vector<ShardInfo>& shards, uint64_t next_version,

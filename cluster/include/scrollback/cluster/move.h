@@ -11,8 +11,8 @@
 //
 // The controller's step, per shard with a move:
 //   start     move_to joins the replicas (the map records move_from / move_to);
-//   catch up  move_to's copy serves and has the primary's LSN (probed the same pass, primary first);
-//   switch    if move_from is the primary: a planned switchover to move_to (switchover.h);
+//   catch up  move_to's copy serves and has the primary's LSN (probed the same pass, primary
+//   first); switch    if move_from is the primary: a planned switchover to move_to (switchover.h);
 //   finish    move_from leaves the copy set; move_from / move_to are cleared.
 // An abort before the switch removes move_to's copy again (the old placement never stopped
 // serving); after the switch only the finish is left, and the abort is refused.
@@ -38,8 +38,8 @@ struct MoveResult {
   uint64_t shard_id = 0;
   std::string from;
   std::string to;
-  bool was_primary = false;            // The moved copy was the primary (a switchover ran).
-  std::chrono::milliseconds took{0};   // From the request to the finish.
+  bool was_primary = false;           // The moved copy was the primary (a switchover ran).
+  std::chrono::milliseconds took{0};  // From the request to the finish.
 };
 
 // Where a move stands, for progress reports.
@@ -71,8 +71,9 @@ Status RemoveNodeFromMap(MetadataStore& metadata, const std::string& node_id);
 // Moves every copy off `node_id`, one shard after another, each to the node with the fewest
 // copies among those holding none of that shard (ties: the lowest id). The node can then be
 // removed. failed-precondition when some shard has no node to go to.
-Result<std::vector<MoveResult>> DrainCopies(MetadataStore& metadata, const std::string& node_id,
-                                            std::chrono::milliseconds timeout_per_shard,
-                                            const std::function<void(const MoveResult&)>& done = {});
+Result<std::vector<MoveResult>> DrainCopies(
+    MetadataStore& metadata, const std::string& node_id,
+    std::chrono::milliseconds timeout_per_shard,
+    const std::function<void(const MoveResult&)>& done = {});
 
 }  // namespace scrollback

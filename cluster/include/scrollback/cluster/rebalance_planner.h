@@ -84,8 +84,8 @@ struct HotToken {
 // the map does not list.
 struct ShardLoad {
   uint64_t shard_id = 0;
-  double ops_per_s = 0;  // Reads and writes: what the planner balances.
-  double bytes_per_s = 0;  // Informational.
+  double ops_per_s = 0;     // Reads and writes: what the planner balances.
+  double bytes_per_s = 0;   // Informational.
   uint64_t size_bytes = 0;  // What a copy of it moves; breaks ties between copies.
   // kShardLoadBuckets entries, or none (unknown distribution: uniform over the tokens); any
   // other size counts as unknown. Only the shape is used: it is scaled to ops_per_s.

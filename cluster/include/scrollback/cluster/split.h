@@ -51,7 +51,6 @@ uint64_t MiddleToken(TokenRange range);
 // splitting or switching over, or when the controller gave up (the parent serves on);
 // unavailable after `timeout` (the request stays: the controller may still finish it).
 Result<SplitResult> SplitShard(MetadataStore& metadata, uint64_t shard_id,
-                               std::optional<uint64_t> at_token,
-                               std::chrono::milliseconds timeout);
+                               std::optional<uint64_t> at_token, std::chrono::milliseconds timeout);
 
 }  // namespace scrollback

@@ -361,12 +361,15 @@ Result<bool> FailoverController::Pass(Probe& probe) {
       }
       const bool is_replica =
           std::find(shard.replicas.begin(), shard.replicas.end(), target) != shard.replicas.end();
+      // A shard splitting, merging or moving changes its primary only through that operation
+      // (a map with both would not validate, and every later pass would fail on it).
+      const bool busy = shard.split_at != 0 || shard.merge_into != 0 || !shard.move_to.empty();
       if (target.empty() || !is_replica || live_lease(target) == 0 ||
-          live_lease(shard.primary) == 0) {
+          live_lease(shard.primary) == 0 || busy) {
         switchovers_abandoned_.fetch_add(1, std::memory_order_relaxed);
         log_->error(
             "controller {}: switchover of shard {} from {} to '{}' refused: the target must be "
-            "a live replica, and the primary live",
+            "a live replica, the primary live, and the shard not splitting, merging or moving",
             options_.node_id, shard.shard_id, shard.primary, target);
         finish_request(shard.shard_id);
         continue;

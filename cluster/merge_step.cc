@@ -18,7 +18,7 @@ bool FailoverController::MergeStep(std::vector<ShardInfo>& shards, uint64_t next
                                    std::chrono::steady_clock::time_point now) {
   std::map<uint64_t, uint64_t> requests;  // Left shard id -> right shard id.
   auto drop_request = [&](uint64_t left_id) {
-    splitting_since_.erase(left_id);
+    merging_since_.erase(left_id);
     if (Status removed = metadata_->Delete(kMergePrefix + std::to_string(left_id)); !removed.ok()) {
       errors_.fetch_add(1, std::memory_order_relaxed);
       log_->warn("controller {}: removing the merge request of shard {} failed: {}",
@@ -104,7 +104,7 @@ bool FailoverController::MergeStep(std::vector<ShardInfo>& shards, uint64_t next
       ++left.epoch;
       ++right.epoch;
       epoch_bumps_.fetch_add(2, std::memory_order_relaxed);
-      splitting_since_[left.shard_id] = now;
+      merging_since_[left.shard_id] = now;
       changed = true;
       log_->warn("controller {}: merging shards {} and {} into shard {}: sealing both on {}",
                  options_.node_id, left.shard_id, right.shard_id, left.merge_into, left.primary);
@@ -112,7 +112,28 @@ bool FailoverController::MergeStep(std::vector<ShardInfo>& shards, uint64_t next
       continue;
     }
 
-    auto& since = splitting_since_.try_emplace(left.shard_id, now).first->second;
+    auto& since = merging_since_.try_emplace(left.shard_id, now).first->second;
+    {
+      // A failover in between may have given the two different primaries: one node must hold
+      // both sealed copies to make the merged one. Abandoned; the operator may ask again.
+      const std::set<std::string> left_nodes(left.replicas.begin(), left.replicas.end());
+      const std::set<std::string> right_nodes(right.replicas.begin(), right.replicas.end());
+      if (left.primary != right.primary || left_nodes != right_nodes) {
+        splits_abandoned_.fetch_add(1, std::memory_order_relaxed);
+        log_->error(
+            "controller {}: merge of shards {} and {} abandoned: their primaries differ now ({} "
+            "and {}); both take writes again",
+            options_.node_id, left.shard_id, right.shard_id, left.primary, right.primary);
+        left.merge_into = right.merge_into = 0;
+        ++left.epoch;
+        ++right.epoch;
+        epoch_bumps_.fetch_add(2, std::memory_order_relaxed);
+        changed = true;
+        drop_request(left.shard_id);
+        ++i;
+        continue;
+      }
+    }
     const auto left_lsn = sealed_lsn(left);
     const auto right_lsn = sealed_lsn(right);
     if (!left_lsn || !right_lsn) {

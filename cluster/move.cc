@@ -151,9 +151,10 @@ Status AbortMove(MetadataStore& metadata, uint64_t shard_id, std::chrono::millis
     if (now_map.ok()) {
       const ShardInfo* now = now_map->FindShard(shard_id);
       if (now == nullptr || now->move_to.empty()) {
-        if (now != nullptr && now->primary == shard->move_to) {
+        // Rolled back: the source still holds its copy. Else the move finished first.
+        if (now == nullptr || !Holds(*now, shard->move_from) || Holds(*now, shard->move_to)) {
           return Status::FailedPrecondition("the move of shard " + std::to_string(shard_id) +
-                                            " switched over before the abort: it finished");
+                                            " finished before the abort");
         }
         return Status::Ok();
       }

@@ -101,7 +101,8 @@ bool FailoverController::MoveStep(
         shard.move_to.clear();
         moves_aborted_.fetch_add(1, std::memory_order_relaxed);
         changed = true;
-        drop_request(shard.shard_id);
+        // The "abort" request stays until a later pass finds no move left (then it is dropped,
+        // above): if this pass's map loses its compare-and-swap, the abort is not lost.
         continue;
       }
       // Switched over already: only the finish is left; the abort is not honoured.

@@ -24,7 +24,8 @@ Status BootstrapShardMap(MetadataStore& metadata, uint32_t shards,
   }
   std::vector<NodeInfo> nodes;
   for (const std::string& id : node_ids) nodes.push_back({id, "", ""});
-  auto published = PublishShardMap(metadata, ShardMap::Uniform(1, shards, nodes, replication_factor), 0);
+  auto published =
+      PublishShardMap(metadata, ShardMap::Uniform(1, shards, nodes, replication_factor), 0);
   if (published.ok() || published.status().code() == ErrorCode::kFailedPrecondition) {
     return Status::Ok();  // Ours, or someone else's first.
   }

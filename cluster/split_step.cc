@@ -177,6 +177,7 @@ bool FailoverController::SplitStep(std::vector<ShardInfo>& shards, uint64_t next
       child->split_at = child->split_left_id = child->split_right_id = 0;
       child->split_from = shard.shard_id;
       child->split_lsn = *sealed_lsn;
+      child->merge_left = child->merge_right = child->merge_left_lsn = child->merge_right_lsn = 0;
       children.push_back(*child);
     }
     finished.insert(shard.shard_id);

@@ -22,6 +22,10 @@ Result<SwitchoverResult> Switchover(MetadataStore& metadata, uint64_t shard_id,
         "to", to + " holds no replica of shard " + std::to_string(shard_id) +
                   (to == shard->primary ? " (it is the primary already)" : ""));
   }
+  if (shard->split_at != 0 || shard->merge_into != 0 || !shard->move_to.empty()) {
+    return Status::FailedPrecondition("shard " + std::to_string(shard_id) +
+                                      " is splitting, merging or moving: switch over after");
+  }
   if (shard->replicas.empty()) {
     return Status::FailedPrecondition("shard " + std::to_string(shard_id) +
                                       " has no replica to switch over to");

@@ -345,8 +345,11 @@ class ShardStoreImpl final : public ShardStore {
   Status CompactAll() override;
   // Splitting and merging (split.cc).
   Result<uint64_t> Seal() override;
-  void Unseal() override { sealed_.store(false); }
-  bool sealed() const override { return sealed_.load(); }
+  void Unseal() override {
+    seal_complete_.store(false);
+    sealed_.store(false);
+  }
+  bool sealed() const override { return seal_complete_.load(); }
   Result<uint64_t> CreateSplitCopy(const std::string& dir, uint64_t child_shard_id,
                                    TokenRange child_range, uint64_t expected_lsn) override;
   Result<uint64_t> CreateMergedCopy(const std::string& dir, uint64_t merged_shard_id,
@@ -687,10 +690,13 @@ class ShardStoreImpl final : public ShardStore {
   // still marked with the older version. Cleared once a write that re-marks it committed.
   codec::ShardMetaRow meta_;
   std::atomic<bool> format_upgrade_pending_{false};
-  // The seal gate (Seal, Write): whether the store's own writes are refused, and how many are
-  // past the check and not yet committed.
+  // The seal gate (Seal, Write): whether the store's own writes are refused (from the start of
+  // Seal), and how many are past the check and not yet committed.
   std::atomic<bool> sealed_{false};
   std::atomic<int64_t> writes_in_flight_{0};
+  // Set by Seal once the writes in flight have finished: only then is the last LSN final, and
+  // only then does sealed() say so (a probe must never take an earlier LSN for the final one).
+  std::atomic<bool> seal_complete_{false};
   // Serializes the read-modify-write of partly delivered outbox records (DeleteOutbox).
   std::mutex outbox_delete_mu_;
 };

@@ -36,7 +36,9 @@ Result<uint64_t> ShardStoreImpl::Seal() {
   sealed_.store(true);
   // Writes that passed the gate before the seal commit (or fail) in microseconds: wait for them.
   while (writes_in_flight_.load() != 0) std::this_thread::yield();
-  return db_->GetLatestSequenceNumber();
+  const uint64_t final_lsn = db_->GetLatestSequenceNumber();
+  seal_complete_.store(true);
+  return final_lsn;
 }
 
 Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_t child_shard_id,

@@ -393,6 +393,8 @@ class ChatService final : public s::Node::Server {
               static_cast<uint64_t>(std::max<int64_t>(0, now - pulls[k].at_ms)));
         }
       }
+      // Sealed first: once sealed() holds, the LSN read after it is the final one.
+      const bool sealed = shard.store->sealed();
       auto got = shard.store->GetStats();
       if (!got.ok()) {
         out.setLastError(wire::AsText(got.status().ToString()));
@@ -402,7 +404,7 @@ class ChatService final : public s::Node::Server {
       out.setMemtableBytes(got->memtable_bytes);
       out.setEstimatedKeys(got->estimated_keys);
       out.setLatestSequence(got->latest_sequence);
-      out.setSealed(shard.store->sealed());
+      out.setSealed(sealed);
       if (shard.load) {
         const LoadSnapshot load = shard.load->Snapshot();
         out.setReadOpsPerS(load.read_ops_per_s);

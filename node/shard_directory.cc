@@ -121,6 +121,12 @@ Status CheckShardIdentity(const ShardIdentity& found, const ShardAssignment& wan
   return Status::Ok();
 }
 
+Status RenameDurably(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) return IoError("rename " + from + " to " + to);
+  const std::string parent = fs::path(to).parent_path().string();
+  return FsyncPath(parent.empty() ? "." : parent, O_RDONLY | O_DIRECTORY);
+}
+
 Result<std::string> MoveShardDirectoryAside(const std::string& data_dir, const std::string& dir,
                                             const std::string& folder, uint64_t placement_version,
                                             int64_t now_ms) {

@@ -47,6 +47,11 @@ Status WriteShardIdentity(const std::string& dir, const ShardIdentity& identity)
 // to a newer epoch than the map gives (the map would have gone back).
 Status CheckShardIdentity(const ShardIdentity& found, const ShardAssignment& wanted);
 
+// Renames `from` to `to` (replacing nothing: `to` must not exist) and fsyncs their parent
+// directory, so that the rename survives a power loss (a split or merge copy made aside and put
+// into place).
+Status RenameDurably(const std::string& from, const std::string& to);
+
 // Moves `dir` to `data_dir/<folder>/<name of dir>.p<placement>.<now_ms>` and returns the new
 // path. Never deletes.
 Result<std::string> MoveShardDirectoryAside(const std::string& data_dir, const std::string& dir,

@@ -364,6 +364,7 @@ void ShardHost::Open(const Task& task) {
   std::shared_ptr<replication::ShardLog> shard_log;
   ShardOptions options;
   uint32_t attempt = 0;
+  bool may_cut = true;
   {
     std::lock_guard lock(mu_);
     auto it = slots_.find(task.shard_id);
@@ -381,6 +382,7 @@ void ShardHost::Open(const Task& task) {
     shard_log = it->second.log;
     options = OptionsFor(assignment, shard_log);
     attempt = ++it->second.attempts;
+    may_cut = !it->second.bootstrap_only;
     opening_ids_.insert(task.shard_id);
   }
   // One open per shard id at a time; released (under mu_) whichever way this returns. REQUIRES:
@@ -430,7 +432,7 @@ void ShardHost::Open(const Task& task) {
   };
 
   std::error_code ec;
-  if ((assignment.split_from != 0 || assignment.merge_left != 0) &&
+  if ((assignment.split_from != 0 || assignment.merge_left != 0) && may_cut &&
       !fs::exists(fs::path(dir) / "CURRENT", ec)) {
     // A split child or merged shard without a copy yet: made from the parents' copies here, if
     // they are at the right LSNs; else a replica bootstraps (below) and a primary waits.
@@ -575,6 +577,10 @@ void ShardHost::Open(const Task& task) {
         if (sealed.ok()) {
           log_->warn("{}: sealed for a split at lsn {}", Describe(slot.assignment), *sealed);
         }
+      } else if (!slot.assignment.sealed_for_reshard && store->sealed()) {
+        store->Unseal();  // Sealed as it opened for a split abandoned meanwhile.
+        log_->warn("{}: split or merge abandoned while it opened: writes resume",
+                   Describe(slot.assignment));
       }
     }
     slot.log->Publish(store->LatestSequence());
@@ -599,27 +605,36 @@ void ShardHost::StartSplit(const Task& task) {
                 task.seal ? " (sealing anyway)" : "", flushed.ToString());
   }
   if (!task.seal) return;  // A replica: it applies its primary's log up to the seal.
-  {
-    // Sealed only while the assignment still asks for it (an abandoned split unseals; a seal
-    // after that would stop the shard for good).
-    std::lock_guard lock(mu_);
+  // Sealed only while the assignment still asks for it: checked before, and again after (the
+  // seal waits for writes in flight, outside mu_; an abandoned split meanwhile unseals here,
+  // since AssignLocked may have looked before the seal was complete).
+  auto still_wanted = [&] {
     auto it = slots_.find(task.shard_id);
-    if (it == slots_.end() || it->second.store != task.split_start ||
-        !it->second.assignment.sealed_for_reshard) {
-      return;
-    }
-    auto sealed = store.Seal();
-    if (!sealed.ok()) {
-      lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
-      log_->error("sealing shard {} failed: {}", task.shard_id, sealed.status().ToString());
-      return;
-    }
-    log_->warn("{}: sealed for a split at lsn {} (flushed first: {} ms)",
-               Describe(it->second.assignment), *sealed,
-               std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::steady_clock::now() - started)
-                   .count());
+    return it != slots_.end() && it->second.store == task.split_start &&
+           it->second.assignment.sealed_for_reshard;
+  };
+  {
+    std::lock_guard lock(mu_);
+    if (!still_wanted()) return;
   }
+  auto sealed = store.Seal();
+  std::lock_guard lock(mu_);
+  if (!sealed.ok()) {
+    lifecycle_errors_.fetch_add(1, std::memory_order_relaxed);
+    log_->error("sealing shard {} failed: {}", task.shard_id, sealed.status().ToString());
+    return;
+  }
+  if (!still_wanted()) {
+    store.Unseal();
+    log_->warn("shard {}: its split or merge was abandoned while it sealed: writes resume",
+               task.shard_id);
+    return;
+  }
+  log_->warn("{}: sealed for a split or merge at lsn {} (flushed first: {} ms)",
+             Describe(slots_.at(task.shard_id).assignment), *sealed,
+             std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now() - started)
+                 .count());
 }
 
 Result<std::shared_ptr<ShardStore>> ShardHost::ParentCopy(
@@ -659,8 +674,7 @@ Status ShardHost::MakeMergedCopy(const ShardAssignment& merged,
                                        merged.merge_right_lsn);
   if (!lsn.ok()) return lsn.status();
   fs::remove_all(dir, ec);
-  fs::rename(making, dir, ec);
-  if (ec) return Status::Internal("moving " + making + " to " + dir + ": " + ec.message());
+  SB_RETURN_IF_ERROR(RenameDurably(making, dir));
   ShardIdentity identity{1,
                          merged.shard_id,
                          merged.range,
@@ -694,8 +708,7 @@ Status ShardHost::CutSplitChild(const ShardAssignment& child,
   auto lsn = parent->CreateSplitCopy(cutting, child.shard_id, child.range, child.split_lsn);
   if (!lsn.ok()) return lsn.status();
   fs::remove_all(dir, ec);  // An identity file alone, or an empty directory, is no copy.
-  fs::rename(cutting, dir, ec);
-  if (ec) return Status::Internal("moving " + cutting + " to " + dir + ": " + ec.message());
+  SB_RETURN_IF_ERROR(RenameDurably(cutting, dir));
   ShardIdentity identity{1,
                          child.shard_id,
                          child.range,
@@ -747,6 +760,7 @@ void ShardHost::OnRebootstrap(uint64_t shard_id, const Status& why) {
     return;
   }
   Slot& slot = it->second;
+  slot.bootstrap_only = true;
   rebootstraps_.fetch_add(1, std::memory_order_relaxed);
   log_->warn("replica {} cannot continue from its log ({}): moving it aside to bootstrap again",
              Describe(slot.assignment), why.ToString());

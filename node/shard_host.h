@@ -72,6 +72,10 @@ class ShardHost {
     uint32_t attempts = 0;
     std::string last_error;
     uint64_t generation = 0;  // Bumped whenever the assignment changes; stale tasks see it.
+    // Set when the follower gave the copy up (a log gap or divergence): a split child or merged
+    // shard is then bootstrapped from its primary, never cut again from a parent copy that may
+    // still lie on disk at the old LSN (its log since is gone).
+    bool bootstrap_only = false;
   };
   struct Task {
     TimePoint not_before;

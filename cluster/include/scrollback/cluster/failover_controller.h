@@ -146,6 +146,8 @@ class FailoverController {
   // sealed split started waiting for a lagging replica.
   std::map<uint64_t, std::chrono::steady_clock::time_point> splitting_since_;
   std::map<uint64_t, std::chrono::steady_clock::time_point> split_waiting_since_;
+  // Only the loop's thread: when this controller first saw each merge started (by left id).
+  std::map<uint64_t, std::chrono::steady_clock::time_point> merging_since_;
   std::unique_ptr<WatchHandle> watch_;
   std::mutex mu_;
   std::condition_variable cv_;

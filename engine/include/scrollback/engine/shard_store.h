@@ -311,6 +311,8 @@ class ShardStore {
   virtual Result<uint64_t> Seal() = 0;
   // Takes writes again (an abandoned split).
   virtual void Unseal() = 0;
+  // True once a Seal has finished (its writes in flight committed): LatestSequence() is final.
+  // While Seal still waits, writes are already refused but this is false.
   virtual bool sealed() const = 0;
   // The copy a split child starts from, made in `dir` (which must not exist): a checkpoint of
   // this store (hard links), which must hold exactly `expected_lsn` (failed-precondition and

@@ -416,6 +416,7 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   constexpr uint64_t kConvs = 16;
   std::map<uint64_t, uint64_t> acked;  // Conversation -> sends acknowledged (seqs 1..n).
   int errors = 0;
+  std::string error_log;  // What the failed sends were told.
   auto load = [&](int rounds) {
     for (int r = 0; r < rounds; ++r) {
       for (uint64_t conv = 1; conv <= kConvs; ++conv) {
@@ -429,9 +430,10 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
         auto sent = send.send().wait(io.waitScope);
         if (sent.hasError() || sent.getResult().hasError()) {
           ++errors;
-          UNSCOPED_INFO((sent.hasError() ? sent.getError() : sent.getResult().getError())
-                            .getMessage()
-                            .cStr());
+          error_log += std::string((sent.hasError() ? sent.getError() : sent.getResult().getError())
+                                       .getMessage()
+                                       .cStr()) +
+                       "\n";
         } else {
           CHECK(sent.getResult().getSeq() == acked[conv] + 1);
           ++acked[conv];
@@ -518,6 +520,7 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   CHECK(std::find(moved.replicas.begin(), moved.replicas.end(), moving.primary) ==
         moved.replicas.end());
   load(3);
+  INFO(error_log);
   CHECK(errors == 0);
 
   // Impossible requests: clear errors, exit 1.

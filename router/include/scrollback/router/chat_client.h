@@ -65,9 +65,11 @@ struct ClientOptions {
   // Default: 5 s. A call without an answer by then fails with unavailable and marks its node
   // down.
   std::chrono::milliseconds call_timeout = std::chrono::seconds(5);
-  // Default: 5. Attempts per call when nodes answer not-owner (the map is refreshed between) or
-  // unavailable (a shard still opening).
-  int max_attempts = 5;
+  // Default: 10. Attempts per call when nodes answer not-owner (the map is refreshed between) or
+  // unavailable (a shard still opening, or paused by a split, merge or switchover). With the
+  // backoff below, a call rides out about 1 s of such answers before it fails with them: the
+  // measured split pauses are 0.2-0.7 s (docs/resharding.md).
+  int max_attempts = 10;
   // Default: 25 ms. Wait before the first retry after not-owner or unavailable; doubles per
   // attempt (a node that is still applying a new map or opening a shard catches up meanwhile).
   std::chrono::milliseconds not_owner_backoff = std::chrono::milliseconds(25);

@@ -48,6 +48,13 @@ class FailoverController::Probe {
         copy.lsn = st.getLatestSequence();
         copy.epoch = st.getEpoch();
         copy.sealed = st.getSealed();
+        copy.load.shard_id = st.getShardId();
+        copy.load.ops_per_s = st.getReadOpsPerS() + st.getWriteOpsPerS();
+        copy.load.size_bytes = st.getLiveDataBytes() + st.getMemtableBytes();
+        for (double ops : st.getLoadBuckets()) copy.load.bucket_ops.push_back(ops);
+        for (auto hot : st.getHotTokens()) {
+          copy.load.hot_tokens.push_back(HotToken{hot.getToken(), hot.getShare()});
+        }
       }
       return out;
     } catch (const kj::Exception& e) {
@@ -114,6 +121,17 @@ void FailoverController::Loop() {
       errors_.fetch_add(1, std::memory_order_relaxed);
       log_->warn("controller {}: failover pass failed (retrying): {}", options_.node_id,
                  published.status().ToString());
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (options_.rebalance_interval.count() > 0 && !busy_ &&
+        now - last_rebalance_ >= options_.rebalance_interval) {
+      last_rebalance_ = now;
+      auto filed = RebalanceRound(probe);
+      if (!filed.ok()) {
+        errors_.fetch_add(1, std::memory_order_relaxed);
+        log_->warn("controller {}: rebalance round failed: {}", options_.node_id,
+                   filed.status().ToString());
+      }
     }
   }
   if (leading_.exchange(false) && leader_lease_ != 0) {
@@ -460,6 +478,58 @@ Result<bool> FailoverController::Pass(Probe& probe) {
   return true;
 }
 
+Result<int> FailoverController::RebalanceRound(Probe& probe) {
+  auto map = ReadShardMap(*metadata_);
+  if (!map.ok()) return map.status();
+  // The load of every shard, as its primary measures it. A primary that does not answer makes
+  // the round wait: a plan from partial figures would pile load onto the silent node.
+  std::vector<ShardLoad> loads;
+  std::set<std::string> asked;
+  for (const ShardInfo& shard : map->shards()) {
+    if (!asked.insert(shard.primary).second) continue;
+    const NodeInfo* node = map->FindNode(shard.primary);
+    if (node == nullptr || node->address.empty()) return 0;
+    auto copies = probe.Copies(node->address);
+    if (!copies.ok()) return 0;
+    for (const auto& [id, copy] : *copies) {
+      const ShardInfo* info = map->FindShard(id);
+      if (info != nullptr && info->primary == shard.primary && copy.serving) {
+        loads.push_back(copy.load);
+      }
+    }
+  }
+  rebalance_rounds_.fetch_add(1, std::memory_order_relaxed);
+  const RebalancePlan plan = PlanRebalance(*map, loads, options_.planner);
+  if (plan.empty()) return 0;
+  int filed = 0;
+  std::set<uint64_t> split;  // One split per shard per round: the next round sees the children.
+  auto file = [&](const std::string& key, const std::string& value, const std::string& what) {
+    auto put = metadata_->CompareAndSwap(key, 0, value);
+    if (put.ok()) {
+      ++filed;
+      rebalance_requests_.fetch_add(1, std::memory_order_relaxed);
+      log_->warn("controller {}: rebalancing (max/mean {:.2f} -> {:.2f}): {}", options_.node_id,
+                 plan.max_over_mean_before, plan.max_over_mean_after, what);
+    }
+  };
+  for (const PlannedSplit& s : plan.splits) {
+    if (!split.insert(s.shard_id).second) continue;
+    file(kSplitPrefix + std::to_string(s.shard_id), std::to_string(s.at_token),
+         "split shard " + std::to_string(s.shard_id) + " at " + std::to_string(s.at_token) + " (" +
+             s.reason + ")");
+  }
+  for (const PlannedMove& m : plan.moves) {
+    if (m.switchover) {
+      file(kSwitchoverPrefix + std::to_string(m.shard_id), m.to,
+           "switch shard " + std::to_string(m.shard_id) + " over to " + m.to);
+    } else {
+      file(kMovePrefix + std::to_string(m.shard_id), m.from + " " + m.to,
+           "move shard " + std::to_string(m.shard_id) + " from " + m.from + " to " + m.to);
+    }
+  }
+  return filed;
+}
+
 void FailoverController::RenderMetrics(std::string* out) const {
   auto counter = [out](const char* name, const char* help, uint64_t value) {
     *out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
@@ -493,6 +563,11 @@ void FailoverController::RenderMetrics(std::string* out) const {
           "Moves of a shard copy completed (new copy caught up, old copy removed).", moves_.load());
   counter("scrollback_controller_moves_aborted_total", "Moves refused or aborted (logged).",
           moves_aborted_.load());
+  counter("scrollback_controller_rebalance_rounds_total",
+          "Rounds of the continuous rebalancer (rebalance_interval).", rebalance_rounds_.load());
+  counter("scrollback_controller_rebalance_requests_total",
+          "Splits, switchovers and moves the rebalancer filed (logged).",
+          rebalance_requests_.load());
   counter("scrollback_controller_errors_total",
           "Passes or campaigns that failed (metadata store errors; logged).", errors_.load());
 }

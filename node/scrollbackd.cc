@@ -98,6 +98,11 @@ int Run(int argc, char** argv) {
                  "Primary lease length: a dead primary's shards move after about this long "
                  "(default 1000)")
       ->check(CLI::Range(300u, 60'000u));
+  uint32_t rebalance_interval_ms = 0;
+  app.add_option("--rebalance-interval-ms", rebalance_interval_ms,
+                 "When this node's controller leads, plan and file splits and primary moves from "
+                 "the measured load this often (default 0: only on `scrollbackctl rebalance`)")
+      ->check(CLI::Range(0u, 86'400'000u));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (stderr)");
   CLI11_PARSE(app, argc, argv);
   options.budgets.wal_archive_bytes = wal_archive_mb << 20;
@@ -191,6 +196,7 @@ int Run(int argc, char** argv) {
     FailoverControllerOptions candidate;
     candidate.node_id = options.node_id;
     candidate.leader_ttl = std::chrono::milliseconds(primary_lease_ms);
+    candidate.rebalance_interval = std::chrono::milliseconds(rebalance_interval_ms);
     candidate.logger = log;
     controller = FailoverController::Start(*metadata, candidate);
   }

@@ -327,6 +327,41 @@ TEST_CASE("a hot conversation shows in its shard's load and a rebalance isolates
   CHECK(f.Wait(f.client->SendMessage(Send(hot, 1, "second", "still here"))).ok());
 }
 
+TEST_CASE("with the rebalancer on, the controller isolates a hot conversation by itself") {
+  EmbeddedClusterOptions options = FailoverOptions(AckMode::kAsync);
+  options.controller.rebalance_interval = std::chrono::milliseconds(300);
+  options.controller.planner.min_ops_to_split = 1;  // Rates decay over a minute: 2 s reads low.
+  ClusterFixture f(options);
+  auto convs = ConversationsPerShard(f, kFirstConv, 3);
+  for (uint64_t conv : convs) {
+    REQUIRE(f.Wait(f.client->SendMessage(Send(conv, 1, "first", "hello"))).ok());
+  }
+  const uint64_t hot = convs[1];
+  // Reads, nine in ten of the hot conversation, until its shard holds nothing else.
+  int i = 0;
+  const bool isolated = f.Eventually(
+      [&] {
+        for (int k = 0; k < 200; ++k, ++i) {
+          const uint64_t conv = i % 10 == 0 ? convs[(i / 10) % convs.size()] : hot;
+          (void)f.Wait(f.client->GetMessage(conv, 1));  // Unavailable while it splits.
+        }
+        const ShardInfo shard = StoredMap(f).ShardForKey(hot);
+        return shard.range.first == TokenOf(hot) && shard.range.last == TokenOf(hot);
+      },
+      std::chrono::seconds(60));
+  CHECK(isolated);
+  uint64_t requests = 0;
+  for (size_t n = 0; n < f.cluster->node_count(); ++n) {
+    if (f.cluster->controller(n) == nullptr) continue;
+    std::string metrics;
+    f.cluster->controller(n)->RenderMetrics(&metrics);
+    requests += MetricValue(metrics, "scrollback_controller_rebalance_requests_total");
+  }
+  CHECK(requests >= 2);  // Two splits at least, filed by the controller, not by this test.
+  REQUIRE(f.cluster->WaitUntilServing(StoredMap(f).version()).ok());
+  CHECK(f.Wait(f.client->GetMessage(hot, 1))->body == "hello");
+}
+
 // ---- Moves -------------------------------------------------------------------------------------
 
 // A node of the map that holds no copy of `shard`.

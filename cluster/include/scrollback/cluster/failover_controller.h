@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "scrollback/cluster/metadata_store.h"
+#include "scrollback/cluster/rebalance_planner.h"
 #include "scrollback/router/shard_map.h"
 #include "scrollback/schema/log.h"
 
@@ -68,6 +69,13 @@ struct FailoverControllerOptions {
   // LSNs of it (else writes would stay paused while a replica catches up, or its copy would be
   // bootstrapped); the start waits for that up to split_timeout, then seals anyway.
   uint64_t split_max_replica_lag = 20'000;
+  // Default: 0 (off). When set, the leader runs the rebalance planner this often, from the
+  // load its primaries report, and files the plan's first steps as requests (one split per
+  // shard, then switchovers and moves), which the passes carry out; a round is skipped while
+  // any split, merge, move or switchover is in progress. `scrollbackctl rebalance` does the
+  // same on demand.
+  std::chrono::milliseconds rebalance_interval{0};
+  PlannerOptions planner;
   Logger logger;
 };
 
@@ -95,6 +103,7 @@ class FailoverController {
     uint64_t lsn = 0;
     uint64_t epoch = 0;   // The epoch the node applied for it.
     bool sealed = false;  // A primary sealed for a split: lsn is final.
+    ShardLoad load;       // As the copy measures it (rebalancing).
   };
 
   FailoverController(std::shared_ptr<MetadataStore> metadata, FailoverControllerOptions options);
@@ -103,6 +112,9 @@ class FailoverController {
   bool Campaign();
   // One pass over the map (the class comment). Returns true when it published a map.
   Result<bool> Pass(Probe& probe);
+  // One round of the continuous rebalancer (rebalance_interval): plans from the primaries'
+  // load and files requests. Returns how many it filed.
+  Result<int> RebalanceRound(Probe& probe);
   // The split part of a pass (split_step.cc): starts requested splits, finishes sealed ones
   // (replacing the shard in `shards` by its children at `next_version`) and abandons stuck ones.
   // Shards whose primary fails over in this pass are left for a later pass. True when it
@@ -138,6 +150,8 @@ class FailoverController {
   int64_t leader_lease_ = 0;  // Only the loop's thread.
   // Only the loop's thread: the last pass saw a switchover, split or move in progress.
   bool busy_ = false;
+  // Only the loop's thread: when the rebalancer last planned.
+  std::chrono::steady_clock::time_point last_rebalance_{};
   // Only the loop's thread: when a shard's failover first waited for an opening copy.
   std::map<uint64_t, std::chrono::steady_clock::time_point> waiting_since_;
   // Only the loop's thread: when this controller first saw each switchover pausing writes.
@@ -156,7 +170,7 @@ class FailoverController {
   std::atomic<bool> leading_{false};
   std::atomic<uint64_t> passes_{0}, failovers_{0}, epoch_bumps_{0}, deferred_{0}, errors_{0},
       switchovers_{0}, switchovers_abandoned_{0}, splits_{0}, splits_abandoned_{0}, moves_{0},
-      moves_aborted_{0};
+      moves_aborted_{0}, rebalance_rounds_{0}, rebalance_requests_{0};
   std::thread thread_;
 };
 

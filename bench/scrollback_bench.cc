@@ -109,8 +109,47 @@ int Main(int argc, char** argv) {
                  "Run the resharding scenario instead of workloads, once per size: load one "
                  "shard to this many MB, split it and move a copy under a send load")
       ->check(CLI::Range(uint64_t{1}, uint64_t{100'000}));
+  double rebalance_seconds = 0;
+  app.add_option("--rebalance-seconds", rebalance_seconds,
+                 "Run the rebalancing scenario instead of workloads: a skewed send load for this "
+                 "long, one round of rebalance --apply, the same load again")
+      ->check(CLI::Range(0.5, 3600.0));
   CLI11_PARSE(app, argc, argv);
   data_set.max_run_inserts = run.operations + 1'000'000;
+  if (rebalance_seconds > 0) {
+    RebalanceBenchOptions rebalance;
+    rebalance.seconds = rebalance_seconds;
+    rebalance.data_dir = data_dir;
+    rebalance.seed = run.seed;
+    auto r = RunRebalanceBench(rebalance);
+    if (!r.ok()) {
+      fmt::print(stderr, "scrollback-bench: rebalance: {}\n", r.status().ToString());
+      return 1;
+    }
+    fmt::print(
+        "[REBALANCE] skewed sends (zipf 0.99 over 200 conversations, 64 chains): {:.0f}/s (p99 "
+        "{:.1f} ms) before; plan: node load max/mean {:.2f} -> {:.2f}, {} splits, {} "
+        "switchovers, {} copies moved; {:.0f}/s (p99 {:.1f} ms) after; {} acknowledged sends "
+        "lost\n",
+        r->sends_per_s_before, r->p99_ms_before, r->max_over_mean_before, r->max_over_mean_after,
+        r->splits, r->switchovers, r->copies, r->sends_per_s_after, r->p99_ms_after, r->lost);
+    if (!json_path.empty()) {
+      std::ofstream(json_path) << nlohmann::json{{"scenario", "rebalance"},
+                                                 {"sends_per_s_before", r->sends_per_s_before},
+                                                 {"sends_per_s_after", r->sends_per_s_after},
+                                                 {"p99_ms_before", r->p99_ms_before},
+                                                 {"p99_ms_after", r->p99_ms_after},
+                                                 {"max_over_mean_before", r->max_over_mean_before},
+                                                 {"max_over_mean_after", r->max_over_mean_after},
+                                                 {"splits", r->splits},
+                                                 {"switchovers", r->switchovers},
+                                                 {"copies", r->copies},
+                                                 {"lost", r->lost}}
+                                      .dump(2)
+                               << "\n";
+    }
+    return r->lost > 0 ? 3 : 0;
+  }
   if (!reshard_mb.empty()) {
     nlohmann::json out = nlohmann::json::array();
     for (uint64_t mb : reshard_mb) {

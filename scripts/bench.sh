@@ -17,7 +17,8 @@
 #      sends: ms until each of its shards took a write again (p50 / max), acknowledged sends lost;
 #      then as many planned switchovers, measured by their write pause;
 #   7. resharding: a shard of each of RESHARD_MB (default "100 1024") split under semi-sync
-#      sends (the write pause), then a child's copy moved to a new node (MB/s, send p99).
+#      sends (the write pause), then a child's copy moved to a new node (MB/s, send p99); and a
+#      skewed send load before and after one round of rebalance --apply.
 # Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt,
 # replication.txt, replication.json, bootstrap.txt, failover.txt, failover-*.json, reshard.txt,
 # reshard.json, and PNG charts
@@ -136,6 +137,8 @@ if [[ -n "$reshard_mb" ]]; then
   for mb in $reshard_mb; do args+=(--reshard-mb "$mb"); done
   build/bench/scrollback-bench "${args[@]}" --json bench/results/reshard.json |
     tee bench/results/reshard.txt
+  build/bench/scrollback-bench --rebalance-seconds 5 --json bench/results/rebalance.json |
+    tee -a bench/results/reshard.txt
 fi
 
 scripts/plot-bench.sh bench/results/ycsb.json bench/results

@@ -3,9 +3,11 @@
 #include <kj/async-io.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 
+#include "scrollback/admin/rebalance.h"
 #include "scrollback/cluster/embedded_cluster.h"
 #include "ycsb/generators.h"
 #include "ycsb/writers.h"
@@ -179,6 +181,95 @@ Result<ReshardResult> RunResharding(const ReshardOptions& options) {
   std::set<std::string> present;
   for (uint64_t conv : convs) {
     uint64_t cursor = sent[conv];  // The writers' sends come after the load's.
+    for (;;) {
+      HistoryQuery q{conv, Direction::kOldestFirst, cursor, {}, 200};
+      auto page = client->ReadHistory(q).wait(io.waitScope);
+      if (!page.ok()) return page.status();
+      for (const Message& m : page->messages) present.insert(m.client_msg_id);
+      if (!page->has_more) break;
+      cursor = page->next_cursor_seq;
+    }
+  }
+  for (const Acked& a : writers.acked) result.lost += present.count(a.id) == 0;
+  return result;
+}
+
+Result<RebalanceBenchResult> RunRebalanceBench(const RebalanceBenchOptions& options) {
+  EmbeddedClusterOptions cluster_options;
+  cluster_options.nodes = 3;
+  cluster_options.shards = 6;
+  cluster_options.data_dir = options.data_dir;
+  auto started = EmbeddedCluster::Start(cluster_options);
+  if (!started.ok()) return started.status();
+  EmbeddedCluster& cluster = **started;
+  auto io = kj::setupAsyncIo();
+  ClientOptions client_options;
+  client_options.call_timeout = std::chrono::seconds(30);
+  auto client = cluster.NewClient(*io.provider, client_options);
+  constexpr uint64_t kConvs = 200;
+  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+    auto created = client->CreateConversation({conv, 1, {2, 3}, "skewed"}).wait(io.waitScope);
+    if (!created.ok()) return created.status();
+  }
+  // Chains on conversations drawn zipfian(0.99): conversation k (from 1) with weight 1/k.
+  Rng rng(options.seed);
+  std::vector<double> cumulative;
+  double sum = 0;
+  for (uint64_t k = 1; k <= kConvs; ++k) cumulative.push_back(sum += 1.0 / std::pow(k, 0.99));
+  std::vector<uint64_t> convs, shards;
+  for (int c = 0; c < options.chains; ++c) {
+    const double x = NextDouble(rng) * sum;
+    convs.push_back(
+        1 + (std::lower_bound(cumulative.begin(), cumulative.end(), x) - cumulative.begin()));
+    shards.push_back(0);
+  }
+  RebalanceBenchResult result;
+  const auto phase = std::chrono::milliseconds(static_cast<int64_t>(options.seconds * 1000));
+  // One phase of the load: sends acknowledged per second and their p99.
+  auto measure = [&](Writers& writers, double* per_s, double* p99) {
+    const size_t from = writers.acked.size();
+    const SteadyTime begin = std::chrono::steady_clock::now();
+    writers.Pump([] { return false; }, phase);
+    const SteadyTime end = std::chrono::steady_clock::now();
+    *per_s = (writers.acked.size() - from) / std::chrono::duration<double>(end - begin).count();
+    *p99 = P99(LatenciesIn(writers.acked, begin, end));
+  };
+  Writers writers(io, *client, convs, shards, {});
+  writers.Start();
+  writers.Pump([] { return false; }, std::chrono::milliseconds(1000));  // Warm-up.
+  measure(writers, &result.sends_per_s_before, &result.p99_ms_before);
+
+  auto map = ReadShardMap(*cluster.metadata());
+  if (!map.ok()) return map.status();
+  auto loads = writers.WhileSending([&] {
+    kj::AsyncIoContext probe_io = kj::setupAsyncIo();
+    return admin::CollectShardLoads(probe_io, *map, std::chrono::seconds(5));
+  });
+  if (!loads.ok()) return loads.status();
+  PlannerOptions planner;
+  planner.min_ops_to_split = 1;  // Rates decay over a minute: seconds of load read low.
+  const RebalancePlan plan = PlanRebalance(*map, *loads, planner);
+  result.max_over_mean_before = plan.max_over_mean_before;
+  result.max_over_mean_after = plan.max_over_mean_after;
+  const admin::AppliedPlan applied = writers.WhileSending([&] {
+    return admin::ApplyRebalancePlan(*cluster.metadata(), plan, std::chrono::seconds(60));
+  });
+  if (!applied.errors.empty()) return Status::Internal("rebalance: " + applied.errors.front());
+  result.splits = static_cast<int>(applied.splits.size());
+  result.switchovers = static_cast<int>(applied.switchovers.size());
+  result.copies = static_cast<int>(applied.moves.size());
+  auto after = ReadShardMap(*cluster.metadata());
+  if (!after.ok()) return after.status();
+  Status serving = writers.WhileSending([&] { return cluster.WaitUntilServing(after->version()); });
+  if (!serving.ok()) return serving;
+  writers.Pump([] { return false; }, std::chrono::milliseconds(1000));  // Settle.
+  measure(writers, &result.sends_per_s_after, &result.p99_ms_after);
+  writers.Stop();
+
+  std::set<std::string> present;
+  std::set<uint64_t> distinct(convs.begin(), convs.end());
+  for (uint64_t conv : distinct) {
+    uint64_t cursor = 0;
     for (;;) {
       HistoryQuery q{conv, Direction::kOldestFirst, cursor, {}, 200};
       auto page = client->ReadHistory(q).wait(io.waitScope);

@@ -44,4 +44,31 @@ struct ReshardResult {
 
 Result<ReshardResult> RunResharding(const ReshardOptions& options);
 
+// The rebalancing scenario (--rebalance-seconds S): an embedded cluster (3 nodes, 6 shards,
+// replication factor 3) under a skewed send load (`chains` chains of sends, each on a
+// conversation drawn zipfian(0.99) from 200: the hottest conversations get many chains) for S
+// seconds; then one round of PlanRebalance from the load the primaries measured, carried out
+// with ApplyRebalancePlan; then the same load for S seconds again.
+struct RebalanceBenchOptions {
+  double seconds = 5;
+  int chains = 64;
+  std::string data_dir;
+  uint64_t seed = 1;
+};
+
+struct RebalanceBenchResult {
+  double sends_per_s_before = 0;
+  double sends_per_s_after = 0;
+  double p99_ms_before = 0;
+  double p99_ms_after = 0;
+  double max_over_mean_before = 0;  // Of node load, as the planner measured and estimated.
+  double max_over_mean_after = 0;
+  int splits = 0;
+  int switchovers = 0;
+  int copies = 0;
+  uint64_t lost = 0;
+};
+
+Result<RebalanceBenchResult> RunRebalanceBench(const RebalanceBenchOptions& options);
+
 }  // namespace scrollback::ycsb

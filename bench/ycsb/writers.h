@@ -87,7 +87,9 @@ class Writers {
   kj::Promise<void> Chain(size_t i) {
     if (stopping_) return kj::READY_NOW;
     ++running_;
-    const std::string id = "f" + std::to_string(convs_[i]) + "-" + std::to_string(next_[i]);
+    // Chain i's own ids: several chains may write to one conversation (a skewed load).
+    const std::string id =
+        "f" + std::to_string(convs_[i]) + "-" + std::to_string(i) + "-" + std::to_string(next_[i]);
     return Attempt(i, id, std::chrono::steady_clock::now()).then([this, i] {
       --running_;
       ++next_[i];

@@ -114,9 +114,15 @@ std::vector<PlannedMove> PlanMoves(Cluster& cluster, double target, double mean,
   std::vector<PlannedMove> moves;
   std::vector<bool> moved(cluster.shards.size(), false);
   std::vector<size_t> by_load(cluster.nodes.size());
+  // Nodes over target that no move can relieve now (say, their load is one shard being split
+  // this round): passed over, so the next busiest nodes still shed load.
+  std::vector<bool> stuck(cluster.nodes.size(), false);
   while (moves.size() < budget && !cluster.nodes.empty()) {
-    const size_t hi = MostLoaded(load);
-    if (load[hi] <= target) break;
+    size_t hi = cluster.nodes.size();
+    for (size_t n = 0; n < load.size(); ++n) {
+      if (!stuck[n] && (hi == cluster.nodes.size() || load[n] > load[hi])) hi = n;
+    }
+    if (hi == cluster.nodes.size() || load[hi] <= target) break;
     std::iota(by_load.begin(), by_load.end(), size_t{0});
     std::sort(by_load.begin(), by_load.end(),
               [&](size_t a, size_t b) { return load[a] != load[b] ? load[a] < load[b] : a < b; });
@@ -150,7 +156,10 @@ std::vector<PlannedMove> PlanMoves(Cluster& cluster, double target, double mean,
         break;
       }
     }
-    if (!best) break;
+    if (!best) {
+      stuck[hi] = true;
+      continue;
+    }
 
     Shard& shard = cluster.shards[best->shard];
     const size_t to = best->to;

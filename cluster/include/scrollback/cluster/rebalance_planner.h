@@ -37,10 +37,11 @@
 //     is spread as its buckets say less the hot token's share of its own bucket.
 //  2. A shard split in this round does not move in it: its children have no ids yet (the caller
 //     allocates them), and they stay where their parent is. Splits do not change node loads.
-//     A shard with a split or a switchover in progress (ShardInfo::split_at, switch_to) is
-//     neither split nor moved; its load stays on its current primary.
+//     A shard with a split, merge, move or switchover in progress (ShardInfo::split_at,
+//     merge_into, move_to, switch_to) is neither split nor moved; its load stays on its primary.
 //  3. Moves, greedily, while the budget (max_moves_per_round) lasts: take the most loaded node
-//     (ties: the lowest node id); stop when it is within target. Else consider moving the primary
+//     not passed over yet (ties: the lowest node id); stop when it is within target. Else
+//     consider moving the primary
 //     of each of its shards (load > 0, not split or moved in this round) to
 //       - each node holding a replica of it: a switchover (cheap: only the role moves), or
 //       - the least loaded node holding no copy of it (ties: the lowest node id): a copy (a
@@ -49,8 +50,10 @@
 //     move lowers the maximum or, when nodes tie at it, one of them; never overshoots). Any
 //     switchover is preferred to any copy; then the smallest resulting larger load of the two
 //     nodes (the move closing the gap best); then, for copies, the smaller size_bytes; then the
-//     lower shard id and the lower target node id. Stop when no move qualifies. Every move
-//     lowers the sum of squared node loads, so repeated rounds never cycle.
+//     lower shard id and the lower target node id. When no move qualifies for that node (its
+//     load is, say, one shard being split this round), it is passed over for the rest of the
+//     call and the next busiest node sheds load instead. Every move lowers the sum of squared
+//     node loads, so repeated rounds never cycle.
 //
 // Bounds: with S shards, N nodes, R copies per shard and M = max_moves_per_round, one call costs
 // O(S log S) for the candidates and the split budget, plus for each move step (at most M in the

@@ -355,6 +355,12 @@ class ShardStoreImpl final : public ShardStore {
   Result<uint64_t> CreateMergedCopy(const std::string& dir, uint64_t merged_shard_id,
                                     uint64_t expected_lsn, ShardStore& right,
                                     uint64_t right_expected_lsn) override;
+  // A checkpoint of this store in `dir`, which must hold exactly `expected_lsn`, opened raw to be
+  // rewritten into another shard's first copy (`what`: "split" or "merge"; split.cc). `dir` is
+  // removed when this fails.
+  struct CopyDb;
+  Result<std::unique_ptr<CopyDb>> OpenCheckpointCopy(const std::string& dir, uint64_t expected_lsn,
+                                                     const char* what);
 
  private:
   // What the store keeps in memory about a conversation between writes. Derived entirely from

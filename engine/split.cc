@@ -30,7 +30,61 @@ std::string TokenKey(uint64_t token) {
 // with token 2^64-1 carry a tag below 0xff at byte 17, so they sort before it.
 std::string AboveEveryKey() { return std::string(keys::kPrefixSize + 1, '\xff'); }
 
+// The meta row of `copy` (the source shard's) with `shard_id` and `range`, staged in `batch`.
+Status StageMetaRow(rocksdb::DB& db, rocksdb::ColumnFamilyHandle* meta_cf, uint64_t shard_id,
+                    TokenRange range, rocksdb::WriteBatch& batch) {
+  std::string value;
+  const rocksdb::Slice key(keys::kShardMetaKey.data(), keys::kShardMetaKey.size());
+  SB_RETURN_IF_ERROR(FromRocksDb(db.Get(rocksdb::ReadOptions(), meta_cf, key, &value),
+                                 "read the copy's meta row"));
+  codec::ShardMetaRow meta;
+  SB_RETURN_IF_ERROR(codec::DecodeShardMeta(value, &meta));
+  meta.shard_id = shard_id;
+  meta.token_first = range.first;
+  meta.token_last = range.last;
+  return FromRocksDb(batch.Put(meta_cf, key, codec::EncodeShardMeta(meta)), "stage meta row");
+}
+
 }  // namespace
+
+struct ShardStoreImpl::CopyDb {
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  ~CopyDb() {
+    if (!db) return;
+    for (auto* handle : handles) (void)db->DestroyColumnFamilyHandle(handle);
+  }
+};
+
+Result<std::unique_ptr<ShardStoreImpl::CopyDb>> ShardStoreImpl::OpenCheckpointCopy(
+    const std::string& dir, uint64_t expected_lsn, const char* what) {
+  std::error_code ec;
+  auto fail = [&](Status status) -> Result<std::unique_ptr<CopyDb>> {
+    std::filesystem::remove_all(dir, ec);
+    return status;
+  };
+  auto checkpoint_lsn = CreateCheckpoint(dir);
+  if (!checkpoint_lsn.ok()) return fail(checkpoint_lsn.status());
+  if (*checkpoint_lsn != expected_lsn) {
+    return fail(Status::FailedPrecondition("shard " + std::to_string(options_.shard_id) +
+                                           " is at lsn " + std::to_string(*checkpoint_lsn) +
+                                           ", the " + what + " is at lsn " +
+                                           std::to_string(expected_lsn)));
+  }
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = false;
+  db_options.max_open_files = 64;
+  if (env_) db_options.env = env_.get();
+  auto copy = std::make_unique<CopyDb>();
+  rocksdb::DB* raw_db = nullptr;
+  Status opened =
+      FromRocksDb(rocksdb::DB::Open(db_options, dir, ColumnFamilyDescriptors(*resources_),
+                                    &copy->handles, &raw_db),
+                  std::string("open the ") + what + " copy at " + dir);
+  if (!opened.ok()) return fail(opened);
+  copy->db.reset(raw_db);
+  return copy;
+}
 
 Result<uint64_t> ShardStoreImpl::Seal() {
   sealed_.store(true);
@@ -50,40 +104,13 @@ Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_
         "child_range", "a split child's range must be a strict part of [" +
                            std::to_string(parent.first) + ", " + std::to_string(parent.last) + "]");
   }
-  namespace fs = std::filesystem;
   std::error_code ec;
-  auto cleanup = [&] { fs::remove_all(dir, ec); };
-
-  auto checkpoint_lsn = CreateCheckpoint(dir);
-  if (!checkpoint_lsn.ok()) {
-    cleanup();
-    return checkpoint_lsn.status();
-  }
-  if (*checkpoint_lsn != expected_lsn) {
-    cleanup();
-    return Status::FailedPrecondition("shard " + std::to_string(options_.shard_id) + " is at lsn " +
-                                      std::to_string(*checkpoint_lsn) + ", the split is at lsn " +
-                                      std::to_string(expected_lsn));
-  }
-
-  rocksdb::DBOptions db_options;
-  db_options.create_if_missing = false;
-  db_options.max_open_files = 64;
-  if (env_) db_options.env = env_.get();
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw_db = nullptr;
-  Status opened = FromRocksDb(
-      rocksdb::DB::Open(db_options, dir, ColumnFamilyDescriptors(*resources_), &handles, &raw_db),
-      "open split copy at " + dir);
-  if (!opened.ok()) {
-    cleanup();
-    return opened;
-  }
-  std::unique_ptr<rocksdb::DB> db(raw_db);
-  auto close = [&] {
-    for (auto* handle : handles) (void)db->DestroyColumnFamilyHandle(handle);
-    db.reset();
-  };
+  auto cleanup = [&] { std::filesystem::remove_all(dir, ec); };
+  auto opened = OpenCheckpointCopy(dir, expected_lsn, "split");
+  if (!opened.ok()) return opened.status();
+  std::unique_ptr<CopyDb> copy = std::move(opened).value();
+  rocksdb::DB* db = copy->db.get();
+  const auto& handles = copy->handles;
 
   // The cut: the parts of the parent's range outside the child's, in every sharded column
   // family, and the child's meta row (the parent's, with the child's id and range).
@@ -104,21 +131,7 @@ Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_
       if (!staged.ok()) break;
     }
   }
-  std::string meta_value;
-  const rocksdb::Slice meta_key(keys::kShardMetaKey.data(), keys::kShardMetaKey.size());
-  if (staged.ok()) {
-    staged = FromRocksDb(db->Get(rocksdb::ReadOptions(), handles[kMetaCf], meta_key, &meta_value),
-                         "read the split copy's meta row");
-  }
-  codec::ShardMetaRow meta;
-  if (staged.ok()) staged = codec::DecodeShardMeta(meta_value, &meta);
-  if (staged.ok()) {
-    meta.shard_id = child_shard_id;
-    meta.token_first = child_range.first;
-    meta.token_last = child_range.last;
-    staged = FromRocksDb(cut.Put(handles[kMetaCf], meta_key, codec::EncodeShardMeta(meta)),
-                         "stage split meta");
-  }
+  if (staged.ok()) staged = StageMetaRow(*db, handles[kMetaCf], child_shard_id, child_range, cut);
   if (staged.ok()) {
     rocksdb::WriteOptions write_options;
     write_options.sync = true;
@@ -140,14 +153,14 @@ Result<uint64_t> ShardStoreImpl::CreateSplitCopy(const std::string& dir, uint64_
     }
     for (const auto& [begin, end] : removed) {
       const rocksdb::Slice b(begin), e(end);
-      staged = FromRocksDb(rocksdb::DeleteFilesInRange(db.get(), handles[cf], &b, &e,
+      staged = FromRocksDb(rocksdb::DeleteFilesInRange(db, handles[cf], &b, &e,
                                                        /*include_end=*/false),
                            "drop the split copy's files of the other half");
       if (!staged.ok()) break;
     }
   }
   const uint64_t lsn = db->GetLatestSequenceNumber();
-  close();
+  copy.reset();
   if (!staged.ok()) {
     cleanup();
     return staged;
@@ -172,34 +185,14 @@ Result<uint64_t> ShardStoreImpl::CreateMergedCopy(const std::string& dir, uint64
         std::to_string(right.db_->GetLatestSequenceNumber()) + ", the merge is at lsn " +
         std::to_string(right_expected_lsn));
   }
-  namespace fs = std::filesystem;
   std::error_code ec;
-  auto cleanup = [&] { fs::remove_all(dir, ec); };
-  auto checkpoint_lsn = CreateCheckpoint(dir);
-  if (!checkpoint_lsn.ok()) {
-    cleanup();
-    return checkpoint_lsn.status();
-  }
-  if (*checkpoint_lsn != expected_lsn) {
-    cleanup();
-    return Status::FailedPrecondition("shard " + std::to_string(options_.shard_id) + " is at lsn " +
-                                      std::to_string(*checkpoint_lsn) + ", the merge is at lsn " +
-                                      std::to_string(expected_lsn));
-  }
-  rocksdb::DBOptions db_options;
-  db_options.create_if_missing = false;
-  db_options.max_open_files = 64;
-  if (env_) db_options.env = env_.get();
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw_db = nullptr;
-  Status status = FromRocksDb(
-      rocksdb::DB::Open(db_options, dir, ColumnFamilyDescriptors(*resources_), &handles, &raw_db),
-      "open merged copy at " + dir);
-  if (!status.ok()) {
-    cleanup();
-    return status;
-  }
-  std::unique_ptr<rocksdb::DB> db(raw_db);
+  auto cleanup = [&] { std::filesystem::remove_all(dir, ec); };
+  auto opened = OpenCheckpointCopy(dir, expected_lsn, "merge");
+  if (!opened.ok()) return opened.status();
+  std::unique_ptr<CopyDb> copy = std::move(opened).value();
+  rocksdb::DB* db = copy->db.get();
+  const auto& handles = copy->handles;
+  Status status = Status::Ok();
 
   // Batches of a fixed number of operations: the same rows give the same batches, so every
   // copy consumes the same sequence numbers.
@@ -247,26 +240,14 @@ Result<uint64_t> ShardStoreImpl::CreateMergedCopy(const std::string& dir, uint64
     if (status.ok()) status = FromRocksDb(it->status(), "read the right outbox");
   }
   // The meta row: the left's, with the merged id and range.
-  std::string meta_value;
-  const rocksdb::Slice meta_key(keys::kShardMetaKey.data(), keys::kShardMetaKey.size());
   if (status.ok()) {
-    status = FromRocksDb(db->Get(rocksdb::ReadOptions(), handles[kMetaCf], meta_key, &meta_value),
-                         "read the merged copy's meta row");
-  }
-  codec::ShardMetaRow meta;
-  if (status.ok()) status = codec::DecodeShardMeta(meta_value, &meta);
-  if (status.ok()) {
-    meta.shard_id = merged_shard_id;
-    meta.token_first = left_range.first;
-    meta.token_last = right_range.last;
-    status = FromRocksDb(batch.Put(handles[kMetaCf], meta_key, codec::EncodeShardMeta(meta)),
-                         "stage merged meta");
+    status = StageMetaRow(*db, handles[kMetaCf], merged_shard_id,
+                          TokenRange{left_range.first, right_range.last}, batch);
   }
   if (status.ok()) status = flush_batch();
   if (status.ok()) status = FromRocksDb(db->FlushWAL(/*sync=*/true), "sync the merged copy");
   const uint64_t lsn = db->GetLatestSequenceNumber();
-  for (auto* handle : handles) (void)db->DestroyColumnFamilyHandle(handle);
-  db.reset();
+  copy.reset();
   if (!status.ok()) {
     cleanup();
     return status;

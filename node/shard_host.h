@@ -42,6 +42,9 @@
 
 namespace scrollback {
 
+// "shard N [first, last] epoch E as role (placed at map version V)", for log lines.
+std::string Describe(const ShardAssignment& a);
+
 class ShardHost {
  public:
   // `core` must outlive the host. Starts the lifecycle threads.

@@ -125,19 +125,9 @@ Result<FailoverResult> RunFailover(const FailoverOptions& options) {
   result.sends_per_s = result.acknowledged / std::max(result.run_s, 1e-9);
 
   // Every acknowledged send, looked for in its conversation's history.
-  std::set<std::string> present;
-  for (uint64_t conv : convs) {
-    uint64_t cursor = 0;
-    for (;;) {
-      HistoryQuery q{conv, Direction::kOldestFirst, cursor, {}, 200};
-      auto page = client->ReadHistory(q).wait(io.waitScope);
-      if (!page.ok()) return page.status();
-      for (const Message& m : page->messages) present.insert(m.client_msg_id);
-      if (!page->has_more) break;
-      cursor = page->next_cursor_seq;
-    }
-  }
-  for (const Acked& a : writers.acked) result.lost += present.count(a.id) == 0;
+  auto lost = writers.CountLost();
+  if (!lost.ok()) return lost.status();
+  result.lost = *lost;
   return result;
 }
 

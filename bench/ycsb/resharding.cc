@@ -178,19 +178,10 @@ Result<ReshardResult> RunResharding(const ReshardOptions& options) {
   result.acknowledged = writers.acked.size();
 
   // Every acknowledged send, looked for in its conversation's history.
-  std::set<std::string> present;
-  for (uint64_t conv : convs) {
-    uint64_t cursor = sent[conv];  // The writers' sends come after the load's.
-    for (;;) {
-      HistoryQuery q{conv, Direction::kOldestFirst, cursor, {}, 200};
-      auto page = client->ReadHistory(q).wait(io.waitScope);
-      if (!page.ok()) return page.status();
-      for (const Message& m : page->messages) present.insert(m.client_msg_id);
-      if (!page->has_more) break;
-      cursor = page->next_cursor_seq;
-    }
-  }
-  for (const Acked& a : writers.acked) result.lost += present.count(a.id) == 0;
+  // The writers' sends come after the load's.
+  auto lost = writers.CountLost([&](uint64_t conv) { return sent[conv]; });
+  if (!lost.ok()) return lost.status();
+  result.lost = *lost;
   return result;
 }
 
@@ -266,20 +257,9 @@ Result<RebalanceBenchResult> RunRebalanceBench(const RebalanceBenchOptions& opti
   measure(writers, &result.sends_per_s_after, &result.p99_ms_after);
   writers.Stop();
 
-  std::set<std::string> present;
-  std::set<uint64_t> distinct(convs.begin(), convs.end());
-  for (uint64_t conv : distinct) {
-    uint64_t cursor = 0;
-    for (;;) {
-      HistoryQuery q{conv, Direction::kOldestFirst, cursor, {}, 200};
-      auto page = client->ReadHistory(q).wait(io.waitScope);
-      if (!page.ok()) return page.status();
-      for (const Message& m : page->messages) present.insert(m.client_msg_id);
-      if (!page->has_more) break;
-      cursor = page->next_cursor_seq;
-    }
-  }
-  for (const Acked& a : writers.acked) result.lost += present.count(a.id) == 0;
+  auto lost = writers.CountLost();
+  if (!lost.ok()) return lost.status();
+  result.lost = *lost;
   return result;
 }
 

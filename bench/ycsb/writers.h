@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -78,6 +80,26 @@ class Writers {
     }
     runner.join();
     return std::move(*out);
+  }
+
+  // How many acknowledged sends are missing from their conversations' histories (read oldest
+  // first, after `first_cursor(conv)` if given: the seq the writers' sends come after).
+  Result<uint64_t> CountLost(const std::function<uint64_t(uint64_t conv)>& first_cursor = {}) {
+    std::set<std::string> present;
+    for (uint64_t conv : std::set<uint64_t>(convs_.begin(), convs_.end())) {
+      uint64_t cursor = first_cursor ? first_cursor(conv) : 0;
+      for (;;) {
+        HistoryQuery q{conv, Direction::kOldestFirst, cursor, {}, 200};
+        auto page = client_.ReadHistory(q).wait(io_.waitScope);
+        if (!page.ok()) return page.status();
+        for (const Message& m : page->messages) present.insert(m.client_msg_id);
+        if (!page->has_more) break;
+        cursor = page->next_cursor_seq;
+      }
+    }
+    uint64_t lost = 0;
+    for (const Acked& a : acked) lost += present.count(a.id) == 0;
+    return lost;
   }
 
   std::vector<Acked> acked;

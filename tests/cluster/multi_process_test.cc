@@ -127,6 +127,21 @@ class MultiProcessCluster {
   std::shared_ptr<MetadataShardMapSource> maps;
 };
 
+// Polls `verify` over the map `current()` returns (every 100 ms, up to 10 s) until every copy of
+// every shard is identical; returns what still differed ("" when all are identical).
+template <typename CurrentMap>
+std::string EventuallyIdenticalProblems(kj::AsyncIoContext& io, CurrentMap&& current) {
+  std::string problems = "never verified";
+  for (int attempt = 0; attempt < 100 && !problems.empty(); ++attempt) {
+    if (attempt > 0) io.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).wait(io.waitScope);
+    problems.clear();
+    for (const auto& v : admin::VerifyShards(io, *current())) {
+      if (!v.identical) problems += "shard " + std::to_string(v.shard_id) + ": " + v.problem + "\n";
+    }
+  }
+  return problems;
+}
+
 // A plain HTTP/1.0 GET on loopback; returns the whole response (status line included).
 std::string HttpGet(int port, const std::string& path) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -333,21 +348,10 @@ TEST_CASE("processes: with replication factor 3, a SIGKILLed node catches up and
   CHECK(sends > 300);
 
   // Every copy, the restarted node's included, is identical at one LSN.
-  bool identical = false;
-  std::string problems;
-  for (int attempt = 0; attempt < 100 && !identical; ++attempt) {
-    identical = true;
-    problems.clear();
-    for (const auto& v : admin::VerifyShards(io, *cluster.maps->Current())) {
-      if (!v.identical) {
-        identical = false;
-        problems += "shard " + std::to_string(v.shard_id) + ": " + v.problem + "\n";
-      }
-    }
-    if (!identical) io.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).wait(io.waitScope);
-  }
+  const std::string problems =
+      EventuallyIdenticalProblems(io, [&] { return cluster.maps->Current(); });
   INFO(problems);
-  CHECK(identical);
+  CHECK(problems.empty());
   // The restarted node reports its replicas current.
   std::string metrics = HttpGet(cluster.nodes[2].http_port, "/metrics");
   CHECK(metrics.find("scrollback_replica_lag_lsn{shard=") != std::string::npos);
@@ -545,21 +549,10 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   cluster.WaitServing(3);
   auto fresh = MetadataShardMapSource::Create(cluster.metadata);
   REQUIRE(fresh.ok());
-  bool identical = false;
-  std::string problems;
-  for (int attempt = 0; attempt < 100 && !identical; ++attempt) {
-    identical = true;
-    problems.clear();
-    for (const auto& v : admin::VerifyShards(io, *(*fresh)->RefreshNow())) {
-      if (!v.identical) {
-        identical = false;
-        problems += "shard " + std::to_string(v.shard_id) + ": " + v.problem + "\n";
-      }
-    }
-    if (!identical) io.provider->getTimer().afterDelay(100 * kj::MILLISECONDS).wait(io.waitScope);
-  }
+  const std::string problems =
+      EventuallyIdenticalProblems(io, [&] { return (*fresh)->RefreshNow(); });
   INFO(problems);
-  CHECK(identical);
+  CHECK(problems.empty());
 }
 
 }  // namespace

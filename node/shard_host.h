@@ -28,6 +28,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -128,6 +129,11 @@ class ShardHost {
   // this node lacks either at the right LSN.
   Status MakeMergedCopy(const ShardAssignment& merged, const std::shared_ptr<ShardStore>& left,
                         const std::shared_ptr<ShardStore>& right, const std::string& dir);
+  // Makes a first copy for `shard` with `make` (which writes it into the directory it is given,
+  // beside `dir`), renames it into `dir` durably and writes its identity. Returns its LSN.
+  Result<uint64_t> PlaceFirstCopy(
+      const ShardAssignment& shard, const std::string& dir,
+      const std::function<Result<uint64_t>(const std::string& aside)>& make);
   // A parent's copy on this node: `source` if set, else its directory opened from disk (after a
   // restart). failed-precondition when this node has none.
   Result<std::shared_ptr<ShardStore>> ParentCopy(uint64_t parent_id,

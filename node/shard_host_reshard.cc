@@ -4,6 +4,7 @@
 #include <spdlog/logger.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "shard_directory.h"
 #include "shard_host.h"
@@ -87,25 +88,11 @@ Status ShardHost::MakeMergedCopy(const ShardAssignment& merged,
   auto right = ParentCopy(merged.merge_right, right_source);
   if (!right.ok()) return right.status();
   const auto started = std::chrono::steady_clock::now();
-  const std::string making = dir + ".cutting";
-  std::error_code ec;
-  fs::remove_all(making, ec);  // Left by a crash during an earlier attempt.
-  auto lsn = (*left)->CreateMergedCopy(making, merged.shard_id, merged.merge_left_lsn, **right,
-                                       merged.merge_right_lsn);
+  auto lsn = PlaceFirstCopy(merged, dir, [&](const std::string& aside) {
+    return (*left)->CreateMergedCopy(aside, merged.shard_id, merged.merge_left_lsn, **right,
+                                     merged.merge_right_lsn);
+  });
   if (!lsn.ok()) return lsn.status();
-  fs::remove_all(dir, ec);
-  SB_RETURN_IF_ERROR(RenameDurably(making, dir));
-  ShardIdentity identity{1,
-                         merged.shard_id,
-                         merged.range,
-                         merged.placement_version,
-                         merged.epoch,
-                         merged.role,
-                         *lsn,
-                         /*clean_close=*/true,
-                         core_.options.node_id};
-  SB_RETURN_IF_ERROR(WriteShardIdentity(dir, identity));
-  split_cuts_.fetch_add(1, std::memory_order_relaxed);
   log_->warn("{}: merged from shards {} (lsn {}) and {} (lsn {}) in {} ms (now at lsn {})",
              Describe(merged), merged.merge_left, merged.merge_left_lsn, merged.merge_right,
              merged.merge_right_lsn,
@@ -116,30 +103,34 @@ Status ShardHost::MakeMergedCopy(const ShardAssignment& merged,
   return Status::Ok();
 }
 
+Result<uint64_t> ShardHost::PlaceFirstCopy(
+    const ShardAssignment& shard, const std::string& dir,
+    const std::function<Result<uint64_t>(const std::string& aside)>& make) {
+  const std::string aside = dir + ".cutting";
+  std::error_code ec;
+  fs::remove_all(aside, ec);  // Left by a crash during an earlier attempt.
+  auto lsn = make(aside);
+  if (!lsn.ok()) return lsn.status();
+  fs::remove_all(dir, ec);  // An identity file alone, or an empty directory, is no copy.
+  SB_RETURN_IF_ERROR(RenameDurably(aside, dir));
+  ShardIdentity identity{
+      1,          shard.shard_id, shard.range,          shard.placement_version, shard.epoch,
+      shard.role, *lsn,           /*clean_close=*/true, core_.options.node_id};
+  SB_RETURN_IF_ERROR(WriteShardIdentity(dir, identity));
+  split_cuts_.fetch_add(1, std::memory_order_relaxed);
+  return lsn;
+}
+
 Status ShardHost::CutSplitChild(const ShardAssignment& child,
                                 const std::shared_ptr<ShardStore>& source, const std::string& dir) {
   auto parent_copy = ParentCopy(child.split_from, source);
   if (!parent_copy.ok()) return parent_copy.status();
   std::shared_ptr<ShardStore> parent = std::move(parent_copy).value();
   const auto started = std::chrono::steady_clock::now();
-  const std::string cutting = dir + ".cutting";
-  std::error_code ec;
-  fs::remove_all(cutting, ec);  // Left by a crash during an earlier cut.
-  auto lsn = parent->CreateSplitCopy(cutting, child.shard_id, child.range, child.split_lsn);
+  auto lsn = PlaceFirstCopy(child, dir, [&](const std::string& aside) {
+    return parent->CreateSplitCopy(aside, child.shard_id, child.range, child.split_lsn);
+  });
   if (!lsn.ok()) return lsn.status();
-  fs::remove_all(dir, ec);  // An identity file alone, or an empty directory, is no copy.
-  SB_RETURN_IF_ERROR(RenameDurably(cutting, dir));
-  ShardIdentity identity{1,
-                         child.shard_id,
-                         child.range,
-                         child.placement_version,
-                         child.epoch,
-                         child.role,
-                         *lsn,
-                         /*clean_close=*/true,
-                         core_.options.node_id};
-  SB_RETURN_IF_ERROR(WriteShardIdentity(dir, identity));
-  split_cuts_.fetch_add(1, std::memory_order_relaxed);
   log_->warn("{}: cut from shard {} at lsn {} in {} ms (now at lsn {})", Describe(child),
              child.split_from, child.split_lsn,
              std::chrono::duration_cast<std::chrono::milliseconds>(

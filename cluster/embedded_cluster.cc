@@ -49,8 +49,7 @@ Result<std::unique_ptr<EmbeddedCluster>> EmbeddedCluster::Start(EmbeddedClusterO
     infos[i].address = cluster->nodes_[i].node->address();
   }
   ShardMap map = ShardMap::Uniform(1, options.shards, infos, cluster->replication_factor());
-  auto published = PublishShardMap(*cluster->metadata_, map, 0);
-  if (!published.ok()) return published.status();
+  SB_RETURN_IF_ERROR(PublishFirstShardMap(*cluster->metadata_, map));
   auto source = MetadataShardMapSource::Create(cluster->metadata_, cluster->log_);
   if (!source.ok()) return source.status();
   cluster->maps_ = *source;
@@ -300,27 +299,12 @@ Result<size_t> EmbeddedCluster::AddNode() {
 
 template <typename Change>
 Status EmbeddedCluster::UpdateMap(Change&& change) {
-  std::optional<ShardMap> next;
-  for (int attempt = 0;; ++attempt) {  // Retried when the controller changed the map first.
-    auto stored = metadata_->Get(kShardMapKey);
-    if (!stored.ok()) return stored.status();
-    if (!*stored) return Status::NotFound("no shard map");
-    auto map = ShardMap::Parse((*stored)->value);
-    if (!map.ok()) return map.status();
-    std::vector<ShardInfo> shards = map->shards();
-    std::vector<NodeInfo> nodes = map->nodes();
-    change(shards, nodes);
-    auto made = ShardMap::Make(map->version() + 1, std::move(shards), std::move(nodes));
-    if (!made.ok()) return made.status();
-    auto published = PublishShardMap(*metadata_, *made, (*stored)->version);
-    if (published.ok()) {
-      next = std::move(made).value();
-      break;
-    }
-    if (published.status().code() != ErrorCode::kFailedPrecondition || attempt >= 100) {
-      return published.status();
-    }
-  }
+  auto next =
+      EditShardMap(*metadata_, [&](std::vector<ShardInfo>& shards, std::vector<NodeInfo>& nodes) {
+        change(shards, nodes);
+        return Status::Ok();
+      });
+  if (!next.ok()) return next.status();
   // Followers apply on the watch, and open new shards in the background: a node taking over a
   // shard may find it still open on the old primary for a moment (calls in flight and fan-out
   // passes hold it) and retries its open until it is free. Done when every running node serves

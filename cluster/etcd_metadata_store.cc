@@ -1,6 +1,7 @@
 #include "scrollback/cluster/etcd_metadata_store.h"
 
 #include <kj/encoding.h>
+#include <pthread.h>
 #include <spdlog/logger.h>
 
 #include <atomic>
@@ -121,6 +122,9 @@ class HttpClient {
     return reply;
   }
 
+  const std::string& host() const { return host_; }
+  const std::string& port() const { return port_; }
+
  private:
   Status Connect() {
     beast::error_code ec;
@@ -186,14 +190,7 @@ class EtcdMetadataStore final : public MetadataStore {
 
   Result<int64_t> CompareAndSwap(const std::string& key, int64_t expected_version,
                                  const std::string& value, int64_t lease_id) override {
-    json compare = {{"key", Base64Encode(key)}, {"result", "EQUAL"}};
-    if (expected_version == 0) {
-      compare["target"] = "CREATE";  // create_revision 0: the key does not exist.
-      compare["create_revision"] = "0";
-    } else {
-      compare["target"] = "MOD";
-      compare["mod_revision"] = std::to_string(expected_version);
-    }
+    json compare = Condition(key, expected_version);
     json put = {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}};
     if (lease_id != 0) put["lease"] = std::to_string(lease_id);
     json body = {{"compare", json::array({compare})},
@@ -210,6 +207,64 @@ class EtcdMetadataStore final : public MetadataStore {
 
   Status Delete(const std::string& key) override {
     return http_.Post("/v3/kv/deleterange", {{"key", Base64Encode(key)}}).status();
+  }
+
+  Result<int64_t> Commit(const std::vector<MetadataCondition>& conditions,
+                         const std::vector<MetadataWrite>& writes) override {
+    if (writes.size() > options_.max_txn_ops || conditions.size() > options_.max_txn_ops) {
+      return Status::InvalidArgument("writes", "a commit takes at most " +
+                                                   std::to_string(options_.max_txn_ops) +
+                                                   " writes and conditions (etcd --max-txn-ops)");
+    }
+    json compare = json::array();
+    for (const MetadataCondition& condition : conditions) {
+      compare.push_back(Condition(condition.key, condition.version));
+    }
+    json success = json::array();
+    for (const MetadataWrite& write : writes) {
+      if (write.value) {
+        success.push_back(
+            {{"request_put",
+              {{"key", Base64Encode(write.key)}, {"value", Base64Encode(*write.value)}}}});
+      } else {
+        success.push_back({{"request_delete_range", {{"key", Base64Encode(write.key)}}}});
+      }
+    }
+    auto reply = http_.Post("/v3/kv/txn", {{"compare", compare}, {"success", success}});
+    if (!reply.ok()) return reply.status();
+    if (!reply->value("succeeded", false)) {
+      return Status::FailedPrecondition("a condition of the commit does not hold");
+    }
+    return Int((*reply)["header"], "revision");
+  }
+
+  size_t max_writes_per_commit() const override { return options_.max_txn_ops; }
+
+  Result<MetadataPage> ListPage(const std::string& prefix, const std::string& start_after,
+                                size_t limit, int64_t at_version) override {
+    if (limit == 0) return Status::InvalidArgument("limit", "a page holds at least one key");
+    // Keys after start_after: from start_after + "\0", the smallest key greater than it.
+    const std::string from =
+        start_after.empty() || start_after < prefix ? prefix : start_after + std::string(1, '\0');
+    json body = {{"key", Base64Encode(from)},
+                 {"range_end", Base64Encode(PrefixEnd(prefix))},
+                 {"limit", std::to_string(limit)}};
+    if (at_version != 0) body["revision"] = std::to_string(at_version);
+    auto reply = http_.Post("/v3/kv/range", body);
+    if (!reply.ok()) {
+      if (at_version != 0 && reply.status().message().find("compacted") != std::string::npos) {
+        return Status::FailedPrecondition("version " + std::to_string(at_version) +
+                                          " is compacted: " + reply.status().message());
+      }
+      return reply.status();
+    }
+    auto kvs = Kvs(*reply);
+    if (!kvs.ok()) return kvs.status();
+    MetadataPage page;
+    page.kvs = std::move(kvs).value();
+    page.more = reply->value("more", false);
+    page.version = at_version != 0 ? at_version : Int((*reply)["header"], "revision");
+    return page;
   }
 
   Result<int64_t> GrantLease(std::chrono::milliseconds ttl) override {
@@ -242,74 +297,225 @@ class EtcdMetadataStore final : public MetadataStore {
   }
 
   std::unique_ptr<WatchHandle> Watch(const std::string& prefix, WatchCallback on_change) override {
-    return std::make_unique<PollingWatch>(this, prefix, std::move(on_change),
-                                          options_.watch_interval);
+    return WatchChanges(prefix, 0, [on_change = std::move(on_change)](const ChangeBatch& batch) {
+      for (const auto& [key, value] : batch.changes) on_change(key, value);
+    });
+  }
+
+  std::unique_ptr<WatchHandle> WatchChanges(const std::string& prefix, int64_t after_version,
+                                            ChangesCallback on_changes) override {
+    if (after_version == 0) {
+      // "From now" is the revision etcd is at before this call returns: a change made after it
+      // is delivered even if the stream connects later.
+      auto now = http_.Post("/v3/kv/range", {{"key", Base64Encode(prefix)}, {"count_only", true}});
+      if (now.ok()) after_version = Int((*now)["header"], "revision");
+    }
+    return std::make_unique<StreamingWatch>(this, prefix, after_version, std::move(on_changes));
   }
 
  private:
-  // Polls `prefix` and reports changes against the previous poll.
-  class PollingWatch final : public WatchHandle {
+  // One etcd watch stream (POST /v3/watch through the gateway: newline-separated JSON
+  // WatchResponses over a chunked HTTP reply), on a thread of its own with its own connection.
+  // A broken stream is re-created from the version after the last one delivered, after
+  // options.watch_retry_interval; a compacted start ends the watch with history_lost.
+  class StreamingWatch final : public WatchHandle {
    public:
-    PollingWatch(EtcdMetadataStore* store, std::string prefix, WatchCallback callback,
-                 std::chrono::milliseconds interval)
-        : store_(store), prefix_(std::move(prefix)), callback_(std::move(callback)) {
-      auto initial = store_->List(prefix_);
-      if (initial.ok()) {
-        for (auto& kv : *initial) seen_[kv.key] = kv.value.version;
-      }
-      thread_ = std::thread([this, interval] {
-        std::unique_lock lock(mu_);
-        while (!stop_) {
-          cv_.wait_for(lock, interval, [this] { return stop_; });
-          if (stop_) break;
-          lock.unlock();
-          Poll();
-          lock.lock();
-        }
-      });
+    StreamingWatch(EtcdMetadataStore* store, std::string prefix, int64_t after_version,
+                   ChangesCallback callback)
+        : store_(store),
+          prefix_(std::move(prefix)),
+          callback_(std::move(callback)),
+          delivered_(after_version) {
+      thread_ = std::thread([this] { Loop(); });
     }
-    ~PollingWatch() override {
+    ~StreamingWatch() override {
       {
         std::lock_guard lock(mu_);
         stop_ = true;
+        if (ioc_ != nullptr) ioc_->stop();
       }
       cv_.notify_all();
       thread_.join();
     }
 
    private:
-    void Poll() {
-      auto listed = store_->List(prefix_);
-      if (!listed.ok()) {  // etcd unreachable: try again next time; say so once per outage.
-        if (!failing_)
-          store_->log_->warn("watching {} failed: {}", prefix_, listed.status().ToString());
-        failing_ = true;
-        return;
+    void Loop() {
+      pthread_setname_np(pthread_self(), "sb-etcd-watch");
+      bool failing = false;
+      for (;;) {
+        Status ended = Stream();
+        std::unique_lock lock(mu_);
+        if (stop_ || ended_) return;
+        if (!failing) {
+          store_->log_->warn("watching {} in etcd broke (resuming after version {}): {}", prefix_,
+                             delivered_, ended.ToString());
+        }
+        failing = true;
+        cv_.wait_for(lock, store_->options_.watch_retry_interval, [this] { return stop_; });
+        if (stop_) return;
       }
-      if (failing_) store_->log_->info("watching {} works again", prefix_);
-      failing_ = false;
-      std::map<std::string, int64_t> now;
-      for (auto& kv : *listed) {
-        now[kv.key] = kv.value.version;
-        auto it = seen_.find(kv.key);
-        if (it == seen_.end() || it->second != kv.value.version) callback_(kv.key, kv.value);
-      }
-      for (auto& [key, version] : seen_) {
-        if (!now.count(key)) callback_(key, std::nullopt);
-      }
-      seen_ = std::move(now);
     }
 
-    EtcdMetadataStore* store_;
+    // Runs one stream until it breaks or the watch stops.
+    Status Stream() {
+      net::io_context ioc;
+      {
+        std::lock_guard lock(mu_);
+        if (stop_) return Status::Ok();
+        ioc_ = &ioc;
+      }
+      Status result = Status::Unavailable("watch stream ended");
+      beast::tcp_stream stream(ioc);
+      beast::flat_buffer buffer;
+      http::request<http::string_body> request{http::verb::post, "/v3/watch", 11};
+      request.set(http::field::host, store_->http_.host() + ":" + store_->http_.port());
+      request.set(http::field::content_type, "application/json");
+      json create = {{"key", Base64Encode(prefix_)},
+                     {"range_end", Base64Encode(PrefixEnd(prefix_))}};
+      if (delivered_ != 0) create["start_revision"] = std::to_string(delivered_ + 1);
+      request.body() = json{{"create_request", create}}.dump();
+      request.prepare_payload();
+      http::response_parser<http::string_body> parser;
+      parser.body_limit(boost::none);
+      std::string pending;  // Bytes of a reply line not complete yet.
+      auto on_chunk = [&](std::uint64_t, beast::string_view body, beast::error_code&) {
+        pending.append(body.data(), body.size());
+        size_t newline;
+        while ((newline = pending.find('\n')) != std::string::npos) {
+          Status handled = HandleLine(std::string_view(pending).substr(0, newline));
+          pending.erase(0, newline + 1);
+          if (!handled.ok()) {
+            result = handled;
+            ioc.stop();
+            break;
+          }
+        }
+        return body.size();
+      };
+      parser.on_chunk_body(on_chunk);
+      std::function<void(beast::error_code, size_t)> on_read = [&](beast::error_code ec, size_t) {
+        if (ec) {
+          result = Status::Unavailable("etcd watch: " + ec.message());
+          return;
+        }
+        if (parser.is_done()) return;
+        http::async_read_some(stream, buffer, parser, on_read);
+      };
+      tcp::resolver resolver(ioc);
+      beast::error_code ec;
+      auto endpoints = resolver.resolve(store_->http_.host(), store_->http_.port(), ec);
+      if (ec) return Status::Unavailable("etcd watch: resolve: " + ec.message());
+      stream.expires_after(store_->options_.request_timeout);
+      stream.async_connect(endpoints, [&](beast::error_code ec, const tcp::endpoint&) {
+        if (ec) {
+          result = Status::Unavailable("etcd watch: connect: " + ec.message());
+          return;
+        }
+        http::async_write(stream, request, [&](beast::error_code ec, size_t) {
+          if (ec) {
+            result = Status::Unavailable("etcd watch: send: " + ec.message());
+            return;
+          }
+          http::async_read_header(stream, buffer, parser, [&](beast::error_code ec, size_t) {
+            if (ec) {
+              result = Status::Unavailable("etcd watch: " + ec.message());
+              return;
+            }
+            if (parser.get().result() != http::status::ok) {
+              result = Status::Unavailable("etcd watch: HTTP " +
+                                           std::to_string(parser.get().result_int()));
+              return;
+            }
+            stream.expires_never();  // A watch is quiet while nothing changes.
+            http::async_read_some(stream, buffer, parser, on_read);
+          });
+        });
+      });
+      ioc.run();
+      std::lock_guard lock(mu_);
+      ioc_ = nullptr;
+      return result;
+    }
+
+    // One WatchResponse: its events, grouped by version, go to the callback.
+    Status HandleLine(std::string_view line) {
+      if (line.empty()) return Status::Ok();
+      json reply = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (reply.is_discarded() || !reply.is_object()) {
+        return Status::Corruption("etcd watch: a reply line is not JSON");
+      }
+      if (reply.contains("error")) {
+        return Status::Unavailable("etcd watch: " + reply["error"].dump());
+      }
+      const json& result = reply.contains("result") ? reply["result"] : reply;
+      if (Int(result, "compact_revision") != 0) {
+        ChangeBatch lost;
+        lost.version = Int(result, "compact_revision");
+        lost.history_lost = true;
+        {
+          std::lock_guard lock(mu_);
+          ended_ = true;
+        }
+        callback_(lost);
+        return Status::FailedPrecondition("history compacted");
+      }
+      if (result.value("canceled", false)) {
+        return Status::Unavailable("etcd watch: canceled: " + result.value("cancel_reason", ""));
+      }
+      auto events = result.find("events");
+      if (events == result.end() || !events->is_array()) return Status::Ok();
+      ChangeBatch batch;
+      auto flush = [&] {
+        if (batch.changes.empty()) return;
+        if (batch.version > delivered_) {  // A resumed stream may repeat a version.
+          callback_(batch);
+          delivered_ = batch.version;
+        }
+        batch = ChangeBatch{};
+      };
+      for (const json& event : *events) {
+        const json& kv = event.contains("kv") ? event["kv"] : json::object();
+        const int64_t version = Int(kv, "mod_revision");
+        if (version != batch.version) flush();
+        batch.version = version;
+        auto key = Base64Decode(kv.value("key", ""));
+        if (!key.ok()) return key.status();
+        if (event.value("type", "PUT") == "DELETE") {
+          batch.changes.emplace_back(std::move(key).value(), std::nullopt);
+        } else {
+          auto value = Base64Decode(kv.value("value", ""));
+          if (!value.ok()) return value.status();
+          batch.changes.emplace_back(std::move(key).value(),
+                                     VersionedValue{std::move(value).value(), version});
+        }
+      }
+      flush();
+      return Status::Ok();
+    }
+
+    EtcdMetadataStore* const store_;
     const std::string prefix_;
-    const WatchCallback callback_;
-    std::map<std::string, int64_t> seen_;  // Owned by the polling thread after construction.
-    bool failing_ = false;                 // Owned by the polling thread.
+    const ChangesCallback callback_;
+    int64_t delivered_;  // Owned by the thread: the last version delivered (or started after).
     std::mutex mu_;
     std::condition_variable cv_;
-    bool stop_ = false;  // GUARDED_BY(mu_)
+    net::io_context* ioc_ = nullptr;  // GUARDED_BY(mu_); the running stream's.
+    bool stop_ = false;               // GUARDED_BY(mu_)
+    bool ended_ = false;              // GUARDED_BY(mu_); history lost: no resuming.
     std::thread thread_;
   };
+
+  static json Condition(const std::string& key, int64_t version) {
+    json compare = {{"key", Base64Encode(key)}, {"result", "EQUAL"}};
+    if (version == 0) {
+      compare["target"] = "CREATE";  // create_revision 0: the key does not exist.
+      compare["create_revision"] = "0";
+    } else {
+      compare["target"] = "MOD";
+      compare["mod_revision"] = std::to_string(version);
+    }
+    return compare;
+  }
 
   static Result<std::vector<KeyValue>> Kvs(const json& reply) {
     std::vector<KeyValue> out;

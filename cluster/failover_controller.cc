@@ -180,11 +180,18 @@ bool FailoverController::Campaign() {
 }
 
 Result<bool> FailoverController::Pass(Probe& probe) {
-  auto stored = metadata_->Get(kShardMapKey);
-  if (!stored.ok()) return stored.status();
-  if (!*stored) return false;  // No map yet.
-  auto map = ShardMap::Parse((*stored)->value);
-  if (!map.ok()) return map.status();
+  if (!maps_) {
+    auto started = ShardMapWatcher::Start(metadata_, log_);
+    if (!started.ok()) {
+      if (started.status().code() == ErrorCode::kNotFound) return false;  // No map yet.
+      return started.status();
+    }
+    maps_ = std::move(started).value();
+  }
+  // The map as the watch has it: a moment stale at worst, and then the publish below fails its
+  // compare-and-swap and the next pass decides afresh.
+  const std::shared_ptr<const StoredShardMap> stored = maps_->Current();
+  const ShardMap* map = &stored->map;
   auto listed = metadata_->List(kPrimaryLeasesPrefix);
   if (!listed.ok()) return listed.status();
   std::map<std::string, int64_t> live;  // Node id -> its live primary lease.
@@ -468,7 +475,7 @@ Result<bool> FailoverController::Pass(Probe& probe) {
   if (!changed) return false;
   auto next = ShardMap::Make(map->version() + 1, std::move(shards), std::move(nodes));
   if (!next.ok()) return next.status();
-  auto published = PublishShardMap(*metadata_, *next, (*stored)->version);
+  auto published = PublishShardMap(*metadata_, *stored, *next);
   if (!published.ok()) {
     // Someone changed the map first: decided afresh on the next pass.
     if (published.status().code() == ErrorCode::kFailedPrecondition) return false;
@@ -479,8 +486,9 @@ Result<bool> FailoverController::Pass(Probe& probe) {
 }
 
 Result<int> FailoverController::RebalanceRound(Probe& probe) {
-  auto map = ReadShardMap(*metadata_);
-  if (!map.ok()) return map.status();
+  const std::shared_ptr<const StoredShardMap> stored = maps_ ? maps_->Current() : nullptr;
+  if (!stored) return 0;
+  const ShardMap* map = &stored->map;
   // The load of every shard, as its primary measures it. A primary that does not answer makes
   // the round wait: a plan from partial figures would pile load onto the silent node.
   std::vector<ShardLoad> loads;

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -9,8 +10,12 @@
 namespace scrollback {
 namespace {
 
-class InMemoryMetadataStore final : public MetadataStore,
-                                    public std::enable_shared_from_this<InMemoryMetadataStore> {
+// Every change (a put, a delete, a commit, the keys of an expired lease) is one version: one
+// batch in `history_`, queued to each watcher whose prefix it touches. A watcher's queue is
+// drained by the thread that made the change before that call returns, unless another thread is
+// delivering to that watcher already (then that one delivers it), or by the expiry thread for
+// expiries noticed during a read; one callback at a time, in version order.
+class InMemoryMetadataStore final : public MetadataStore {
  public:
   explicit InMemoryMetadataStore(std::shared_ptr<Clock> clock) : clock_(std::move(clock)) {
     expirer_ = std::thread([this] { ExpireLoop(); });
@@ -25,26 +30,45 @@ class InMemoryMetadataStore final : public MetadataStore,
   }
 
   Result<std::optional<VersionedValue>> Get(const std::string& key) override {
-    Notifications notes;
     std::lock_guard lock(mu_);
-    ExpireLocked(&notes);
+    ExpireLocked();
     auto it = data_.find(key);
-    DispatchLater(std::move(notes));
     if (it == data_.end()) return std::optional<VersionedValue>();
     return std::optional<VersionedValue>(it->second.value);
   }
 
   Result<std::vector<KeyValue>> List(const std::string& prefix) override {
-    Notifications notes;
     std::lock_guard lock(mu_);
-    ExpireLocked(&notes);  // Never lists a key whose lease has expired.
+    ExpireLocked();  // Never lists a key whose lease has expired.
     std::vector<KeyValue> out;
     for (auto it = data_.lower_bound(prefix); it != data_.end() && it->first.starts_with(prefix);
          ++it) {
       out.push_back({it->first, it->second.value});
     }
-    DispatchLater(std::move(notes));
     return out;
+  }
+
+  Result<MetadataPage> ListPage(const std::string& prefix, const std::string& start_after,
+                                size_t limit, int64_t at_version) override {
+    if (limit == 0) return Status::InvalidArgument("limit", "a page holds at least one key");
+    std::lock_guard lock(mu_);
+    ExpireLocked();
+    if (at_version != 0 && ChangedSinceLocked(prefix, at_version)) {
+      return Status::FailedPrecondition("keys under " + prefix + " changed after version " +
+                                        std::to_string(at_version));
+    }
+    MetadataPage page;
+    page.version = at_version != 0 ? at_version : revision_;
+    auto it = start_after.empty() ? data_.lower_bound(prefix) : data_.upper_bound(start_after);
+    if (it != data_.end() && it->first < prefix) it = data_.lower_bound(prefix);
+    for (; it != data_.end() && it->first.starts_with(prefix); ++it) {
+      if (page.kvs.size() == limit) {
+        page.more = true;
+        break;
+      }
+      page.kvs.push_back({it->first, it->second.value});
+    }
+    return page;
   }
 
   Result<int64_t> Put(const std::string& key, const std::string& value, int64_t lease_id) override {
@@ -57,15 +81,56 @@ class InMemoryMetadataStore final : public MetadataStore,
   }
 
   Status Delete(const std::string& key) override {
-    Notifications notes;
-    {
-      std::lock_guard lock(mu_);
-      ExpireLocked(&notes);
-      if (data_.erase(key)) notes.push_back({key, std::nullopt});
+    std::unique_lock lock(mu_);
+    ExpireLocked();
+    if (data_.erase(key)) {
+      ChangeBatch batch;
+      batch.changes.push_back({key, std::nullopt});
+      PublishLocked(std::move(batch));
     }
-    Dispatch(notes);
+    lock.unlock();
+    DrainWatchers();
     return Status::Ok();
   }
+
+  Result<int64_t> Commit(const std::vector<MetadataCondition>& conditions,
+                         const std::vector<MetadataWrite>& writes) override {
+    if (writes.size() > kMaxWrites || conditions.size() > kMaxWrites) {
+      return Status::InvalidArgument(
+          "writes",
+          "a commit takes at most " + std::to_string(kMaxWrites) + " writes and conditions");
+    }
+    std::unique_lock lock(mu_);
+    ExpireLocked();
+    for (const MetadataCondition& condition : conditions) {
+      auto it = data_.find(condition.key);
+      const int64_t current = it == data_.end() ? 0 : it->second.value.version;
+      if (current != condition.version) {
+        lock.unlock();
+        DrainWatchers();
+        return Status::FailedPrecondition("version of " + condition.key + " is " +
+                                          std::to_string(current) + ", expected " +
+                                          std::to_string(condition.version));
+      }
+    }
+    const int64_t version = revision_ + 1;
+    ChangeBatch batch;
+    for (const MetadataWrite& write : writes) {
+      if (write.value) {
+        data_[write.key] = Entry{{*write.value, version}, 0};
+        batch.changes.push_back({write.key, VersionedValue{*write.value, version}});
+      } else if (data_.erase(write.key)) {
+        batch.changes.push_back({write.key, std::nullopt});
+      }
+    }
+    if (!batch.changes.empty()) PublishLocked(std::move(batch));
+    const int64_t committed = revision_;
+    lock.unlock();
+    DrainWatchers();
+    return committed;
+  }
+
+  size_t max_writes_per_commit() const override { return kMaxWrites; }
 
   Result<int64_t> GrantLease(std::chrono::milliseconds ttl) override {
     if (ttl.count() <= 0) return Status::InvalidArgument("ttl", "lease ttl must be positive");
@@ -76,11 +141,10 @@ class InMemoryMetadataStore final : public MetadataStore,
   }
 
   Status KeepAlive(int64_t lease_id) override {
-    Notifications notes;
     Status status;
     {
       std::lock_guard lock(mu_);
-      ExpireLocked(&notes);
+      ExpireLocked();
       auto it = leases_.find(lease_id);
       if (it == leases_.end()) {
         status = Status::NotFound("lease " + std::to_string(lease_id) + " expired");
@@ -88,30 +152,52 @@ class InMemoryMetadataStore final : public MetadataStore,
         it->second.deadline_ms = clock_->NowMs() + it->second.ttl.count();
       }
     }
-    Dispatch(notes);
+    DrainWatchers();
     return status;
   }
 
   Status RevokeLease(int64_t lease_id) override {
-    Notifications notes;
     {
       std::lock_guard lock(mu_);
-      DropLeaseLocked(lease_id, &notes);
+      DropLeaseLocked(lease_id);
     }
-    Dispatch(notes);
+    DrainWatchers();
     return Status::Ok();
   }
 
   std::unique_ptr<WatchHandle> Watch(const std::string& prefix, WatchCallback on_change) override {
-    auto watch = std::make_shared<Watcher>(prefix, std::move(on_change));
+    return WatchChanges(prefix, 0, [on_change = std::move(on_change)](const ChangeBatch& batch) {
+      for (const auto& [key, value] : batch.changes) on_change(key, value);
+    });
+  }
+
+  std::unique_ptr<WatchHandle> WatchChanges(const std::string& prefix, int64_t after_version,
+                                            ChangesCallback on_changes) override {
+    auto watch = std::make_shared<Watcher>(prefix, std::move(on_changes));
     {
       std::lock_guard lock(mu_);
+      ExpireLocked();
+      if (after_version != 0 && after_version < revision_) {
+        if (after_version < history_floor_) {
+          ChangeBatch lost;
+          lost.version = revision_;
+          lost.history_lost = true;
+          watch->Enqueue(std::move(lost));
+        } else {
+          for (const ChangeBatch& batch : history_) {
+            if (batch.version > after_version) watch->EnqueueFiltered(batch);
+          }
+        }
+      }
       watchers_.push_back(watch);
     }
+    DrainWatchers();
     return std::make_unique<Handle>(this, watch);
   }
 
  private:
+  static constexpr size_t kMaxWrites = 128;  // As etcd's default --max-txn-ops.
+
   struct Entry {
     VersionedValue value;
     int64_t lease_id = 0;
@@ -121,11 +207,60 @@ class InMemoryMetadataStore final : public MetadataStore,
     int64_t deadline_ms = 0;
   };
   struct Watcher {
-    Watcher(std::string p, WatchCallback cb) : prefix(std::move(p)), callback(std::move(cb)) {}
-    std::string prefix;
-    WatchCallback callback;
-    std::mutex call_mu;      // One callback at a time; held while calling.
-    bool cancelled = false;  // GUARDED_BY(call_mu)
+    Watcher(std::string p, ChangesCallback cb) : prefix(std::move(p)), callback(std::move(cb)) {}
+    void Enqueue(ChangeBatch batch) {
+      std::lock_guard lock(queue_mu);
+      queue.push_back(std::move(batch));
+    }
+    void EnqueueFiltered(const ChangeBatch& batch) {
+      ChangeBatch mine;
+      mine.version = batch.version;
+      for (const auto& change : batch.changes) {
+        if (change.first.starts_with(prefix)) mine.changes.push_back(change);
+      }
+      if (!mine.changes.empty()) Enqueue(std::move(mine));
+    }
+    // Delivers what is queued, in order, one callback at a time. While another thread (or this
+    // one, from inside a callback) is delivering, returns at once: that delivery also takes
+    // what was queued before this call, since it checks the queue under the same lock.
+    void Drain() {
+      {
+        std::lock_guard lock(queue_mu);
+        if (draining || cancelled) return;
+        draining = true;
+      }
+      for (;;) {
+        ChangeBatch batch;
+        {
+          std::lock_guard lock(queue_mu);
+          if (queue.empty() || cancelled) {
+            draining = false;
+            drained.notify_all();
+            return;
+          }
+          batch = std::move(queue.front());
+          queue.pop_front();
+        }
+        callback(batch);
+        if (batch.history_lost) {
+          std::lock_guard lock(queue_mu);
+          cancelled = true;  // A lost history ends the watch.
+        }
+      }
+    }
+    // Stops deliveries, waiting for a running callback.
+    void Cancel() {
+      std::unique_lock lock(queue_mu);
+      cancelled = true;
+      drained.wait(lock, [this] { return !draining; });
+    }
+    const std::string prefix;
+    const ChangesCallback callback;
+    std::mutex queue_mu;
+    std::condition_variable drained;
+    std::deque<ChangeBatch> queue;  // GUARDED_BY(queue_mu)
+    bool draining = false;          // GUARDED_BY(queue_mu); a thread is delivering.
+    bool cancelled = false;         // GUARDED_BY(queue_mu)
   };
   class Handle final : public WatchHandle {
    public:
@@ -137,99 +272,116 @@ class InMemoryMetadataStore final : public MetadataStore,
         auto& w = store_->watchers_;
         w.erase(std::remove(w.begin(), w.end(), watch_), w.end());
       }
-      std::lock_guard call(watch_->call_mu);  // Waits for a running callback.
-      watch_->cancelled = true;
+      watch_->Cancel();
     }
 
    private:
     InMemoryMetadataStore* store_;
     std::shared_ptr<Watcher> watch_;
   };
-  using Notifications = std::vector<std::pair<std::string, std::optional<VersionedValue>>>;
 
   Result<int64_t> Write(const std::string& key, std::optional<int64_t> expected_version,
                         const std::string& value, int64_t lease_id) {
-    Notifications notes;
     int64_t version = 0;
     {
-      std::lock_guard lock(mu_);
-      ExpireLocked(&notes);
+      std::unique_lock lock(mu_);
+      ExpireLocked();
+      Status refused;
       if (lease_id != 0 && !leases_.count(lease_id)) {
-        Dispatch(notes);
-        return Status::NotFound("lease " + std::to_string(lease_id) + " does not exist");
-      }
-      if (expected_version) {
+        refused = Status::NotFound("lease " + std::to_string(lease_id) + " does not exist");
+      } else if (expected_version) {
         auto it = data_.find(key);
         int64_t current = it == data_.end() ? 0 : it->second.value.version;
         if (current != *expected_version) {
-          Dispatch(notes);
-          return Status::FailedPrecondition("version of " + key + " is " + std::to_string(current) +
-                                            ", expected " + std::to_string(*expected_version));
+          refused =
+              Status::FailedPrecondition("version of " + key + " is " + std::to_string(current) +
+                                         ", expected " + std::to_string(*expected_version));
         }
       }
-      version = ++revision_;
+      if (!refused.ok()) {
+        lock.unlock();
+        DrainWatchers();
+        return refused;
+      }
+      version = revision_ + 1;
       data_[key] = Entry{{value, version}, lease_id};
-      notes.push_back({key, VersionedValue{value, version}});
+      ChangeBatch batch;
+      batch.changes.push_back({key, VersionedValue{value, version}});
+      PublishLocked(std::move(batch));
     }
-    Dispatch(notes);
+    DrainWatchers();
     return version;
   }
 
+  // Gives `batch` the next version, keeps it in the history and queues it to the watchers.
   // REQUIRES: mu_ held.
-  void ExpireLocked(Notifications* notes) {
+  void PublishLocked(ChangeBatch batch) {
+    batch.version = ++revision_;
+    for (const auto& watch : watchers_) watch->EnqueueFiltered(batch);
+    history_.push_back(std::move(batch));
+    while (history_.size() > kInMemoryHistoryVersions) {
+      history_floor_ = history_.front().version;
+      history_.pop_front();
+    }
+  }
+
+  // Whether a key under `prefix` changed after `version` (or that cannot be told any more).
+  // REQUIRES: mu_ held.
+  bool ChangedSinceLocked(const std::string& prefix, int64_t version) const {
+    if (version < history_floor_) return true;
+    for (auto it = history_.rbegin(); it != history_.rend() && it->version > version; ++it) {
+      for (const auto& change : it->changes) {
+        if (change.first.starts_with(prefix)) return true;
+      }
+    }
+    return false;
+  }
+
+  // REQUIRES: mu_ held.
+  void ExpireLocked() {
     const int64_t now = clock_->NowMs();
     std::vector<int64_t> expired;
     for (auto& [id, lease] : leases_) {
       if (lease.deadline_ms <= now) expired.push_back(id);
     }
-    for (int64_t id : expired) DropLeaseLocked(id, notes);
+    for (int64_t id : expired) DropLeaseLocked(id);
   }
 
   // REQUIRES: mu_ held.
-  void DropLeaseLocked(int64_t lease_id, Notifications* notes) {
+  void DropLeaseLocked(int64_t lease_id) {
     if (!leases_.erase(lease_id)) return;
+    ChangeBatch batch;
     for (auto it = data_.begin(); it != data_.end();) {
       if (it->second.lease_id == lease_id) {
-        notes->push_back({it->first, std::nullopt});
+        batch.changes.push_back({it->first, std::nullopt});
         it = data_.erase(it);
       } else {
         ++it;
       }
     }
+    if (!batch.changes.empty()) {
+      PublishLocked(std::move(batch));
+      stop_cv_.notify_all();  // Reads that expire leases leave the delivery to the expirer.
+    }
   }
 
-  // Calls the watchers for `notes`, outside mu_.
-  void Dispatch(const Notifications& notes) {
-    if (notes.empty()) return;
+  // Delivers every queued batch, outside mu_.
+  void DrainWatchers() {
     std::vector<std::shared_ptr<Watcher>> watchers;
     {
       std::lock_guard lock(mu_);
       watchers = watchers_;
     }
-    for (const auto& [key, value] : notes) {
-      for (const auto& watch : watchers) {
-        if (!key.starts_with(watch->prefix)) continue;
-        std::lock_guard call(watch->call_mu);
-        if (!watch->cancelled) watch->callback(key, value);
-      }
-    }
-  }
-  // For paths that hold mu_ when they learn of expiries: the background thread reports them.
-  void DispatchLater(Notifications notes) {
-    if (notes.empty()) return;
-    pending_.insert(pending_.end(), notes.begin(), notes.end());
-    stop_cv_.notify_all();
+    for (const auto& watch : watchers) watch->Drain();
   }
 
   void ExpireLoop() {
     std::unique_lock lock(mu_);
     while (!stopping_) {
       stop_cv_.wait_for(lock, std::chrono::milliseconds(50));
-      Notifications notes = std::move(pending_);
-      pending_.clear();
-      ExpireLocked(&notes);
+      ExpireLocked();
       lock.unlock();
-      Dispatch(notes);
+      DrainWatchers();
       lock.lock();
     }
   }
@@ -239,10 +391,11 @@ class InMemoryMetadataStore final : public MetadataStore,
   std::map<std::string, Entry> data_;               // GUARDED_BY(mu_)
   std::map<int64_t, Lease> leases_;                 // GUARDED_BY(mu_)
   std::vector<std::shared_ptr<Watcher>> watchers_;  // GUARDED_BY(mu_)
-  Notifications pending_;                           // GUARDED_BY(mu_)
-  int64_t revision_ = 0;                            // GUARDED_BY(mu_)
-  int64_t next_lease_ = 1;                          // GUARDED_BY(mu_)
-  bool stopping_ = false;                           // GUARDED_BY(mu_)
+  std::deque<ChangeBatch> history_;                 // GUARDED_BY(mu_); the newest versions.
+  int64_t history_floor_ = 0;  // GUARDED_BY(mu_); changes up to this version are forgotten.
+  int64_t revision_ = 0;       // GUARDED_BY(mu_)
+  int64_t next_lease_ = 1;     // GUARDED_BY(mu_)
+  bool stopping_ = false;      // GUARDED_BY(mu_)
   std::condition_variable stop_cv_;
   std::thread expirer_;
 };

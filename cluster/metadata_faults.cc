@@ -2,12 +2,25 @@
 
 namespace scrollback {
 
-// One watch: events pass through, or wait in `held` (latest per key) while the store is cut.
+// One watch: batches pass through, or merge into `held` (latest per key, newest version) while
+// the store is cut.
 struct CuttableMetadataStore::Watcher {
-  MetadataStore::WatchCallback on_change;
+  MetadataStore::ChangesCallback on_changes;
   std::mutex mu;  // Serializes deliveries and guards `held`.
   std::map<std::string, std::optional<VersionedValue>> held;
+  int64_t held_version = 0;  // 0: nothing held.
   std::unique_ptr<WatchHandle> inner;
+
+  // REQUIRES: mu held.
+  void DeliverHeld() {
+    if (held_version == 0) return;
+    ChangeBatch batch;
+    batch.version = held_version;
+    for (auto& [key, value] : held) batch.changes.emplace_back(key, std::move(value));
+    held.clear();
+    held_version = 0;
+    on_changes(batch);
+  }
 };
 
 namespace {
@@ -42,9 +55,7 @@ void CuttableMetadataStore::Cut(bool cut) {
   }
   for (auto& w : live) {
     std::lock_guard lock(w->mu);
-    auto held = std::move(w->held);
-    w->held.clear();
-    for (auto& [key, value] : held) w->on_change(key, value);
+    w->DeliverHeld();
   }
 }
 
@@ -84,19 +95,44 @@ Status CuttableMetadataStore::RevokeLease(int64_t lease_id) {
   return inner_->RevokeLease(lease_id);
 }
 
+Result<int64_t> CuttableMetadataStore::Commit(const std::vector<MetadataCondition>& conditions,
+                                              const std::vector<MetadataWrite>& writes) {
+  if (cut_) return Refused();
+  return inner_->Commit(conditions, writes);
+}
+size_t CuttableMetadataStore::max_writes_per_commit() const {
+  return inner_->max_writes_per_commit();
+}
+Result<MetadataPage> CuttableMetadataStore::ListPage(const std::string& prefix,
+                                                     const std::string& start_after, size_t limit,
+                                                     int64_t at_version) {
+  if (cut_) return Refused();
+  return inner_->ListPage(prefix, start_after, limit, at_version);
+}
+
 std::unique_ptr<WatchHandle> CuttableMetadataStore::Watch(const std::string& prefix,
                                                           WatchCallback on_change) {
+  return WatchChanges(prefix, 0, [on_change = std::move(on_change)](const ChangeBatch& batch) {
+    for (const auto& [key, value] : batch.changes) on_change(key, value);
+  });
+}
+
+std::unique_ptr<WatchHandle> CuttableMetadataStore::WatchChanges(const std::string& prefix,
+                                                                 int64_t after_version,
+                                                                 ChangesCallback on_changes) {
   auto watcher = std::make_shared<Watcher>();
-  watcher->on_change = std::move(on_change);
+  watcher->on_changes = std::move(on_changes);
   Watcher* raw = watcher.get();
-  watcher->inner = inner_->Watch(
-      prefix, [this, raw](const std::string& key, const std::optional<VersionedValue>& value) {
+  watcher->inner =
+      inner_->WatchChanges(prefix, after_version, [this, raw](const ChangeBatch& batch) {
         std::lock_guard lock(raw->mu);
-        if (cut_) {
-          raw->held[key] = value;
+        if (cut_ && !batch.history_lost) {
+          for (const auto& [key, value] : batch.changes) raw->held[key] = value;
+          raw->held_version = batch.version;
           return;
         }
-        raw->on_change(key, value);
+        raw->DeliverHeld();
+        raw->on_changes(batch);
       });
   {
     std::lock_guard lock(mu_);

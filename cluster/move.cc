@@ -17,26 +17,10 @@ bool Holds(const ShardInfo& shard, const std::string& node) {
          std::find(shard.replicas.begin(), shard.replicas.end(), node) != shard.replicas.end();
 }
 
-// Applies `edit` to the stored map (retried while others change it first) and publishes the
-// result at the next version. `edit` returns what to refuse with, or OK.
+// Applies `edit` to the stored map (retried while others change it first).
 template <typename Edit>
 Status EditMap(MetadataStore& metadata, Edit&& edit) {
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    auto stored = metadata.Get(kShardMapKey);
-    if (!stored.ok()) return stored.status();
-    if (!*stored) return Status::NotFound("no shard map published");
-    auto map = ShardMap::Parse((*stored)->value);
-    if (!map.ok()) return map.status();
-    std::vector<ShardInfo> shards = map->shards();
-    std::vector<NodeInfo> nodes = map->nodes();
-    SB_RETURN_IF_ERROR(edit(shards, nodes));
-    auto next = ShardMap::Make(map->version() + 1, std::move(shards), std::move(nodes));
-    if (!next.ok()) return next.status();
-    auto published = PublishShardMap(metadata, *next, (*stored)->version);
-    if (published.ok()) return Status::Ok();
-    if (published.status().code() != ErrorCode::kFailedPrecondition) return published.status();
-  }
-  return Status::Unavailable("the shard map kept changing under us");
+  return EditShardMap(metadata, edit).status();
 }
 
 }  // namespace

@@ -12,40 +12,33 @@ Result<std::unique_ptr<ShardMapFollower>> ShardMapFollower::Start(
     std::shared_ptr<MetadataStore> metadata, StorageNode& node, Logger logger) {
   std::unique_ptr<ShardMapFollower> follower(
       new ShardMapFollower(metadata, node, OrNull(std::move(logger))));
-  ShardMapFollower* raw = follower.get();
-  follower->watch_ = metadata->Watch(
-      kShardMapKey, [raw](const std::string&, const std::optional<VersionedValue>& value) {
-        if (!value) return;
-        auto parsed = ShardMap::Parse(value->value);
-        if (!parsed.ok()) {
-          raw->failures_.fetch_add(1, std::memory_order_relaxed);
-          raw->log_->error("the published shard map does not parse (still serving version {}): {}",
-                           raw->node_.map_version(), parsed.status().ToString());
-          return;
-        }
-        // A map this node cannot apply leaves it serving the previous one; the next published
-        // map is tried afresh. Apply logs and counts the failure.
-        (void)raw->Apply(*parsed);
-      });
-  auto map = ReadShardMap(*metadata);
-  if (map.ok()) {
-    SB_RETURN_IF_ERROR(follower->Apply(*map));
-  } else if (map.status().code() == ErrorCode::kNotFound) {
-    follower->log_->info("no shard map published yet: hosting nothing until one is");
-  } else {
-    // The watch may never fire again (nothing changes): the caller must not carry on without
-    // the map.
-    follower->log_->error("reading the shard map failed: {}", map.status().ToString());
-    return map.status();
-  }
+  SB_RETURN_IF_ERROR(follower->Follow());
   return follower;
+}
+
+Status ShardMapFollower::Follow() {
+  // A map this node cannot apply leaves it serving the previous one; the next published map is
+  // tried afresh. Apply logs and counts the failure.
+  auto watcher = ShardMapWatcher::Start(
+      metadata_, log_,
+      [this](const std::shared_ptr<const StoredShardMap>& stored) { (void)Apply(stored->map); },
+      /*wait_for_first=*/true);
+  if (!watcher.ok()) {
+    // The caller must not carry on without the map.
+    log_->error("reading the shard map failed: {}", watcher.status().ToString());
+    return watcher.status();
+  }
+  if (!(*watcher)->Current())
+    log_->info("no shard map published yet: hosting nothing until one is");
+  watcher_ = std::move(watcher).value();
+  return Status::Ok();
 }
 
 ShardMapFollower::ShardMapFollower(std::shared_ptr<MetadataStore> metadata, StorageNode& node,
                                    Logger logger)
     : metadata_(std::move(metadata)), node_(node), log_(std::move(logger)) {}
 
-ShardMapFollower::~ShardMapFollower() { watch_.reset(); }
+ShardMapFollower::~ShardMapFollower() { watcher_.reset(); }
 
 Status ShardMapFollower::Apply(const ShardMap& map) {
   std::lock_guard lock(mu_);

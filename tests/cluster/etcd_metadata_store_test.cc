@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "process_util.h"
+#include "scrollback/cluster/shard_map_store.h"
 
 namespace scrollback {
 namespace {
@@ -15,7 +16,7 @@ using testing::EtcdFixture;
 std::shared_ptr<MetadataStore> Connect(EtcdFixture& etcd) {
   EtcdOptions options;
   options.endpoint = etcd.endpoint();
-  options.watch_interval = std::chrono::milliseconds(20);
+  options.watch_retry_interval = std::chrono::milliseconds(20);
   std::shared_ptr<MetadataStore> store;
   // etcd accepts connections a moment before it serves.
   for (int i = 0; i < 100 && !store; ++i) {
@@ -114,6 +115,91 @@ TEST_CASE("etcd: a watch reports puts and deletes under its prefix") {
   CHECK(saw("/w/1=<deleted>"));
   std::lock_guard lock(mu);
   for (auto& s : seen) CHECK(s.rfind("/w/", 0) == 0);
+}
+
+// Waits (bounded) until `done()` holds, checking every 10 ms.
+template <typename Done>
+bool Within(std::chrono::milliseconds limit, Done&& done) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+TEST_CASE(
+    "etcd: a commit writes all or nothing at one revision, and a watch gets it in one batch") {
+  EtcdFixture etcd;
+  auto store = Connect(etcd);
+  std::mutex mu;
+  std::vector<ChangeBatch> batches;
+  auto watch = store->WatchChanges("/t/", 0, [&](const ChangeBatch& batch) {
+    std::lock_guard lock(mu);
+    batches.push_back(batch);
+  });
+  auto first = store->Commit({{"/t/a", 0}}, {{"/t/a", "1"}, {"/t/b", "2"}, {"/u/c", "3"}});
+  REQUIRE(first.ok());
+  CHECK(store->Commit({{"/t/a", 0}}, {{"/t/a", "9"}}).status().code() ==
+        ErrorCode::kFailedPrecondition);
+  REQUIRE(store->Commit({{"/t/a", *first}}, {{"/t/a", std::nullopt}, {"/t/b", "4"}}).ok());
+  REQUIRE(Within(std::chrono::seconds(5), [&] {
+    std::lock_guard lock(mu);
+    return batches.size() == 2;
+  }));
+  {
+    std::lock_guard lock(mu);
+    CHECK(batches[0].version == *first);
+    CHECK(batches[0].changes.size() == 2);  // /u/c is outside the prefix.
+    CHECK_FALSE(batches[1].changes[0].second.has_value());
+    CHECK(batches[1].changes[1].second->value == "4");
+  }
+  std::vector<MetadataWrite> too_many;
+  for (int i = 0; i < 129; ++i) too_many.push_back({"/t/many/" + std::to_string(i), "x"});
+  CHECK(store->Commit({}, too_many).status().code() == ErrorCode::kInvalidArgument);
+
+  // A watch from a past revision replays what came after it.
+  std::atomic<int> replayed{0};
+  auto late = store->WatchChanges("/t/", *first, [&](const ChangeBatch&) { ++replayed; });
+  CHECK(Within(std::chrono::seconds(5), [&] { return replayed == 1; }));
+
+  // Pages read at one revision do not see later writes.
+  auto page = store->ListPage("/t/", "", 1, 0);
+  REQUIRE(page.ok());
+  REQUIRE(page->kvs.size() == 1);
+  REQUIRE(store->Put("/t/c", "new").ok());
+  auto rest = store->ListPage("/t/", page->kvs.back().key, 10, page->version);
+  REQUIRE(rest.ok());
+  CHECK(rest->kvs.empty());
+  CHECK(store->ListPage("/t/", page->kvs.back().key, 10, 0)->kvs.size() == 1);
+}
+
+TEST_CASE(
+    "etcd: a 3,000-shard map is bootstrapped in several commits and followed change by change") {
+  EtcdFixture etcd;
+  auto store = Connect(etcd);
+  std::vector<NodeInfo> nodes;
+  for (int i = 0; i < 30; ++i) nodes.push_back({"n" + std::to_string(i), "127.0.0.1:1", "", 0});
+  REQUIRE(PublishFirstShardMap(*store, ShardMap::Uniform(1, 3000, nodes, 3)).ok());
+  auto watcher = ShardMapWatcher::Start(store);
+  REQUIRE(watcher.ok());
+  CHECK((*watcher)->Current()->map.shards().size() == 3000);
+  ShardMap last = (*watcher)->Current()->map;
+  for (int change = 0; change < 20; ++change) {
+    auto edited = EditShardMap(*store, [&](std::vector<ShardInfo>& shards, auto&) {
+      ShardInfo& shard = shards[(change * 131) % shards.size()];
+      std::swap(shard.primary, shard.replicas[0]);
+      ++shard.epoch;
+      return Status::Ok();
+    });
+    REQUIRE(edited.ok());
+    last = std::move(edited).value();
+  }
+  REQUIRE(Within(std::chrono::seconds(10),
+                 [&] { return (*watcher)->Current()->map.version() == last.version(); }));
+  CHECK((*watcher)->Current()->map.Serialize() == last.Serialize());
+  CHECK((*watcher)->reloads() == 1);
+  CHECK((*watcher)->batches_applied() == 20);
 }
 
 TEST_CASE("etcd: an unreachable endpoint is reported as unavailable") {

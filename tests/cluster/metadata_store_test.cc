@@ -93,7 +93,7 @@ TEST_CASE("publishing a node's address keeps the lease the map records for it") 
   leased[0].lease_id = 42;  // As the failover controller records it.
   auto map = ShardMap::Make(2, first.shards(), leased);
   REQUIRE(map.ok());
-  REQUIRE(PublishShardMap(*store, *map, 0).ok());
+  REQUIRE(PublishFirstShardMap(*store, *map).ok());
   REQUIRE(PublishNodeAddress(*store, {"n1", "127.0.0.1:9", "127.0.0.1:10", 0}).ok());
   auto now = ReadShardMap(*store);
   REQUIRE(now.ok());

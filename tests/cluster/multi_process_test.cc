@@ -33,7 +33,7 @@ class MultiProcessCluster {
     EtcdOptions options;
     options.endpoint = etcd.endpoint();
     options.wait_for_etcd = std::chrono::seconds(30);
-    options.watch_interval = std::chrono::milliseconds(50);
+    options.watch_retry_interval = std::chrono::milliseconds(50);
     auto store = NewEtcdMetadataStore(options);
     REQUIRE(store.ok());
     metadata = *store;

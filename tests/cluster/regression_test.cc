@@ -12,9 +12,9 @@ namespace scrollback {
 namespace {
 
 using testing::ClusterFixture;
-using testing::SharedDirectoryOptions;
 using testing::HasInboxRow;
 using testing::InboxSeq;
+using testing::SharedDirectoryOptions;
 
 size_t OwnerOf(EmbeddedCluster& cluster, uint64_t key) {
   return cluster.IndexOf(cluster.shard_maps()->Current()->ShardForKey(key).primary);
@@ -84,8 +84,8 @@ TEST_CASE("an inbox update its target refuses stays in the outbox until the targ
   CHECK(f.Eventually([&] { return HasInboxRow(f, member, conv); }, std::chrono::seconds(30)));
 }
 
-// A metadata store whose reads of the shard map can be held at a gate, and whose watches never
-// fire: the map source learns of changes only by reading.
+// A metadata store whose point reads (the shard map's version key) can be held at a gate, and
+// whose watches never fire: the map source learns of changes only by reading.
 class GatedMetadataStore final : public MetadataStore {
  public:
   explicit GatedMetadataStore(std::shared_ptr<MetadataStore> inner) : inner_(std::move(inner)) {}
@@ -139,12 +139,24 @@ class GatedMetadataStore final : public MetadataStore {
   }
   Status KeepAlive(int64_t lease_id) override { return inner_->KeepAlive(lease_id); }
   Status RevokeLease(int64_t lease_id) override { return inner_->RevokeLease(lease_id); }
+  Result<int64_t> Commit(const std::vector<MetadataCondition>& conditions,
+                         const std::vector<MetadataWrite>& writes) override {
+    return inner_->Commit(conditions, writes);
+  }
+  size_t max_writes_per_commit() const override { return inner_->max_writes_per_commit(); }
+  Result<MetadataPage> ListPage(const std::string& prefix, const std::string& start_after,
+                                size_t limit, int64_t at_version) override {
+    return inner_->ListPage(prefix, start_after, limit, at_version);
+  }
   std::unique_ptr<WatchHandle> Watch(const std::string&, WatchCallback) override {
-    struct Silent final : WatchHandle {};
+    return std::make_unique<Silent>();
+  }
+  std::unique_ptr<WatchHandle> WatchChanges(const std::string&, int64_t, ChangesCallback) override {
     return std::make_unique<Silent>();
   }
 
  private:
+  struct Silent final : WatchHandle {};
   std::shared_ptr<MetadataStore> inner_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -17,6 +17,7 @@
 #include "replication/send_load.h"
 #include "scrollback/admin/rebalance.h"
 #include "scrollback/cluster/merge.h"
+#include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/cluster/split.h"
 #include "test_util.h"
 
@@ -379,6 +380,65 @@ EmbeddedClusterOptions FourNodes() {
   options.nodes = 4;
   options.shards = 4;
   return options;
+}
+
+TEST_CASE("clients and the fan-out worker keep working while the map changes many times a second") {
+  ClusterFixture f(FailoverOptions(AckMode::kAsync));
+  auto convs = ConversationsPerShard(f, kFirstConv, 2);
+  SendLoad load(f, convs, {});
+  load.Start();
+  REQUIRE(load.EachGains(2));
+  const uint64_t version_before = StoredMap(f).version();
+  const uint64_t seed = std::random_device{}();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  int switchovers = 0;
+  WhileSending(f, [&] {
+    // 3 s of churn: a map version every ~10 ms that moves nothing (a node's HTTP address), and
+    // meanwhile switchovers of random shards to one of their replicas, which do.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    std::thread versions([&] {
+      for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
+        auto edited =
+            EditShardMap(*f.cluster->metadata(), [&](auto&, std::vector<NodeInfo>& nodes) {
+              nodes[i % nodes.size()].http_address = "127.0.0.1:" + std::to_string(20000 + i);
+              return Status::Ok();
+            });
+        CHECK(edited.ok());
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    });
+    while (std::chrono::steady_clock::now() < until) {
+      const ShardMap map = StoredMap(f);
+      const ShardInfo& shard = map.shards()[rng() % map.shards().size()];
+      const std::string to = shard.replicas[rng() % shard.replicas.size()];
+      if (f.cluster->Switchover(shard.shard_id, to).ok()) ++switchovers;  // Refusals are fine.
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    versions.join();
+  });
+  // The churn happened: about 100 versions a second (a count, not a timing).
+  CHECK(StoredMap(f).version() - version_before >= 100);
+  CHECK(switchovers >= 3);
+  REQUIRE(load.EachGains(2));  // Sends go on after the churn, to every shard.
+  load.Stop();
+  CheckAcknowledged(f, load.acked);
+  // Every member's inbox converges on the last acknowledged send of each conversation.
+  std::map<uint64_t, uint64_t> last_seq;
+  for (const AckedSend& a : load.acked) last_seq[a.conv] = std::max(last_seq[a.conv], a.seq);
+  for (uint64_t user : {2, 3}) {
+    CHECK(f.Eventually(
+        [&] {
+          auto page = f.Wait(f.client->ListInbox({user, "", 100}));
+          if (!page.ok()) return false;
+          size_t current = 0;
+          for (const InboxEntry& e : page->entries) {
+            current += last_seq.count(e.conv_id) && e.last_seq == last_seq[e.conv_id];
+          }
+          return current == last_seq.size();
+        },
+        std::chrono::seconds(30)));
+  }
 }
 
 TEST_CASE("copies move between nodes under sends, a primary's too, and nothing is lost") {

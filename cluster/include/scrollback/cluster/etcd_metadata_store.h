@@ -23,12 +23,14 @@ struct EtcdOptions {
   std::string endpoint;
   // Default: 3 s. Bound on each HTTP request.
   std::chrono::milliseconds request_timeout = std::chrono::seconds(3);
-  // Default: 100 ms. How often a watch polls its prefix.
-  std::chrono::milliseconds watch_interval = std::chrono::milliseconds(100);
+  // Default: 100 ms. How long a broken watch stream waits before it resumes.
+  std::chrono::milliseconds watch_retry_interval = std::chrono::milliseconds(100);
+  // Default: 128 (etcd's own default). etcd's --max-txn-ops: the most writes one Commit takes.
+  size_t max_txn_ops = 128;
   // Default: 0. How long NewEtcdMetadataStore keeps retrying while etcd is not answering yet
   // (daemons started beside etcd set this; etcd accepts connections before it serves).
   std::chrono::milliseconds wait_for_etcd = std::chrono::milliseconds(0);
-  // Default: none (quiet). Failed watch polls are logged here (once per outage).
+  // Default: none (quiet). Broken watch streams are logged here (once per outage).
   Logger logger;
 };
 

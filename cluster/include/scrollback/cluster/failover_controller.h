@@ -38,6 +38,7 @@
 
 #include "scrollback/cluster/metadata_store.h"
 #include "scrollback/cluster/rebalance_planner.h"
+#include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/router/shard_map.h"
 #include "scrollback/schema/log.h"
 
@@ -163,6 +164,7 @@ class FailoverController {
   // Only the loop's thread: when this controller first saw each merge started (by left id).
   std::map<uint64_t, std::chrono::steady_clock::time_point> merging_since_;
   std::unique_ptr<WatchHandle> watch_;
+  std::unique_ptr<ShardMapWatcher> maps_;  // The loop thread's; started with the first map.
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;  // GUARDED_BY(mu_)

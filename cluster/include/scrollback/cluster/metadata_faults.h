@@ -17,8 +17,8 @@ namespace scrollback {
 
 // While cut: every call fails `unavailable` without reaching the store (a lease the node does
 // not renew expires there), and watch events are held back; when the cut heals, each watch
-// hears the latest value of every key that changed meanwhile (as an etcd watch resuming from
-// its revision would). Thread-safe.
+// hears the latest value of every key that changed meanwhile, in one batch at the newest
+// version (as an etcd watch resuming from its revision would, compacted). Thread-safe.
 class CuttableMetadataStore final : public MetadataStore {
  public:
   CuttableMetadataStore(std::shared_ptr<MetadataStore> inner, std::string name);
@@ -36,7 +36,14 @@ class CuttableMetadataStore final : public MetadataStore {
   Result<int64_t> GrantLease(std::chrono::milliseconds ttl) override;
   Status KeepAlive(int64_t lease_id) override;
   Status RevokeLease(int64_t lease_id) override;
+  Result<int64_t> Commit(const std::vector<MetadataCondition>& conditions,
+                         const std::vector<MetadataWrite>& writes) override;
+  size_t max_writes_per_commit() const override;
+  Result<MetadataPage> ListPage(const std::string& prefix, const std::string& start_after,
+                                size_t limit, int64_t at_version) override;
   std::unique_ptr<WatchHandle> Watch(const std::string& prefix, WatchCallback on_change) override;
+  std::unique_ptr<WatchHandle> WatchChanges(const std::string& prefix, int64_t after_version,
+                                            ChangesCallback on_changes) override;
 
  private:
   struct Watcher;

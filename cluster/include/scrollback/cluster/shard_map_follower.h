@@ -8,13 +8,15 @@
 #include <string>
 
 #include "scrollback/cluster/metadata_store.h"
+#include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/node/storage_node.h"
 #include "scrollback/router/shard_map.h"
 #include "scrollback/schema/log.h"
 
 namespace scrollback {
 
-// Keeps `node` hosting the shards whose primary is `node.node_id()` in the current map.
+// Keeps `node` hosting the shards whose primary is `node.node_id()` in the current map: a
+// ShardMapWatcher, so each change costs what it changed, not the whole map.
 class ShardMapFollower {
  public:
   // Applies the current map (if one is published), then follows the watch. Maps that do not
@@ -29,14 +31,15 @@ class ShardMapFollower {
 
  private:
   ShardMapFollower(std::shared_ptr<MetadataStore> metadata, StorageNode& node, Logger logger);
+  Status Follow();
   Status Apply(const ShardMap& map);
 
   std::shared_ptr<MetadataStore> metadata_;
   StorageNode& node_;
   const Logger log_;
   std::atomic<uint64_t> failures_{0};
-  std::mutex mu_;
-  std::unique_ptr<WatchHandle> watch_;
+  std::mutex mu_;  // Serializes Apply.
+  std::unique_ptr<ShardMapWatcher> watcher_;
 };
 
 }  // namespace scrollback

@@ -1,13 +1,15 @@
 // The shard map: which shard owns which token range of the ring, which node is each shard's
 // primary, and where the nodes listen. Immutable once built; a new version replaces it whole.
 //
-// Persisted in the metadata store as the Cap'n Proto struct schema::ShardMap (chatstore.capnp).
+// Served whole by Node.shardMap as the Cap'n Proto struct schema::ShardMap (chatstore.capnp);
+// the metadata store keeps it one record per shard and per node (cluster/shard_map_store.h).
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "scrollback/schema/status.h"
@@ -48,6 +50,8 @@ struct ShardInfo {
   uint64_t merge_right = 0;
   uint64_t merge_left_lsn = 0;
   uint64_t merge_right_lsn = 0;
+
+  friend bool operator==(const ShardInfo&, const ShardInfo&) = default;
 };
 
 struct NodeInfo {
@@ -57,6 +61,8 @@ struct NodeInfo {
   // The primary lease the failover controller last recorded for the node (schema
   // NodeInfo.leaseId; 0: none). The node writes only while it holds exactly this lease.
   int64_t lease_id = 0;
+
+  friend bool operator==(const NodeInfo&, const NodeInfo&) = default;
 };
 
 class ShardMap {
@@ -76,6 +82,7 @@ class ShardMap {
 
   uint64_t version() const { return version_; }
   const std::vector<ShardInfo>& shards() const { return shards_; }
+  // In the order given to Make; a map loaded from the metadata store has them in id order.
   const std::vector<NodeInfo>& nodes() const { return nodes_; }
 
   // The shard owning `token`: O(log shards), no allocation.
@@ -83,7 +90,7 @@ class ShardMap {
   const ShardInfo& ShardForKey(uint64_t shard_key) const {
     return ShardForToken(TokenOf(shard_key));
   }
-  // nullptr when unknown.
+  // nullptr when unknown. O(log n).
   const NodeInfo* FindNode(std::string_view node_id) const;
   const ShardInfo* FindShard(uint64_t shard_id) const;
   // An id no shard of this map has, nor will have through a split in progress: one past the
@@ -93,10 +100,20 @@ class ShardMap {
 
  private:
   ShardMap() = default;
+  void BuildIndexes();
 
   uint64_t version_ = 0;
   std::vector<ShardInfo> shards_;  // Sorted by range.first.
   std::vector<NodeInfo> nodes_;
+  std::vector<std::pair<uint64_t, uint32_t>> shard_index_;    // (shard id, index), sorted.
+  std::vector<std::pair<std::string, uint32_t>> node_index_;  // (node id, index), sorted.
 };
+
+// One shard's or one node's record on its own, as the metadata store keeps them
+// (cluster/shard_map_store.h): the Cap'n Proto structs schema::ShardInfo and schema::NodeInfo.
+std::string SerializeShardInfo(const ShardInfo& shard);
+Result<ShardInfo> ParseShardInfo(std::string_view bytes);
+std::string SerializeNodeInfo(const NodeInfo& node);
+Result<NodeInfo> ParseNodeInfo(std::string_view bytes);
 
 }  // namespace scrollback

@@ -475,6 +475,18 @@ Result<bool> FailoverController::Pass(Probe& probe) {
   if (!changed) return false;
   auto next = ShardMap::Make(map->version() + 1, std::move(shards), std::move(nodes));
   if (!next.ok()) return next.status();
+  // A change larger than one commit is published a part at a time, one per pass.
+  auto step = FirstStepOfChange(*map, *next, metadata_->max_writes_per_commit());
+  if (!step.ok()) return step.status();
+  if (!(step->shards() == next->shards() && step->nodes() == next->nodes())) {
+    partial_changes_.fetch_add(1, std::memory_order_relaxed);
+    log_->warn(
+        "controller {}: this pass's change of the shard map needs more writes than one "
+        "commit takes; publishing part of it now, the rest on the next passes",
+        options_.node_id);
+    busy_ = true;
+    next = std::move(step);
+  }
   auto published = PublishShardMap(*metadata_, *stored, *next);
   if (!published.ok()) {
     // Someone changed the map first: decided afresh on the next pass.
@@ -557,6 +569,10 @@ void FailoverController::RenderMetrics(std::string* out) const {
   counter("scrollback_controller_deferred_total",
           "Shard failovers put off to a later pass (a live copy opening or not answering).",
           deferred_.load());
+  counter("scrollback_controller_partial_map_changes_total",
+          "Passes that published only part of their shard map change: it needed more writes "
+          "than one metadata commit takes (logged).",
+          partial_changes_.load());
   counter("scrollback_controller_switchovers_total",
           "Planned switchovers completed (a primary moved with writes paused, no loss).",
           switchovers_.load());

@@ -12,9 +12,12 @@ namespace {
 
 // Every change (a put, a delete, a commit, the keys of an expired lease) is one version: one
 // batch in `history_`, queued to each watcher whose prefix it touches. A watcher's queue is
-// drained by the thread that made the change before that call returns, unless another thread is
-// delivering to that watcher already (then that one delivers it), or by the expiry thread for
-// expiries noticed during a read; one callback at a time, in version order.
+// delivered before the call that made the change returns: by that thread, or, when another
+// thread is delivering to that watcher already, by that one while the writer waits (as a writer
+// waited for a running callback before). Expiries noticed during a read are delivered by the
+// expiry thread. One callback at a time, in version order. A callback that writes to the store
+// does not wait for its own watcher, but may for others: callbacks of two watches must not
+// write to the store at once (none does: they set flags, apply maps, count).
 class InMemoryMetadataStore final : public MetadataStore {
  public:
   explicit InMemoryMetadataStore(std::shared_ptr<Clock> clock) : clock_(std::move(clock)) {
@@ -220,14 +223,19 @@ class InMemoryMetadataStore final : public MetadataStore {
       }
       if (!mine.changes.empty()) Enqueue(std::move(mine));
     }
-    // Delivers what is queued, in order, one callback at a time. While another thread (or this
-    // one, from inside a callback) is delivering, returns at once: that delivery also takes
-    // what was queued before this call, since it checks the queue under the same lock.
-    void Drain() {
+    // Delivers what is queued, in order, one callback at a time. While another thread is
+    // delivering, waits until that one has delivered `version` (0: does not wait); while this
+    // thread is (a write from inside a callback), returns at once: the running delivery checks
+    // the queue again before it ends, under the same lock.
+    void Drain(int64_t version) {
       {
-        std::lock_guard lock(queue_mu);
+        std::unique_lock lock(queue_mu);
+        if (draining && drainer == std::this_thread::get_id()) return;
+        drained.wait(
+            lock, [&] { return !draining || cancelled || version == 0 || delivered >= version; });
         if (draining || cancelled) return;
         draining = true;
+        drainer = std::this_thread::get_id();
       }
       for (;;) {
         ChangeBatch batch;
@@ -235,6 +243,7 @@ class InMemoryMetadataStore final : public MetadataStore {
           std::lock_guard lock(queue_mu);
           if (queue.empty() || cancelled) {
             draining = false;
+            drainer = {};
             drained.notify_all();
             return;
           }
@@ -242,10 +251,10 @@ class InMemoryMetadataStore final : public MetadataStore {
           queue.pop_front();
         }
         callback(batch);
-        if (batch.history_lost) {
-          std::lock_guard lock(queue_mu);
-          cancelled = true;  // A lost history ends the watch.
-        }
+        std::lock_guard lock(queue_mu);
+        delivered = batch.version;
+        if (batch.history_lost) cancelled = true;  // A lost history ends the watch.
+        drained.notify_all();
       }
     }
     // Stops deliveries, waiting for a running callback.
@@ -260,6 +269,8 @@ class InMemoryMetadataStore final : public MetadataStore {
     std::condition_variable drained;
     std::deque<ChangeBatch> queue;  // GUARDED_BY(queue_mu)
     bool draining = false;          // GUARDED_BY(queue_mu); a thread is delivering.
+    std::thread::id drainer;        // GUARDED_BY(queue_mu); that thread.
+    int64_t delivered = 0;          // GUARDED_BY(queue_mu); the last version delivered.
     bool cancelled = false;         // GUARDED_BY(queue_mu)
   };
   class Handle final : public WatchHandle {
@@ -365,14 +376,18 @@ class InMemoryMetadataStore final : public MetadataStore {
     }
   }
 
-  // Delivers every queued batch, outside mu_.
-  void DrainWatchers() {
+  // Delivers every queued batch, outside mu_. Called by a writer, it returns once every watcher
+  // has had the versions written so far (waiting for a delivery another thread is making); by
+  // the expirer, without waiting.
+  void DrainWatchers(bool wait = true) {
     std::vector<std::shared_ptr<Watcher>> watchers;
+    int64_t version = 0;
     {
       std::lock_guard lock(mu_);
       watchers = watchers_;
+      version = wait ? revision_ : 0;
     }
-    for (const auto& watch : watchers) watch->Drain();
+    for (const auto& watch : watchers) watch->Drain(version);
   }
 
   void ExpireLoop() {
@@ -381,7 +396,7 @@ class InMemoryMetadataStore final : public MetadataStore {
       stop_cv_.wait_for(lock, std::chrono::milliseconds(50));
       ExpireLocked();
       lock.unlock();
-      DrainWatchers();
+      DrainWatchers(/*wait=*/false);
       lock.lock();
     }
   }

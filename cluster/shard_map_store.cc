@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <set>
 
 namespace scrollback {
 
@@ -262,6 +263,97 @@ Result<int64_t> PublishShardMap(MetadataStore& metadata, const StoredShardMap& b
                                        std::to_string(metadata.max_writes_per_commit()));
   }
   return metadata.Commit({{kShardMapVersionKey, base.store_version}}, writes);
+}
+
+Result<ShardMap> FirstStepOfChange(const ShardMap& base, const ShardMap& next, size_t max_writes) {
+  // Every changed record belongs to one unit of records published together: a shard changed in
+  // place; a split or merge (parents removed, children added); and a node whose record changed
+  // together with every shard unit involving a shard it was primary of (the failover
+  // controller records a node's new lease with all of its primaries' new epochs at once).
+  struct Unit {
+    std::vector<uint64_t> removed, put;  // Shard ids.
+    std::vector<std::string> nodes;      // Node records from `next` (or deleted).
+    size_t writes() const { return removed.size() + put.size() + nodes.size(); }
+  };
+  std::map<std::string, Unit> units;  // In key order: nodes ("n:"), then shards ("s:").
+  std::set<std::string> changed_nodes;
+  for (const NodeInfo& node : next.nodes()) {
+    const NodeInfo* before = base.FindNode(node.node_id);
+    if (before == nullptr || !(*before == node)) changed_nodes.insert(node.node_id);
+  }
+  for (const NodeInfo& node : base.nodes()) {
+    if (next.FindNode(node.node_id) == nullptr) changed_nodes.insert(node.node_id);
+  }
+  for (const std::string& node : changed_nodes) units["n:" + node].nodes.push_back(node);
+  // The unit a change of base shard `id` belongs to.
+  auto unit_of_base = [&](uint64_t id, uint64_t group) -> Unit& {
+    const ShardInfo* shard = base.FindShard(id);
+    if (shard != nullptr && changed_nodes.count(shard->primary)) {
+      return units["n:" + shard->primary];
+    }
+    return units[fmt::format("s:{:016x}", group)];
+  };
+  std::map<uint64_t, uint64_t> group_of_parent;  // A split's or merge's parents: smallest id.
+  for (const ShardInfo& shard : next.shards()) {
+    if (base.FindShard(shard.shard_id) != nullptr) continue;
+    std::vector<uint64_t> parents;
+    for (uint64_t parent : {shard.split_from, shard.merge_left, shard.merge_right}) {
+      if (parent != 0 && base.FindShard(parent) != nullptr) parents.push_back(parent);
+    }
+    const uint64_t group =
+        parents.empty() ? shard.shard_id : *std::min_element(parents.begin(), parents.end());
+    for (uint64_t parent : parents) group_of_parent[parent] = group;
+    unit_of_base(group, group).put.push_back(shard.shard_id);
+  }
+  for (const ShardInfo& shard : base.shards()) {
+    const ShardInfo* now = next.FindShard(shard.shard_id);
+    if (now == nullptr) {
+      auto group = group_of_parent.find(shard.shard_id);
+      const uint64_t g = group == group_of_parent.end() ? shard.shard_id : group->second;
+      unit_of_base(g, g).removed.push_back(shard.shard_id);
+    } else if (!(*now == shard)) {
+      unit_of_base(shard.shard_id, shard.shard_id).put.push_back(shard.shard_id);
+    }
+  }
+  size_t total = 1;  // The version key.
+  for (const auto& [key, unit] : units) total += unit.writes();
+  if (total <= max_writes) return next;
+
+  // Take whole units while they fit.
+  size_t budget = max_writes - 1;
+  std::vector<const Unit*> taken;
+  for (const auto& [key, unit] : units) {
+    if (unit.writes() > budget) continue;
+    budget -= unit.writes();
+    taken.push_back(&unit);
+  }
+  if (taken.empty()) {
+    return Status::InvalidArgument(
+        "shards", "every part of this shard map change needs more writes than one commit takes (" +
+                      std::to_string(max_writes) + "; etcd --max-txn-ops)");
+  }
+  std::map<uint64_t, ShardInfo> shards;  // By id: base, then the taken units applied.
+  for (const ShardInfo& shard : base.shards()) shards[shard.shard_id] = shard;
+  std::map<std::string, NodeInfo> nodes;
+  for (const NodeInfo& node : base.nodes()) nodes[node.node_id] = node;
+  for (const Unit* unit : taken) {
+    for (uint64_t id : unit->removed) shards.erase(id);
+    for (uint64_t id : unit->put) shards[id] = *next.FindShard(id);
+    for (const std::string& id : unit->nodes) {
+      const NodeInfo* node = next.FindNode(id);
+      if (node == nullptr) {
+        nodes.erase(id);
+      } else {
+        nodes[id] = *node;
+      }
+    }
+  }
+  std::vector<ShardInfo> shard_list;
+  shard_list.reserve(shards.size());
+  for (auto& [id, shard] : shards) shard_list.push_back(std::move(shard));
+  std::vector<NodeInfo> node_list;
+  for (auto& [id, node] : nodes) node_list.push_back(std::move(node));
+  return ShardMap::Make(next.version(), std::move(shard_list), std::move(node_list));
 }
 
 Status PublishFirstShardMap(MetadataStore& metadata, const ShardMap& map) {

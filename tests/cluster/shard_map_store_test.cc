@@ -313,3 +313,72 @@ TEST_CASE("commits apply every write at one version or none, and a watch gets th
 
 }  // namespace
 }  // namespace scrollback
+
+namespace scrollback {
+namespace {
+
+// Steps from `base` to `target` with FirstStepOfChange, as the controller does over passes;
+// returns the steps' sizes in writes.
+std::vector<size_t> StepThrough(ShardMap base, const ShardMap& target, size_t max_writes) {
+  std::vector<size_t> steps;
+  for (int pass = 0; pass < 100; ++pass) {
+    auto next = ShardMap::Make(base.version() + 1, target.shards(), target.nodes());
+    REQUIRE(next.ok());
+    if (next->shards() == base.shards() && next->nodes() == base.nodes()) return steps;
+    auto step = FirstStepOfChange(base, *next, max_writes);
+    INFO(step.status().ToString());
+    REQUIRE(step.ok());
+    // What the step writes, as PublishShardMap counts it.
+    auto store = NewInMemoryMetadataStore(SystemClock());
+    REQUIRE(PublishFirstShardMap(*store, base).ok());
+    auto stored = LoadShardMap(*store);
+    REQUIRE(stored.ok());
+    auto metered = std::make_shared<MeteredMetadataStore>(store);
+    REQUIRE(PublishShardMap(*metered, *stored, *step).ok());
+    steps.push_back(metered->traffic().keys_written);
+    base = std::move(step).value();
+  }
+  FAIL("no end of steps");
+  return steps;
+}
+
+TEST_CASE("a failover of two nodes' primaries too large for one commit is published node by node") {
+  std::vector<NodeInfo> nodes = Nodes(3);
+  const ShardMap base = ShardMap::Uniform(1, 300, nodes, 3);  // 100 primaries per node.
+  std::vector<ShardInfo> shards = base.shards();
+  for (ShardInfo& shard : shards) {
+    if (shard.primary != "n2") ++shard.epoch;  // n0 and n1 came back under new leases.
+  }
+  nodes[0].lease_id = 7;
+  nodes[1].lease_id = 8;
+  auto target = ShardMap::Make(2, shards, nodes);
+  REQUIRE(target.ok());
+  // 202 records and the version key: n0's unit (its record and its 100 primaries), then n1's.
+  CHECK(StepThrough(base, *target, 128) == std::vector<size_t>{102, 102});
+  // A node with more primaries than one commit takes cannot be recorded at all.
+  auto refused = FirstStepOfChange(base, *target, 64);
+  CHECK(refused.status().code() == ErrorCode::kInvalidArgument);
+}
+
+TEST_CASE("splits too many for one commit are published whole, a part at a time") {
+  const ShardMap base = ShardMap::Uniform(1, 200, Nodes(3), 3);
+  std::vector<ShardInfo> shards = base.shards();
+  uint64_t next_id = base.NextShardId();
+  for (int i = 0; i < 100; ++i) {
+    const ShardInfo parent = shards[2 * i];
+    REQUIRE(
+        SplitAt(shards, next_id, parent.range.first + (parent.range.last - parent.range.first) / 2)
+            .ok());
+    for (ShardInfo& s : shards) {
+      if (s.shard_id == next_id || s.shard_id == next_id + 1) s.split_from = parent.shard_id;
+    }
+    next_id += 2;
+  }
+  auto target = ShardMap::Make(2, shards, base.nodes());
+  REQUIRE(target.ok());
+  // 300 records: 42 whole splits (126 records and the version key) per commit.
+  CHECK(StepThrough(base, *target, 128) == std::vector<size_t>{127, 127, 49});
+}
+
+}  // namespace
+}  // namespace scrollback

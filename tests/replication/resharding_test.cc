@@ -3,6 +3,9 @@
 // tokens), from `verify` across every copy, and from the nodes' counters (children cut locally,
 // no checkpoint copied). Randomized rounds print their seed (SCROLLBACK_SEED=... replays one;
 // SCROLLBACK_SPLIT_ROUNDS sets how many).
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdlib>
@@ -19,6 +22,9 @@
 #include "scrollback/cluster/merge.h"
 #include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/cluster/split.h"
+#include "scrollback/router/router_server.h"
+#include "scrollback/schema/chatstore.capnp.h"
+#include "scrollback/schema/wire.h"
 #include "test_util.h"
 
 namespace scrollback {
@@ -382,33 +388,104 @@ EmbeddedClusterOptions FourNodes() {
   return options;
 }
 
-TEST_CASE("clients and the fan-out worker keep working while the map changes many times a second") {
+// Sends through a router from a thread of its own (its own event loop and connection), one
+// conversation after another, each send retried with its client_msg_id until acknowledged.
+class RouterSender {
+ public:
+  RouterSender(std::string router_address, std::vector<uint64_t> convs)
+      : address_(std::move(router_address)), convs_(std::move(convs)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  // Lets the send in progress finish; returns what was acknowledged.
+  std::vector<AckedSend> Stop() {
+    stop_ = true;
+    thread_.join();
+    return acked_;
+  }
+  uint64_t retries() const { return retries_; }
+
+ private:
+  void Run() {
+    auto io = kj::setupAsyncIo();
+    auto address = io.provider->getNetwork().parseAddress(address_).wait(io.waitScope);
+    auto stream = address->connect().wait(io.waitScope);
+    capnp::TwoPartyClient rpc(*stream);
+    auto store = rpc.bootstrap().castAs<schema::ChatStore>();
+    for (int n = 0; !stop_; ++n) {
+      const uint64_t conv = convs_[n % convs_.size()];
+      const std::string id = "router-" + std::to_string(n);
+      for (int attempt = 0; attempt < 1000; ++attempt) {
+        auto call = store.sendMessageRequest();
+        auto request = call.initRequest();
+        request.setConvId(conv);
+        request.setSenderId(1);
+        request.setClientMsgId(wire::AsData(id));
+        request.setBody(wire::AsData(id));
+        auto reply = call.send().wait(io.waitScope);
+        auto result = reply.getResult();
+        if (!result.hasError()) {
+          auto token = result.getToken();
+          acked_.push_back({conv, id, result.getSeq(),
+                            WriteToken{token.getShardId(), token.getEpoch(), token.getLsn()}});
+          break;
+        }
+        ++retries_;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+  }
+
+  const std::string address_;
+  const std::vector<uint64_t> convs_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> retries_{0};
+  std::vector<AckedSend> acked_;  // The thread's until Stop.
+  std::thread thread_;
+};
+
+TEST_CASE(
+    "clients, a router and the fan-out worker keep working while the map changes many times a "
+    "second") {
   ClusterFixture f(FailoverOptions(AckMode::kAsync));
   auto convs = ConversationsPerShard(f, kFirstConv, 2);
+  auto router_convs = ConversationsPerShard(f, kFirstConv + 10'000, 1);
+  // A router following the map on its own (its own watcher), as scrollback-router does.
+  auto router_maps = MetadataShardMapSource::Create(f.cluster->metadata());
+  REQUIRE(router_maps.ok());
+  RouterOptions router_options;
+  router_options.rpc.event_loops = 1;
+  auto router = RouterServer::Start(router_options, *router_maps);
+  INFO(router.status().ToString());
+  REQUIRE(router.ok());
   SendLoad load(f, convs, {});
   load.Start();
   REQUIRE(load.EachGains(2));
+  RouterSender via_router((*router)->address(), router_convs);
   const uint64_t version_before = StoredMap(f).version();
   const uint64_t seed = std::random_device{}();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
   int switchovers = 0;
+  constexpr int kVersions = 150;
+  constexpr int kSwitchovers = 4;
+  int versions_published = 0;
   WhileSending(f, [&] {
-    // 3 s of churn: a map version every ~10 ms that moves nothing (a node's HTTP address), and
-    // meanwhile switchovers of random shards to one of their replicas, which do.
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    // The churn: 150 map versions ~10 ms apart that move nothing (a node's HTTP address), and
+    // meanwhile switchovers of random shards to one of their replicas, which do. Counted, not
+    // timed: a slow (sanitized) build churns longer.
     std::thread versions([&] {
-      for (int i = 0; std::chrono::steady_clock::now() < until; ++i) {
+      for (int i = 0; i < kVersions; ++i) {
         auto edited =
             EditShardMap(*f.cluster->metadata(), [&](auto&, std::vector<NodeInfo>& nodes) {
               nodes[i % nodes.size()].http_address = "127.0.0.1:" + std::to_string(20000 + i);
               return Status::Ok();
             });
         CHECK(edited.ok());
+        versions_published += edited.ok();
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
     });
-    while (std::chrono::steady_clock::now() < until) {
+    for (int attempt = 0; attempt < 100 && switchovers < kSwitchovers; ++attempt) {
       const ShardMap map = StoredMap(f);
       const ShardInfo& shard = map.shards()[rng() % map.shards().size()];
       const std::string to = shard.replicas[rng() % shard.replicas.size()];
@@ -417,15 +494,21 @@ TEST_CASE("clients and the fan-out worker keep working while the map changes man
     }
     versions.join();
   });
-  // The churn happened: about 100 versions a second (a count, not a timing).
-  CHECK(StoredMap(f).version() - version_before >= 100);
-  CHECK(switchovers >= 3);
+  CHECK(versions_published == kVersions);
+  CHECK(StoredMap(f).version() - version_before >= kVersions);
+  CHECK(switchovers == kSwitchovers);
   REQUIRE(load.EachGains(2));  // Sends go on after the churn, to every shard.
   load.Stop();
-  CheckAcknowledged(f, load.acked);
+  std::vector<AckedSend> acked = via_router.Stop();
+  INFO("through the router: " << acked.size() << " acknowledged, " << via_router.retries()
+                              << " retried");
+  CHECK(acked.size() >= router_convs.size());
+  (*router)->Stop(std::chrono::milliseconds(0));
+  acked.insert(acked.end(), load.acked.begin(), load.acked.end());
+  CheckAcknowledged(f, acked);
   // Every member's inbox converges on the last acknowledged send of each conversation.
   std::map<uint64_t, uint64_t> last_seq;
-  for (const AckedSend& a : load.acked) last_seq[a.conv] = std::max(last_seq[a.conv], a.seq);
+  for (const AckedSend& a : acked) last_seq[a.conv] = std::max(last_seq[a.conv], a.seq);
   for (uint64_t user : {2, 3}) {
     CHECK(f.Eventually(
         [&] {

@@ -172,7 +172,7 @@ class FailoverController {
   std::atomic<bool> leading_{false};
   std::atomic<uint64_t> passes_{0}, failovers_{0}, epoch_bumps_{0}, deferred_{0}, errors_{0},
       switchovers_{0}, switchovers_abandoned_{0}, splits_{0}, splits_abandoned_{0}, moves_{0},
-      moves_aborted_{0}, rebalance_rounds_{0}, rebalance_requests_{0};
+      moves_aborted_{0}, rebalance_rounds_{0}, rebalance_requests_{0}, partial_changes_{0};
   std::thread thread_;
 };
 

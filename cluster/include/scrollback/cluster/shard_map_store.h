@@ -68,6 +68,16 @@ Result<ShardMap> ReadShardMap(MetadataStore& metadata);
 // (MetadataStore::max_writes_per_commit). Returns the new store version.
 Result<int64_t> PublishShardMap(MetadataStore& metadata, const StoredShardMap& base,
                                 const ShardMap& next);
+// The first step of going from `base` to `next` when the whole change needs more writes than one
+// commit takes (`max_writes`, the version key included): `next`'s version with as many whole
+// units of the change as fit, in order — a node whose record changed together with every shard
+// change of which it was primary (a failover records a node's new lease with all of its
+// primaries' new epochs), then a changed shard alone, a split's parent with its children, a
+// merge's parents with the merged shard. `next` itself when it all fits. The caller publishes
+// the step and plans the rest from the map that results (the failover controller does so on its
+// next pass). invalid-argument when no unit fits.
+Result<ShardMap> FirstStepOfChange(const ShardMap& base, const ShardMap& next, size_t max_writes);
+
 // Publishes `map` as the first map unless one exists (then OK: someone else's first). A map with
 // more records than one commit takes is written in several, the version key last, so no reader
 // sees it half-written. Safe to call from every node at once with the same map; a different

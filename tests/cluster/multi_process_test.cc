@@ -9,6 +9,7 @@
 #include "process_util.h"
 #include "scrollback/admin/verify.h"
 #include "scrollback/cluster/etcd_metadata_store.h"
+#include "scrollback/cluster/failover_controller.h"
 #include "scrollback/cluster/shard_map_store.h"
 #include "scrollback/schema/chatstore.capnp.h"
 #include "scrollback/schema/wire.h"
@@ -289,6 +290,7 @@ TEST_CASE(
 
   // A graceful stop exits 0.
   int status = cluster.nodes[live].process->Stop(SIGTERM, std::chrono::seconds(10));
+  INFO(cluster.nodes[live].process->LogTail());
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
 }
@@ -547,6 +549,156 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
     CHECK(page.getPage().getMessages().size() == acked[conv]);
   }
   cluster.WaitServing(3);
+  auto fresh = MetadataShardMapSource::Create(cluster.metadata);
+  REQUIRE(fresh.ok());
+  const std::string problems =
+      EventuallyIdenticalProblems(io, [&] { return (*fresh)->RefreshNow(); });
+  INFO(problems);
+  CHECK(problems.empty());
+}
+
+}  // namespace
+}  // namespace scrollback
+
+namespace scrollback {
+namespace {
+
+TEST_CASE(
+    "processes: a move goes on through SIGKILLs of scrollbackctl, the source and the controller's "
+    "leader") {
+  MultiProcessCluster cluster;
+  auto& io = cluster.io;
+  auto address = io.provider->getNetwork()
+                     .parseAddress(MultiProcessCluster::Address(cluster.router_port))
+                     .wait(io.waitScope);
+  auto stream = address->connect().wait(io.waitScope);
+  capnp::TwoPartyClient rpc(*stream);
+  auto router = rpc.bootstrap().castAs<schema::ChatStore>();
+  constexpr uint64_t kConvs = 12;
+  std::map<uint64_t, uint64_t> acked;  // Conversation -> sends acknowledged (seqs 1..n).
+  uint64_t retried = 0;
+  // Each send retried with its client_msg_id until acknowledged: a failover takes a lease's
+  // time, and a retry of a send that did commit answers with its first seq.
+  auto load = [&](int rounds) {
+    for (int r = 0; r < rounds; ++r) {
+      for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+        const std::string id = "m" + std::to_string(acked[conv]);
+        bool done = false;
+        for (int attempt = 0; attempt < 600 && !done; ++attempt) {
+          auto send = router.sendMessageRequest();
+          auto request = send.initRequest();
+          request.setConvId(conv);
+          request.setSenderId(1);
+          request.setClientMsgId(wire::AsData(id));
+          request.setBody(wire::AsData("body " + id));
+          auto sent = send.send().wait(io.waitScope);
+          done = !sent.hasError() && !sent.getResult().hasError();
+          if (done) {
+            CHECK(sent.getResult().getSeq() == acked[conv] + 1);
+            ++acked[conv];
+          } else {
+            ++retried;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          }
+        }
+        REQUIRE(done);
+      }
+    }
+  };
+  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+    auto create = router.createConversationRequest();
+    create.setConvId(conv);
+    create.setCreatorId(1);
+    create.setTitle("move");
+    REQUIRE_FALSE(create.send().wait(io.waitScope).hasError());
+  }
+  load(5);
+
+  cluster.nodes.push_back({"node-4", FreePort(), FreePort(), nullptr});
+  auto [add_code, add_out] =
+      RunCtl(cluster, {"add-node", "--etcd", cluster.etcd.endpoint(), "--node-id", "node-4"},
+             "add-node.log");
+  INFO(add_out);
+  REQUIRE(add_code == 0);
+  cluster.StartNode(3, {"--bootstrap-mb-per-s", "0.01"});  // The copy crawls.
+  const ShardInfo moving = ReadShardMap(*cluster.metadata)->ShardForKey(2);
+  const std::string source = moving.primary;
+  auto index_of = [&](const std::string& id) {
+    for (size_t i = 0; i < cluster.nodes.size(); ++i) {
+      if (cluster.nodes[i].id == id) return i;
+    }
+    FAIL("no node " << id);
+    return size_t{0};
+  };
+  auto in_progress = [&] {
+    auto map = ReadShardMap(*cluster.metadata);
+    return map.ok() && map->FindShard(moving.shard_id) != nullptr &&
+           map->FindShard(moving.shard_id)->move_to == "node-4";
+  };
+  ChildProcess mover({SCROLLBACKCTL, "move", "--etcd", cluster.etcd.endpoint(), "--shard",
+                      std::to_string(moving.shard_id), "--from", source, "--to", "node-4"},
+                     cluster.etcd.dir.Sub("move.log"));
+  bool recorded = false;
+  for (int i = 0; i < 400 && !recorded; ++i) {
+    recorded = in_progress();
+    if (!recorded) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  REQUIRE(recorded);
+
+  // The mover dies: the move lives in the map, not in the command.
+  mover.Stop(SIGKILL, std::chrono::milliseconds(0));
+  load(2);
+  REQUIRE(in_progress());
+
+  // The source (the moved copy's node, primary of the shard) dies mid-copy: a replica takes
+  // over, and the move goes on from the new primary.
+  cluster.nodes[index_of(source)].process->Stop(SIGKILL, std::chrono::milliseconds(0));
+  load(3);
+  cluster.StartNode(index_of(source));
+  load(2);
+
+  // The controller's leader dies (whichever node leads now; node-4 never does here).
+  auto leader = cluster.metadata->Get(kControllerKey);
+  REQUIRE(leader.ok());
+  REQUIRE(leader->has_value());
+  const std::string leading = (*leader)->value;
+  INFO("source " << source << ", leader " << leading);
+  REQUIRE(in_progress());
+  if (leading != "node-4") {
+    cluster.nodes[index_of(leading)].process->Stop(SIGKILL, std::chrono::milliseconds(0));
+    load(3);
+    cluster.StartNode(index_of(leading));
+  }
+
+  // Unthrottled, the target finishes its copy (if it has not yet) and the move completes.
+  cluster.nodes[3].process->Stop(SIGTERM, std::chrono::seconds(10));
+  cluster.StartNode(3);
+  bool finished = false;
+  for (int i = 0; i < 1200 && !finished; ++i) {
+    auto map = ReadShardMap(*cluster.metadata);
+    const ShardInfo* now = map.ok() ? map->FindShard(moving.shard_id) : nullptr;
+    finished = now != nullptr && now->move_to.empty() &&
+               (now->primary == "node-4" ||
+                std::count(now->replicas.begin(), now->replicas.end(), "node-4") == 1) &&
+               now->primary != source &&
+               std::count(now->replicas.begin(), now->replicas.end(), source) == 0;
+    if (!finished) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(finished);
+  load(3);
+  INFO(retried << " sends retried");
+
+  // Every acknowledged send is there once, and every copy of every shard is identical.
+  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+    auto read = router.readHistoryRequest();
+    auto query = read.initRequest();
+    query.setConvId(conv);
+    query.setLimit(200);
+    auto page = read.send().wait(io.waitScope);
+    REQUIRE_FALSE(page.hasError());
+    CHECK(page.getPage().getMessages().size() == acked[conv]);
+  }
+  for (size_t i = 0; i < cluster.nodes.size(); ++i) cluster.WaitServing(i);
   auto fresh = MetadataShardMapSource::Create(cluster.metadata);
   REQUIRE(fresh.ok());
   const std::string problems =

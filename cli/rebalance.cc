@@ -31,6 +31,7 @@ Result<std::vector<ShardLoad>> CollectShardLoads(kj::AsyncIoContext& io, const S
         ShardLoad& load = loads.emplace_back();
         load.shard_id = st.getShardId();
         load.ops_per_s = st.getReadOpsPerS() + st.getWriteOpsPerS();
+        load.bytes_per_s = st.getBytesPerS();
         load.size_bytes = st.getLiveDataBytes() + st.getMemtableBytes();
         for (double ops : st.getLoadBuckets()) load.bucket_ops.push_back(ops);
         for (auto hot : st.getHotTokens()) {

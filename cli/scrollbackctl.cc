@@ -142,6 +142,7 @@ int Status_(const std::string& node_address, int timeout_ms, bool json) {
     std::string node, role, state, primary, error;
     uint64_t epoch = 0, keys = 0, live = 0, memtable = 0, lsn = 0, lag_lsn = 0, lag_ms = 0;
     uint64_t bootstrap_done = 0, bootstrap_total = 0;
+    double read_ops = 0, write_ops = 0, bytes = 0;  // Per second, decayed.
   };
   std::map<uint64_t, std::vector<Copy>> copies;
   nlohmann::json out = {{"map_version", map->version()},
@@ -182,6 +183,9 @@ int Status_(const std::string& node_address, int timeout_ms, bool json) {
           c.lag_ms = st.getLagMs();
           c.bootstrap_done = st.getBootstrapBytesDone();
           c.bootstrap_total = st.getBootstrapBytesTotal();
+          c.read_ops = st.getReadOpsPerS();
+          c.write_ops = st.getWriteOpsPerS();
+          c.bytes = st.getBytesPerS();
           copies[st.getShardId()].push_back(std::move(c));
         }
       } catch (const kj::Exception&) {
@@ -200,9 +204,11 @@ int Status_(const std::string& node_address, int timeout_ms, bool json) {
     }
   }
   if (!json) {
-    fmt::print("\n{:<6} {:<33} {:<10} {:<8} {:<13} {:>5} {:>9} {:>8} {:>8} {:>9} {:>10}  {}\n",
-               "SHARD", "TOKENS", "NODE", "ROLE", "STATE", "EPOCH", "LSN", "LAG", "LAG_MS", "KEYS~",
-               "SST", "NOTE");
+    fmt::print(
+        "\n{:<6} {:<33} {:<10} {:<8} {:<13} {:>5} {:>9} {:>8} {:>8} {:>9} {:>10} {:>9} {:>10}  "
+        "{}\n",
+        "SHARD", "TOKENS", "NODE", "ROLE", "STATE", "EPOCH", "LSN", "LAG", "LAG_MS", "KEYS~", "SST",
+        "OPS/S", "BYTES/S", "NOTE");
   }
   for (const ShardInfo& shard : map->shards()) {
     std::vector<std::string> holders = {shard.primary};
@@ -239,14 +245,19 @@ int Status_(const std::string& node_address, int timeout_ms, bool json) {
                                         {"memtable_bytes", c.memtable},
                                         {"bootstrap_done", c.bootstrap_done},
                                         {"bootstrap_total", c.bootstrap_total},
+                                        {"read_ops_per_s", c.read_ops},
+                                        {"write_ops_per_s", c.write_ops},
+                                        {"bytes_per_s", c.bytes},
                                         {"error", c.error}});
       } else {
         const bool replica = c.role == "replica";
         fmt::print(
-            "{:<6} {:016x}-{:016x} {:<10} {:<8} {:<13} {:>5} {:>9} {:>8} {:>8} {:>9} {:>10}  {}\n",
+            "{:<6} {:016x}-{:016x} {:<10} {:<8} {:<13} {:>5} {:>9} {:>8} {:>8} {:>9} {:>10} "
+            "{:>9.1f} {:>10}  {}\n",
             shard.shard_id, shard.range.first, shard.range.last, c.node, c.role, c.state, c.epoch,
             c.lsn, replica ? std::to_string(c.lag_lsn) : "-",
-            replica ? std::to_string(c.lag_ms) : "-", c.keys, Bytes(c.live), note);
+            replica ? std::to_string(c.lag_ms) : "-", c.keys, Bytes(c.live),
+            c.read_ops + c.write_ops, Bytes(static_cast<uint64_t>(c.bytes)), note);
       }
     }
     out["shards"].push_back(std::move(shard_json));
@@ -649,7 +660,7 @@ int Run(int argc, char** argv) {
   bool json = false;
   uint64_t shard = 0;
   auto* status = app.add_subcommand(
-      "status", "Print nodes and every copy of every shard: role, state, LSN, lag, sizes");
+      "status", "Print nodes and every copy of every shard: role, state, LSN, lag, sizes, load");
   status->add_option("--node", node, "host:port of any storage node of the cluster")->required();
   status->add_option("--timeout-ms", timeout_ms, "Per-call timeout")->check(CLI::Range(1, 600000));
   status->add_flag("--json", json, "Machine-readable output");

@@ -64,7 +64,7 @@ class ChatService final : public s::Node::Server {
           [conv_id, read](NodeCore& core, const ShardTable& table) -> Result<Conversation> {
             auto shard = RouteRead(core, table, conv_id, "conv_id", read);
             if (!shard.ok()) return shard.status();
-            return (*shard)->store->GetConversation(conv_id);
+            return Counted(**shard, conv_id, (*shard)->store->GetConversation(conv_id));
           },
           [context](const Conversation& conv) mutable {
             wire::ToWire(conv, context.getResults().initConversation());
@@ -92,7 +92,7 @@ class ChatService final : public s::Node::Server {
                                         const ShardTable& table) -> Result<std::vector<uint64_t>> {
             auto shard = RouteRead(core, table, conv_id, "conv_id", read);
             if (!shard.ok()) return shard.status();
-            return (*shard)->store->ListMembers(conv_id, after, limit);
+            return Counted(**shard, conv_id, (*shard)->store->ListMembers(conv_id, after, limit));
           },
           [context](const std::vector<uint64_t>& members) mutable {
             auto ids = context.getResults().initUserIds(static_cast<unsigned>(members.size()));
@@ -176,7 +176,7 @@ class ChatService final : public s::Node::Server {
           [conv_id, seq, read](NodeCore& core, const ShardTable& table) -> Result<Message> {
             auto shard = RouteRead(core, table, conv_id, "conv_id", read);
             if (!shard.ok()) return shard.status();
-            return (*shard)->store->GetMessage(conv_id, seq);
+            return Counted(**shard, conv_id, (*shard)->store->GetMessage(conv_id, seq));
           },
           [context](const Message& message) mutable {
             wire::ToWire(message, context.getResults().initMessage());
@@ -194,7 +194,7 @@ class ChatService final : public s::Node::Server {
           [query, read](NodeCore& core, const ShardTable& table) -> Result<EncodedHistoryPage> {
             auto shard = RouteRead(core, table, query.conv_id, "conv_id", read);
             if (!shard.ok()) return shard.status();
-            return (*shard)->store->ReadHistoryEncoded(query);
+            return Counted(**shard, query.conv_id, (*shard)->store->ReadHistoryEncoded(query));
           },
           [this, context](const EncodedHistoryPage& page) mutable {
             // Stored messages are copied onto the wire as they are: no decoding, no re-encoding.
@@ -252,7 +252,7 @@ class ChatService final : public s::Node::Server {
           [query, read](NodeCore& core, const ShardTable& table) -> Result<InboxPage> {
             auto shard = RouteRead(core, table, query.user_id, "user_id", read);
             if (!shard.ok()) return shard.status();
-            return (*shard)->store->ListInbox(query);
+            return Counted(**shard, query.user_id, (*shard)->store->ListInbox(query));
           },
           [context](const InboxPage& page) mutable {
             auto results = context.getResults();
@@ -409,9 +409,17 @@ class ChatService final : public s::Node::Server {
         const LoadSnapshot load = shard.load->Snapshot();
         out.setReadOpsPerS(load.read_ops_per_s);
         out.setWriteOpsPerS(load.write_ops_per_s);
-        auto buckets = out.initLoadBuckets(static_cast<unsigned>(load.buckets.size()));
-        for (unsigned b = 0; b < load.buckets.size(); ++b) {
+        out.setBytesPerS(load.bytes_per_s);
+        const auto n = static_cast<unsigned>(load.buckets.size());
+        auto buckets = out.initLoadBuckets(n);
+        auto reads = out.initBucketReadOpsPerS(n);
+        auto writes = out.initBucketWriteOpsPerS(n);
+        auto bytes = out.initBucketBytesPerS(n);
+        for (unsigned b = 0; b < n; ++b) {
           buckets.set(b, load.buckets[b].read_ops_per_s + load.buckets[b].write_ops_per_s);
+          reads.set(b, load.buckets[b].read_ops_per_s);
+          writes.set(b, load.buckets[b].write_ops_per_s);
+          bytes.set(b, load.buckets[b].bytes_per_s);
         }
         auto hot = out.initHotTokens(static_cast<unsigned>(load.hot_tokens.size()));
         for (unsigned k = 0; k < load.hot_tokens.size(); ++k) {
@@ -753,11 +761,11 @@ class ChatService final : public s::Node::Server {
   // Routes `key`, runs the write `op` on its shard, and attaches the write token.
   template <typename Op>
   static auto Write(const NodeCore& core, const ShardTable& table, uint64_t key, Op&& op,
-                    const char* field = "conv_id")
+                    const char* field = "conv_id", uint64_t bytes = 0)
       -> Result<
           Written<typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type>> {
     using T = typename std::decay_t<decltype(op(std::declval<ShardStore&>()))>::value_type;
-    auto shard = RouteWrite(core, table, key, field);
+    auto shard = RouteWrite(core, table, key, field, bytes);
     if (!shard.ok()) return shard.status();
     Result<T> done = op(*(*shard)->store);
     if (!done.ok()) return done.status();
@@ -767,6 +775,24 @@ class ChatService final : public s::Node::Server {
   static WriteToken TokenAt(const HostedShard& shard) {
     return {shard.assignment.shard_id, shard.assignment.epoch, shard.store->LatestSequence()};
   }
+  // A read's reply, counted in its shard's load by its approximate size on the wire.
+  template <typename T>
+  static Result<T> Counted(const HostedShard& shard, uint64_t key, Result<T> read) {
+    if (read.ok() && shard.load) shard.load->RecordBytes(TokenOf(key), ApproxBytes(*read));
+    return read;
+  }
+  static uint64_t ApproxBytes(const Conversation& conv) { return 64 + conv.title.size(); }
+  static uint64_t ApproxBytes(const std::vector<uint64_t>& ids) { return 8 * ids.size(); }
+  static uint64_t ApproxBytes(const Message& m) {
+    return 64 + m.body.size() + m.client_msg_id.size() + 8 * m.member_ids.size();
+  }
+  static uint64_t ApproxBytes(const EncodedHistoryPage& page) { return 8 * page.words.size(); }
+  static uint64_t ApproxBytes(const InboxPage& page) {
+    uint64_t bytes = 0;
+    for (const InboxEntry& e : page.entries) bytes += 64 + e.preview.size();
+    return bytes;
+  }
+
   static void SetToken(s::WriteToken::Builder out, const WriteToken& token) {
     out.setShardId(token.shard_id);
     out.setEpoch(token.epoch);
@@ -788,21 +814,20 @@ class ChatService final : public s::Node::Server {
 
   static Result<Written<SendMessageResult>> Send(const NodeCore& core, const ShardTable& table,
                                                  const SendMessageRequest& request) {
-    return Write(core, table, request.conv_id,
-                 [&](ShardStore& store) { return store.SendMessage(request); });
+    return Write(
+        core, table, request.conv_id, [&](ShardStore& store) { return store.SendMessage(request); },
+        "conv_id", request.body.size() + request.client_msg_id.size());
   }
 
   // The indexes 0..n-1 grouped by the hosted shard that owns `key_of(i)`; an index no hosted
   // shard owns is handed to `unrouted(i, not_owner_error)` instead.
-  template <typename KeyOf, typename Unrouted>
-  static std::map<const HostedShard*, std::vector<size_t>> GroupByShard(const NodeCore& core,
-                                                                        const ShardTable& table,
-                                                                        size_t n, const char* field,
-                                                                        KeyOf key_of,
-                                                                        Unrouted unrouted) {
+  template <typename KeyOf, typename Unrouted, typename BytesOf = uint64_t (*)(size_t)>
+  static std::map<const HostedShard*, std::vector<size_t>> GroupByShard(
+      const NodeCore& core, const ShardTable& table, size_t n, const char* field, KeyOf key_of,
+      Unrouted unrouted, BytesOf bytes_of = [](size_t) -> uint64_t { return 0; }) {
     std::map<const HostedShard*, std::vector<size_t>> by_shard;
     for (size_t i = 0; i < n; ++i) {
-      auto shard = RouteWrite(core, table, key_of(i), field);
+      auto shard = RouteWrite(core, table, key_of(i), field, bytes_of(i));
       if (shard.ok()) {
         by_shard[*shard].push_back(i);
       } else {
@@ -820,7 +845,8 @@ class ChatService final : public s::Node::Server {
                                                         Status::Internal("send not routed"));
     auto by_shard = GroupByShard(
         core, table, sends.size(), "conv_id", [&](size_t i) { return sends[i].conv_id; },
-        [&](size_t i, Status error) { out[i] = std::move(error); });
+        [&](size_t i, Status error) { out[i] = std::move(error); },
+        [&](size_t i) { return sends[i].body.size() + sends[i].client_msg_id.size(); });
     for (auto& [shard, indexes] : by_shard) {
       std::vector<SendMessageRequest> group;
       group.reserve(indexes.size());

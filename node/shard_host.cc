@@ -747,6 +747,14 @@ void ShardHost::RenderMetrics(std::string* out) const {
             std::to_string(load.write_ops_per_s) + "\n";
   }
   *out +=
+      "# HELP scrollback_shard_load_bytes_per_second Bytes of the calls served by each hosted "
+      "copy, requests and replies (decayed rate, half-life 60 s).\n"
+      "# TYPE scrollback_shard_load_bytes_per_second gauge\n";
+  for (const auto& [id, load] : loads) {
+    *out += "scrollback_shard_load_bytes_per_second{shard=\"" + std::to_string(id) + "\"} " +
+            std::to_string(load.bytes_per_s) + "\n";
+  }
+  *out +=
       "# HELP scrollback_shards Shards assigned to this node, by lifecycle state.\n"
       "# TYPE scrollback_shards gauge\n";
   for (ShardState state : {ShardState::kOpening, ShardState::kServing, ShardState::kRefused,

@@ -129,7 +129,7 @@ Result<const HostedShard*> Route(const NodeCore& core, const ShardTable& table, 
 }
 
 Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& table, uint64_t key,
-                                      const char* field) {
+                                      const char* field, uint64_t bytes) {
   auto shard = Route(core, table, key, field);
   if (shard.ok() && (*shard)->assignment.role != ShardRole::kPrimary) {
     const ShardAssignment& a = (*shard)->assignment;
@@ -148,7 +148,7 @@ Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& ta
   if (shard.ok() && core.options.primary_lease) {
     SB_RETURN_IF_ERROR(core.options.primary_lease->CheckWritable());
   }
-  if (shard.ok() && (*shard)->load) (*shard)->load->RecordWrite(TokenOf(key), 0);
+  if (shard.ok() && (*shard)->load) (*shard)->load->RecordWrite(TokenOf(key), bytes);
   return shard;
 }
 

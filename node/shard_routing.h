@@ -28,16 +28,16 @@ Result<const HostedShard*> PrimaryFor(const NodeCore& core, const ShardTable& ta
 Result<const HostedShard*> Route(const NodeCore& core, const ShardTable& table, uint64_t key,
                                  const char* field);
 
-// Routes a write: the shard must be held here as primary.
+// Routes a write: the shard must be held here as primary. Counts it, with `bytes` (the request's
+// payload), in the shard's load.
 Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& table, uint64_t key,
-                                      const char* field);
+                                      const char* field, uint64_t bytes = 0);
 
 // After a write committed and before it is acknowledged: OK while the node may still write as
 // the primary of the token's shard at the token's epoch (its lease valid, the shard primary
 // here at that epoch); else `unavailable` (counted): the write is never acknowledged once a
 // newer primary may exist.
-Status CheckAcknowledgeable(const NodeCore& core, const ShardTable& table,
-                            const WriteToken& token);
+Status CheckAcknowledgeable(const NodeCore& core, const ShardTable& table, const WriteToken& token);
 
 // Whether a replica's pull of `shard` (held here as primary) from `from_lsn` continues this
 // primary's log. `data_epoch` is the last epoch the copy's data records: when this primary's

@@ -213,6 +213,11 @@ struct ShardStats {
   loadBuckets @20 :List(Float64);   # Reads + writes per second in each of 64 equal token
                                     # sub-ranges of the shard's range, in order.
   hotTokens @21 :List(HotToken);    # The hottest tokens sampled, hottest first (at most 8).
+  bytesPerS @22 :Float64;           # Bytes of the calls served (requests and replies), decayed.
+  # The same 64 sub-ranges as loadBuckets, each split into reads, writes and bytes per second.
+  bucketReadOpsPerS @23 :List(Float64);
+  bucketWriteOpsPerS @24 :List(Float64);
+  bucketBytesPerS @25 :List(Float64);
 }
 
 struct HotToken {

@@ -4,7 +4,9 @@
 #include <kj/async-io.h>
 
 #include <catch2/catch.hpp>
+#include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "process_util.h"
 #include "scrollback/admin/verify.h"
@@ -687,6 +689,30 @@ TEST_CASE(
   REQUIRE(finished);
   load(3);
   INFO(retried << " sends retried");
+
+  // scrollbackctl status --json: every copy of the moved shard, node-4's among them, with its
+  // role and load.
+  cluster.WaitServing(3);
+  auto [status_code, status_out] = RunCtl(
+      cluster, {"status", "--node", MultiProcessCluster::Address(cluster.nodes[3].port), "--json"},
+      "status.log");
+  INFO(status_out);
+  REQUIRE(status_code == 0);
+  std::ifstream status_file(cluster.etcd.dir.Sub("status.log"));
+  const std::string status_text((std::istreambuf_iterator<char>(status_file)),
+                                std::istreambuf_iterator<char>());
+  const auto status = nlohmann::json::parse(status_text, nullptr, /*allow_exceptions=*/false);
+  REQUIRE(status.is_object());
+  bool listed = false;
+  for (const auto& shard : status["shards"]) {
+    if (shard["shard"] != moving.shard_id) continue;
+    for (const auto& copy : shard["copies"]) {
+      CHECK(copy.contains("bytes_per_s"));
+      CHECK(copy.contains("write_ops_per_s"));
+      if (copy["node"] == "node-4") listed = copy["state"] == "serving";
+    }
+  }
+  CHECK(listed);
 
   // Every acknowledged send is there once, and every copy of every shard is identical.
   for (uint64_t conv = 1; conv <= kConvs; ++conv) {

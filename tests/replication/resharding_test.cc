@@ -305,6 +305,8 @@ TEST_CASE("a hot conversation shows in its shard's load and a rebalance isolates
   }
   REQUIRE(hot_load);
   CHECK(hot_load->ops_per_s > 5 * elsewhere);
+  CHECK(hot_load->bytes_per_s > 0);  // Bytes are counted beside the calls...
+  CHECK(SumOverNodes(f, "scrollback_shard_load_bytes_per_second") > 0);  // ... and exported.
   REQUIRE_FALSE(hot_load->hot_tokens.empty());
   CHECK(hot_load->hot_tokens[0].token == TokenOf(hot));
   CHECK(hot_load->hot_tokens[0].share > 0.6);

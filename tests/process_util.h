@@ -157,18 +157,35 @@ struct EtcdFixture {
     int peer_port = FreePort();
     const std::string client = "http://127.0.0.1:" + std::to_string(client_port);
     const std::string peer = "http://127.0.0.1:" + std::to_string(peer_port);
-    process = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"/usr/bin/etcd", "--name", "test", "--data-dir", dir.Sub("etcd"),
-                                 "--listen-client-urls", client, "--advertise-client-urls", client,
-                                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                                 "--initial-cluster", "test=" + peer, "--log-level", "error"},
-        dir.Sub("etcd.log"));
-    SB_REQUIRE_LISTENING(*process, client_port, std::chrono::seconds(20));
+    argv = {"/usr/bin/etcd",
+            "--name",
+            "test",
+            "--data-dir",
+            dir.Sub("etcd"),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            "test=" + peer,
+            "--log-level",
+            "error"};
+    Start();
   }
   std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port); }
+  // Starts etcd (again, on its data and ports: after a Stop or a crash).
+  void Start() {
+    process = std::make_unique<ChildProcess>(argv, dir.Sub("etcd.log"));
+    SB_REQUIRE_LISTENING(*process, client_port, std::chrono::seconds(20));
+  }
 
   TempDir dir;
   int client_port = 0;
+  std::vector<std::string> argv;
   std::unique_ptr<ChildProcess> process;
 };
 

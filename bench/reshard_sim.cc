@@ -117,9 +117,6 @@ class Publisher {
     bytes_written_.push_back(static_cast<double>(after.bytes_written - before.bytes_written));
     keys_written_.push_back(static_cast<double>(after.keys_written - before.keys_written));
     watch_bytes_.push_back(static_cast<double>(watched.watch_bytes - watched_before.watch_bytes));
-    if (watched.reads != load_.reads + reload_reads_) {
-      reload_reads_ = watched.reads - load_.reads;  // The follower loaded afresh: counted.
-    }
     if (!(follower_->Current()->map.Serialize() == current_.map.Serialize())) {
       return Status::Internal("the follower's map differs from the published one at version " +
                               std::to_string(current_.map.version()));
@@ -148,8 +145,8 @@ class Publisher {
         Percentile(bytes_written_, 1.0) / 1e3, mean(watch_bytes_) / 1e3,
         Percentile(watch_bytes_, 1.0) / 1e3, Percentile(follow_ms_, 0.5),
         Percentile(follow_ms_, 0.99), Percentile(apply_ms_, 0.5), Percentile(apply_ms_, 0.99),
-        follower_->reloads() - 1, reload_reads_, single_value_bytes_start / 1e6,
-        single_value_bytes_end / 1e6);
+        follower_->reloads() - 1, follower_store_->traffic().reads - load_.reads,
+        single_value_bytes_start / 1e6, single_value_bytes_end / 1e6);
   }
 
  private:
@@ -161,7 +158,6 @@ class Publisher {
   std::unique_ptr<ShardMapWatcher> follower_;
   MetadataTraffic bootstrap_, load_;
   double bootstrap_ms_ = 0, load_ms_ = 0;
-  uint64_t reload_reads_ = 0;
   std::vector<double> bytes_written_, keys_written_, watch_bytes_, follow_ms_, apply_ms_;
 };
 

@@ -296,12 +296,6 @@ class EtcdMetadataStore final : public MetadataStore {
     return reply.status();
   }
 
-  std::unique_ptr<WatchHandle> Watch(const std::string& prefix, WatchCallback on_change) override {
-    return WatchChanges(prefix, 0, [on_change = std::move(on_change)](const ChangeBatch& batch) {
-      for (const auto& [key, value] : batch.changes) on_change(key, value);
-    });
-  }
-
   std::unique_ptr<WatchHandle> WatchChanges(const std::string& prefix, int64_t after_version,
                                             ChangesCallback on_changes) override {
     if (after_version == 0) {
@@ -320,6 +314,10 @@ class EtcdMetadataStore final : public MetadataStore {
   // options.watch_retry_interval; a compacted start ends the watch with history_lost.
   class StreamingWatch final : public WatchHandle {
    public:
+    // One WatchResponse line at most (a transaction of 128 writes of shard records is ~50 KB;
+    // etcd's own request limit is 1.5 MiB).
+    static constexpr size_t kMaxWatchLine = 64u << 20;
+
     StreamingWatch(EtcdMetadataStore* store, std::string prefix, int64_t after_version,
                    ChangesCallback callback)
         : store_(store),
@@ -380,6 +378,12 @@ class EtcdMetadataStore final : public MetadataStore {
       std::string pending;  // Bytes of a reply line not complete yet.
       auto on_chunk = [&](std::uint64_t, beast::string_view body, beast::error_code&) {
         pending.append(body.data(), body.size());
+        if (pending.size() > kMaxWatchLine) {  // Bounded: a reply never ends its line.
+          result = Status::Corruption("etcd watch: a reply line exceeds " +
+                                      std::to_string(kMaxWatchLine) + " bytes");
+          ioc.stop();
+          return body.size();
+        }
         size_t newline;
         while ((newline = pending.find('\n')) != std::string::npos) {
           Status handled = HandleLine(std::string_view(pending).substr(0, newline));

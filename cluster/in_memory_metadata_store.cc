@@ -168,12 +168,6 @@ class InMemoryMetadataStore final : public MetadataStore {
     return Status::Ok();
   }
 
-  std::unique_ptr<WatchHandle> Watch(const std::string& prefix, WatchCallback on_change) override {
-    return WatchChanges(prefix, 0, [on_change = std::move(on_change)](const ChangeBatch& batch) {
-      for (const auto& [key, value] : batch.changes) on_change(key, value);
-    });
-  }
-
   std::unique_ptr<WatchHandle> WatchChanges(const std::string& prefix, int64_t after_version,
                                             ChangesCallback on_changes) override {
     auto watch = std::make_shared<Watcher>(prefix, std::move(on_changes));

@@ -110,13 +110,6 @@ Result<MetadataPage> CuttableMetadataStore::ListPage(const std::string& prefix,
   return inner_->ListPage(prefix, start_after, limit, at_version);
 }
 
-std::unique_ptr<WatchHandle> CuttableMetadataStore::Watch(const std::string& prefix,
-                                                          WatchCallback on_change) {
-  return WatchChanges(prefix, 0, [on_change = std::move(on_change)](const ChangeBatch& batch) {
-    for (const auto& [key, value] : batch.changes) on_change(key, value);
-  });
-}
-
 std::unique_ptr<WatchHandle> CuttableMetadataStore::WatchChanges(const std::string& prefix,
                                                                  int64_t after_version,
                                                                  ChangesCallback on_changes) {

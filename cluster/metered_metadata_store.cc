@@ -85,13 +85,6 @@ Result<int64_t> MeteredMetadataStore::GrantLease(std::chrono::milliseconds ttl) 
 Status MeteredMetadataStore::KeepAlive(int64_t lease_id) { return inner_->KeepAlive(lease_id); }
 Status MeteredMetadataStore::RevokeLease(int64_t lease_id) { return inner_->RevokeLease(lease_id); }
 
-std::unique_ptr<WatchHandle> MeteredMetadataStore::Watch(const std::string& prefix,
-                                                         WatchCallback on_change) {
-  return WatchChanges(prefix, 0, [on_change = std::move(on_change)](const ChangeBatch& batch) {
-    for (const auto& [key, value] : batch.changes) on_change(key, value);
-  });
-}
-
 std::unique_ptr<WatchHandle> MeteredMetadataStore::WatchChanges(const std::string& prefix,
                                                                 int64_t after_version,
                                                                 ChangesCallback on_changes) {

@@ -403,6 +403,55 @@ TEST_CASE("processes: with replication factor 3, a SIGKILLed node catches up and
 }
 
 // Runs scrollbackctl with `args` to its end (up to `limit`); returns its exit code and output.
+// Sends through the router to conversations 1..convs, one round at a time, each send retried
+// with its client_msg_id until acknowledged (a split's or switchover's pause, or a failover,
+// can outlast the router's own retries; a retry of a send that did commit answers with its
+// first seq). Every acknowledged seq must be the next of its conversation.
+struct RetriedSends {
+  RetriedSends(kj::AsyncIoContext& io, schema::ChatStore::Client& router, uint64_t convs)
+      : io(io), router(router), convs(convs) {}
+
+  void Rounds(int rounds) {
+    for (int r = 0; r < rounds; ++r) {
+      for (uint64_t conv = 1; conv <= convs; ++conv) {
+        const std::string id = "m" + std::to_string(acked[conv]);
+        bool done = false;
+        for (int attempt = 0; attempt < 600 && !done; ++attempt) {
+          auto send = router.sendMessageRequest();
+          auto request = send.initRequest();
+          request.setConvId(conv);
+          request.setSenderId(1);
+          request.setClientMsgId(wire::AsData(id));
+          request.setBody(wire::AsData("body " + id));
+          auto sent = send.send().wait(io.waitScope);
+          done = !sent.hasError() && !sent.getResult().hasError();
+          if (done) {
+            CHECK(sent.getResult().getSeq() == acked[conv] + 1);
+            ++acked[conv];
+          } else {
+            ++failed;
+            failures +=
+                std::string((sent.hasError() ? sent.getError() : sent.getResult().getError())
+                                .getMessage()
+                                .cStr()) +
+                "\n";
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          }
+        }
+        INFO(failures);
+        REQUIRE(done);
+      }
+    }
+  }
+
+  kj::AsyncIoContext& io;
+  schema::ChatStore::Client& router;
+  const uint64_t convs;
+  std::map<uint64_t, uint64_t> acked;  // Conversation -> sends acknowledged (seqs 1..n).
+  uint64_t failed = 0;                 // Attempts that failed, and what they were told.
+  std::string failures;
+};
+
 std::pair<int, std::string> RunCtl(MultiProcessCluster& cluster, std::vector<std::string> args,
                                    const std::string& log,
                                    std::chrono::seconds limit = std::chrono::seconds(120)) {
@@ -422,44 +471,9 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   capnp::TwoPartyClient rpc(*stream);
   auto router = rpc.bootstrap().castAs<schema::ChatStore>();
   constexpr uint64_t kConvs = 16;
-  std::map<uint64_t, uint64_t> acked;  // Conversation -> sends acknowledged (seqs 1..n).
-  int errors = 0;
-  std::string error_log;  // What the failed sends were told.
-  // Each send is retried with its client_msg_id until acknowledged (a split's or a move's
-  // switchover pauses writes; under a sanitizer that pause can outlast the router's own retries).
-  // What the failed attempts were told is kept for the failure message.
-  auto load = [&](int rounds) {
-    for (int r = 0; r < rounds; ++r) {
-      for (uint64_t conv = 1; conv <= kConvs; ++conv) {
-        const std::string id = "m" + std::to_string(acked[conv]);
-        bool done = false;
-        for (int attempt = 0; attempt < 300 && !done; ++attempt) {
-          auto send = router.sendMessageRequest();
-          auto request = send.initRequest();
-          request.setConvId(conv);
-          request.setSenderId(1);
-          request.setClientMsgId(wire::AsData(id));
-          request.setBody(wire::AsData("body " + id));
-          auto sent = send.send().wait(io.waitScope);
-          done = !sent.hasError() && !sent.getResult().hasError();
-          if (done) {
-            CHECK(sent.getResult().getSeq() == acked[conv] + 1);
-            ++acked[conv];
-          } else {
-            ++errors;
-            error_log +=
-                std::string((sent.hasError() ? sent.getError() : sent.getResult().getError())
-                                .getMessage()
-                                .cStr()) +
-                "\n";
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-          }
-        }
-        INFO(error_log);
-        REQUIRE(done);
-      }
-    }
-  };
+  RetriedSends sends(io, router, kConvs);
+  auto load = [&](int rounds) { sends.Rounds(rounds); };
+  auto& acked = sends.acked;
   for (uint64_t conv = 1; conv <= kConvs; ++conv) {
     auto create = router.createConversationRequest();
     create.setConvId(conv);
@@ -528,10 +542,10 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   REQUIRE(recorded);
   cluster.nodes[3].process->Stop(SIGKILL, std::chrono::milliseconds(0));
   CHECK(ReadShardMap(*cluster.metadata)->FindShard(moving.shard_id)->move_to == "node-4");
-  const int errors_before_window = errors;
+  const uint64_t failed_before_window = sends.failed;
   load(3);  // The old placement serves meanwhile: nothing pauses it.
-  INFO(error_log);
-  CHECK(errors == errors_before_window);
+  INFO(sends.failures);
+  CHECK(sends.failed == failed_before_window);
   cluster.StartNode(3);
   int status = mover.Stop(0, std::chrono::seconds(120));
   INFO(mover.LogTail());
@@ -542,7 +556,7 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   CHECK(std::find(moved.replicas.begin(), moved.replicas.end(), moving.primary) ==
         moved.replicas.end());
   load(3);
-  INFO(errors << " send attempts failed and were retried:\n" << error_log);
+  INFO(sends.failed << " send attempts failed and were retried:\n" << sends.failures);
 
   // Impossible requests: clear errors, exit 1.
   auto [bad_code, bad_out] =
@@ -590,36 +604,9 @@ TEST_CASE(
   capnp::TwoPartyClient rpc(*stream);
   auto router = rpc.bootstrap().castAs<schema::ChatStore>();
   constexpr uint64_t kConvs = 12;
-  std::map<uint64_t, uint64_t> acked;  // Conversation -> sends acknowledged (seqs 1..n).
-  uint64_t retried = 0;
-  // Each send retried with its client_msg_id until acknowledged: a failover takes a lease's
-  // time, and a retry of a send that did commit answers with its first seq.
-  auto load = [&](int rounds) {
-    for (int r = 0; r < rounds; ++r) {
-      for (uint64_t conv = 1; conv <= kConvs; ++conv) {
-        const std::string id = "m" + std::to_string(acked[conv]);
-        bool done = false;
-        for (int attempt = 0; attempt < 600 && !done; ++attempt) {
-          auto send = router.sendMessageRequest();
-          auto request = send.initRequest();
-          request.setConvId(conv);
-          request.setSenderId(1);
-          request.setClientMsgId(wire::AsData(id));
-          request.setBody(wire::AsData("body " + id));
-          auto sent = send.send().wait(io.waitScope);
-          done = !sent.hasError() && !sent.getResult().hasError();
-          if (done) {
-            CHECK(sent.getResult().getSeq() == acked[conv] + 1);
-            ++acked[conv];
-          } else {
-            ++retried;
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
-          }
-        }
-        REQUIRE(done);
-      }
-    }
-  };
+  RetriedSends sends(io, router, kConvs);
+  auto load = [&](int rounds) { sends.Rounds(rounds); };
+  auto& acked = sends.acked;
   for (uint64_t conv = 1; conv <= kConvs; ++conv) {
     auto create = router.createConversationRequest();
     create.setConvId(conv);
@@ -701,7 +688,7 @@ TEST_CASE(
   }
   REQUIRE(finished);
   load(3);
-  INFO(retried << " sends retried");
+  INFO(sends.failed << " send attempts failed and were retried");
 
   // scrollbackctl status --json: every copy of the moved shard, node-4's among them, with its
   // role and load.

@@ -148,9 +148,6 @@ class GatedMetadataStore final : public MetadataStore {
                                 size_t limit, int64_t at_version) override {
     return inner_->ListPage(prefix, start_after, limit, at_version);
   }
-  std::unique_ptr<WatchHandle> Watch(const std::string&, WatchCallback) override {
-    return std::make_unique<Silent>();
-  }
   std::unique_ptr<WatchHandle> WatchChanges(const std::string&, int64_t, ChangesCallback) override {
     return std::make_unique<Silent>();
   }

@@ -41,7 +41,6 @@ class CuttableMetadataStore final : public MetadataStore {
   size_t max_writes_per_commit() const override;
   Result<MetadataPage> ListPage(const std::string& prefix, const std::string& start_after,
                                 size_t limit, int64_t at_version) override;
-  std::unique_ptr<WatchHandle> Watch(const std::string& prefix, WatchCallback on_change) override;
   std::unique_ptr<WatchHandle> WatchChanges(const std::string& prefix, int64_t after_version,
                                             ChangesCallback on_changes) override;
 

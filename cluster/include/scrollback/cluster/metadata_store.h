@@ -102,23 +102,25 @@ class MetadataStore {
   virtual Status KeepAlive(int64_t lease_id) = 0;
   virtual Status RevokeLease(int64_t lease_id) = 0;
 
-  // Calls `on_change(key, value or nullopt if deleted)` after each change under `prefix`, on a
-  // thread of the store's choosing, one call at a time per watch. Do not destroy the handle from
-  // inside the callback.
-  using WatchCallback =
-      std::function<void(const std::string& key, const std::optional<VersionedValue>& value)>;
-  virtual std::unique_ptr<WatchHandle> Watch(const std::string& prefix,
-                                             WatchCallback on_change) = 0;
-
   // Calls `on_changes` with every version after `after_version` that changed a key under
-  // `prefix`, in version order, one batch per version, one call at a time; with after_version
-  // 0, from the next change on. A watch survives a lost connection (it resumes after the last
-  // version it delivered); only a batch with history_lost ends it. Same threading rules as
-  // Watch.
+  // `prefix`, in version order, one batch per version, on a thread of the store's choosing, one
+  // call at a time per watch; with after_version 0, from the next change on. A watch survives a
+  // lost connection (it resumes after the last version it delivered); only a batch with
+  // history_lost ends it. Do not destroy the handle from inside the callback.
   using ChangesCallback = std::function<void(const ChangeBatch& batch)>;
   virtual std::unique_ptr<WatchHandle> WatchChanges(const std::string& prefix,
                                                     int64_t after_version,
                                                     ChangesCallback on_changes) = 0;
+
+  // WatchChanges from now, one call per changed key: `on_change(key, value or nullopt if
+  // deleted)`.
+  using WatchCallback =
+      std::function<void(const std::string& key, const std::optional<VersionedValue>& value)>;
+  std::unique_ptr<WatchHandle> Watch(const std::string& prefix, WatchCallback on_change) {
+    return WatchChanges(prefix, 0, [on_change = std::move(on_change)](const ChangeBatch& batch) {
+      for (const auto& [key, value] : batch.changes) on_change(key, value);
+    });
+  }
 };
 
 // In-memory store. Leases expire by `clock`; expiry is checked on every call and by a

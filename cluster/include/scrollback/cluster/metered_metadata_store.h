@@ -42,7 +42,6 @@ class MeteredMetadataStore final : public MetadataStore {
   Result<int64_t> GrantLease(std::chrono::milliseconds ttl) override;
   Status KeepAlive(int64_t lease_id) override;
   Status RevokeLease(int64_t lease_id) override;
-  std::unique_ptr<WatchHandle> Watch(const std::string& prefix, WatchCallback on_change) override;
   std::unique_ptr<WatchHandle> WatchChanges(const std::string& prefix, int64_t after_version,
                                             ChangesCallback on_changes) override;
 

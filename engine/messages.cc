@@ -70,6 +70,32 @@ Result<ShardStoreImpl::HistoryScan> ShardStoreImpl::ScanHistory(const HistoryQue
   }
   if (scan.newest_first && cursor == 1) return scan;  // Nothing below seq 1.
 
+  // Newest-first pages within the conversation's cached tail are served from it (decision
+  // 0014); a page from the newest that is read from RocksDB fills it.
+  const bool from_tail = scan.newest_first && !query.from_time_ms && tails_.enabled();
+  uint64_t tail_epoch = 0, tail_owner = 0;
+  if (from_tail) {
+    const uint64_t owner = tail_owner = tail_owner_.load(std::memory_order_acquire);
+    if (auto tail = tails_.Find(owner, query.conv_id)) {
+      // Exclusive upper end: the cursor, clamped to the newest message like the scan below.
+      const uint64_t upper =
+          cursor == 0 || cursor > tail->last_seq + 1 ? tail->last_seq + 1 : cursor;
+      const uint64_t first = upper > query.limit ? upper - query.limit : 1;
+      if (first >= tail->first_seq) {
+        for (uint64_t seq = first; seq < upper; ++seq) {
+          SB_RETURN_IF_ERROR(add(seq, tail->Value(seq)));
+        }
+        scan.has_more = first > 1;
+        if (scan.has_more) scan.next_cursor_seq = first;
+        return scan;
+      }
+    }
+    // Scans never run memory-only (decision 0011): a miss on the event loop goes to the pool.
+    if (cache_only_reads)
+      return Status::FromCode(ErrorCode::kWouldBlock, "history tail not cached");
+    tail_epoch = tails_.Epoch(owner, query.conv_id);
+  }
+
   BoundedIterator it(db_.get(), handles_[kMessagesCf], Key(query.conv_id, Tag::kMessage),
                      TagEnd(query.conv_id, Tag::kMessage));
   uint32_t count = 0;
@@ -87,16 +113,35 @@ Result<ShardStoreImpl::HistoryScan> ShardStoreImpl::ScanHistory(const HistoryQue
       SB_RETURN_IF_ERROR(CheckConversationExists(query.conv_id));
       return scan;
     }
-    cursor = SeqOfMessageKey(it->key()) + 1;
+    const uint64_t found = SeqOfMessageKey(it->key());
+    // A page from the newest message (no cursor, or one past the end: seqs are dense, so only
+    // then is `found` below it) is the conversation's tail, worth caching.
+    std::shared_ptr<HistoryTailCache::Tail> tail;
+    if (from_tail && (cursor == 0 || cursor > found + 1)) {
+      tail = std::make_shared<HistoryTailCache::Tail>();
+    }
+    cursor = found + 1;
     const uint64_t first = cursor > query.limit ? cursor - query.limit : 1;
     for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, first)));
          it->Valid() && SeqOfMessageKey(it->key()) < cursor; it->Next()) {
       const uint64_t seq = SeqOfMessageKey(it->key());
-      SB_RETURN_IF_ERROR(add(seq, ToView(it->value())));
+      const std::string_view value = ToView(it->value());
+      SB_RETURN_IF_ERROR(add(seq, value));
       if (count++ == 0) first_seq = seq;
+      if (tail && (seq != first + tail->spans.size() || value.empty() ||
+                   value.size() % sizeof(uint64_t) != 0)) {
+        tail.reset();  // Not dense, or not a stored message: leave it to the scan.
+      }
+      if (tail) tail->Add(value);
     }
     scan.has_more = first > 1 && count > 0;
     if (scan.has_more) scan.next_cursor_seq = first_seq;  // The oldest: last of the page.
+    SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "read history"));
+    if (tail && count == cursor - first) {
+      tail->first_seq = first;
+      tail->last_seq = found;
+      tails_.Insert(tail_owner, query.conv_id, std::move(tail), tail_epoch);
+    }
   } else {
     for (it->Seek(ToSlice(keys::MessageKey(query.conv_id, cursor + 1)));
          it->Valid() && count < query.limit; it->Next()) {

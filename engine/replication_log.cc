@@ -266,6 +266,7 @@ Status ShardStoreImpl::ApplyLogBatches(const std::vector<LogBatch>& batches) {
                                                " operations, not " + std::to_string(total));
   }
   SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &write), "apply log batches"));
+  NoteCommitted(write);
   const uint64_t now = db_->GetLatestSequenceNumber();
   if (now != expected - 1) {
     return Status::Corruption("after applying lsn " + std::to_string(latest + 1) + " .. " +

@@ -90,6 +90,7 @@ namespace {
 
 using engine_internal::Cf;
 using engine_internal::CurrentReadOptions;
+using engine_internal::HistoryTailCache;
 using engine_internal::kCfNames;
 using engine_internal::kIndexesCf;
 using engine_internal::kMetaCf;
@@ -109,12 +110,18 @@ class StorageResourcesImpl final : public StorageResources {
   explicit StorageResourcesImpl(const Options& options)
       : cache(rocksdb::NewLRUCache(options.block_cache_bytes)),
         write_buffers(
-            std::make_shared<rocksdb::WriteBufferManager>(options.write_buffer_bytes, cache)) {}
+            std::make_shared<rocksdb::WriteBufferManager>(options.write_buffer_bytes, cache)),
+        tails(options.history_cache_bytes) {}
   size_t BlockCacheUsage() const override { return cache->GetUsage(); }
+  HistoryCacheStats HistoryCache() const override {
+    const HistoryTailCache::Stats stats = tails.stats();
+    return {stats.hits, stats.misses, stats.inserts, stats.evictions, stats.bytes, stats.entries};
+  }
 
   std::shared_ptr<rocksdb::Cache> cache;
   // Charges memtable memory to the block cache, so one budget bounds both.
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffers;
+  HistoryTailCache tails;
 };
 
 rocksdb::CompressionType FastestSupported(std::initializer_list<rocksdb::CompressionType> wanted) {
@@ -182,6 +189,10 @@ CacheOnlyReads::~CacheOnlyReads() { engine_internal::cache_only_reads = previous
 
 std::shared_ptr<StorageResources> StorageResources::Create(const Options& options) {
   return std::make_shared<StorageResourcesImpl>(options);
+}
+
+engine_internal::HistoryTailCache& engine_internal::TailCacheOf(StorageResources& resources) {
+  return static_cast<StorageResourcesImpl&>(resources).tails;
 }
 
 Result<std::unique_ptr<ShardStore>> ShardStore::Open(const ShardOptions& options,

@@ -57,6 +57,7 @@
 #include <utility>
 #include <vector>
 
+#include "history_tail_cache.h"
 #include "rocksdb_status.h"
 #include "scrollback/engine/keys.h"
 #include "scrollback/engine/shard_store.h"
@@ -97,6 +98,8 @@ inline constexpr std::array<const char*, kNumCfs> kCfNames = {
 // (shard_store.cc). Every open of a shard's files uses them.
 std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilyDescriptors(
     const StorageResources& resources);
+// The history tail cache `resources` holds for every store on it (shard_store.cc).
+HistoryTailCache& TailCacheOf(StorageResources& resources);
 
 inline rocksdb::Slice ToSlice(const Key& key) { return rocksdb::Slice(key.data(), key.size()); }
 inline std::string_view ToView(const rocksdb::Slice& s) {
@@ -271,6 +274,7 @@ class ShardStoreImpl final : public ShardStore {
         limits_(options.limits),
         clock_(options.clock ? options.clock : SystemClock()),
         resources_(std::move(resources)),
+        tails_(TailCacheOf(*resources_)),
         env_(options.env),
         db_(std::move(db)),
         handles_(std::move(handles)) {
@@ -473,8 +477,17 @@ class ShardStoreImpl final : public ShardStore {
     if (upgrading) SB_RETURN_IF_ERROR(PutCurrentMeta(batch));
     SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &batch), what));
     if (upgrading) format_upgrade_pending_.store(false, std::memory_order_release);
+    NoteCommitted(batch);
     Committed();
     return Status::Ok();
+  }
+  // After `batch` committed (the store's own write or an applied log batch), under the lock
+  // that orders writes to its conversations: the history tail cache follows it.
+  void NoteCommitted(const rocksdb::WriteBatch& batch) {
+    if (!tails_.ApplyBatch(tail_owner_.load(std::memory_order_relaxed),
+                           handles_[kMessagesCf]->GetID(), batch, limits_.max_page_size)) {
+      tail_owner_.store(HistoryTailCache::NewOwner(), std::memory_order_release);
+    }
   }
   // Tells ShardOptions::on_commit (if any) the shard's new latest LSN.
   void Committed() {
@@ -658,6 +671,10 @@ class ShardStoreImpl final : public ShardStore {
   const ShardLimits limits_;
   const std::shared_ptr<Clock> clock_;
   const std::shared_ptr<StorageResources> resources_;  // Outlives db_ (declared first).
+  // The node's history tail cache (in resources_), and this store's id in it: a new one once
+  // a batch changed messages in ways the cache cannot follow (NoteCommitted).
+  HistoryTailCache& tails_;
+  std::atomic<uint64_t> tail_owner_{HistoryTailCache::NewOwner()};
   // ShardOptions::env (null: Env::Default()). The DB uses it until closed: outlives db_
   // (declared first).
   const std::shared_ptr<rocksdb::Env> env_;

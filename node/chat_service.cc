@@ -649,9 +649,12 @@ class ChatService final : public s::Node::Server {
   // Scans (readHistory, listInbox) never run memory-only: RocksDB 7.8's merging iterator can
   // drop a child's Incomplete status under kBlockCacheTier and skip that file's keys with an OK
   // status (decision 0011): a history page silently missing messages. Point reads are safe
-  // (an uncached table answers "may exist", which the engine turns into would-block).
+  // (an uncached table answers "may exist", which the engine turns into would-block). A history
+  // page is tried on the loop only from the node's history tail cache: under CacheOnlyReads
+  // the engine answers it from a cached tail or says would-block, never scans (decision 0014).
   static bool IsLockFreeRead(NodeMetrics::Method method) {
-    return method == NodeMetrics::kGetMessage || method == NodeMetrics::kPullLog;
+    return method == NodeMetrics::kGetMessage || method == NodeMetrics::kPullLog ||
+           method == NodeMetrics::kReadHistory;
   }
 
   void WriteError(s::Error::Builder error, const Status& status) {

@@ -42,8 +42,9 @@ class StorageNodeImpl final : public StorageNode {
  public:
   explicit StorageNodeImpl(std::shared_ptr<NodeCore> core)
       : core_(std::move(core)),
-        resources_(StorageResources::Create(
-            {core_->options.budgets.block_cache_bytes, core_->options.budgets.write_buffer_bytes})),
+        resources_(StorageResources::Create({core_->options.budgets.block_cache_bytes,
+                                             core_->options.budgets.write_buffer_bytes,
+                                             core_->options.budgets.history_cache_bytes})),
         host_(*core_, resources_) {}
   ~StorageNodeImpl() override { Stop(std::chrono::milliseconds(0)); }
 
@@ -168,6 +169,38 @@ class StorageNodeImpl final : public StorageNode {
         "# TYPE scrollback_block_cache_bytes gauge\n"
         "scrollback_block_cache_bytes " +
         std::to_string(resources_->BlockCacheUsage()) + "\n";
+    const StorageResources::HistoryCacheStats tails = resources_->HistoryCache();
+    out +=
+        "# HELP scrollback_history_cache_hits_total History pages served from the tail cache.\n"
+        "# TYPE scrollback_history_cache_hits_total counter\n"
+        "scrollback_history_cache_hits_total " +
+        std::to_string(tails.hits) +
+        "\n"
+        "# HELP scrollback_history_cache_misses_total History pages from the newest message whose "
+        "tail was not cached.\n"
+        "# TYPE scrollback_history_cache_misses_total counter\n"
+        "scrollback_history_cache_misses_total " +
+        std::to_string(tails.misses) +
+        "\n"
+        "# HELP scrollback_history_cache_inserts_total Tails cached after a scan.\n"
+        "# TYPE scrollback_history_cache_inserts_total counter\n"
+        "scrollback_history_cache_inserts_total " +
+        std::to_string(tails.inserts) +
+        "\n"
+        "# HELP scrollback_history_cache_evictions_total Tails dropped for space.\n"
+        "# TYPE scrollback_history_cache_evictions_total counter\n"
+        "scrollback_history_cache_evictions_total " +
+        std::to_string(tails.evictions) +
+        "\n"
+        "# HELP scrollback_history_cache_bytes History tail cache in use.\n"
+        "# TYPE scrollback_history_cache_bytes gauge\n"
+        "scrollback_history_cache_bytes " +
+        std::to_string(tails.bytes) +
+        "\n"
+        "# HELP scrollback_history_cache_entries Conversations with a cached tail.\n"
+        "# TYPE scrollback_history_cache_entries gauge\n"
+        "scrollback_history_cache_entries " +
+        std::to_string(tails.entries) + "\n";
     return out;
   }
   const std::string& node_id() const override { return core_->options.node_id; }

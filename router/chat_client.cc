@@ -23,6 +23,65 @@ void StaticShardMapSource::Set(ShardMap map) {
   map_ = std::make_shared<const ShardMap>(std::move(map));
 }
 
+// The reply a HistoryPageView reads: kept whole, so that its messages need no copy.
+class HistoryPageView::Reply {
+ public:
+  explicit Reply(capnp::Response<schema::ChatStore::ReadHistoryResults>&& reply)
+      : reply_(kj::mv(reply)), page_(reply_.getPage()), messages_(page_.getMessages()) {}
+  schema::HistoryPage::Reader page() const { return page_; }
+  capnp::List<schema::Message>::Reader messages() const { return messages_; }
+
+ private:
+  capnp::Response<schema::ChatStore::ReadHistoryResults> reply_;
+  schema::HistoryPage::Reader page_;
+  capnp::List<schema::Message>::Reader messages_;
+};
+
+HistoryPageView::HistoryPageView(std::shared_ptr<const Reply> reply)
+    : reply_(std::move(reply)),
+      size_(reply_->messages().size()),
+      next_cursor_seq_(reply_->page().getNextCursorSeq()),
+      has_more_(reply_->page().getHasMore()) {}
+
+MessageView HistoryPageView::operator[](size_t i) const {
+  auto in = reply_->messages()[static_cast<unsigned>(i)];
+  MessageView out;
+  out.conv_id = in.getConvId();
+  out.seq = in.getSeq();
+  out.sender_id = in.getSenderId();
+  out.sent_at_ms = in.getSentAtMs();
+  out.client_msg_id = wire::View(in.getClientMsgId());
+  out.body = wire::View(in.getBody());
+  out.kind = static_cast<MessageKind>(in.getKind());
+  out.edited = in.getEdited();
+  out.deleted = in.getDeleted();
+  out.edited_at_ms = in.getEditedAtMs();
+  out.revision = in.getRevision();
+  return out;
+}
+
+HistoryPage HistoryPageView::ToPage() const {
+  HistoryPage page;
+  if (reply_) wire::FromWire(reply_->page(), &page);
+  return page;
+}
+
+Message MessageView::ToMessage() const {
+  Message out;
+  out.conv_id = conv_id;
+  out.seq = seq;
+  out.sender_id = sender_id;
+  out.sent_at_ms = sent_at_ms;
+  out.client_msg_id = std::string(client_msg_id);
+  out.body = std::string(body);
+  out.kind = kind;
+  out.edited = edited;
+  out.deleted = deleted;
+  out.edited_at_ms = edited_at_ms;
+  out.revision = revision;
+  return out;
+}
+
 namespace {
 
 namespace s = ::scrollback::schema;
@@ -241,6 +300,20 @@ class ChatClientImpl final : public ChatClient {
       return call.send().then([](auto reply) {
         return Answer<HistoryPage>(reply,
                                    [](auto& r) { return wire::Decode<HistoryPage>(r.getPage()); });
+      });
+    });
+  }
+
+  kj::Promise<Result<HistoryPageView>> ReadHistoryView(HistoryQuery query,
+                                                       const ReadOptions& read) override {
+    return RoutedRead<HistoryPageView>(query.conv_id, read, [query, read](NodeClient& node) {
+      auto call = node.readHistoryRequest();
+      wire::ToWire(query, call.initRequest());
+      SetRead(call, read);
+      return call.send().then([](auto reply) -> Result<HistoryPageView> {
+        Status error = ReplyError(reply);
+        if (!error.ok()) return error;
+        return HistoryPageView(std::make_shared<const HistoryPageView::Reply>(kj::mv(reply)));
       });
     });
   }

@@ -89,6 +89,33 @@ TEST_CASE("every ChatStore call works over real RPC") {
   REQUIRE(all->messages.size() == 5);
   CHECK(all->messages[0].body == "hello, edited");
   CHECK(all->messages[1].deleted);
+  // The same pages read in place: every field as decoded.
+  for (const HistoryQuery& query : {oldest, Newest(1001, 2)}) {
+    auto decoded = f.Wait(c.ReadHistory(query));
+    auto view = f.Wait(c.ReadHistoryView(query));
+    REQUIRE(decoded.ok());
+    REQUIRE(view.ok());
+    REQUIRE(view->size() == decoded->messages.size());
+    CHECK(view->has_more() == decoded->has_more);
+    CHECK(view->next_cursor_seq() == decoded->next_cursor_seq);
+    for (size_t i = 0; i < view->size(); ++i) {
+      const Message& want = decoded->messages[i];
+      const Message got = (*view)[i].ToMessage();
+      CHECK(got.seq == want.seq);
+      CHECK(got.conv_id == want.conv_id);
+      CHECK(got.sender_id == want.sender_id);
+      CHECK(got.sent_at_ms == want.sent_at_ms);
+      CHECK(got.client_msg_id == want.client_msg_id);
+      CHECK(got.body == want.body);
+      CHECK(got.kind == want.kind);
+      CHECK(got.edited == want.edited);
+      CHECK(got.deleted == want.deleted);
+      CHECK(got.edited_at_ms == want.edited_at_ms);
+      CHECK(got.revision == want.revision);
+    }
+    CHECK(view->ToPage().messages.size() == decoded->messages.size());
+  }
+  CHECK(f.Wait(c.ReadHistoryView(Newest(1001, 0))).status().field() == "limit");
   HistoryQuery by_time = oldest;
   by_time.from_time_ms = all->messages[2].sent_at_ms;
   CHECK(f.Wait(c.ReadHistory(by_time))->messages.front().sent_at_ms == all->messages[2].sent_at_ms);
@@ -135,8 +162,9 @@ TEST_CASE("sends to many conversations spread over every shard") {
   }
   // The reads were answered from memory on the event loops; the writes ran on the engine pools.
   auto counter = [](const std::string& metrics, const std::string& name) -> uint64_t {
-    auto at = metrics.find(name + " ");
-    return at == std::string::npos ? 0 : std::stoull(metrics.substr(at + name.size() + 1));
+    // The sample's line, not its HELP line.
+    auto at = metrics.find("\n" + name + " ");
+    return at == std::string::npos ? 0 : std::stoull(metrics.substr(at + name.size() + 2));
   };
   uint64_t on_loop = 0, on_pool = 0;
   for (size_t i = 0; i < f.cluster->node_count(); ++i) {
@@ -146,6 +174,18 @@ TEST_CASE("sends to many conversations spread over every shard") {
   }
   CHECK(on_loop >= kConvs);
   CHECK(on_pool >= kConvs);
+  // Each page above filled its conversation's history tail (decision 0014): read again, the
+  // pages come from there, and the nodes count the hits.
+  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
+    auto page = f.Wait(f.client->ReadHistory(Newest(conv)));
+    REQUIRE(page.ok());
+    CHECK(page->messages.front().body == "body 4");
+  }
+  uint64_t hits = 0;
+  for (size_t i = 0; i < f.cluster->node_count(); ++i) {
+    hits += counter(f.cluster->node(i)->RenderMetrics(), "scrollback_history_cache_hits_total");
+  }
+  CHECK(hits >= kConvs);
 }
 
 TEST_CASE("inbox fan-out reaches members on other shards") {

@@ -276,7 +276,7 @@ TEST_CASE("a batch of sends writes once, in order, and answers each send like Se
   }
 }
 
-TEST_CASE("cache-only reads answer point reads from memory or say would-block, and scans always would-block") {
+TEST_CASE("cache-only reads answer point reads from memory or say would-block, and scans would-block unless the history tail cache holds the page") {
   StoreFixture f;
   f.Create(10, 1, {2});
   for (int i = 1; i <= 20; ++i) f.Send(10, 1, "m" + std::to_string(i), "body");
@@ -307,8 +307,24 @@ TEST_CASE("cache-only reads answer point reads from memory or say would-block, a
     REQUIRE(message.ok());
     CHECK(message->body == "body");
     // Scans are never memory-only, warm or not (decision 0011): RocksDB 7.8 can skip a file's
-    // keys in a memory-only scan and still say OK.
-    CHECK(f.store->ReadHistory(page).status().code() == ErrorCode::kWouldBlock);
+    // keys in a memory-only scan and still say OK. The page read above filled the history
+    // tail cache (decision 0014): the same page, and any page inside it, comes from there;
+    // pages beyond it, and oldest-first pages, would block.
+    auto cached = f.store->ReadHistory(page);
+    REQUIRE(cached.ok());
+    REQUIRE(cached->messages.size() == 10);
+    CHECK(cached->messages.front().seq == 20);
+    CHECK(cached->messages.back().seq == 11);
+    CHECK(cached->next_cursor_seq == 11);
+    HistoryQuery inside{10, Direction::kNewestFirst, 16, std::nullopt, 5};
+    auto inner = f.store->ReadHistory(inside);
+    REQUIRE(inner.ok());
+    CHECK(inner->messages.front().seq == 15);
+    CHECK(inner->messages.back().seq == 11);
+    HistoryQuery beyond{10, Direction::kNewestFirst, 16, std::nullopt, 6};
+    CHECK(f.store->ReadHistory(beyond).status().code() == ErrorCode::kWouldBlock);
+    HistoryQuery oldest{10, Direction::kOldestFirst, 0, std::nullopt, 5};
+    CHECK(f.store->ReadHistory(oldest).status().code() == ErrorCode::kWouldBlock);
     InboxQuery inbox;
     inbox.user_id = 2;
     CHECK(f.store->ListInbox(inbox).status().code() == ErrorCode::kWouldBlock);

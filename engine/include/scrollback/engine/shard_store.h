@@ -40,6 +40,18 @@ class StorageResources {
     size_t block_cache_bytes = 256ull << 20;
     // Default: 256 MiB. Total memtable memory across all shards; a shard over its share flushes.
     size_t write_buffer_bytes = 256ull << 20;
+    // Default: 64 MiB. The newest messages of recently read conversations, as stored, so that
+    // a history page from the newest message needs no RocksDB scan (decision 0014). 0: none.
+    size_t history_cache_bytes = 64ull << 20;
+  };
+  // The history tail cache's counters since the resources were created, and its size now.
+  struct HistoryCacheStats {
+    uint64_t hits = 0;       // Pages served from a cached tail.
+    uint64_t misses = 0;     // Pages from the newest end whose tail was not cached.
+    uint64_t inserts = 0;    // Tails filed after a scan.
+    uint64_t evictions = 0;  // Tails dropped for space.
+    uint64_t bytes = 0;
+    uint64_t entries = 0;
   };
   static std::shared_ptr<StorageResources> Create(const Options& options);
   static std::shared_ptr<StorageResources> Create() { return Create(Options{}); }
@@ -47,6 +59,7 @@ class StorageResources {
 
   // Block cache bytes in use now (for /metrics).
   virtual size_t BlockCacheUsage() const = 0;
+  virtual HistoryCacheStats HistoryCache() const = 0;
 };
 
 // A history page as stored: each message a flat Cap'n Proto `scrollback.schema.Message` in the

@@ -112,6 +112,10 @@ struct NodeBudgets {
   // Default: 4 GiB. WAL archive kept for replica catch-up, all shards together; each shard keeps
   // an equal share (at least 64 MiB) for the shards hosted when it opens.
   uint64_t wal_archive_bytes = 4ull << 30;
+  // Default: 64 MiB. The newest messages of recently read conversations (the engine's history
+  // tail cache, decision 0014): a history page from the newest message is served from memory,
+  // on the event loop. 0: off.
+  size_t history_cache_bytes = 64ull << 20;
 };
 
 // Log shipping and replica reads (docs/replication.md).

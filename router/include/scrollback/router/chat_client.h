@@ -26,6 +26,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <vector>
 
 #include "scrollback/router/shard_map.h"
@@ -35,6 +36,49 @@
 namespace scrollback {
 
 class NetworkFaults;  // rpc/network_faults.h
+
+// One message of a HistoryPageView, read in place: the string views point into the reply and
+// are valid while the view that gave them lives.
+struct MessageView {
+  uint64_t conv_id = 0;
+  uint64_t seq = 0;
+  uint64_t sender_id = 0;
+  int64_t sent_at_ms = 0;
+  std::string_view client_msg_id;
+  std::string_view body;
+  MessageKind kind = MessageKind::kText;
+  bool edited = false;
+  bool deleted = false;
+  int64_t edited_at_ms = 0;
+  uint32_t revision = 0;
+  // A decoded copy (with member_ids, which the view leaves out).
+  Message ToMessage() const;
+};
+
+// A history page as it arrived (ChatClient::ReadHistoryView): the messages stay in the reply's
+// buffers and are read field by field on access, instead of being decoded into a HistoryPage
+// (a Message and its strings per row) up front. Cheap to copy (shared); thread-compatible.
+class HistoryPageView {
+ public:
+  class Reply;  // The Cap'n Proto reply it reads from (chat_client.cc).
+  HistoryPageView() = default;
+  explicit HistoryPageView(std::shared_ptr<const Reply> reply);
+
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // REQUIRES: i < size(). In the page's order (HistoryPage::messages).
+  MessageView operator[](size_t i) const;
+  uint64_t next_cursor_seq() const { return next_cursor_seq_; }
+  bool has_more() const { return has_more_; }
+  // The page decoded, as ReadHistory returns it.
+  HistoryPage ToPage() const;
+
+ private:
+  std::shared_ptr<const Reply> reply_;
+  size_t size_ = 0;
+  uint64_t next_cursor_seq_ = 0;
+  bool has_more_ = false;
+};
 
 // Where the client gets the shard map. Implementations must be thread-safe.
 class ShardMapSource {
@@ -117,6 +161,10 @@ class ChatClient {
                                                   const ReadOptions& read = {}) = 0;
   virtual kj::Promise<Result<HistoryPage>> ReadHistory(HistoryQuery query,
                                                        const ReadOptions& read = {}) = 0;
+  // The same page without decoding it: for callers that read each message once (render it,
+  // forward it), this saves a Message and its strings per row.
+  virtual kj::Promise<Result<HistoryPageView>> ReadHistoryView(HistoryQuery query,
+                                                               const ReadOptions& read = {}) = 0;
   virtual kj::Promise<Result<Written<Message>>> EditMessage(uint64_t conv_id, uint64_t seq,
                                                             uint64_t editor_id, std::string body,
                                                             const WriteOptions& write = {}) = 0;

@@ -10,6 +10,8 @@
 //                     delete.
 //   inbox.cc          inbox rows: fan-out updates, listing, single entries, read cursors.
 //   outbox.cc         the outbox queue: its tail on open, reading and deleting records.
+//   history_tail_cache.{h,cc}  the node's cache of conversations' newest messages (its own
+//                     class; ScanHistory reads it, NoteCommitted keeps it current).
 // The write path (Put, Delete, Write), the owned-range check and the other small helpers of the
 // hot paths (send, history) are defined inline here, as they were when the class was one file.
 //
@@ -27,6 +29,9 @@
 //     it with fewer targets), under outbox_delete_mu_, a leaf.
 //   - The inbox state cache of a user stripe (inbox_cache_) is guarded by that stripe's lock.
 //   - OutboxSequencer::mu_ is a leaf: held only inside OutboxSequencer's own methods.
+//   - The history tail cache's stripe mutexes (history_tail_cache.h) are leaves. A committed
+//     batch updates the cache (NoteCommitted) while its writer still holds the conversation
+//     stripes (or apply_mu_ on a replica), so each conversation's tail changes in seq order.
 //   - Reads take no lock. A read of several rows that one concurrent write may replace together
 //     reads them from one view: one iterator (it reads at an implicit snapshot) or an explicit
 //     snapshot (GetInboxEntry). Rows that are only ever added or rewritten under the same key

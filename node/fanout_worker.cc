@@ -20,7 +20,11 @@ FanOutWorker::FanOutWorker(StorageNode& node, std::shared_ptr<ShardMapSource> ma
 }
 
 FanOutWorker::~FanOutWorker() {
-  stop_ = true;
+  {
+    std::lock_guard lock(linger_mu_);
+    stop_ = true;
+  }
+  linger_cv_.notify_all();
   node_.outbox_signal().Notify();
   thread_.join();
 }
@@ -49,6 +53,7 @@ void FanOutWorker::Run() {
   uint64_t seen_signal = 0;
   while (!stop_) {
     bool progress = false;
+    bool full = false;  // Some outbox had more records than one read takes.
     std::optional<Clock::time_point> next_retry;
     // A fenced node (its primary lease not valid) delivers nothing: deleting delivered outbox
     // records is a write, and its shards may have a newer primary that delivers them.
@@ -93,10 +98,12 @@ void FanOutWorker::Run() {
         continue;
       }
       cursor.position = batch->next_position;
+      full |= batch->records.size() >= options_.batch;
 
       std::vector<InboxUpdate> updates;
       updates.reserve(batch->records.size());
       for (const OutboxRecord& record : batch->records) updates.push_back(record.update);
+      rounds_.fetch_add(1, std::memory_order_relaxed);
       std::vector<Status> statuses =
           client->ApplyInboxUpdates(std::move(updates)).wait(io.waitScope);
 
@@ -159,6 +166,11 @@ void FanOutWorker::Run() {
       }
     }
     if (stop_) break;
+    if (progress && !full && options_.linger.count() > 0) {
+      // Let the next round gather more (see FanOutOptions::linger); stop ends the wait.
+      std::unique_lock lock(linger_mu_);
+      linger_cv_.wait_for(lock, options_.linger, [this] { return stop_.load(); });
+    }
     if (!progress) {
       auto wait = options_.idle_wait;
       if (next_retry) {
@@ -178,6 +190,9 @@ void FanOutWorker::RenderMetrics(std::string* out) const {
   };
   counter("scrollback_fanout_delivered_total", "Inbox updates delivered from outboxes.",
           delivered_.load());
+  counter("scrollback_fanout_rounds_total",
+          "Delivery calls made (outbox records read and sent to their users' shards).",
+          rounds_.load());
   counter("scrollback_fanout_failed_total",
           "Delivery attempts that failed; the records stay in the outbox and are retried.",
           failed_.load());

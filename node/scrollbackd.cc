@@ -84,6 +84,16 @@ int Run(int argc, char** argv) {
   app.add_option("--wal-archive-mb", wal_archive_mb,
                  "WAL kept for replica catch-up, all shards of the node together (default 4096)")
       ->check(CLI::Range(uint64_t{64}, uint64_t{1} << 30));
+  uint32_t fanout_linger_ms = 20;
+  app.add_option("--fanout-linger-ms", fanout_linger_ms,
+                 "After delivering inbox updates, wait this long to gather the next ones, so that "
+                 "updates of one inbox row collapse (default 20; 0: deliver at once)")
+      ->check(CLI::Range(0u, 1'000u));
+  uint64_t history_cache_mb = options.budgets.history_cache_bytes >> 20;
+  app.add_option("--history-cache-mb", history_cache_mb,
+                 "Newest messages of recently read conversations kept in memory, all shards of "
+                 "the node together (default 64; 0: off)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 20));
   app.add_option("--wal-ttl-seconds", options.shard_options.wal_ttl_seconds,
                  "How long archived WAL is kept for replica catch-up (default 21600)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{30} * 24 * 3600));
@@ -106,6 +116,7 @@ int Run(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (stderr)");
   CLI11_PARSE(app, argc, argv);
   options.budgets.wal_archive_bytes = wal_archive_mb << 20;
+  options.budgets.history_cache_bytes = history_cache_mb << 20;
   options.replication.default_ack =
       default_ack == "semi-sync" ? AckMode::kSemiSync : AckMode::kAsync;
   options.replication.semi_sync_timeout = std::chrono::milliseconds(semi_sync_timeout_ms);
@@ -208,6 +219,7 @@ int Run(int argc, char** argv) {
   if (!maps.ok()) return Fail(log, "shard map", maps.status());
   FanOutOptions fan_out;
   fan_out.logger = log;
+  fan_out.linger = std::chrono::milliseconds(fanout_linger_ms);
   auto worker = std::make_unique<FanOutWorker>(**node, *maps, fan_out);
   {
     std::lock_guard lock(metrics_mu);

@@ -6,6 +6,8 @@
 #   2. latency at half of peak: `c`, `send` and `history` on embedded again, paced (open loop);
 #      for `send`, inbox freshness under that load (probe sends, until a member's inbox shows them)
 #      at half the throughput step 1 measured, for the p99 target;
+#   2b. large data: `history` and `c` over LARGE_RECORDS messages (default 1,000,000; more than
+#      the block cache holds) on raw and embedded (rf 1);
 #   3. the engine micro-benchmarks beside raw RocksDB (scripts/bench-engine.sh);
 #   4. the cluster RPC micro-benchmarks beside a Cap'n Proto echo (rpc_bench);
 #   5. replication: `send` with replication factor 1 and 3, `send` acknowledged async and
@@ -21,13 +23,13 @@
 #      skewed send load before and after one round of rebalance --apply.
 # Writes bench/results/: ycsb.json, ycsb.txt, paced.json, paced.txt, engine.json, rpc.txt,
 # replication.txt, replication.json, bootstrap.txt, failover.txt, failover-*.json, reshard.txt,
-# reshard.json, and PNG charts
+# reshard.json, large.json, large.txt, and PNG charts
 # (scripts/plot-bench.sh).
 #
 # Environment: RECORDS (default 50000), DURATION seconds per run (default 4),
 # THREADS (default 2), INFLIGHT (default 16), WORKLOADS (default a,b,c,d,e,f,chat,send,history,
 # batch), TARGETS (default raw,engine,embedded,echo), PACED (default c,send,history; empty: skip),
-# REPLICATION (default 1; 0 skips step 5), BOOTSTRAP_MB (default 1024), FAILOVER_KILLS (default
+# REPLICATION (default 1; 0 skips step 5), LARGE_RECORDS (default 1000000; 0 skips step 2b), BOOTSTRAP_MB (default 1024), FAILOVER_KILLS (default
 # 10; 0 skips step 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +74,20 @@ import json, sys
 print(json.dumps([r for f in sys.argv[1:] for r in json.load(open(f))], indent=1))' \
     "${reports[@]}" >bench/results/paced.json
   rm -f "${reports[@]}"
+fi
+
+large=${LARGE_RECORDS-1000000}
+if [[ -n "$large" && "$large" != 0 ]]; then
+  # History larger than the caches: 1M messages over 10,000 conversations (about 640 MB live
+  # per copy set), history pages and single-message reads on raw RocksDB and the cluster.
+  echo "== large data: $large messages (raw, embedded rf 1)"
+  large_dir=$(mktemp -d "${TMPDIR:-/tmp}/scrollback-large.XXXXXX")
+  build/bench/scrollback-bench --workload history,c --target raw,embedded \
+    --records "$large" --duration "$duration" --warmup 1 --replication-factor 1 \
+    --threads "${THREADS:-2}" --inflight "${INFLIGHT:-16}" --data-dir "$large_dir" \
+    --json bench/results/large.json 2>&1 | grep -E '^#|OVERALL\], Throughput|99thPercentile' |
+    tee bench/results/large.txt
+  rm -rf "$large_dir"
 fi
 
 echo "== engine micro-benchmarks"

@@ -208,6 +208,32 @@ TEST_CASE("inbox fan-out reaches members on other shards") {
   }
 }
 
+TEST_CASE("the fan-out worker delivers the sends that arrive during its linger in one round") {
+  EmbeddedClusterOptions options;
+  options.fan_out_options.linger = std::chrono::seconds(2);
+  ClusterFixture f(options);
+  auto rounds = [&] {
+    uint64_t n = 0;
+    for (size_t i = 0; i < f.cluster->node_count(); ++i)
+      n += f.cluster->fan_out_worker(i)->rounds();
+    return n;
+  };
+  REQUIRE(f.Wait(f.client->CreateConversation({501, 1, {2}, "linger"})).ok());
+  REQUIRE(f.Wait(f.client->SendMessage({501, 1, "m1", "first"})).ok());
+  // Delivered: the worker that delivered it now waits out its linger.
+  REQUIRE(f.Eventually([&] { return InboxSeq(f, 2, 501) == 1; }));
+  const uint64_t before = rounds();
+  for (int i = 2; i <= 11; ++i) {
+    REQUIRE(f.Wait(f.client->SendMessage({501, 1, "m" + std::to_string(i), "more"})).ok());
+  }
+  REQUIRE(f.Eventually([&] { return InboxSeq(f, 2, 501) == 11; }));
+  INFO("delivery rounds for 10 sends: " << rounds() - before);
+  CHECK(rounds() - before >= 1);
+  CHECK(rounds() - before <= 2);  // Without the linger: a round per send, or close to it.
+  // Every member's row converged to the newest message, the sender's too.
+  CHECK(InboxSeq(f, 1, 501) == 11);
+}
+
 // A source that keeps handing out the map it first saw until a refresh is requested.
 class LaggingSource final : public ShardMapSource {
  public:

@@ -241,8 +241,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "a replica's cached tails follow the log it applies; two copies of a shard on one node never "
-    "share tails") {
+    "a replica's cached tails follow the log it applies, and two copies of a shard on one node "
+    "never share tails") {
   StoreFixture f;
   auto resources = Resources(4ull << 20);
   f.options.resources = resources;

@@ -76,19 +76,15 @@ std::shared_ptr<const HistoryTailCache::Tail> HistoryTailCache::Find(uint64_t ow
   Stripe& stripe = StripeOf(id);
   std::lock_guard lock(stripe.mu);
   auto it = stripe.index.find(id);
-  if (it == stripe.index.end()) {
-    misses_.fetch_add(1, std::memory_order_relaxed);
-    return nullptr;
-  }
+  if (it == stripe.index.end() || stripe.writing.count(id) != 0) return nullptr;
   stripe.lru.splice(stripe.lru.begin(), stripe.lru, it->second);
-  hits_.fetch_add(1, std::memory_order_relaxed);
   return it->second->second;
 }
 
 uint64_t HistoryTailCache::Epoch(uint64_t owner, uint64_t conv_id) {
   Stripe& stripe = StripeOf({owner, conv_id});
   std::lock_guard lock(stripe.mu);
-  return stripe.epoch;
+  return EpochOf({owner, conv_id});
 }
 
 void HistoryTailCache::Insert(uint64_t owner, uint64_t conv_id, std::shared_ptr<const Tail> tail,
@@ -97,31 +93,56 @@ void HistoryTailCache::Insert(uint64_t owner, uint64_t conv_id, std::shared_ptr<
   const Id id{owner, conv_id};
   Stripe& stripe = StripeOf(id);
   std::lock_guard lock(stripe.mu);
-  if (stripe.epoch != epoch) return;  // A batch may have changed what the scan read.
+  // A batch may have changed what the scan read, or is changing it now.
+  if (EpochOf(id) != epoch || stripe.writing.count(id) != 0) return;
   Put(stripe, id, std::move(tail));
   inserts_.fetch_add(1, std::memory_order_relaxed);
 }
 
-bool HistoryTailCache::ApplyBatch(uint64_t owner, uint32_t messages_cf,
-                                  const rocksdb::WriteBatch& batch, uint32_t max_messages) {
+void HistoryTailCache::BeginBatch(uint64_t owner, uint32_t messages_cf,
+                                  const rocksdb::WriteBatch& batch) {
+  if (!enabled()) return;
+  auto row = [&](uint64_t conv_id, uint64_t, const std::string_view*) { BeginRow(owner, conv_id); };
+  MessageRows<decltype(row)> rows(messages_cf, row);
+  (void)batch.Iterate(&rows);  // A batch that does not parse fails EndBatch too.
+}
+
+bool HistoryTailCache::EndBatch(uint64_t owner, uint32_t messages_cf,
+                                const rocksdb::WriteBatch& batch, uint32_t max_messages,
+                                bool committed) {
   if (!enabled()) return true;
   auto row = [&](uint64_t conv_id, uint64_t seq, const std::string_view* value) {
-    ApplyRow(owner, conv_id, seq, value, max_messages);
+    EndRow(owner, conv_id, seq, value, max_messages, committed);
   };
   MessageRows<decltype(row)> rows(messages_cf, row);
-  // A batch that committed parses; if it did not, no tail of the store can be trusted.
   if (!batch.Iterate(&rows).ok()) return false;
   return !rows.range_deleted;
 }
 
-void HistoryTailCache::ApplyRow(uint64_t owner, uint64_t conv_id, uint64_t seq,
-                                const std::string_view* value, uint32_t max_messages) {
+void HistoryTailCache::BeginRow(uint64_t owner, uint64_t conv_id) {
   const Id id{owner, conv_id};
   Stripe& stripe = StripeOf(id);
   std::lock_guard lock(stripe.mu);
-  ++stripe.epoch;
+  ++EpochOf(id);
+  ++stripe.writing[id];
+}
+
+void HistoryTailCache::EndRow(uint64_t owner, uint64_t conv_id, uint64_t seq,
+                              const std::string_view* value, uint32_t max_messages,
+                              bool committed) {
+  const Id id{owner, conv_id};
+  Stripe& stripe = StripeOf(id);
+  std::lock_guard lock(stripe.mu);
+  ++EpochOf(id);
+  if (auto writing = stripe.writing.find(id); writing != stripe.writing.end()) {
+    if (--writing->second == 0) stripe.writing.erase(writing);
+  }
   auto it = stripe.index.find(id);
   if (it == stripe.index.end()) return;
+  if (!committed) {
+    Erase(stripe, it->second);
+    return;
+  }
   const Tail& old = *it->second->second;
   const bool appended = seq == old.last_seq + 1;
   const bool replaced = seq >= old.first_seq && seq <= old.last_seq;

@@ -6,19 +6,24 @@
 // Contract:
 //   - A tail is the stored values of messages first_seq..last_seq of one conversation of one
 //     store, dense (seqs are dense), and last_seq is the conversation's newest message.
-//   - Tails change only *after* a RocksDB write committed, by the batch itself (ApplyBatch):
-//     a message row put right after the tail's end is appended, a put inside the tail replaces
-//     that message, anything else about the conversation's messages drops the tail. Every
-//     write path of a store (its own writes and a replica's applied log) calls ApplyBatch with
-//     the batch it committed, under the same serialization that orders its writes to the
+//   - Every write path of a store (its own writes and a replica's applied log) brackets its
+//     RocksDB write with the batch itself: BeginBatch before the write, EndBatch after it (with
+//     whether it committed), under the same serialization that orders its writes to the
 //     conversation (the conversation's stripe lock, or the replica's apply lock).
+//   - From BeginBatch to EndBatch the conversations whose message rows the batch holds are
+//     *being written*: their tails are not served and not filled. So no reader is served a
+//     tail without a write that committed before the read (another reader may already have
+//     seen it: a point read, an inbox the fan-out updated, a replica).
+//   - EndBatch of a committed batch changes the tails by the batch's rows: a message row put
+//     right after the tail's end is appended, a put inside the tail replaces that message, a
+//     put below it changes nothing, anything else drops the tail. A batch that did not commit
+//     drops the tails it touched.
 //   - A reader that fills a tail from a scan takes a ticket (Epoch) *before* opening its
-//     iterator and files the tail with it (Insert); the tail is kept only if no batch touched
-//     that cache stripe in between. So a tail never holds less than a write committed before the
-//     insert, and a write committed after it updates or drops it.
-//   - Between a write's commit and its ApplyBatch (microseconds, before the write is
-//     acknowledged) a reader may still be served the tail without it: the write is not
-//     acknowledged yet, so no client can have been told of it.
+//     iterator and files the tail with it (Insert); the tail is kept only if no batch of that
+//     conversation (or of one that shares its ticket slot) began or ended in between and none
+//     is being written. So a tail never holds
+//     less than a write committed before the insert, and a write committed after it updates or
+//     drops it.
 //
 // Bounded by bytes (LRU per stripe). Thread-safe; every method is short and takes one stripe's
 // mutex (a leaf lock).
@@ -83,20 +88,27 @@ class HistoryTailCache {
   // A fresh owner id for a store: tails are filed under (owner, conversation). Never reused.
   static uint64_t NewOwner();
 
-  // The conversation's tail, or null. Counts a hit or a miss.
+  // The conversation's tail, or null (none, or the conversation is being written).
   std::shared_ptr<const Tail> Find(uint64_t owner, uint64_t conv_id);
+  // What a reader did with a Find: served a page from the tail, or read RocksDB instead.
+  void CountHit() { hits_.fetch_add(1, std::memory_order_relaxed); }
+  void CountMiss() { misses_.fetch_add(1, std::memory_order_relaxed); }
   // The ticket to file a tail read from a scan that starts after this call.
   uint64_t Epoch(uint64_t owner, uint64_t conv_id);
   // Files `tail` unless a batch touched the stripe since `epoch` was taken.
   void Insert(uint64_t owner, uint64_t conv_id, std::shared_ptr<const Tail> tail, uint64_t epoch);
 
-  // After `batch` committed to the store `owner`: updates or drops the tails of the
-  // conversations whose message rows it changed. `messages_cf` is the messages column family's
-  // id; message keys are keys::MessageKey. A tail grows to at most `max_messages` (the oldest
-  // go). Returns false when the batch held a range delete of messages: the caller must then
-  // give the store a new owner id (every tail it had is unreachable).
-  bool ApplyBatch(uint64_t owner, uint32_t messages_cf, const rocksdb::WriteBatch& batch,
-                  uint32_t max_messages);
+  // Before `batch` is written to the store `owner`: marks the conversations whose message rows
+  // it holds as being written. `messages_cf` is the messages column family's id; message keys
+  // are keys::MessageKey.
+  void BeginBatch(uint64_t owner, uint32_t messages_cf, const rocksdb::WriteBatch& batch);
+  // After the write of a batch given to BeginBatch: if it `committed`, updates or drops the
+  // tails of the conversations whose message rows it changed (a tail grows to at most
+  // `max_messages`, the oldest go); if not, drops them. Ends their being written. Returns
+  // false when the batch held a range delete of messages, or could not be read: the caller
+  // must then give the store a new owner id (every tail it had becomes unreachable).
+  bool EndBatch(uint64_t owner, uint32_t messages_cf, const rocksdb::WriteBatch& batch,
+                uint32_t max_messages, bool committed);
 
   Stats stats() const;
 
@@ -114,23 +126,36 @@ class HistoryTailCache {
   using Lru = std::list<std::pair<Id, std::shared_ptr<const Tail>>>;
   struct Stripe {
     std::mutex mu;
-    uint64_t epoch = 0;  // GUARDED_BY(mu): bumped by every change a batch made here.
-    size_t bytes = 0;    // GUARDED_BY(mu)
-    Lru lru;             // GUARDED_BY(mu): most recently used first.
+    size_t bytes = 0;  // GUARDED_BY(mu)
+    // GUARDED_BY(mu): conversations being written (BeginBatch to EndBatch), with the number of
+    // their message rows in the batches in flight.
+    std::unordered_map<Id, uint32_t, IdHash> writing;
+    Lru lru;  // GUARDED_BY(mu): most recently used first.
     std::unordered_map<Id, Lru::iterator, IdHash> index;  // GUARDED_BY(mu)
   };
   static constexpr size_t kStripes = 64;
+  // Fill tickets: a counter per slot, bumped by every batch's begin and end of a conversation
+  // hashed to it (a fill is refused only by writes of its own slot's conversations, one in
+  // 65,536, not by all the writes of its stripe). Slot s belongs to stripe s % kStripes, whose
+  // mutex guards it.
+  static constexpr size_t kEpochSlots = size_t{1} << 16;
+  static_assert(kEpochSlots % kStripes == 0);
 
   Stripe& StripeOf(const Id& id) { return stripes_[IdHash()(id) % kStripes]; }
+  uint64_t& EpochOf(const Id& id) { return epochs_[IdHash()(id) % kEpochSlots]; }
   // REQUIRES: stripe.mu held.
   void Put(Stripe& stripe, const Id& id, std::shared_ptr<const Tail> tail);
   void Erase(Stripe& stripe, Lru::iterator at);
-  // One message row change of a committed batch. `value` null: the row was deleted.
-  void ApplyRow(uint64_t owner, uint64_t conv_id, uint64_t seq, const std::string_view* value,
-                uint32_t max_messages);
+  // One message row of a batch: BeginRow before its write; EndRow after it, with the row's
+  // change if the batch committed (`value` null: the row was deleted; `committed` false: the
+  // tail is dropped).
+  void BeginRow(uint64_t owner, uint64_t conv_id);
+  void EndRow(uint64_t owner, uint64_t conv_id, uint64_t seq, const std::string_view* value,
+              uint32_t max_messages, bool committed);
 
   const size_t stripe_capacity_;
   std::array<Stripe, kStripes> stripes_;
+  std::vector<uint64_t> epochs_ = std::vector<uint64_t>(kEpochSlots, 0);
   std::atomic<uint64_t> hits_{0}, misses_{0}, inserts_{0}, evictions_{0};
   std::atomic<uint64_t> bytes_{0}, entries_{0};
 };

@@ -87,12 +87,16 @@ Result<ShardStoreImpl::HistoryScan> ShardStoreImpl::ScanHistory(const HistoryQue
         }
         scan.has_more = first > 1;
         if (scan.has_more) scan.next_cursor_seq = first;
+        tails_.CountHit();
         return scan;
       }
     }
-    // Scans never run memory-only (decision 0011): a miss on the event loop goes to the pool.
-    if (cache_only_reads)
+    // Scans never run memory-only (decision 0011): a miss on the event loop goes to the pool,
+    // which counts it.
+    if (cache_only_reads) {
       return Status::FromCode(ErrorCode::kWouldBlock, "history tail not cached");
+    }
+    tails_.CountMiss();
     tail_epoch = tails_.Epoch(owner, query.conv_id);
   }
 

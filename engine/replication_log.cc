@@ -265,8 +265,7 @@ Status ShardStoreImpl::ApplyLogBatches(const std::vector<LogBatch>& batches) {
     return Status::InvalidArgument("data", "the batches hold " + std::to_string(write.Count()) +
                                                " operations, not " + std::to_string(total));
   }
-  SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &write), "apply log batches"));
-  NoteCommitted(write);
+  SB_RETURN_IF_ERROR(WriteFollowedByTails(write, "apply log batches"));
   const uint64_t now = db_->GetLatestSequenceNumber();
   if (now != expected - 1) {
     return Status::Corruption("after applying lsn " + std::to_string(latest + 1) + " .. " +

@@ -11,7 +11,7 @@
 //   inbox.cc          inbox rows: fan-out updates, listing, single entries, read cursors.
 //   outbox.cc         the outbox queue: its tail on open, reading and deleting records.
 //   history_tail_cache.{h,cc}  the node's cache of conversations' newest messages (its own
-//                     class; ScanHistory reads it, NoteCommitted keeps it current).
+//                     class; ScanHistory reads it, WriteFollowedByTails keeps it current).
 // The write path (Put, Delete, Write), the owned-range check and the other small helpers of the
 // hot paths (send, history) are defined inline here, as they were when the class was one file.
 //
@@ -30,7 +30,7 @@
 //   - The inbox state cache of a user stripe (inbox_cache_) is guarded by that stripe's lock.
 //   - OutboxSequencer::mu_ is a leaf: held only inside OutboxSequencer's own methods.
 //   - The history tail cache's stripe mutexes (history_tail_cache.h) are leaves. A committed
-//     batch updates the cache (NoteCommitted) while its writer still holds the conversation
+//     batch updates the cache (WriteFollowedByTails) while its writer still holds the conversation
 //     stripes (or apply_mu_ on a replica), so each conversation's tail changes in seq order.
 //   - Reads take no lock. A read of several rows that one concurrent write may replace together
 //     reads them from one view: one iterator (it reads at an implicit snapshot) or an explicit
@@ -480,19 +480,24 @@ class ShardStoreImpl final : public ShardStore {
     }
     const bool upgrading = format_upgrade_pending_.load(std::memory_order_acquire);
     if (upgrading) SB_RETURN_IF_ERROR(PutCurrentMeta(batch));
-    SB_RETURN_IF_ERROR(FromRocksDb(db_->Write(write_options_, &batch), what));
+    SB_RETURN_IF_ERROR(WriteFollowedByTails(batch, what));
     if (upgrading) format_upgrade_pending_.store(false, std::memory_order_release);
-    NoteCommitted(batch);
     Committed();
     return Status::Ok();
   }
-  // After `batch` committed (the store's own write or an applied log batch), under the lock
-  // that orders writes to its conversations: the history tail cache follows it.
-  void NoteCommitted(const rocksdb::WriteBatch& batch) {
-    if (!tails_.ApplyBatch(tail_owner_.load(std::memory_order_relaxed),
-                           handles_[kMessagesCf]->GetID(), batch, limits_.max_page_size)) {
+  // Writes `batch` (the store's own write or an applied log batch) bracketed for the history
+  // tail cache (history_tail_cache.h: no tail of a conversation the batch writes is served
+  // from before the write until the cache follows it). REQUIRES: the lock that orders writes
+  // to the batch's conversations is held.
+  Status WriteFollowedByTails(rocksdb::WriteBatch& batch, const char* what) {
+    const uint64_t owner = tail_owner_.load(std::memory_order_relaxed);
+    const uint32_t messages_cf = handles_[kMessagesCf]->GetID();
+    tails_.BeginBatch(owner, messages_cf, batch);
+    Status written = FromRocksDb(db_->Write(write_options_, &batch), what);
+    if (!tails_.EndBatch(owner, messages_cf, batch, limits_.max_page_size, written.ok())) {
       tail_owner_.store(HistoryTailCache::NewOwner(), std::memory_order_release);
     }
+    return written;
   }
   // Tells ShardOptions::on_commit (if any) the shard's new latest LSN.
   void Committed() {
@@ -677,7 +682,7 @@ class ShardStoreImpl final : public ShardStore {
   const std::shared_ptr<Clock> clock_;
   const std::shared_ptr<StorageResources> resources_;  // Outlives db_ (declared first).
   // The node's history tail cache (in resources_), and this store's id in it: a new one once
-  // a batch changed messages in ways the cache cannot follow (NoteCommitted).
+  // a batch changed messages in ways the cache cannot follow (WriteFollowedByTails).
   HistoryTailCache& tails_;
   std::atomic<uint64_t> tail_owner_{HistoryTailCache::NewOwner()};
   // ShardOptions::env (null: Env::Default()). The DB uses it until closed: outlives db_

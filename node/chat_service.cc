@@ -65,7 +65,7 @@ class ChatService final : public s::Node::Server {
           [conv_id, read](NodeCore& core, const ShardTable& table) -> Result<Conversation> {
             auto shard = RouteRead(core, table, conv_id, "conv_id", read);
             if (!shard.ok()) return shard.status();
-            return Counted(**shard, conv_id, (*shard)->store->GetConversation(conv_id));
+            return Counted(core, **shard, conv_id, read, (*shard)->store->GetConversation(conv_id));
           },
           [context](const Conversation& conv) mutable {
             wire::ToWire(conv, context.getResults().initConversation());
@@ -93,7 +93,8 @@ class ChatService final : public s::Node::Server {
                                         const ShardTable& table) -> Result<std::vector<uint64_t>> {
             auto shard = RouteRead(core, table, conv_id, "conv_id", read);
             if (!shard.ok()) return shard.status();
-            return Counted(**shard, conv_id, (*shard)->store->ListMembers(conv_id, after, limit));
+            return Counted(core, **shard, conv_id, read,
+                           (*shard)->store->ListMembers(conv_id, after, limit));
           },
           [context](const std::vector<uint64_t>& members) mutable {
             auto ids = context.getResults().initUserIds(static_cast<unsigned>(members.size()));
@@ -177,7 +178,7 @@ class ChatService final : public s::Node::Server {
           [conv_id, seq, read](NodeCore& core, const ShardTable& table) -> Result<Message> {
             auto shard = RouteRead(core, table, conv_id, "conv_id", read);
             if (!shard.ok()) return shard.status();
-            return Counted(**shard, conv_id, (*shard)->store->GetMessage(conv_id, seq));
+            return Counted(core, **shard, conv_id, read, (*shard)->store->GetMessage(conv_id, seq));
           },
           [context](const Message& message) mutable {
             wire::ToWire(message, context.getResults().initMessage());
@@ -195,7 +196,8 @@ class ChatService final : public s::Node::Server {
           [query, read](NodeCore& core, const ShardTable& table) -> Result<EncodedHistoryPage> {
             auto shard = RouteRead(core, table, query.conv_id, "conv_id", read);
             if (!shard.ok()) return shard.status();
-            return Counted(**shard, query.conv_id, (*shard)->store->ReadHistoryEncoded(query));
+            return Counted(core, **shard, query.conv_id, read,
+                           (*shard)->store->ReadHistoryEncoded(query));
           },
           [this, context](const EncodedHistoryPage& page) mutable {
             // Stored messages are copied onto the wire as they are: no decoding, no re-encoding.
@@ -253,7 +255,7 @@ class ChatService final : public s::Node::Server {
           [query, read](NodeCore& core, const ShardTable& table) -> Result<InboxPage> {
             auto shard = RouteRead(core, table, query.user_id, "user_id", read);
             if (!shard.ok()) return shard.status();
-            return Counted(**shard, query.user_id, (*shard)->store->ListInbox(query));
+            return Counted(core, **shard, query.user_id, read, (*shard)->store->ListInbox(query));
           },
           [context](const InboxPage& page) mutable {
             auto results = context.getResults();
@@ -703,8 +705,11 @@ class ChatService final : public s::Node::Server {
   }
   // A read's reply, counted in its shard's load by its approximate size on the wire.
   template <typename T>
-  static Result<T> Counted(const HostedShard& shard, uint64_t key, Result<T> read) {
-    if (read.ok() && shard.load) shard.load->RecordBytes(TokenOf(key), ApproxBytes(*read));
+  static Result<T> Counted(NodeCore& core, const HostedShard& shard, uint64_t key,
+                           const ReadOptions& options, Result<T> read) {
+    // An attempt on the event loop that would block is retried on the pool, which counts it.
+    if (!read.ok() && read.status().code() == ErrorCode::kWouldBlock) return read;
+    CountRead(core, shard, key, options, read.ok() ? ApproxBytes(*read) : 0);
     return read;
   }
   static uint64_t ApproxBytes(const Conversation& conv) { return 64 + conv.title.size(); }

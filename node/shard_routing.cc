@@ -182,15 +182,11 @@ Result<const HostedShard*> RouteReadUncounted(NodeCore& core, const ShardTable& 
         return to_primary("it is " + std::to_string(lag) + " ms stale, over the bound of " +
                           std::to_string(bound) + " ms");
       }
-      core.metrics.RecordReplicaRead(1);
       return shard;
     }
     case Consistency::kSession: {
       const WriteToken& token = read.token;
-      if (token.shard_id == 0 && token.lsn == 0) {  // Nothing written yet.
-        core.metrics.RecordReplicaRead(2);
-        return shard;
-      }
+      if (token.shard_id == 0 && token.lsn == 0) return shard;  // Nothing written yet.
       if (token.shard_id != a.shard_id || token.epoch != a.epoch) {
         return to_primary("the token is of shard " + std::to_string(token.shard_id) + " epoch " +
                           std::to_string(token.epoch) + ", not epoch " + std::to_string(a.epoch));
@@ -202,7 +198,6 @@ Result<const HostedShard*> RouteReadUncounted(NodeCore& core, const ShardTable& 
                                    std::to_string(applied) + ", not yet the token's " +
                                    std::to_string(token.lsn) + "; read from the primary");
       }
-      core.metrics.RecordReplicaRead(2);
       return shard;
     }
   }
@@ -213,9 +208,15 @@ Result<const HostedShard*> RouteReadUncounted(NodeCore& core, const ShardTable& 
 
 Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
                                      const char* field, const ReadOptions& read) {
-  auto shard = RouteReadUncounted(core, table, key, field, read);
-  if (shard.ok() && (*shard)->load) (*shard)->load->RecordRead(TokenOf(key), 0);
-  return shard;
+  return RouteReadUncounted(core, table, key, field, read);
+}
+
+void CountRead(NodeCore& core, const HostedShard& shard, uint64_t key, const ReadOptions& read,
+               uint64_t bytes) {
+  if (shard.load) shard.load->RecordRead(TokenOf(key), bytes);
+  if (shard.assignment.role != ShardRole::kPrimary) {
+    core.metrics.RecordReplicaRead(read.consistency == Consistency::kReplica ? 1 : 2);
+  }
 }
 
 }  // namespace scrollback

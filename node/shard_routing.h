@@ -48,9 +48,14 @@ Status CheckAcknowledgeable(const NodeCore& core, const ShardTable& table, const
 Status AcceptPull(const NodeCore& core, const HostedShard& shard, const std::string& replica_node,
                   uint64_t from_lsn, uint64_t data_epoch, uint64_t* epoch_start);
 
-// Routes a read by its consistency (docs/replication.md, Reads); counts reads served by
-// replicas in core.metrics.
+// Routes a read by its consistency (docs/replication.md, Reads). Counts nothing: CountRead
+// does, once the read is answered.
 Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
                                      const char* field, const ReadOptions& read);
+// Counts a read `shard` answered (`bytes`: its reply's size): the shard's load and, on a
+// replica, core.metrics' replica reads. Called once per read, not for an attempt on the event
+// loop that would block and is retried on the pool.
+void CountRead(NodeCore& core, const HostedShard& shard, uint64_t key, const ReadOptions& read,
+               uint64_t bytes);
 
 }  // namespace scrollback

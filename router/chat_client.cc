@@ -1,5 +1,6 @@
 #include "scrollback/router/chat_client.h"
 
+#include <capnp/message.h>
 #include <capnp/rpc-twoparty.h>
 
 #include <map>
@@ -23,16 +24,23 @@ void StaticShardMapSource::Set(ShardMap map) {
   map_ = std::make_shared<const ShardMap>(std::move(map));
 }
 
-// The reply a HistoryPageView reads: kept whole, so that its messages need no copy.
+// The page a HistoryPageView reads: the reply's page copied once, whole, into a message of its
+// own (one allocation, no per-row strings), so that the view owns nothing of the RPC
+// connection: the reply is released on its event loop as usual, and the view may move to any
+// thread and outlive the client.
 class HistoryPageView::Reply {
  public:
-  explicit Reply(capnp::Response<schema::ChatStore::ReadHistoryResults>&& reply)
-      : reply_(kj::mv(reply)), page_(reply_.getPage()), messages_(page_.getMessages()) {}
+  explicit Reply(schema::HistoryPage::Reader page)
+      : copy_(static_cast<unsigned>(page.totalSize().wordCount + 1)) {
+    copy_.setRoot(page);
+    page_ = copy_.getRoot<schema::HistoryPage>().asReader();
+    messages_ = page_.getMessages();
+  }
   schema::HistoryPage::Reader page() const { return page_; }
   capnp::List<schema::Message>::Reader messages() const { return messages_; }
 
  private:
-  capnp::Response<schema::ChatStore::ReadHistoryResults> reply_;
+  capnp::MallocMessageBuilder copy_;
   schema::HistoryPage::Reader page_;
   capnp::List<schema::Message>::Reader messages_;
 };
@@ -60,26 +68,14 @@ MessageView HistoryPageView::operator[](size_t i) const {
   return out;
 }
 
+Message HistoryPageView::Decode(size_t i) const {
+  return wire::Decode<Message>(reply_->messages()[static_cast<unsigned>(i)]);
+}
+
 HistoryPage HistoryPageView::ToPage() const {
   HistoryPage page;
   if (reply_) wire::FromWire(reply_->page(), &page);
   return page;
-}
-
-Message MessageView::ToMessage() const {
-  Message out;
-  out.conv_id = conv_id;
-  out.seq = seq;
-  out.sender_id = sender_id;
-  out.sent_at_ms = sent_at_ms;
-  out.client_msg_id = std::string(client_msg_id);
-  out.body = std::string(body);
-  out.kind = kind;
-  out.edited = edited;
-  out.deleted = deleted;
-  out.edited_at_ms = edited_at_ms;
-  out.revision = revision;
-  return out;
 }
 
 namespace {
@@ -313,7 +309,7 @@ class ChatClientImpl final : public ChatClient {
       return call.send().then([](auto reply) -> Result<HistoryPageView> {
         Status error = ReplyError(reply);
         if (!error.ok()) return error;
-        return HistoryPageView(std::make_shared<const HistoryPageView::Reply>(kj::mv(reply)));
+        return HistoryPageView(std::make_shared<const HistoryPageView::Reply>(reply.getPage()));
       });
     });
   }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compares two scrollback-bench binaries (e.g. main before and after a change) in one run:
 # every (workload, target) pair runs with each binary in turn, ROUNDS times, alternating, so both
-# see the same machine state; prints the median throughput of each and the ratio.
+# see the same machine state; prints the median throughput of each and the ratio, and draws
+# OUT/chat.png (the chat mix on every target) and OUT/embedded.png (every workload on embedded).
 #
 # Usage: scripts/bench-compare.sh BEFORE_BINARY AFTER_BINARY
 #   To build the binary of an earlier commit beside this checkout:
@@ -48,4 +49,31 @@ for key in sorted(before):
     b = statistics.median(before[key])
     a = statistics.median(after.get(key, [0]))
     print(f"| {key[0]} | {key[1]} | {b:,.0f} | {a:,.0f} | {a / b * 100:.0f} % |")
+# The charts' data: the chat mix on every target, every workload on embedded.
+for name, keep in (("chat", lambda w, t: w == "chat"), ("embedded", lambda w, t: t == "embedded")):
+    with open(f"{out}/{name}.dat", "w") as f:
+        for (workload, target) in sorted(before):
+            if keep(workload, target):
+                label = target if name == "chat" else workload
+                b = statistics.median(before[(workload, target)])
+                a = statistics.median(after.get((workload, target), [0]))
+                f.write(f'"{label}" {b:.0f} {a:.0f}\n')
 EOF
+
+# Charts (gnuplot, installed by scripts/setup.sh) of the medians written above.
+gnuplot <<GP
+set terminal pngcairo size 1000,600 noenhanced
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set grid ytics
+set key top left
+set logscale y
+set output "$out/chat.png"
+set title "chat mix (70 % history pages, 15 % sends, 10 % inbox lists, 5 % mark read): ops/s, log scale"
+plot "$out/chat.dat" using 2:xtic(1) title "before", "" using 3 title "after"
+set output "$out/embedded.png"
+set title "embedded cluster, every workload: ops/s (batch: messages/s), log scale"
+plot "$out/embedded.dat" using 2:xtic(1) title "before", "" using 3 title "after"
+GP
+echo "charts: $out/chat.png $out/embedded.png"

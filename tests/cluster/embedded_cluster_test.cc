@@ -100,7 +100,14 @@ TEST_CASE("every ChatStore call works over real RPC") {
     CHECK(view->next_cursor_seq() == decoded->next_cursor_seq);
     for (size_t i = 0; i < view->size(); ++i) {
       const Message& want = decoded->messages[i];
-      const Message got = (*view)[i].ToMessage();
+      const MessageView in_place = (*view)[i];
+      CHECK(in_place.seq == want.seq);
+      CHECK(in_place.body == want.body);
+      CHECK(in_place.client_msg_id == want.client_msg_id);
+      CHECK(in_place.kind == want.kind);
+      CHECK(in_place.deleted == want.deleted);
+      const Message got = view->Decode(i);
+      CHECK(got.member_ids == want.member_ids);
       CHECK(got.seq == want.seq);
       CHECK(got.conv_id == want.conv_id);
       CHECK(got.sender_id == want.sender_id);
@@ -114,6 +121,14 @@ TEST_CASE("every ChatStore call works over real RPC") {
       CHECK(got.revision == want.revision);
     }
     CHECK(view->ToPage().messages.size() == decoded->messages.size());
+    // The view owns its page: it outlives the client, and reads the same from another thread.
+    if (query.direction == Direction::kOldestFirst) {
+      REQUIRE(decoded->messages[3].member_ids == std::vector<uint64_t>{4});  // membersAdded.
+      HistoryPageView kept = *view;
+      std::string body_elsewhere;
+      std::thread([&] { body_elsewhere = std::string(kept[0].body); }).join();
+      CHECK(body_elsewhere == decoded->messages[0].body);
+    }
   }
   CHECK(f.Wait(c.ReadHistoryView(Newest(1001, 0))).status().field() == "limit");
   HistoryQuery by_time = oldest;

@@ -2,6 +2,9 @@
 // store returns, through sends, batches, edits, deletes, evictions, concurrent writers and a
 // replica's applied log; and it is used (its hits are counted), so these tests would fail if it
 // served stale or wrong pages.
+#include <rocksdb/comparator.h>
+#include <rocksdb/db.h>
+
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <map>
@@ -10,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "history_tail_cache.h"
+#include "scrollback/engine/keys.h"
 #include "test_util.h"
 
 namespace scrollback {
@@ -283,6 +288,88 @@ TEST_CASE(
     CHECK(page->messages[2].body == "edited 29");
   }
   CHECK(resources->HistoryCache().hits == hits_before + 1);
+}
+
+// A column family handle for building WriteBatches without a database.
+class FakeColumnFamily final : public rocksdb::ColumnFamilyHandle {
+ public:
+  explicit FakeColumnFamily(uint32_t id) : id_(id) {}
+  const std::string& GetName() const override { return name_; }
+  uint32_t GetID() const override { return id_; }
+  rocksdb::Status GetDescriptor(rocksdb::ColumnFamilyDescriptor*) override {
+    return rocksdb::Status::NotSupported();
+  }
+  const rocksdb::Comparator* GetComparator() const override {
+    return rocksdb::BytewiseComparator();
+  }
+
+ private:
+  uint32_t id_;
+  std::string name_ = "messages";
+};
+
+TEST_CASE("a conversation's tail is neither served nor filled while a batch writes it") {
+  using engine_internal::HistoryTailCache;
+  HistoryTailCache cache(1 << 20);
+  const uint64_t owner = HistoryTailCache::NewOwner();
+  FakeColumnFamily messages(2);
+  const std::string word(8, 'a');  // A stored message is a whole number of words.
+  auto tail = std::make_shared<HistoryTailCache::Tail>();
+  tail->first_seq = 1;
+  tail->last_seq = 2;
+  tail->Add(word);
+  tail->Add(word);
+  cache.Insert(owner, 7, tail, cache.Epoch(owner, 7));
+  REQUIRE(cache.Find(owner, 7) != nullptr);
+
+  auto message_put = [&](uint64_t seq, const std::string& value) {
+    rocksdb::WriteBatch batch;
+    const keys::Key key = keys::MessageKey(7, seq);
+    REQUIRE(batch.Put(&messages, rocksdb::Slice(key.data(), key.size()), value).ok());
+    return batch;
+  };
+  const std::string third(16, 'c');
+  rocksdb::WriteBatch batch = message_put(3, third);
+  cache.BeginBatch(owner, 2, batch);
+  // Between the write's start and its end: not served, and a fill (a reader that scanned
+  // meanwhile) is not kept.
+  CHECK(cache.Find(owner, 7) == nullptr);
+  CHECK(cache.Find(owner, 8) == nullptr);  // Never cached.
+  cache.Insert(owner, 7, tail, cache.Epoch(owner, 7));
+  CHECK(cache.Find(owner, 7) == nullptr);
+  REQUIRE(cache.EndBatch(owner, 2, batch, 200, /*committed=*/true));
+  auto after = cache.Find(owner, 7);
+  REQUIRE(after != nullptr);
+  CHECK(after->first_seq == 1);
+  CHECK(after->last_seq == 3);
+  CHECK(after->Value(3) == third);
+
+  // A fill whose scan began before a batch began is refused, even once the batch is over.
+  const uint64_t before = cache.Epoch(owner, 7);
+  rocksdb::WriteBatch fourth = message_put(4, word);
+  cache.BeginBatch(owner, 2, fourth);
+  REQUIRE(cache.EndBatch(owner, 2, fourth, 200, /*committed=*/true));
+  cache.Insert(owner, 7, tail, before);
+  REQUIRE(cache.Find(owner, 7) != nullptr);
+  CHECK(cache.Find(owner, 7)->last_seq == 4);  // The appended tail, not the stale fill.
+
+  // A write that failed drops the tails it touched.
+  rocksdb::WriteBatch failed = message_put(5, word);
+  cache.BeginBatch(owner, 2, failed);
+  REQUIRE(cache.EndBatch(owner, 2, failed, 200, /*committed=*/false));
+  CHECK(cache.Find(owner, 7) == nullptr);
+
+  // Rows of other column families change nothing; a range delete of messages cannot be
+  // followed: the store must take a new owner id.
+  FakeColumnFamily indexes(3);
+  rocksdb::WriteBatch other;
+  REQUIRE(other.Put(&indexes, "k", "v").ok());
+  cache.BeginBatch(owner, 2, other);
+  CHECK(cache.EndBatch(owner, 2, other, 200, true));
+  rocksdb::WriteBatch range;
+  REQUIRE(range.DeleteRange(&messages, "a", "z").ok());
+  cache.BeginBatch(owner, 2, range);
+  CHECK_FALSE(cache.EndBatch(owner, 2, range, 200, true));
 }
 
 }  // namespace

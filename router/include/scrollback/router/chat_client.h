@@ -37,8 +37,9 @@ namespace scrollback {
 
 class NetworkFaults;  // rpc/network_faults.h
 
-// One message of a HistoryPageView, read in place: the string views point into the reply and
-// are valid while the view that gave them lives.
+// One message of a HistoryPageView, read in place: the string views point into the view's
+// page and are valid while the view (or a copy of it) lives. Membership lists of system
+// messages are left out: HistoryPageView::Decode has them.
 struct MessageView {
   uint64_t conv_id = 0;
   uint64_t seq = 0;
@@ -51,13 +52,13 @@ struct MessageView {
   bool deleted = false;
   int64_t edited_at_ms = 0;
   uint32_t revision = 0;
-  // A decoded copy (with member_ids, which the view leaves out).
-  Message ToMessage() const;
 };
 
-// A history page as it arrived (ChatClient::ReadHistoryView): the messages stay in the reply's
-// buffers and are read field by field on access, instead of being decoded into a HistoryPage
-// (a Message and its strings per row) up front. Cheap to copy (shared); thread-compatible.
+// A history page as it arrived (ChatClient::ReadHistoryView): the page is kept as one Cap'n
+// Proto message and its rows are read field by field on access, instead of being decoded into
+// a HistoryPage (a Message and its strings per row) up front. Cheap to copy (shared);
+// immutable, so copies may be read from any thread; independent of the client and its
+// connection.
 class HistoryPageView {
  public:
   class Reply;  // The Cap'n Proto reply it reads from (chat_client.cc).
@@ -68,6 +69,8 @@ class HistoryPageView {
   bool empty() const { return size_ == 0; }
   // REQUIRES: i < size(). In the page's order (HistoryPage::messages).
   MessageView operator[](size_t i) const;
+  // REQUIRES: i < size(). Message i decoded, with everything (member_ids too).
+  Message Decode(size_t i) const;
   uint64_t next_cursor_seq() const { return next_cursor_seq_; }
   bool has_more() const { return has_more_; }
   // The page decoded, as ReadHistory returns it.

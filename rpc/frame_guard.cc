@@ -30,6 +30,7 @@ class FrameGuard final : public kj::AsyncIoStream {
   }
 
   kj::Promise<size_t> tryRead(void* buffer, size_t min_bytes, size_t max_bytes) override {
+    if (dropped_) return KJ_EXCEPTION(DISCONNECTED, "the connection was dropped for a timeout");
     // No timer per read (reads are the hot path): a watchdog per connection checks progress.
     return canceler_.wrap(inner_->tryRead(buffer, min_bytes, max_bytes))
         .then([this, buffer](size_t n) -> kj::Promise<size_t> {
@@ -83,18 +84,32 @@ class FrameGuard final : public kj::AsyncIoStream {
       const bool waiting_for_budget = to_acquire_ > 0;
       if (InFrame() && !waiting_for_budget && quiet >= partial) {
         counters_.partial_timeouts.fetch_add(1, std::memory_order_relaxed);
+        Drop();
         canceler_.cancel(KJ_EXCEPTION(DISCONNECTED, "no byte of a started frame in time",
                                       options_.partial_frame_timeout.count()));
         return kj::READY_NOW;
       }
-      if (!InFrame() && options_.idle_timeout.count() > 0 && quiet >= idle) {
+      if (!InFrame() && !waiting_for_budget && options_.idle_timeout.count() > 0 && quiet >= idle) {
         counters_.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+        Drop();
         canceler_.cancel(
             KJ_EXCEPTION(DISCONNECTED, "no frame in time", options_.idle_timeout.count()));
         return kj::READY_NOW;
       }
       return Watch();
     });
+  }
+
+  // A timed-out connection gives its budget back at once: its RPC connection is torn down
+  // only once its last writes are out (up to a second, longer if its peer stops reading), and
+  // the frames waiting for the budget should not wait for that. Nothing is read after it.
+  // REQUIRES: not waiting for the budget (to_acquire_ == 0).
+  void Drop() {
+    dropped_ = true;
+    const size_t outstanding = frame_held_ + to_release_;
+    if (outstanding > 0) budget_.Release(outstanding);
+    frame_held_ = 0;
+    to_release_ = 0;
   }
 
   // Follows the framing over `n` bytes handed on: notes the budget to take (a table completed)
@@ -173,6 +188,7 @@ class FrameGuard final : public kj::AsyncIoStream {
   // Takes what Scan noted from the budget (waiting while it is spent), gives back what
   // completed, then hands the read on.
   kj::Promise<size_t> Settle(size_t n, bool waited = false) {
+    if (dropped_) return KJ_EXCEPTION(DISCONNECTED, "the connection was dropped for a timeout");
     if (to_acquire_ > 0) {
       if (!budget_.TryAcquire(to_acquire_)) {
         if (!waited) counters_.budget_waits.fetch_add(1, std::memory_order_relaxed);
@@ -204,6 +220,7 @@ class FrameGuard final : public kj::AsyncIoStream {
   size_t frame_held_ = 0;  // Budget taken for the frame in progress.
   size_t to_acquire_ = 0;  // Noted by Scan, settled before the read is handed on.
   size_t to_release_ = 0;
+  bool dropped_ = false;         // The watchdog timed the connection out (Drop).
   kj::TimePoint last_progress_;  // When a read last completed (or the connection began).
   kj::Canceler canceler_;        // Wraps the pending read, so the watchdog can fail it.
   kj::Promise<void> watchdog_;   // Last: destroyed first, before what it watches.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The standard benchmark set, bounded to about 10 minutes on 2 cores:
+# The standard benchmark set, on 2 cores (LARGE_RECORDS=0, REPLICATION=0 and FAILOVER_KILLS=0 skip
+# the longest steps):
 #   1. scrollback-bench: YCSB workloads A-F, `chat`, `send`, `history` and `batch` on the raw,
 #      engine, embedded and echo targets, one after another in one process, so the ratios come
 #      from the same run;
@@ -7,12 +8,14 @@
 #      for `send`, inbox freshness under that load (probe sends, until a member's inbox shows them)
 #      at half the throughput step 1 measured, for the p99 target;
 #   2b. large data: `history` and `c` over LARGE_RECORDS messages (default 1,000,000; more than
-#      the block cache holds) on raw and embedded (rf 1);
+#      the block cache holds) on raw and embedded (rf 1); about 14 minutes on 2 cores (every
+#      target and workload loads its own copy);
 #   3. the engine micro-benchmarks beside raw RocksDB (scripts/bench-engine.sh);
 #   4. the cluster RPC micro-benchmarks beside a Cap'n Proto echo (rpc_bench);
 #   5. replication: `send` with replication factor 1 and 3, `send` acknowledged async and
 #      semi-sync, `c` and `history` read `strong`,
-#      `replica` and `session`, replica lag, `history` of one hot conversation `strong` against
+#      `replica` and `session`, replica lag, `send` to one hot conversation (rf 1 and 3),
+#      `history` of one hot conversation `strong` against
 #      `replica`; a replica bootstrap of a BOOTSTRAP_MB shard beside a
 #      filesystem copy (docs/replication.md);
 #   6. failover: the busiest primary crashed FAILOVER_KILLS times under semi-sync, then async,
@@ -126,6 +129,9 @@ if [[ "${REPLICATION:-1}" != 0 ]]; then
       run history 3 "$consistency" "-hot$round" --messages-per-conversation "$records"
     done
   done
+  # One hot conversation written: every sender sends to it (the hot-path issue's target,
+  # 20,000 sends/s with dense seqs), with 1 and 3 copies.
+  for rf in 1 3; do run send "$rf" strong "-hot" --messages-per-conversation "$records"; done
   python3 -c '
 import json, sys
 print(json.dumps([r for f in sys.argv[1:] for r in json.load(open(f))], indent=1))' \

@@ -25,6 +25,7 @@ packages=(
   etcd-server etcd-client   # coordination in multi-process mode and its tests
   gnuplot-nox               # scripts/plot-bench.sh
   python3                   # scripts (free ports, benchmark tables)
+  gdb                       # tests: thread stacks of a test still running near its timeout
 )
 # Node.js and npm for the TypeScript client (clients/node), from Debian only when either is
 # missing from PATH: a Node.js installed another way (NodeSource's bundles npm) is kept.

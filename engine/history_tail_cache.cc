@@ -9,23 +9,19 @@ namespace {
 
 constexpr size_t kMessageKeySize = keys::kPrefixSize + 1 + 8;
 
-// Reads the message rows of a committed batch; tells `row` of each (conversation, seq, value or
-// null for a delete) and whether any range delete touched the messages.
-template <typename OnRow>
+// Collects the message rows of a batch into `out` (HistoryTailCache::BatchRows).
 class MessageRows : public rocksdb::WriteBatch::Handler {
  public:
-  MessageRows(uint32_t messages_cf, OnRow& row) : messages_cf_(messages_cf), row_(row) {}
+  MessageRows(uint32_t messages_cf, HistoryTailCache::BatchRows& out)
+      : messages_cf_(messages_cf), out_(out) {}
 
   rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice& key,
                         const rocksdb::Slice& value) override {
-    if (cf == messages_cf_) {
-      const std::string_view view(value.data(), value.size());
-      OnMessageRow(key, &view);
-    }
+    if (cf == messages_cf_) Add(key, std::string_view(value.data(), value.size()));
     return rocksdb::Status::OK();
   }
   rocksdb::Status DeleteCF(uint32_t cf, const rocksdb::Slice& key) override {
-    if (cf == messages_cf_) OnMessageRow(key, nullptr);
+    if (cf == messages_cf_) Add(key, std::nullopt);
     return rocksdb::Status::OK();
   }
   rocksdb::Status SingleDeleteCF(uint32_t cf, const rocksdb::Slice& key) override {
@@ -33,30 +29,29 @@ class MessageRows : public rocksdb::WriteBatch::Handler {
   }
   rocksdb::Status DeleteRangeCF(uint32_t cf, const rocksdb::Slice&,
                                 const rocksdb::Slice&) override {
-    if (cf == messages_cf_) range_deleted = true;
+    if (cf == messages_cf_) out_.unfollowable = true;
     return rocksdb::Status::OK();
   }
   rocksdb::Status MergeCF(uint32_t cf, const rocksdb::Slice& key, const rocksdb::Slice&) override {
-    if (cf == messages_cf_) OnMessageRow(key, nullptr);  // Never written; treated as a change.
+    if (cf == messages_cf_) Add(key, std::nullopt);  // Never written; treated as a change.
     return rocksdb::Status::OK();
   }
   // Other records (log data, markers) change no message row.
   void LogData(const rocksdb::Slice&) override {}
 
-  bool range_deleted = false;
-
  private:
-  void OnMessageRow(const rocksdb::Slice& key, const std::string_view* value) {
+  void Add(const rocksdb::Slice& key, std::optional<std::string_view> value) {
     if (key.size() != kMessageKeySize ||
         static_cast<uint8_t>(key[keys::kPrefixSize]) != static_cast<uint8_t>(keys::Tag::kMessage)) {
-      range_deleted = true;  // Not a message key in the messages family: trust nothing.
+      out_.unfollowable = true;  // Not a message key in the messages family: trust nothing.
       return;
     }
-    row_(keys::GetBigEndian64(key.data() + 8), keys::GetBigEndian64(key.data() + 17), value);
+    out_.rows.push_back(
+        {keys::GetBigEndian64(key.data() + 8), keys::GetBigEndian64(key.data() + 17), value});
   }
 
   const uint32_t messages_cf_;
-  OnRow& row_;
+  HistoryTailCache::BatchRows& out_;
 };
 
 }  // namespace
@@ -99,24 +94,20 @@ void HistoryTailCache::Insert(uint64_t owner, uint64_t conv_id, std::shared_ptr<
   inserts_.fetch_add(1, std::memory_order_relaxed);
 }
 
-void HistoryTailCache::BeginBatch(uint64_t owner, uint32_t messages_cf,
-                                  const rocksdb::WriteBatch& batch) {
-  if (!enabled()) return;
-  auto row = [&](uint64_t conv_id, uint64_t, const std::string_view*) { BeginRow(owner, conv_id); };
-  MessageRows<decltype(row)> rows(messages_cf, row);
-  (void)batch.Iterate(&rows);  // A batch that does not parse fails EndBatch too.
+HistoryTailCache::BatchRows HistoryTailCache::BeginBatch(uint64_t owner, uint32_t messages_cf,
+                                                         const rocksdb::WriteBatch& batch) {
+  BatchRows out;
+  out.owner = owner;
+  if (!enabled()) return out;
+  MessageRows rows(messages_cf, out);
+  if (!batch.Iterate(&rows).ok()) out.unfollowable = true;
+  for (const BatchRows::Row& row : out.rows) BeginRow(owner, row.conv_id);
+  return out;
 }
 
-bool HistoryTailCache::EndBatch(uint64_t owner, uint32_t messages_cf,
-                                const rocksdb::WriteBatch& batch, uint32_t max_messages,
-                                bool committed) {
-  if (!enabled()) return true;
-  auto row = [&](uint64_t conv_id, uint64_t seq, const std::string_view* value) {
-    EndRow(owner, conv_id, seq, value, max_messages, committed);
-  };
-  MessageRows<decltype(row)> rows(messages_cf, row);
-  if (!batch.Iterate(&rows).ok()) return false;
-  return !rows.range_deleted;
+bool HistoryTailCache::EndBatch(const BatchRows& batch, uint32_t max_messages, bool committed) {
+  for (const BatchRows::Row& row : batch.rows) EndRow(batch.owner, row, max_messages, committed);
+  return !batch.unfollowable;
 }
 
 void HistoryTailCache::BeginRow(uint64_t owner, uint64_t conv_id) {
@@ -127,10 +118,11 @@ void HistoryTailCache::BeginRow(uint64_t owner, uint64_t conv_id) {
   ++stripe.writing[id];
 }
 
-void HistoryTailCache::EndRow(uint64_t owner, uint64_t conv_id, uint64_t seq,
-                              const std::string_view* value, uint32_t max_messages,
+void HistoryTailCache::EndRow(uint64_t owner, const BatchRows::Row& row, uint32_t max_messages,
                               bool committed) {
-  const Id id{owner, conv_id};
+  const uint64_t seq = row.seq;
+  const std::optional<std::string_view>& value = row.value;
+  const Id id{owner, row.conv_id};
   Stripe& stripe = StripeOf(id);
   std::lock_guard lock(stripe.mu);
   ++EpochOf(id);
@@ -146,8 +138,8 @@ void HistoryTailCache::EndRow(uint64_t owner, uint64_t conv_id, uint64_t seq,
   const Tail& old = *it->second->second;
   const bool appended = seq == old.last_seq + 1;
   const bool replaced = seq >= old.first_seq && seq <= old.last_seq;
-  if (value != nullptr && seq < old.first_seq) return;  // Older than the tail: not in it.
-  if (value == nullptr || (!appended && !replaced) || value->empty() ||
+  if (value && seq < old.first_seq) return;  // Older than the tail: not in it.
+  if (!value || (!appended && !replaced) || value->empty() ||
       value->size() % sizeof(uint64_t) != 0) {
     Erase(stripe, it->second);
     return;

@@ -7,9 +7,10 @@
 //   - A tail is the stored values of messages first_seq..last_seq of one conversation of one
 //     store, dense (seqs are dense), and last_seq is the conversation's newest message.
 //   - Every write path of a store (its own writes and a replica's applied log) brackets its
-//     RocksDB write with the batch itself: BeginBatch before the write, EndBatch after it (with
-//     whether it committed), under the same serialization that orders its writes to the
-//     conversation (the conversation's stripe lock, or the replica's apply lock).
+//     RocksDB write with the batch's message rows: BeginBatch reads them before the write,
+//     EndBatch follows them after it (with whether it committed), under the same serialization that
+//     orders its writes to the conversation (the conversation's stripe lock, or the replica's apply
+//     lock).
 //   - From BeginBatch to EndBatch the conversations whose message rows the batch holds are
 //     *being written*: their tails are not served and not filled. So no reader is served a
 //     tail without a write that committed before the read (another reader may already have
@@ -38,6 +39,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -98,17 +100,32 @@ class HistoryTailCache {
   // Files `tail` unless a batch touched the stripe since `epoch` was taken.
   void Insert(uint64_t owner, uint64_t conv_id, std::shared_ptr<const Tail> tail, uint64_t epoch);
 
+  // The message rows of one batch, read once, before its write (BeginBatch), and followed after
+  // it (EndBatch). The values are views into the batch, which must outlive this and stay
+  // unchanged (RocksDB's write only stamps its sequence number).
+  struct BatchRows {
+    struct Row {
+      uint64_t conv_id;
+      uint64_t seq;
+      std::optional<std::string_view> value;  // None: the row was deleted.
+    };
+    uint64_t owner = 0;
+    std::vector<Row> rows;
+    // The batch held a range delete of messages, a key that is not a message key in the
+    // messages family, or could not be read: no tail of the store can be trusted after it.
+    bool unfollowable = false;
+  };
+
   // Before `batch` is written to the store `owner`: marks the conversations whose message rows
-  // it holds as being written. `messages_cf` is the messages column family's id; message keys
-  // are keys::MessageKey.
-  void BeginBatch(uint64_t owner, uint32_t messages_cf, const rocksdb::WriteBatch& batch);
-  // After the write of a batch given to BeginBatch: if it `committed`, updates or drops the
-  // tails of the conversations whose message rows it changed (a tail grows to at most
-  // `max_messages`, the oldest go); if not, drops them. Ends their being written. Returns
-  // false when the batch held a range delete of messages, or could not be read: the caller
-  // must then give the store a new owner id (every tail it had becomes unreachable).
-  bool EndBatch(uint64_t owner, uint32_t messages_cf, const rocksdb::WriteBatch& batch,
-                uint32_t max_messages, bool committed);
+  // it holds as being written, and returns those rows. `messages_cf` is the messages column
+  // family's id; message keys are keys::MessageKey.
+  BatchRows BeginBatch(uint64_t owner, uint32_t messages_cf, const rocksdb::WriteBatch& batch);
+  // After the write of the batch BeginBatch read: if it `committed`, updates or drops the tails
+  // of the conversations whose message rows it changed (a tail grows to at most
+  // `max_messages`, the oldest go); if not, drops them. Ends their being written. Returns false
+  // when the batch was unfollowable: the caller must then give the store a new owner id (every
+  // tail it had becomes unreachable).
+  bool EndBatch(const BatchRows& batch, uint32_t max_messages, bool committed);
 
   Stats stats() const;
 
@@ -147,11 +164,9 @@ class HistoryTailCache {
   void Put(Stripe& stripe, const Id& id, std::shared_ptr<const Tail> tail);
   void Erase(Stripe& stripe, Lru::iterator at);
   // One message row of a batch: BeginRow before its write; EndRow after it, with the row's
-  // change if the batch committed (`value` null: the row was deleted; `committed` false: the
-  // tail is dropped).
+  // change if the batch committed (`committed` false: the tail is dropped).
   void BeginRow(uint64_t owner, uint64_t conv_id);
-  void EndRow(uint64_t owner, uint64_t conv_id, uint64_t seq, const std::string_view* value,
-              uint32_t max_messages, bool committed);
+  void EndRow(uint64_t owner, const BatchRows::Row& row, uint32_t max_messages, bool committed);
 
   const size_t stripe_capacity_;
   std::array<Stripe, kStripes> stripes_;

@@ -492,9 +492,9 @@ class ShardStoreImpl final : public ShardStore {
   Status WriteFollowedByTails(rocksdb::WriteBatch& batch, const char* what) {
     const uint64_t owner = tail_owner_.load(std::memory_order_relaxed);
     const uint32_t messages_cf = handles_[kMessagesCf]->GetID();
-    tails_.BeginBatch(owner, messages_cf, batch);
+    const HistoryTailCache::BatchRows rows = tails_.BeginBatch(owner, messages_cf, batch);
     Status written = FromRocksDb(db_->Write(write_options_, &batch), what);
-    if (!tails_.EndBatch(owner, messages_cf, batch, limits_.max_page_size, written.ok())) {
+    if (!tails_.EndBatch(rows, limits_.max_page_size, written.ok())) {
       tail_owner_.store(HistoryTailCache::NewOwner(), std::memory_order_release);
     }
     return written;

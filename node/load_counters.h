@@ -88,10 +88,6 @@ class LoadCounters {
   // Hot path: one read or write of `bytes` bytes at `token` (a token of this shard's range).
   void RecordRead(uint64_t token, uint64_t bytes) { Record(token, bytes, /*write=*/false); }
   void RecordWrite(uint64_t token, uint64_t bytes) { Record(token, bytes, /*write=*/true); }
-  // Bytes of an operation already recorded (a read's reply, known once it is read).
-  void RecordBytes(uint64_t token, uint64_t bytes) {
-    counts_[BucketOf(range_, token)].bytes.fetch_add(bytes, std::memory_order_relaxed);
-  }
 
   // Folds what was recorded since the previous Tick into the rates and decays the hot-token
   // sketch (the file comment). The first Tick only starts the clock: the counts recorded before

@@ -156,10 +156,8 @@ Result<const HostedShard*> RouteWrite(const NodeCore& core, const ShardTable& ta
 // its staleness is under the bound and `session` reads once it has applied the caller's
 // token (WhenReadable waited for it). Otherwise notPrimary (the client reads from the
 // primary) or, for a session read still behind after the wait, unavailable.
-namespace {
-
-Result<const HostedShard*> RouteReadUncounted(NodeCore& core, const ShardTable& table, uint64_t key,
-                                              const char* field, const ReadOptions& read) {
+Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
+                                     const char* field, const ReadOptions& read) {
   auto shard = Route(core, table, key, field);
   if (!shard.ok() || (*shard)->assignment.role == ShardRole::kPrimary) return shard;
   const HostedShard& h = **shard;
@@ -202,13 +200,6 @@ Result<const HostedShard*> RouteReadUncounted(NodeCore& core, const ShardTable& 
     }
   }
   return shard;
-}
-
-}  // namespace
-
-Result<const HostedShard*> RouteRead(NodeCore& core, const ShardTable& table, uint64_t key,
-                                     const char* field, const ReadOptions& read) {
-  return RouteReadUncounted(core, table, key, field, read);
 }
 
 void CountRead(NodeCore& core, const HostedShard& shard, uint64_t key, const ReadOptions& read,

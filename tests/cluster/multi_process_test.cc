@@ -402,7 +402,6 @@ TEST_CASE("processes: with replication factor 3, a SIGKILLed node catches up and
   }
 }
 
-// Runs scrollbackctl with `args` to its end (up to `limit`); returns its exit code and output.
 // Sends through the router to conversations 1..convs, one round at a time, each send retried
 // with its client_msg_id until acknowledged (a split's or switchover's pause, or a failover,
 // can outlast the router's own retries; a retry of a send that did commit answers with its
@@ -452,6 +451,7 @@ struct RetriedSends {
   std::string failures;
 };
 
+// Runs scrollbackctl with `args` to its end (up to `limit`); returns its exit code and output.
 std::pair<int, std::string> RunCtl(MultiProcessCluster& cluster, std::vector<std::string> args,
                                    const std::string& log,
                                    std::chrono::seconds limit = std::chrono::seconds(120)) {
@@ -461,26 +461,88 @@ std::pair<int, std::string> RunCtl(MultiProcessCluster& cluster, std::vector<std
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ctl.LogTail()};
 }
 
+// A ChatStore connection to the cluster's router, conversations 1..convs created through it,
+// and a RetriedSends load over them.
+struct RouterLoad {
+  RouterLoad(MultiProcessCluster& cluster, uint64_t convs, const std::string& title)
+      : stream(cluster.io.provider->getNetwork()
+                   .parseAddress(MultiProcessCluster::Address(cluster.router_port))
+                   .wait(cluster.io.waitScope)
+                   ->connect()
+                   .wait(cluster.io.waitScope)),
+        rpc(*stream),
+        router(rpc.bootstrap().castAs<schema::ChatStore>()),
+        sends(cluster.io, router, convs) {
+    for (uint64_t conv = 1; conv <= convs; ++conv) {
+      auto create = router.createConversationRequest();
+      create.setConvId(conv);
+      create.setCreatorId(1);
+      create.setTitle(title);
+      REQUIRE_FALSE(create.send().wait(cluster.io.waitScope).hasError());
+    }
+  }
+
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyClient rpc;
+  schema::ChatStore::Client router;
+  RetriedSends sends;
+};
+
+// Registers node-4 with `scrollbackctl add-node` and starts it with its bootstraps throttled
+// to 10 KB/s, so that a copy moving to it stays in progress.
+void AddCrawlingNode4(MultiProcessCluster& cluster) {
+  cluster.nodes.push_back({"node-4", FreePort(), FreePort(), nullptr});
+  auto [add_code, add_out] =
+      RunCtl(cluster, {"add-node", "--etcd", cluster.etcd.endpoint(), "--node-id", "node-4"},
+             "add-node.log");
+  INFO(add_out);
+  REQUIRE(add_code == 0);
+  cluster.StartNode(3, {"--bootstrap-mb-per-s", "0.01"});
+}
+
+// Whether the shard map shows shard `shard_id` moving a copy to `node`.
+bool Moving(MultiProcessCluster& cluster, uint64_t shard_id, const std::string& node) {
+  auto map = ReadShardMap(*cluster.metadata);
+  return map.ok() && map->FindShard(shard_id) != nullptr &&
+         map->FindShard(shard_id)->move_to == node;
+}
+
+// Waits (up to 10 s) until Moving.
+bool WaitMoving(MultiProcessCluster& cluster, uint64_t shard_id, const std::string& node) {
+  for (int i = 0; i < 400; ++i) {
+    if (Moving(cluster, shard_id, node)) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  return false;
+}
+
+// Every send `load` had acknowledged is in its conversation's history, once; and once every
+// node serves, every copy of every shard is identical.
+void CheckSendsKeptAndCopiesIdentical(MultiProcessCluster& cluster, RouterLoad& load) {
+  auto& io = cluster.io;
+  for (uint64_t conv = 1; conv <= load.sends.convs; ++conv) {
+    auto read = load.router.readHistoryRequest();
+    auto query = read.initRequest();
+    query.setConvId(conv);
+    query.setLimit(200);
+    auto page = read.send().wait(io.waitScope);
+    REQUIRE_FALSE(page.hasError());
+    CHECK(page.getPage().getMessages().size() == load.sends.acked[conv]);
+  }
+  for (size_t i = 0; i < cluster.nodes.size(); ++i) cluster.WaitServing(i);
+  auto fresh = MetadataShardMapSource::Create(cluster.metadata);
+  REQUIRE(fresh.ok());
+  const std::string problems =
+      EventuallyIdenticalProblems(io, [&] { return (*fresh)->RefreshNow(); });
+  INFO(problems);
+  CHECK(problems.empty());
+}
+
 TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKILLed target") {
   MultiProcessCluster cluster;
-  auto& io = cluster.io;
-  auto address = io.provider->getNetwork()
-                     .parseAddress(MultiProcessCluster::Address(cluster.router_port))
-                     .wait(io.waitScope);
-  auto stream = address->connect().wait(io.waitScope);
-  capnp::TwoPartyClient rpc(*stream);
-  auto router = rpc.bootstrap().castAs<schema::ChatStore>();
-  constexpr uint64_t kConvs = 16;
-  RetriedSends sends(io, router, kConvs);
+  RouterLoad traffic(cluster, 16, "reshard");
+  RetriedSends& sends = traffic.sends;
   auto load = [&](int rounds) { sends.Rounds(rounds); };
-  auto& acked = sends.acked;
-  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
-    auto create = router.createConversationRequest();
-    create.setConvId(conv);
-    create.setCreatorId(1);
-    create.setTitle("reshard");
-    REQUIRE_FALSE(create.send().wait(io.waitScope).hasError());
-  }
   load(5);
 
   // A split, printed as JSON.
@@ -522,24 +584,12 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
 
   // A fourth node joins; a copy moves to it while its first bootstrap crawls, and it is
   // SIGKILLed mid-copy: restarted, it copies again and the move completes.
-  cluster.nodes.push_back({"node-4", FreePort(), FreePort(), nullptr});
-  auto [add_code, add_out] =
-      RunCtl(cluster, {"add-node", "--etcd", cluster.etcd.endpoint(), "--node-id", "node-4"},
-             "add-node.log");
-  INFO(add_out);
-  REQUIRE(add_code == 0);
-  cluster.StartNode(3, {"--bootstrap-mb-per-s", "0.01"});
+  AddCrawlingNode4(cluster);
   const ShardInfo moving = ReadShardMap(*cluster.metadata)->ShardForKey(2);
   ChildProcess mover({SCROLLBACKCTL, "move", "--etcd", cluster.etcd.endpoint(), "--shard",
                       std::to_string(moving.shard_id), "--from", moving.primary, "--to", "node-4"},
                      cluster.etcd.dir.Sub("move.log"));
-  bool recorded = false;
-  for (int i = 0; i < 400 && !recorded; ++i) {
-    auto map = ReadShardMap(*cluster.metadata);
-    recorded = map.ok() && map->FindShard(moving.shard_id)->move_to == "node-4";
-    if (!recorded) std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  REQUIRE(recorded);
+  REQUIRE(WaitMoving(cluster, moving.shard_id, "node-4"));
   cluster.nodes[3].process->Stop(SIGKILL, std::chrono::milliseconds(0));
   CHECK(ReadShardMap(*cluster.metadata)->FindShard(moving.shard_id)->move_to == "node-4");
   const uint64_t failed_before_window = sends.failed;
@@ -568,22 +618,7 @@ TEST_CASE("processes: scrollbackctl splits and moves under load, through a SIGKI
   CHECK(bad_out.find("already holds a copy") != std::string::npos);
 
   // Every acknowledged send is there, and every copy of every shard is identical.
-  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
-    auto read = router.readHistoryRequest();
-    auto query = read.initRequest();
-    query.setConvId(conv);
-    query.setLimit(200);
-    auto page = read.send().wait(io.waitScope);
-    REQUIRE_FALSE(page.hasError());
-    CHECK(page.getPage().getMessages().size() == acked[conv]);
-  }
-  cluster.WaitServing(3);
-  auto fresh = MetadataShardMapSource::Create(cluster.metadata);
-  REQUIRE(fresh.ok());
-  const std::string problems =
-      EventuallyIdenticalProblems(io, [&] { return (*fresh)->RefreshNow(); });
-  INFO(problems);
-  CHECK(problems.empty());
+  CheckSendsKeptAndCopiesIdentical(cluster, traffic);
 }
 
 }  // namespace
@@ -596,33 +631,12 @@ TEST_CASE(
     "processes: a move goes on through SIGKILLs of scrollbackctl, the source and the controller's "
     "leader") {
   MultiProcessCluster cluster;
-  auto& io = cluster.io;
-  auto address = io.provider->getNetwork()
-                     .parseAddress(MultiProcessCluster::Address(cluster.router_port))
-                     .wait(io.waitScope);
-  auto stream = address->connect().wait(io.waitScope);
-  capnp::TwoPartyClient rpc(*stream);
-  auto router = rpc.bootstrap().castAs<schema::ChatStore>();
-  constexpr uint64_t kConvs = 12;
-  RetriedSends sends(io, router, kConvs);
+  RouterLoad traffic(cluster, 12, "move");
+  RetriedSends& sends = traffic.sends;
   auto load = [&](int rounds) { sends.Rounds(rounds); };
-  auto& acked = sends.acked;
-  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
-    auto create = router.createConversationRequest();
-    create.setConvId(conv);
-    create.setCreatorId(1);
-    create.setTitle("move");
-    REQUIRE_FALSE(create.send().wait(io.waitScope).hasError());
-  }
   load(5);
 
-  cluster.nodes.push_back({"node-4", FreePort(), FreePort(), nullptr});
-  auto [add_code, add_out] =
-      RunCtl(cluster, {"add-node", "--etcd", cluster.etcd.endpoint(), "--node-id", "node-4"},
-             "add-node.log");
-  INFO(add_out);
-  REQUIRE(add_code == 0);
-  cluster.StartNode(3, {"--bootstrap-mb-per-s", "0.01"});  // The copy crawls.
+  AddCrawlingNode4(cluster);
   const ShardInfo moving = ReadShardMap(*cluster.metadata)->ShardForKey(2);
   const std::string source = moving.primary;
   auto index_of = [&](const std::string& id) {
@@ -632,20 +646,11 @@ TEST_CASE(
     FAIL("no node " << id);
     return size_t{0};
   };
-  auto in_progress = [&] {
-    auto map = ReadShardMap(*cluster.metadata);
-    return map.ok() && map->FindShard(moving.shard_id) != nullptr &&
-           map->FindShard(moving.shard_id)->move_to == "node-4";
-  };
+  auto in_progress = [&] { return Moving(cluster, moving.shard_id, "node-4"); };
   ChildProcess mover({SCROLLBACKCTL, "move", "--etcd", cluster.etcd.endpoint(), "--shard",
                       std::to_string(moving.shard_id), "--from", source, "--to", "node-4"},
                      cluster.etcd.dir.Sub("move.log"));
-  bool recorded = false;
-  for (int i = 0; i < 400 && !recorded; ++i) {
-    recorded = in_progress();
-    if (!recorded) std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
-  REQUIRE(recorded);
+  REQUIRE(WaitMoving(cluster, moving.shard_id, "node-4"));
 
   // The mover dies: the move lives in the map, not in the command.
   mover.Stop(SIGKILL, std::chrono::milliseconds(0));
@@ -715,22 +720,7 @@ TEST_CASE(
   CHECK(listed);
 
   // Every acknowledged send is there once, and every copy of every shard is identical.
-  for (uint64_t conv = 1; conv <= kConvs; ++conv) {
-    auto read = router.readHistoryRequest();
-    auto query = read.initRequest();
-    query.setConvId(conv);
-    query.setLimit(200);
-    auto page = read.send().wait(io.waitScope);
-    REQUIRE_FALSE(page.hasError());
-    CHECK(page.getPage().getMessages().size() == acked[conv]);
-  }
-  for (size_t i = 0; i < cluster.nodes.size(); ++i) cluster.WaitServing(i);
-  auto fresh = MetadataShardMapSource::Create(cluster.metadata);
-  REQUIRE(fresh.ok());
-  const std::string problems =
-      EventuallyIdenticalProblems(io, [&] { return (*fresh)->RefreshNow(); });
-  INFO(problems);
-  CHECK(problems.empty());
+  CheckSendsKeptAndCopiesIdentical(cluster, traffic);
 }
 
 }  // namespace

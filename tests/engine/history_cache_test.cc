@@ -330,14 +330,14 @@ TEST_CASE("a conversation's tail is neither served nor filled while a batch writ
   };
   const std::string third(16, 'c');
   rocksdb::WriteBatch batch = message_put(3, third);
-  cache.BeginBatch(owner, 2, batch);
+  const auto batch_rows = cache.BeginBatch(owner, 2, batch);
   // Between the write's start and its end: not served, and a fill (a reader that scanned
   // meanwhile) is not kept.
   CHECK(cache.Find(owner, 7) == nullptr);
   CHECK(cache.Find(owner, 8) == nullptr);  // Never cached.
   cache.Insert(owner, 7, tail, cache.Epoch(owner, 7));
   CHECK(cache.Find(owner, 7) == nullptr);
-  REQUIRE(cache.EndBatch(owner, 2, batch, 200, /*committed=*/true));
+  REQUIRE(cache.EndBatch(batch_rows, 200, /*committed=*/true));
   auto after = cache.Find(owner, 7);
   REQUIRE(after != nullptr);
   CHECK(after->first_seq == 1);
@@ -347,16 +347,16 @@ TEST_CASE("a conversation's tail is neither served nor filled while a batch writ
   // A fill whose scan began before a batch began is refused, even once the batch is over.
   const uint64_t before = cache.Epoch(owner, 7);
   rocksdb::WriteBatch fourth = message_put(4, word);
-  cache.BeginBatch(owner, 2, fourth);
-  REQUIRE(cache.EndBatch(owner, 2, fourth, 200, /*committed=*/true));
+  const auto fourth_rows = cache.BeginBatch(owner, 2, fourth);
+  REQUIRE(cache.EndBatch(fourth_rows, 200, /*committed=*/true));
   cache.Insert(owner, 7, tail, before);
   REQUIRE(cache.Find(owner, 7) != nullptr);
   CHECK(cache.Find(owner, 7)->last_seq == 4);  // The appended tail, not the stale fill.
 
   // A write that failed drops the tails it touched.
   rocksdb::WriteBatch failed = message_put(5, word);
-  cache.BeginBatch(owner, 2, failed);
-  REQUIRE(cache.EndBatch(owner, 2, failed, 200, /*committed=*/false));
+  const auto failed_rows = cache.BeginBatch(owner, 2, failed);
+  REQUIRE(cache.EndBatch(failed_rows, 200, /*committed=*/false));
   CHECK(cache.Find(owner, 7) == nullptr);
 
   // Rows of other column families change nothing; a range delete of messages cannot be
@@ -364,12 +364,12 @@ TEST_CASE("a conversation's tail is neither served nor filled while a batch writ
   FakeColumnFamily indexes(3);
   rocksdb::WriteBatch other;
   REQUIRE(other.Put(&indexes, "k", "v").ok());
-  cache.BeginBatch(owner, 2, other);
-  CHECK(cache.EndBatch(owner, 2, other, 200, true));
+  const auto other_rows = cache.BeginBatch(owner, 2, other);
+  CHECK(cache.EndBatch(other_rows, 200, true));
   rocksdb::WriteBatch range;
   REQUIRE(range.DeleteRange(&messages, "a", "z").ok());
-  cache.BeginBatch(owner, 2, range);
-  CHECK_FALSE(cache.EndBatch(owner, 2, range, 200, true));
+  const auto range_rows = cache.BeginBatch(owner, 2, range);
+  CHECK_FALSE(cache.EndBatch(range_rows, 200, true));
 }
 
 }  // namespace

@@ -26,6 +26,7 @@ packages=(
   gnuplot-nox               # scripts/plot-bench.sh
   python3                   # scripts (free ports, benchmark tables)
   gdb                       # tests: thread stacks of a test still running near its timeout
+  linux-perf                # scripts/profile-replication.sh
 )
 # Node.js and npm for the TypeScript client (clients/node), from Debian only when either is
 # missing from PATH: a Node.js installed another way (NodeSource's bundles npm) is kept.

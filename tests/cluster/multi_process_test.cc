@@ -488,8 +488,9 @@ struct RouterLoad {
   RetriedSends sends;
 };
 
-// Registers node-4 with `scrollbackctl add-node` and starts it with its bootstraps throttled
-// to 10 KB/s, so that a copy moving to it stays in progress.
+// Registers node-4 with `scrollbackctl add-node`, starts it with its bootstraps throttled to
+// 10 KB/s (so that a copy moving to it stays in progress) and waits until the controller has
+// recorded its lease: the controller refuses a move to a node without one.
 void AddCrawlingNode4(MultiProcessCluster& cluster) {
   cluster.nodes.push_back({"node-4", FreePort(), FreePort(), nullptr});
   auto [add_code, add_out] =
@@ -498,6 +499,16 @@ void AddCrawlingNode4(MultiProcessCluster& cluster) {
   INFO(add_out);
   REQUIRE(add_code == 0);
   cluster.StartNode(3, {"--bootstrap-mb-per-s", "0.01"});
+  auto leased = [&] {
+    auto map = ReadShardMap(*cluster.metadata);
+    const NodeInfo* node = map.ok() ? map->FindNode("node-4") : nullptr;
+    return node != nullptr && node->lease_id != 0;
+  };
+  for (int i = 0; i < 600 && !leased(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  INFO(testing::FileTail(cluster.etcd.dir.Sub("node-4.log")));
+  REQUIRE(leased());
 }
 
 // Whether the shard map shows shard `shard_id` moving a copy to `node`.
@@ -507,12 +518,14 @@ bool Moving(MultiProcessCluster& cluster, uint64_t shard_id, const std::string& 
          map->FindShard(shard_id)->move_to == node;
 }
 
-// Waits (up to 10 s) until Moving.
+// Waits (up to 10 s) until Moving; if it never is, prints what the mover (`scrollbackctl move`,
+// logging to move.log) said.
 bool WaitMoving(MultiProcessCluster& cluster, uint64_t shard_id, const std::string& node) {
   for (int i = 0; i < 400; ++i) {
     if (Moving(cluster, shard_id, node)) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
+  UNSCOPED_INFO("scrollbackctl move: " << testing::FileTail(cluster.etcd.dir.Sub("move.log")));
   return false;
 }
 

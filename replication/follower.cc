@@ -3,8 +3,8 @@
 // Everything runs on the follower's own thread and KJ event loop: one pull loop per followed
 // shard (pull, apply, pull again; a pull long-polls on the primary when there is nothing new),
 // one Cap'n Proto connection per primary address shared by the pulls and bootstraps to it.
-// Public methods hop onto the loop with executeSync; nothing here is touched from another
-// thread except the atomic counters.
+// Public methods hop onto the loop with executeSync (never while the loop is exiting: see
+// Stop); nothing here is touched from another thread except the atomic counters.
 #include <capnp/rpc-twoparty.h>
 #include <pthread.h>
 #include <spdlog/logger.h>
@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <shared_mutex>
 #include <thread>
 
 #include "scrollback/replication/replication.h"
@@ -108,11 +109,17 @@ class FollowerImpl final : public ReplicaFollower {
 
   Result<uint64_t> Bootstrap(const FollowTarget& target, const std::string& dir,
                              ShardLog& log) override {
+    std::shared_lock call(calls_mu_);
     if (!Running()) return Status::Unavailable("the replica follower is stopped");
     Result<uint64_t> result = Status::Internal("bootstrap did not run");
     KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                   result = executor_->executeSync(
-                       [&] { return loop_->bootstraps.wrap(BootstrapAsync(target, dir, log)); });
+                   result = executor_->executeSync([&]() -> kj::Promise<Result<uint64_t>> {
+                     if (loop_->stopping) {
+                       return Result<uint64_t>(
+                           Status::Unavailable("the replica follower is stopping"));
+                     }
+                     return loop_->bootstraps.wrap(BootstrapAsync(target, dir, log));
+                   });
                  })) {
       result =
           Status::Unavailable(std::string("bootstrap interrupted: ") + e->getDescription().cStr());
@@ -162,12 +169,28 @@ class FollowerImpl final : public ReplicaFollower {
             file_mismatches_.load());
   }
 
+  // Ends the loop once no other thread is calling into it. KJ 0.9.2 can leave a caller waiting
+  // forever if the target loop exits while its cross-thread call is being sent, so the loop never
+  // exits under a call: calls hold `calls_mu_` shared, and the loop is told to exit only under it
+  // held exclusively. Calls in flight first finish: every bootstrap is cancelled, and a bootstrap
+  // that reaches the loop after that is refused.
   void Stop() override {
     if (!thread_.joinable()) return;
-    stopped_.store(true);
-    KJ_IF_MAYBE (e, kj::runCatchingExceptions(
-                        [&] { executor_->executeSync([&] { loop_->stop->fulfill(); }); })) {
+    stopped_.store(true);  // New calls return at once.
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
+                   executor_->executeSync([&] {
+                     loop_->stopping = true;
+                     loop_->bootstraps.cancel("the follower is stopping");
+                   });
+                 })) {
       log_->error("stopping the replica follower: {}", e->getDescription().cStr());
+    }
+    {
+      std::unique_lock no_calls(calls_mu_);
+      KJ_IF_MAYBE (e, kj::runCatchingExceptions(
+                          [&] { executor_->executeSync([&] { loop_->stop->fulfill(); }); })) {
+        log_->error("stopping the replica follower: {}", e->getDescription().cStr());
+      }
     }
     thread_.join();
   }
@@ -196,10 +219,10 @@ class FollowerImpl final : public ReplicaFollower {
   bool Running() const { return !stopped_.load() && thread_.joinable(); }
 
   // Runs `fn` on the follower's loop and waits for it. Nothing happens once the follower is
-  // stopping: its loop drops every followed copy itself (a Stop racing this call makes
-  // executeSync throw, which is the same outcome).
+  // stopping: its loop drops every followed copy itself. Holds `calls_mu_` shared (see Stop).
   template <typename Fn>
   void OnLoop(Fn&& fn) {
+    std::shared_lock call(calls_mu_);
     if (!Running()) return;
     KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] { executor_->executeSync(fn); })) {
       if (!stopped_.load()) {
@@ -630,6 +653,9 @@ class FollowerImpl final : public ReplicaFollower {
   std::unique_ptr<ExecutorRef> executor_ref_;
   const kj::Executor* executor_ = nullptr;
   std::atomic<bool> stopped_{false};
+  // Held shared by every call from another thread onto the loop (OnLoop, Bootstrap), and
+  // exclusively by Stop while it tells the loop to exit: no call is in flight when it does.
+  std::shared_mutex calls_mu_;
 
   // Loop thread only; made and destroyed on it (KJ objects never cross threads).
   struct LoopState {
@@ -637,6 +663,7 @@ class FollowerImpl final : public ReplicaFollower {
     std::map<std::string, kj::Own<Connection>> connections;  // By address.
     std::map<uint64_t, kj::Own<Followed>> followed;          // By shard id.
     kj::Canceler bootstraps;
+    bool stopping = false;  // Set by Stop: bootstraps are refused from then on.
   };
   kj::AsyncIoContext* io_ = nullptr;
   std::unique_ptr<LoopState> loop_;

@@ -256,5 +256,54 @@ TEST_CASE("a bootstrap throttled in MB/s takes at least the time its rate allows
   CHECK(checkpoints.open_checkpoints() == 0);  // Released at the end.
 }
 
+// Stop racing calls from other threads (a node closing its copies while it stops): every call
+// returns, and Stop does. KJ 0.9.2 can leave a cross-thread call waiting forever if the target
+// loop exits while the call is being sent; a soak round hung so, in ShardHost::Stop.
+TEST_CASE("a follower stopped while other threads call into it returns every call") {
+  TempDir dir;
+  const uint64_t seed = testing::TestSeed();
+  INFO("seed " << seed);
+  std::mt19937_64 rng(seed);
+  for (int round = 0; round < 200; ++round) {
+    replication::FollowerOptions options;
+    options.retry_min = std::chrono::milliseconds(1);
+    auto follower = replication::ReplicaFollower::Start(options, nullptr);
+    std::atomic<bool> stopped{false};
+    std::vector<std::future<void>> callers;
+    for (int t = 0; t < 3; ++t) {
+      callers.push_back(std::async(std::launch::async, [&, t] {
+        for (uint64_t i = 0; !stopped.load(); ++i) follower->Unfollow(1 + (i + t) % 8);
+        follower->Unfollow(1);  // After Stop: returns at once.
+      }));
+    }
+    callers.push_back(std::async(std::launch::async, [&, round] {
+      // Nothing listens on port 1: each bootstrap fails at once, and is tried again.
+      auto log = std::make_shared<replication::ShardLog>();
+      for (int i = 0; !stopped.load(); ++i) {
+        auto copied = follower->Bootstrap(
+            {9, 1, "nobody", "127.0.0.1:1"},
+            dir.Sub("copy-" + std::to_string(round) + "-" + std::to_string(i)), *log);
+        if (copied.ok()) FAIL("a bootstrap from nowhere succeeded");
+      }
+    }));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 2000));
+    auto stopping = std::async(std::launch::async, [&] { follower->Stop(); });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    if (stopping.wait_until(deadline) != std::future_status::ready) {
+      std::fprintf(stderr, "round %d: Stop did not return (seed %llu)\n", round,
+                   static_cast<unsigned long long>(seed));
+      std::abort();  // Stuck threads cannot be joined: end here, with the round and seed.
+    }
+    stopped = true;
+    for (auto& caller : callers) {
+      if (caller.wait_until(deadline) != std::future_status::ready) {
+        std::fprintf(stderr, "round %d: a call did not return (seed %llu)\n", round,
+                     static_cast<unsigned long long>(seed));
+        std::abort();
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace scrollback

@@ -9,6 +9,11 @@
 //   BM_RawSeekNext50     Seek + 50 Next over the same message rows in a plain RocksDB
 //   BM_ListInbox20       ShardStore::ListInbox, 20 entries of a 200-conversation inbox
 //   BM_RawInboxScan20    Seek + 20 Next over the same inbox rows in a plain RocksDB
+//   BM_ListInboxAfterUpdates/n/c
+//                        ListInbox of 20 entries of a 200-conversation inbox after n updates
+//                        to 5 of its conversations (each moved its conversation's listing row
+//                        and left a tombstone where it was); c 0: a store that never cleans up,
+//                        c 1: the default store, after the cleanup a first page started
 //
 // Both sides use the WAL without fsync and the same block cache size. scripts/bench.sh runs
 // this binary and reports the ratios.
@@ -21,9 +26,11 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "scrollback/engine/keys.h"
@@ -50,6 +57,7 @@ std::string Body(uint64_t n) {
 struct Env {
   std::filesystem::path dir;
   std::unique_ptr<ShardStore> store;
+  std::unique_ptr<ShardStore> uncleaned;  // Inbox tombstones never cleaned up (a baseline).
   std::unique_ptr<rocksdb::DB> raw;
   std::atomic<uint64_t> next_id{1};
 
@@ -64,6 +72,11 @@ struct Env {
     auto opened = ShardStore::Open(options, (dir / "shard").string());
     if (!opened.ok()) Die(opened.status().ToString());
     store = std::move(opened).value();
+    ShardOptions never_cleaned = options;
+    never_cleaned.inbox_cleanup_tombstones = 0;
+    auto second = ShardStore::Open(never_cleaned, (dir / "uncleaned").string());
+    if (!second.ok()) Die(second.status().ToString());
+    uncleaned = std::move(second).value();
 
     rocksdb::Options raw_options;
     raw_options.create_if_missing = true;
@@ -78,6 +91,7 @@ struct Env {
     Fill();
   }
   ~Env() {
+    uncleaned.reset();
     store.reset();
     raw.reset();
     std::filesystem::remove_all(dir);
@@ -220,6 +234,60 @@ void BM_ListInbox20(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_ListInbox20)->Threads(1)->Threads(2)->UseRealTime();
+
+// An inbox of kInboxConvs conversations in `store`, then `updates` fan-out updates spread over
+// 5 of them (a member of a few busy conversations): every update moves a listing row to the
+// front and leaves a tombstone behind. One user per (store, updates), built once however often
+// the benchmark function runs.
+uint64_t InboxAfterUpdates(ShardStore& store, uint64_t updates) {
+  static std::mutex mu;
+  static std::map<std::pair<ShardStore*, uint64_t>, uint64_t> users;
+  std::lock_guard lock(mu);
+  if (auto it = users.find({&store, updates}); it != users.end()) return it->second;
+  const uint64_t user = 1'000'000'000 + users.size();
+  int64_t now_ms = 1'700'000'000'000;
+  auto apply = [&](uint64_t conv, uint64_t seq) {
+    InboxUpdate update;
+    update.user_id = user;
+    update.conv_id = conv;
+    update.seq = seq;
+    update.activity_ms = ++now_ms;
+    update.sender_id = 2;
+    update.preview = Body(seq).substr(0, 120);
+    update.title = "conversation";
+    if (!store.ApplyInboxUpdate(update).ok()) Env::Die("inbox update");
+  };
+  for (uint64_t conv = 1; conv <= kInboxConvs; ++conv) apply(conv, 10);
+  for (uint64_t i = 0; i < updates; ++i) apply(1 + i % 5, 11 + i);
+  users[{&store, updates}] = user;
+  return user;
+}
+
+// Arg 0: updates. Arg 1: 0 reads a store that never cleans its inbox up
+// (ShardOptions::inbox_cleanup_tombstones 0); 1 reads the default store, 2 s after a first page
+// started its cleanup (a flush, then RocksDB's deletion-triggered compactions). The setup runs
+// once per case (a fixed iteration count: Google Benchmark calls the function once).
+void BM_ListInboxAfterUpdates(benchmark::State& state) {
+  Env& env = GetEnv();
+  ShardStore& store = state.range(1) == 0 ? *env.uncleaned : *env.store;
+  const uint64_t user = InboxAfterUpdates(store, static_cast<uint64_t>(state.range(0)));
+  if (state.range(1) == 1) {
+    // Past the last cleanup's interval (5 s per store), a first page starts one; then time for
+    // the flush and the compactions.
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    (void)store.ListInbox({user, "", 20});
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+  for (auto _ : state) {
+    auto page = store.ListInbox({user, "", 20});
+    if (!page.ok() || page->entries.size() != 20) state.SkipWithError("short inbox");
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ListInboxAfterUpdates)
+    ->ArgsProduct({{0, 1000, 10000}, {0, 1}})
+    ->Iterations(300)
+    ->UseRealTime();
 
 void BM_RawInboxScan20(benchmark::State& state) {
   Env& env = GetEnv();

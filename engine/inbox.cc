@@ -1,6 +1,9 @@
 // ShardStoreImpl's inbox methods: the inbox rows of the users this shard owns (cf inbox: one
 // state row and one listing row per user and conversation). Fan-out updates, single and
 // batched; listing by activity; single entries; read cursors. Declared in shard_store_impl.h.
+#include <pthread.h>
+#include <rocksdb/perf_context.h>
+#include <rocksdb/perf_level.h>
 #include <rocksdb/snapshot.h>
 #include <rocksdb/write_batch.h>
 
@@ -9,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -87,6 +91,86 @@ std::vector<Status> ShardStoreImpl::ApplyInboxUpdates(const std::vector<InboxUpd
   return statuses;
 }
 
+namespace {
+
+// While it lives, RocksDB counts (at least) on this thread; Count(): the tombstones iterators
+// stepped over since it was made.
+class TombstonesSkipped {
+ public:
+  TombstonesSkipped() : level_(rocksdb::GetPerfLevel()) {
+    if (level_ < rocksdb::PerfLevel::kEnableCount) {
+      rocksdb::SetPerfLevel(rocksdb::PerfLevel::kEnableCount);
+    }
+    before_ = rocksdb::get_perf_context()->internal_delete_skipped_count;
+  }
+  ~TombstonesSkipped() { rocksdb::SetPerfLevel(level_); }
+  TombstonesSkipped(const TombstonesSkipped&) = delete;
+  TombstonesSkipped& operator=(const TombstonesSkipped&) = delete;
+
+  uint64_t Count() const {
+    return rocksdb::get_perf_context()->internal_delete_skipped_count - before_;
+  }
+
+ private:
+  const rocksdb::PerfLevel level_;
+  uint64_t before_ = 0;
+};
+
+// At most one cleanup per store in this time, however many heavy pages are read.
+constexpr int64_t kInboxCleanupIntervalMs = 5'000;
+
+}  // namespace
+
+void ShardStoreImpl::CleanUpInboxTombstones(uint64_t user_id, uint64_t tombstones) {
+  if (options_.inbox_cleanup_tombstones == 0 || tombstones < options_.inbox_cleanup_tombstones) {
+    return;
+  }
+  InboxCleanupCountersOf(*resources_).tombstone_heavy_pages.fetch_add(1, std::memory_order_relaxed);
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count();
+  int64_t last_ms = inbox_cleanup_ms_.load(std::memory_order_relaxed);
+  if (now_ms - last_ms < kInboxCleanupIntervalMs ||
+      !inbox_cleanup_ms_.compare_exchange_strong(last_ms, now_ms)) {
+    return;  // A cleanup started recently (or is starting on another thread).
+  }
+  std::lock_guard lock(cleanup_mu_);
+  if (cleanup_stop_) return;
+  cleanup_user_ = user_id;
+  if (!cleanup_thread_.joinable()) {
+    cleanup_thread_ = std::thread([this] { InboxCleanupLoop(); });
+  }
+  cleanup_cv_.notify_one();
+}
+
+void ShardStoreImpl::InboxCleanupLoop() {
+  pthread_setname_np(pthread_self(), "sb-inbox-clean");
+  std::unique_lock lock(cleanup_mu_);
+  for (;;) {
+    cleanup_cv_.wait(lock, [this] { return cleanup_stop_ || cleanup_user_.has_value(); });
+    if (cleanup_stop_) return;
+    const uint64_t user_id = *cleanup_user_;
+    cleanup_user_.reset();
+    lock.unlock();
+    const Key begin(user_id, Tag::kInboxByActivity);
+    const Key end = TagEnd(user_id, Tag::kInboxByActivity);
+    const rocksdb::Slice begin_slice = ToSlice(begin), end_slice = ToSlice(end);
+    rocksdb::CompactRangeOptions options;
+    options.exclusive_manual_compaction = false;  // Automatic compactions go on meanwhile.
+    options.allow_write_stall = true;             // Never wait for room to flush.
+    // The bottom level too: a tombstone is dropped only by a compaction into the last level
+    // that holds its key range.
+    options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
+    const rocksdb::Status compacted =
+        db_->CompactRange(options, handles_[kInboxCf], &begin_slice, &end_slice);
+    // A failed cleanup is harmless (the tombstones stay until a later one) but counted.
+    InboxCleanupCounters& counters = InboxCleanupCountersOf(*resources_);
+    (compacted.ok() ? counters.compactions : counters.compaction_failures)
+        .fetch_add(1, std::memory_order_relaxed);
+    lock.lock();
+  }
+}
+
 Result<InboxPage> ShardStoreImpl::ListInbox(const InboxQuery& query) {
   SB_RETURN_IF_ERROR(CheckId(query.user_id, "user_id"));
   SB_RETURN_IF_ERROR(CheckOwned(query.user_id, "user_id"));
@@ -98,6 +182,9 @@ Result<InboxPage> ShardStoreImpl::ListInbox(const InboxQuery& query) {
   }
   Key start(query.user_id, Tag::kInboxByActivity);
   start.AppendBytes(query.cursor);
+  // Counts the deleted listing rows the scan steps over (RocksDB's per-thread perf counters,
+  // counts only, for this scan).
+  TombstonesSkipped skipped;
   BoundedIterator it(db_.get(), handles_[kInboxCf], Key(query.user_id, Tag::kInboxByActivity),
                      TagEnd(query.user_id, Tag::kInboxByActivity));
   it->Seek(ToSlice(start));
@@ -110,6 +197,7 @@ Result<InboxPage> ShardStoreImpl::ListInbox(const InboxQuery& query) {
     it->Next();
   }
   SB_RETURN_IF_ERROR(FromRocksDb(it->status(), "list inbox"));
+  CleanUpInboxTombstones(query.user_id, skipped.Count());
   page.has_more = it->Valid();
   if (page.has_more) {
     Key last = keys::InboxByActivityKey(query.user_id, page.entries.back().last_activity_ms,

@@ -37,6 +37,15 @@ namespace engine_internal {
 
 ShardStoreImpl::~ShardStoreImpl() {
   {
+    std::lock_guard lock(cleanup_mu_);
+    cleanup_stop_ = true;
+  }
+  cleanup_cv_.notify_all();
+  if (cleanup_thread_.joinable()) {
+    db_->DisableManualCompaction();  // A cleanup in progress returns at once.
+    cleanup_thread_.join();
+  }
+  {
     std::lock_guard lock(log_cursors_mu_);
     log_cursors_.clear();  // Log iterators read the DB's files: gone before it closes.
   }
@@ -117,11 +126,17 @@ class StorageResourcesImpl final : public StorageResources {
     const HistoryTailCache::Stats stats = tails.stats();
     return {stats.hits, stats.misses, stats.inserts, stats.evictions, stats.bytes, stats.entries};
   }
+  InboxCleanupStats InboxCleanup() const override {
+    return {inbox_cleanup.tombstone_heavy_pages.load(std::memory_order_relaxed),
+            inbox_cleanup.compactions.load(std::memory_order_relaxed),
+            inbox_cleanup.compaction_failures.load(std::memory_order_relaxed)};
+  }
 
   std::shared_ptr<rocksdb::Cache> cache;
   // Charges memtable memory to the block cache, so one budget bounds both.
   std::shared_ptr<rocksdb::WriteBufferManager> write_buffers;
   HistoryTailCache tails;
+  engine_internal::InboxCleanupCounters inbox_cleanup;
 };
 
 rocksdb::CompressionType FastestSupported(std::initializer_list<rocksdb::CompressionType> wanted) {
@@ -189,6 +204,11 @@ CacheOnlyReads::~CacheOnlyReads() { engine_internal::cache_only_reads = previous
 
 std::shared_ptr<StorageResources> StorageResources::Create(const Options& options) {
   return std::make_shared<StorageResourcesImpl>(options);
+}
+
+engine_internal::InboxCleanupCounters& engine_internal::InboxCleanupCountersOf(
+    StorageResources& resources) {
+  return static_cast<StorageResourcesImpl&>(resources).inbox_cleanup;
 }
 
 engine_internal::HistoryTailCache& engine_internal::TailCacheOf(StorageResources& resources) {

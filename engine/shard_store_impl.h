@@ -106,6 +106,15 @@ std::vector<rocksdb::ColumnFamilyDescriptor> ColumnFamilyDescriptors(
 // The history tail cache `resources` holds for every store on it (shard_store.cc).
 HistoryTailCache& TailCacheOf(StorageResources& resources);
 
+// Node-wide counts of inbox pages heavy with deleted listing rows and of the compactions they
+// started (ShardOptions::inbox_cleanup_tombstones), kept in StorageResources for /metrics.
+struct InboxCleanupCounters {
+  std::atomic<uint64_t> tombstone_heavy_pages{0};
+  std::atomic<uint64_t> compactions{0};
+  std::atomic<uint64_t> compaction_failures{0};
+};
+InboxCleanupCounters& InboxCleanupCountersOf(StorageResources& resources);
+
 inline rocksdb::Slice ToSlice(const Key& key) { return rocksdb::Slice(key.data(), key.size()); }
 inline std::string_view ToView(const rocksdb::Slice& s) {
   return std::string_view(s.data(), s.size());
@@ -329,6 +338,14 @@ class ShardStoreImpl final : public ShardStore {
   Status ApplyInboxUpdate(const InboxUpdate& update) override;
   std::vector<Status> ApplyInboxUpdates(const std::vector<InboxUpdate>& updates) override;
   Result<InboxPage> ListInbox(const InboxQuery& query) override;
+  // User `user_id`'s inbox page stepped over `tombstones` deleted listing rows: at or past
+  // ShardOptions::inbox_cleanup_tombstones, counts it and hands the user's listing range to the
+  // cleanup thread (started here the first time; at most one cleanup per
+  // kInboxCleanupIntervalMs). Defined in inbox.cc.
+  void CleanUpInboxTombstones(uint64_t user_id, uint64_t tombstones);
+  // The cleanup thread: compacts each user's listing range it is handed, down to the bottom
+  // level (flushing the memtable first when it overlaps), until the destructor stops it.
+  void InboxCleanupLoop();
   Result<InboxEntry> GetInboxEntry(uint64_t user_id, uint64_t conv_id) override;
   Result<InboxEntry> MarkRead(uint64_t user_id, uint64_t conv_id, uint64_t seq) override;
 
@@ -702,6 +719,16 @@ class ShardStoreImpl final : public ShardStore {
   // Set by ApplyLogBatches: the log writes inbox rows behind the cache's back, so a store that
   // applies a log (a replica, reopened before it serves as a primary) never caches them.
   std::atomic<bool> log_applied_{false};
+  // Steady-clock ms of the last cleanup an inbox page heavy with tombstones started
+  // (CleanUpInboxTombstones): at most one per kInboxCleanupIntervalMs.
+  std::atomic<int64_t> inbox_cleanup_ms_{INT64_MIN / 2};
+  // The cleanup thread and its one pending request (the user whose listing rows to compact).
+  // Joined by the destructor before the DB closes.
+  std::mutex cleanup_mu_;
+  std::condition_variable cleanup_cv_;
+  std::optional<uint64_t> cleanup_user_;  // GUARDED_BY(cleanup_mu_)
+  bool cleanup_stop_ = false;             // GUARDED_BY(cleanup_mu_)
+  std::thread cleanup_thread_;            // Started under cleanup_mu_.
   // Serializes ApplyLog: a replica applies its primary's batches one at a time, in order.
   std::mutex apply_mu_;
 

@@ -94,6 +94,11 @@ int Run(int argc, char** argv) {
                  "Newest messages of recently read conversations kept in memory, all shards of "
                  "the node together (default 64; 0: off)")
       ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 20));
+  app.add_option("--inbox-cleanup-tombstones", options.shard_options.inbox_cleanup_tombstones,
+                 "An inbox page that steps over this many deleted listing rows starts a "
+                 "compaction of that user's listing rows, which drops them (default 256; 0: "
+                 "never)")
+      ->check(CLI::Range(0u, 100'000'000u));
   app.add_option("--wal-ttl-seconds", options.shard_options.wal_ttl_seconds,
                  "How long archived WAL is kept for replica catch-up (default 21600)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{30} * 24 * 3600));

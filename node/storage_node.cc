@@ -169,6 +169,25 @@ class StorageNodeImpl final : public StorageNode {
         "# TYPE scrollback_block_cache_bytes gauge\n"
         "scrollback_block_cache_bytes " +
         std::to_string(resources_->BlockCacheUsage()) + "\n";
+    const StorageResources::InboxCleanupStats cleanup = resources_->InboxCleanup();
+    out +=
+        "# HELP scrollback_inbox_tombstone_heavy_pages_total Inbox pages that stepped over "
+        "--inbox-cleanup-tombstones deleted listing rows or more.\n"
+        "# TYPE scrollback_inbox_tombstone_heavy_pages_total counter\n"
+        "scrollback_inbox_tombstone_heavy_pages_total " +
+        std::to_string(cleanup.tombstone_heavy_pages) +
+        "\n"
+        "# HELP scrollback_inbox_cleanup_compactions_total Compactions of a user's listing rows "
+        "those pages started (at most one per shard per 5 s).\n"
+        "# TYPE scrollback_inbox_cleanup_compactions_total counter\n"
+        "scrollback_inbox_cleanup_compactions_total " +
+        std::to_string(cleanup.compactions) +
+        "\n"
+        "# HELP scrollback_inbox_cleanup_failures_total Those compactions that failed (the "
+        "tombstones stay until a later one).\n"
+        "# TYPE scrollback_inbox_cleanup_failures_total counter\n"
+        "scrollback_inbox_cleanup_failures_total " +
+        std::to_string(cleanup.compaction_failures) + "\n";
     const StorageResources::HistoryCacheStats tails = resources_->HistoryCache();
     out +=
         "# HELP scrollback_history_cache_hits_total History pages served from the tail cache.\n"

@@ -507,5 +507,63 @@ TEST_CASE("preview changes apply once, in revision order, whatever the delivery 
   CHECK(page->entries.size() == 1);
 }
 
+// A member of a few busy conversations: every update moves a listing row and leaves a
+// tombstone where it was. A page that wades through many of them starts a compaction of the
+// user's listing rows, and later pages step over none. Checked from the node-wide counters (a
+// page past the threshold counts as heavy) and from the pages themselves.
+TEST_CASE("an inbox page heavy with deleted listing rows gets them cleaned up") {
+  for (const uint32_t threshold : {256u, 0u}) {
+    DYNAMIC_SECTION("inbox_cleanup_tombstones " << threshold) {
+      StoreFixture fx;
+      fx.options.resources = StorageResources::Create();
+      fx.options.inbox_cleanup_tombstones = threshold;
+      fx.Reopen();
+      const uint64_t user = 7;
+      int64_t activity = 1'700'000'000'000;
+      auto apply = [&](uint64_t conv, uint64_t seq) {
+        InboxUpdate update;
+        update.user_id = user;
+        update.conv_id = conv;
+        update.seq = seq;
+        update.activity_ms = ++activity;
+        update.sender_id = 2;
+        update.preview = "m" + std::to_string(seq);
+        update.title = "t";
+        REQUIRE(fx.store->ApplyInboxUpdate(update).ok());
+      };
+      for (uint64_t conv = 1; conv <= 50; ++conv) apply(conv, 1);
+      for (uint64_t i = 0; i < 2000; ++i) apply(1 + i % 5, 2 + i);  // Conversations 1..5.
+      auto heavy = [&] { return fx.options.resources->InboxCleanup().tombstone_heavy_pages; };
+      // Newest first: 1..5 by their last update (conversation 5 last), then 50, 49, ...
+      auto check_page = [&] {
+        auto page = fx.store->ListInbox({user, "", 20});
+        REQUIRE(page.ok());
+        REQUIRE(page->entries.size() == 20);
+        for (size_t i = 0; i < 5; ++i) CHECK(page->entries[i].conv_id == 5 - i);
+        for (size_t i = 5; i < 20; ++i) CHECK(page->entries[i].conv_id == 50 - (i - 5));
+        CHECK(page->entries[0].preview == "m2001");
+      };
+      check_page();
+      auto compactions = [&] { return fx.options.resources->InboxCleanup().compactions; };
+      if (threshold == 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        CHECK(heavy() == 0);
+        CHECK(compactions() == 0);
+        continue;
+      }
+      CHECK(heavy() == 1);
+      // The compaction runs in the background (bounded wait); then pages are no longer heavy,
+      // and say the same.
+      for (int i = 0; i < 400 && compactions() == 0; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      REQUIRE(compactions() == 1);
+      check_page();
+      CHECK(heavy() == 1);
+      CHECK(fx.options.resources->InboxCleanup().compaction_failures == 0);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace scrollback

@@ -53,6 +53,13 @@ class StorageResources {
     uint64_t bytes = 0;
     uint64_t entries = 0;
   };
+  // Inbox pages that stepped over ShardOptions::inbox_cleanup_tombstones deleted listing rows or
+  // more, and the compactions they started, across the node's shards.
+  struct InboxCleanupStats {
+    uint64_t tombstone_heavy_pages = 0;
+    uint64_t compactions = 0;
+    uint64_t compaction_failures = 0;
+  };
   static std::shared_ptr<StorageResources> Create(const Options& options);
   static std::shared_ptr<StorageResources> Create() { return Create(Options{}); }
   virtual ~StorageResources() = default;
@@ -60,6 +67,7 @@ class StorageResources {
   // Block cache bytes in use now (for /metrics).
   virtual size_t BlockCacheUsage() const = 0;
   virtual HistoryCacheStats HistoryCache() const = 0;
+  virtual InboxCleanupStats InboxCleanup() const = 0;
 };
 
 // A history page as stored: each message a flat Cap'n Proto `scrollback.schema.Message` in the
@@ -134,6 +142,13 @@ struct ShardOptions {
   // Default: 256. Inbox state rows cached per user lock stripe for the inbox's write paths
   // (64 stripes: 16,384 rows, about 1.5 MiB per shard); 0 turns the cache off.
   uint32_t inbox_cache_per_stripe = 256;
+  // Default: 256. An inbox page whose scan steps over at least this many deleted listing rows
+  // (each inbox update moves its conversation's listing row and leaves a tombstone where it was;
+  // a busy member's list wades through them until compactions reach the bottom level) starts a
+  // compaction of that user's listing rows in the background, down to the bottom level, which
+  // drops them; at most one per shard per 5 s, on a thread of the shard's own started by the
+  // first. 0: never.
+  uint32_t inbox_cleanup_tombstones = 256;
   // Default: 0 (RocksDB's own default). Background flush/compaction threads for this shard.
   int background_jobs = 0;
   // Default: 6 hours / 1 GiB. WAL archive kept for replica catch-up (DESIGN.md, Replication).

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -125,21 +126,29 @@ void ShardStoreImpl::CleanUpInboxTombstones(uint64_t user_id, uint64_t tombstone
   if (options_.inbox_cleanup_tombstones == 0 || tombstones < options_.inbox_cleanup_tombstones) {
     return;
   }
-  InboxCleanupCountersOf(*resources_).tombstone_heavy_pages.fetch_add(1, std::memory_order_relaxed);
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::steady_clock::now().time_since_epoch())
-                             .count();
+  InboxCleanupCounters& counters = InboxCleanupCountersOf(*resources_);
+  counters.tombstone_heavy_pages.fetch_add(1, std::memory_order_relaxed);
+  // The store's clock (injected; a wall clock that may step back: a step back counts as the
+  // interval having passed, so cleanups never stop).
+  const int64_t now_ms = clock_->NowMs();
   int64_t last_ms = inbox_cleanup_ms_.load(std::memory_order_relaxed);
-  if (now_ms - last_ms < kInboxCleanupIntervalMs ||
+  if ((now_ms >= last_ms && now_ms - last_ms < kInboxCleanupIntervalMs) ||
       !inbox_cleanup_ms_.compare_exchange_strong(last_ms, now_ms)) {
     return;  // A cleanup started recently (or is starting on another thread).
   }
   std::lock_guard lock(cleanup_mu_);
   if (cleanup_stop_) return;
-  cleanup_user_ = user_id;
   if (!cleanup_thread_.joinable()) {
-    cleanup_thread_ = std::thread([this] { InboxCleanupLoop(); });
+    try {
+      cleanup_thread_ = std::thread([this] { InboxCleanupLoop(); });
+    } catch (const std::system_error&) {
+      // No thread to be had now: this page is answered anyway; a later heavy page tries again.
+      counters.compaction_failures.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
   }
+  cleanup_user_ = user_id;
+  counters.compactions.fetch_add(1, std::memory_order_relaxed);
   cleanup_cv_.notify_one();
 }
 
@@ -157,16 +166,21 @@ void ShardStoreImpl::InboxCleanupLoop() {
     const rocksdb::Slice begin_slice = ToSlice(begin), end_slice = ToSlice(end);
     rocksdb::CompactRangeOptions options;
     options.exclusive_manual_compaction = false;  // Automatic compactions go on meanwhile.
-    options.allow_write_stall = true;             // Never wait for room to flush.
+    // Flush and compact at once, even if the flush's new L0 file brings the shard to RocksDB's
+    // write slowdown: waiting for the load to drop could wait behind the very writes that made
+    // the tombstones, and the cleanup is rare (one per shard per 5 s at most).
+    options.allow_write_stall = true;
     // The bottom level too: a tombstone is dropped only by a compaction into the last level
     // that holds its key range.
     options.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForceOptimized;
     const rocksdb::Status compacted =
         db_->CompactRange(options, handles_[kInboxCf], &begin_slice, &end_slice);
-    // A failed cleanup is harmless (the tombstones stay until a later one) but counted.
-    InboxCleanupCounters& counters = InboxCleanupCountersOf(*resources_);
-    (compacted.ok() ? counters.compactions : counters.compaction_failures)
-        .fetch_add(1, std::memory_order_relaxed);
+    // A failed cleanup is harmless (the tombstones stay until a later one) but counted; one
+    // the destructor paused (DisableManualCompaction) is not a failure.
+    if (!compacted.ok() && !compacted.IsManualCompactionPaused()) {
+      InboxCleanupCountersOf(*resources_)
+          .compaction_failures.fetch_add(1, std::memory_order_relaxed);
+    }
     lock.lock();
   }
 }

@@ -183,8 +183,8 @@ class StorageNodeImpl final : public StorageNode {
         "scrollback_inbox_cleanup_compactions_total " +
         std::to_string(cleanup.compactions) +
         "\n"
-        "# HELP scrollback_inbox_cleanup_failures_total Those compactions that failed (the "
-        "tombstones stay until a later one).\n"
+        "# HELP scrollback_inbox_cleanup_failures_total Those compactions that failed or could "
+        "not start (the tombstones stay until a later one).\n"
         "# TYPE scrollback_inbox_cleanup_failures_total counter\n"
         "scrollback_inbox_cleanup_failures_total " +
         std::to_string(cleanup.compaction_failures) + "\n";

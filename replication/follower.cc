@@ -4,7 +4,8 @@
 // shard (pull, apply, pull again; a pull long-polls on the primary when there is nothing new),
 // one Cap'n Proto connection per primary address shared by the pulls and bootstraps to it.
 // Public methods hop onto the loop with executeSync (never while the loop is exiting: see
-// Stop); nothing here is touched from another thread except the atomic counters.
+// Stop); nothing here is touched from another thread except the atomic counters and the lock
+// that orders those calls against Stop (calls_mu_).
 #include <capnp/rpc-twoparty.h>
 #include <pthread.h>
 #include <spdlog/logger.h>
@@ -220,6 +221,8 @@ class FollowerImpl final : public ReplicaFollower {
 
   // Runs `fn` on the follower's loop and waits for it. Nothing happens once the follower is
   // stopping: its loop drops every followed copy itself. Holds `calls_mu_` shared (see Stop).
+  // REQUIRES: not on the loop's thread (Follow, Unfollow and Bootstrap neither: the loop's own
+  // callbacks, such as on_rebootstrap, must not call back into the follower).
   template <typename Fn>
   void OnLoop(Fn&& fn) {
     std::shared_lock call(calls_mu_);

@@ -2,10 +2,15 @@
 // CheckpointSource behind a Replication server that can send batches out of order, with a gap
 // in the middle, or say logGap. The follower must apply nothing it cannot place, keep asking,
 // and hand a copy back for a new bootstrap on a gap.
+#include <arpa/inet.h>
 #include <capnp/ez-rpc.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <future>
 #include <random>
 #include <thread>
@@ -303,6 +308,43 @@ TEST_CASE("a follower stopped while other threads call into it returns every cal
       }
     }
   }
+}
+
+// Stop does not wait for a bootstrap in flight: it cancels it. The primary here accepts the
+// connection and never answers, and calls time out only after two minutes.
+TEST_CASE("a follower stopped during a bootstrap cancels it") {
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(listener >= 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  REQUIRE(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  REQUIRE(listen(listener, 16) == 0);  // The kernel completes connections; nobody reads them.
+  REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  const std::string silent = "127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+
+  TempDir dir;
+  replication::FollowerOptions options;
+  options.call_timeout = std::chrono::minutes(2);
+  auto follower = replication::ReplicaFollower::Start(options, nullptr);
+  replication::ShardLog log;
+  auto copied = std::async(std::launch::async, [&] {
+    return follower->Bootstrap({9, 1, "silent", silent}, dir.Sub("copy"), log);
+  });
+  // Let it reach the loop and wait on the silent primary.
+  REQUIRE(copied.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout);
+  auto stopping = std::async(std::launch::async, [&] { follower->Stop(); });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  if (stopping.wait_until(deadline) != std::future_status::ready ||
+      copied.wait_until(deadline) != std::future_status::ready) {
+    std::fprintf(stderr, "Stop waited for the bootstrap instead of cancelling it\n");
+    std::abort();  // The waiting threads cannot be joined.
+  }
+  const Result<uint64_t> result = copied.get();
+  CHECK(result.status().code() == ErrorCode::kUnavailable);
+  CHECK_FALSE(std::filesystem::exists(dir.Sub("copy")));
+  close(listener);
 }
 
 }  // namespace

@@ -54,7 +54,8 @@ class StorageResources {
     uint64_t entries = 0;
   };
   // Inbox pages that stepped over ShardOptions::inbox_cleanup_tombstones deleted listing rows or
-  // more, and the compactions they started, across the node's shards.
+  // more, the compactions of their users' listing rows they started (counted when handed to
+  // the shard's cleanup thread), and those that failed, across the node's shards.
   struct InboxCleanupStats {
     uint64_t tombstone_heavy_pages = 0;
     uint64_t compactions = 0;
@@ -146,8 +147,8 @@ struct ShardOptions {
   // (each inbox update moves its conversation's listing row and leaves a tombstone where it was;
   // a busy member's list wades through them until compactions reach the bottom level) starts a
   // compaction of that user's listing rows in the background, down to the bottom level, which
-  // drops them; at most one per shard per 5 s, on a thread of the shard's own started by the
-  // first. 0: never.
+  // drops them; at most one per shard per 5 s of `clock`, on a thread of the shard's own started
+  // by the first and kept until the shard closes. 0: never.
   uint32_t inbox_cleanup_tombstones = 256;
   // Default: 0 (RocksDB's own default). Background flush/compaction threads for this shard.
   int background_jobs = 0;

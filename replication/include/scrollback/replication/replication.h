@@ -236,7 +236,8 @@ class ReplicaFollower {
  public:
   // `on_rebootstrap(shard_id, why)` is called (on the follower's thread) when a followed copy
   // cannot continue from its log (log gap, divergence, a batch that does not apply): the host
-  // must close it and bootstrap it again. The follower has stopped following it by then.
+  // must close it and bootstrap it again. The follower has stopped following it by then. It
+  // runs on the follower's thread and must not call back into the follower.
   static std::unique_ptr<ReplicaFollower> Start(
       FollowerOptions options, std::function<void(uint64_t, const Status&)> on_rebootstrap);
   virtual ~ReplicaFollower() = default;

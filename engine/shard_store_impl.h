@@ -719,7 +719,7 @@ class ShardStoreImpl final : public ShardStore {
   // Set by ApplyLogBatches: the log writes inbox rows behind the cache's back, so a store that
   // applies a log (a replica, reopened before it serves as a primary) never caches them.
   std::atomic<bool> log_applied_{false};
-  // Steady-clock ms of the last cleanup an inbox page heavy with tombstones started
+  // The time (clock_, ms) of the last cleanup an inbox page heavy with tombstones started
   // (CleanUpInboxTombstones): at most one per kInboxCleanupIntervalMs.
   std::atomic<int64_t> inbox_cleanup_ms_{INT64_MIN / 2};
   // The cleanup thread and its one pending request (the user whose listing rows to compact).

@@ -59,9 +59,9 @@ class FollowerImpl final : public ReplicaFollower {
       // their calls then throw (caught by OnLoop and Bootstrap) instead of touching freed memory.
       ready.set_value(kj::getCurrentThreadExecutor().addRef());
       stop.promise.wait(io.waitScope);
-      // Cancel every loop and bootstrap, then close the connections, on this thread.
+      // Cancel every loop (Stop cancelled the bootstraps), then close the connections, on this
+      // thread.
       loop_->followed.clear();
-      loop_->bootstraps.cancel("the follower is stopping");
       loop_->connections.clear();
       // Let the teardown's own events (connections closing, cancelled calls) run: a loop must
       // be empty when it is destroyed.
@@ -178,20 +178,18 @@ class FollowerImpl final : public ReplicaFollower {
   void Stop() override {
     if (!thread_.joinable()) return;
     stopped_.store(true);  // New calls return at once.
-    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] {
-                   executor_->executeSync([&] {
-                     loop_->stopping = true;
-                     loop_->bootstraps.cancel("the follower is stopping");
-                   });
-                 })) {
-      log_->error("stopping the replica follower: {}", e->getDescription().cStr());
-    }
-    {
-      std::unique_lock no_calls(calls_mu_);
-      KJ_IF_MAYBE (e, kj::runCatchingExceptions(
-                          [&] { executor_->executeSync([&] { loop_->stop->fulfill(); }); })) {
+    auto on_loop = [this](auto&& fn) {
+      KJ_IF_MAYBE (e, kj::runCatchingExceptions([&] { executor_->executeSync(fn); })) {
         log_->error("stopping the replica follower: {}", e->getDescription().cStr());
       }
+    };
+    on_loop([this] {
+      loop_->stopping = true;
+      loop_->bootstraps.cancel("the follower is stopping");
+    });
+    {
+      std::unique_lock no_calls(calls_mu_);
+      on_loop([this] { loop_->stop->fulfill(); });
     }
     thread_.join();
   }
